@@ -1,0 +1,206 @@
+/* data_embassy--1.0.sql */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION data_embassy" to load this file. \quit
+
+/*
+ * The administrator role.  Roles are cluster-wide and the extension may be
+ * created in several databases, so create it only once.
+ */
+DO $$
+BEGIN
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles
+				   WHERE rolname = 'data_embassy_admin') THEN
+		CREATE ROLE data_embassy_admin NOLOGIN;
+	END IF;
+END
+$$;
+
+GRANT USAGE ON SCHEMA @extschema@ TO PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Keys (both sites)
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION generate_key() RETURNS text
+AS 'MODULE_PATHNAME', 'data_embassy_generate_key'
+LANGUAGE C STRICT VOLATILE;
+
+CREATE FUNCTION public_key() RETURNS text
+AS 'MODULE_PATHNAME', 'data_embassy_public_key'
+LANGUAGE C STRICT STABLE;
+
+-------------------------------------------------------------------------------
+-- Register side: pinned embassies
+-------------------------------------------------------------------------------
+
+/*
+ * The output plugin reads this table while decoding, so it is a user catalog
+ * table (visible to historic snapshots).
+ */
+CREATE TABLE embassy_pins (
+	name		text PRIMARY KEY,
+	embassy_key text NOT NULL UNIQUE,
+	slot_name	name NOT NULL UNIQUE,
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now()
+) WITH (user_catalog_table = true);
+
+CREATE FUNCTION add_embassy(name text, embassy_key text) RETURNS text
+AS 'MODULE_PATHNAME', 'data_embassy_add_embassy'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+CREATE FUNCTION drop_embassy(name text) RETURNS void
+AS 'MODULE_PATHNAME', 'data_embassy_drop_embassy'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+CREATE VIEW embassies AS
+	SELECT p.name,
+		   p.slot_name,
+		   COALESCE(s.active, false) AS active,
+		   s.active_pid,
+		   r.client_addr,
+		   r.sent_lsn,
+		   s.confirmed_flush_lsn,
+		   c.current_lsn,
+		   CASE WHEN s.confirmed_flush_lsn IS NOT NULL
+				THEN GREATEST(c.current_lsn - s.confirmed_flush_lsn, 0)::bigint
+		   END AS lag_bytes,
+		   r.replay_lag,
+		   CASE WHEN s.restart_lsn IS NOT NULL
+				THEN (c.current_lsn - s.restart_lsn)::bigint
+		   END AS retained_wal_bytes
+	FROM embassy_pins p
+		 CROSS JOIN LATERAL
+			(SELECT CASE WHEN pg_catalog.pg_is_in_recovery()
+						 THEN pg_catalog.pg_last_wal_replay_lsn()
+						 ELSE pg_catalog.pg_current_wal_lsn() END
+					AS current_lsn) c
+		 LEFT JOIN pg_catalog.pg_replication_slots s
+			ON s.slot_name = p.slot_name AND s.database = pg_catalog.current_database()
+		 LEFT JOIN pg_catalog.pg_stat_replication r ON r.pid = s.active_pid;
+
+-------------------------------------------------------------------------------
+-- Register side: initial copy and inspection
+-------------------------------------------------------------------------------
+
+/*
+ * Sealed frames holding every replicated table's rows as of the caller's
+ * snapshot (the embassy sets the slot's exported snapshot first).
+ */
+CREATE FUNCTION copy_frames(embassy_key text) RETURNS SETOF bytea
+AS 'MODULE_PATHNAME', 'data_embassy_copy_frames'
+LANGUAGE C STRICT VOLATILE;
+
+/*
+ * Open frames with this site's private key and show their records.  The
+ * frames must be consecutive frames of one stream; the first may be any.
+ */
+CREATE FUNCTION inspect_frames(frames bytea[], register_key text,
+	OUT frame_seq bigint, OUT record_no integer, OUT record_type text,
+	OUT lsn pg_lsn, OUT xid xid, OUT relation text, OUT detail jsonb)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'data_embassy_inspect_frames'
+LANGUAGE C STRICT VOLATILE;
+
+CREATE FUNCTION inspect_frame(frame bytea, register_key text,
+	OUT frame_seq bigint, OUT record_no integer, OUT record_type text,
+	OUT lsn pg_lsn, OUT xid xid, OUT relation text, OUT detail jsonb)
+RETURNS SETOF record
+AS $$ SELECT * FROM @extschema@.inspect_frames(ARRAY[frame], register_key) $$
+LANGUAGE sql STRICT VOLATILE;
+
+/* The clear header of a frame, unauthenticated. */
+CREATE FUNCTION frame_header(frame bytea,
+	OUT version integer, OUT kind text, OUT flags integer,
+	OUT system_identifier numeric, OUT database_oid oid,
+	OUT stream_key text, OUT seq bigint,
+	OUT start_lsn pg_lsn, OUT end_lsn pg_lsn, OUT commit_lsn pg_lsn,
+	OUT source_lsn pg_lsn, OUT plain_len integer, OUT sealed_len integer,
+	OUT prev_hash bytea)
+AS 'MODULE_PATHNAME', 'data_embassy_frame_header'
+LANGUAGE C STRICT IMMUTABLE;
+
+-------------------------------------------------------------------------------
+-- Embassy side
+-------------------------------------------------------------------------------
+
+/*
+ * One row per replicated register.  conninfo may hold a password: the table
+ * is readable only by its owner; views show conninfo without secrets.
+ */
+CREATE TABLE registers (
+	name		text PRIMARY KEY,
+	conninfo	text NOT NULL,
+	register_key text NOT NULL UNIQUE,
+	copy_data	boolean NOT NULL,
+	slot_name	name NOT NULL,
+	state		text NOT NULL DEFAULT 'init'
+				CHECK (state IN ('init', 'streaming', 'promoted')),
+	paused		boolean NOT NULL DEFAULT false,
+	register_sysid numeric,
+	register_dboid oid,
+	promoted_at timestamptz,
+	promoted_lsn pg_lsn,
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+/* Local tables that a register replicates into (filled by the worker). */
+CREATE TABLE replicated_relations (
+	register	text NOT NULL REFERENCES registers (name) ON DELETE CASCADE,
+	relid		oid NOT NULL,
+	PRIMARY KEY (relid)
+);
+
+CREATE FUNCTION add_register(name text, conninfo text, register_key text,
+							 copy_data boolean DEFAULT true) RETURNS void
+AS 'MODULE_PATHNAME', 'data_embassy_add_register'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+CREATE FUNCTION drop_register(name text) RETURNS void
+AS 'MODULE_PATHNAME', 'data_embassy_drop_register'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+CREATE FUNCTION pause_register(name text) RETURNS void
+AS 'MODULE_PATHNAME', 'data_embassy_pause_register'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+CREATE FUNCTION resume_register(name text) RETURNS void
+AS 'MODULE_PATHNAME', 'data_embassy_resume_register'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+CREATE FUNCTION register_status(
+	OUT register text, OUT database name, OUT state text, OUT worker_pid integer,
+	OUT source_lsn pg_lsn, OUT received_lsn pg_lsn, OUT applied_lsn pg_lsn,
+	OUT lag_bytes bigint, OUT lag_time interval,
+	OUT last_applied_commit_at timestamptz, OUT last_message_at timestamptz,
+	OUT frames_applied bigint, OUT rows_applied bigint,
+	OUT wire_bytes bigint, OUT plain_bytes bigint, OUT last_error text,
+	OUT promoted_at timestamptz, OUT promoted_lsn pg_lsn)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'data_embassy_register_status'
+LANGUAGE C STRICT VOLATILE;
+
+CREATE VIEW lag AS
+	SELECT register, database, state, worker_pid, source_lsn, received_lsn,
+		   applied_lsn, lag_bytes, lag_time, last_applied_commit_at,
+		   last_message_at, frames_applied, rows_applied, wire_bytes,
+		   plain_bytes, last_error
+	FROM register_status();
+
+-------------------------------------------------------------------------------
+-- Privileges
+-------------------------------------------------------------------------------
+
+REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION generate_key(), public_key(),
+	add_embassy(text, text), drop_embassy(text),
+	add_register(text, text, text, boolean), drop_register(text),
+	pause_register(text), resume_register(text),
+	copy_frames(text)
+	TO data_embassy_admin;
+GRANT SELECT ON embassy_pins TO data_embassy_admin;
+
+GRANT EXECUTE ON FUNCTION register_status(), frame_header(bytea) TO pg_monitor;
+GRANT SELECT ON embassies, lag TO pg_monitor, data_embassy_admin;

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+#
+# Run every data_embassy test: the pg_regress suite (sql/, expected/) on a
+# temporary instance, then the TAP suite (test/t/) with its own clusters.
+# Installs what is missing on Debian 12, builds and installs the extension,
+# and runs the clusters as a non-root user.
+#
+#	scripts/test.sh						everything
+#	scripts/test.sh test/t/010_stream.pl	one TAP test (and the regress suite)
+#
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+. "$top/scripts/common.sh"
+
+de_install_deps
+de_build_install "$top"
+
+work=$(de_private_copy "$top")
+trap 'rm -rf "$work"' EXIT
+de_log "running tests in $work as $(de_run_user)"
+
+prove_tests=""
+if [ $# -gt 0 ]; then prove_tests="PROVE_TESTS=$*"; fi
+
+status=0
+de_as_user make -C "$work" -s installcheck PG_CONFIG="$PG_CONFIG" $prove_tests || status=$?
+if [ $status -ne 0 ]; then
+	for f in "$work/regression.diffs" "$work"/tmp_check/log/regress_log_*; do
+		[ -f "$f" ] || continue
+		echo "----- $f (last 80 lines)"
+		tail -n 80 "$f"
+	done
+	exit $status
+fi

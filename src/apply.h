@@ -1,0 +1,91 @@
+/*-------------------------------------------------------------------------
+ *
+ * apply.h
+ *		  Applying decoded change records to local tables at executor level.
+ *
+ * The worker opens frames and hands every record to de_apply_record().
+ * BEGIN starts a local transaction (or continues none for a record that
+ * needs none), changes go through the executor's replication routines
+ * (execReplication.c) with index maintenance, runs of INSERTs into one
+ * table are gathered and written with table_multi_insert(), and COMMIT
+ * commits the local transaction with the replication origin advanced to the
+ * register's commit end LSN, in the same transaction.
+ *
+ * A transaction spread over several frames stays open across them; the
+ * caller calls de_apply_frame_end() after each frame so that buffered
+ * inserts, whose values point into the frame body, are written before the
+ * body is freed.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DE_APPLY_H
+#define DE_APPLY_H
+
+#include "access/xlogdefs.h"
+#include "replication/origin.h"
+
+#include "codec.h"
+
+typedef struct DeApply DeApply;
+
+/*
+ * Make the apply state of one register.  "origin" is the register's
+ * replication origin; the caller has already called replorigin_session_setup
+ * for it.  Long-lived state is allocated in mcxt.
+ */
+extern DeApply *de_apply_create(MemoryContext mcxt, const char *register_name,
+								RepOriginId origin);
+
+/*
+ * A new stream starts: forget the relation map (RELATION records come
+ * again).  Aborts any local transaction left open by a broken stream.
+ */
+extern void de_apply_reset_stream(DeApply *apply);
+
+/* Apply one record.  Errors are raised with an errcontext naming the
+ * register, the record and the relation. */
+extern void de_apply_record(DeApply *apply, DeRecord *rec);
+
+/* After the last record of a frame: write buffered inserts. */
+extern void de_apply_frame_end(DeApply *apply);
+
+/* Is a register transaction open locally (BEGIN seen, COMMIT not yet)? */
+extern bool de_apply_in_transaction(DeApply *apply);
+
+/*
+ * Initial copy.  de_apply_copy_begin() starts the local transaction the
+ * whole copy runs in; records of a copy stream (RELATION, INSERT, COPY_END)
+ * then go through de_apply_record(); de_apply_copy_done() tells whether
+ * COPY_END was seen.  The caller finishes with de_apply_commit(), after
+ * making its own catalog changes in the same transaction.
+ */
+extern void de_apply_copy_begin(DeApply *apply);
+extern bool de_apply_copy_done(DeApply *apply);
+
+/*
+ * Commit the open local transaction with the origin advanced to remote_lsn
+ * (commit_time as the origin timestamp), and remember the pair for
+ * de_apply_flushed().
+ */
+extern void de_apply_commit(DeApply *apply, XLogRecPtr remote_lsn,
+							TimestampTz commit_time);
+
+/*
+ * Note a position reached without a transaction (a position frame): it
+ * becomes confirmable once every earlier local commit is flushed.
+ */
+extern void de_apply_note_position(DeApply *apply, XLogRecPtr remote_lsn);
+
+/*
+ * The highest register LSN whose effects are durable here (local WAL
+ * flushed), for feedback.  Never moves backwards.
+ */
+extern XLogRecPtr de_apply_flushed(DeApply *apply);
+
+/* End LSN of the last applied commit or position. */
+extern XLogRecPtr de_apply_last_applied(DeApply *apply);
+
+/* Rows applied since the last call (for the status counters). */
+extern uint64 de_apply_take_row_count(DeApply *apply);
+
+#endif							/* DE_APPLY_H */

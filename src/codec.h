@@ -1,0 +1,217 @@
+/*-------------------------------------------------------------------------
+ *
+ * codec.h
+ *		  The change records inside a frame body: writers for the register
+ *		  side, one reader for the embassy side and for inspection.
+ *
+ * A body is a sequence of records, each a type byte then its fields; all
+ * integers big-endian, strings as a 4-byte length then the bytes (no NUL).
+ *
+ *	'B' BEGIN		final_lsn u64, commit_time i64, xid u32
+ *	'C' COMMIT		commit_lsn u64, end_lsn u64, commit_time i64
+ *	'R' RELATION	relid u32, nspname str, relname str, replident u8, natts u16,
+ *					natts x { flags u8 (1 = key column), name str, typoid u32,
+ *							  typmod i32, format u8 ('b' binary, 't' text),
+ *							  typename str (qualified, for messages) }
+ *	'I' INSERT		relid u32, new tuple
+ *	'U' UPDATE		relid u32, oldkind u8 ('K' key, 'O' old row, 'N' none),
+ *					[old tuple unless 'N'], new tuple
+ *	'D' DELETE		relid u32, oldkind u8 ('K' or 'O'), old tuple
+ *	'T' TRUNCATE	flags u8 (1 CASCADE, 2 RESTART IDENTITY), nrels u32,
+ *					nrels x relid u32
+ *	'M' MESSAGE		flags u8 (1 transactional), lsn u64, prefix str,
+ *					content str
+ *	'E' COPY_END	rows u64: closes an initial-copy stream; a copy without it
+ *					is incomplete
+ *
+ *	tuple			natts u16, natts x { kind u8, [len u32, bytes] }
+ *					kind 'n' NULL, 'u' unchanged TOAST value (not sent),
+ *					'b' binary send format, 't' text output
+ *
+ * Only live columns travel (not dropped, not generated), in attribute
+ * order.  A RELATION record precedes the first change of a relation in a
+ * stream and is sent again after the relation changes.
+ *
+ * Binary format is used for built-in types, enums, and domains over them;
+ * other types (composites, arrays of non-built-in types, extension types)
+ * travel as text, because their binary forms embed type OIDs that differ
+ * between clusters.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DE_CODEC_H
+#define DE_CODEC_H
+
+#include "access/htup.h"
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "utils/relcache.h"
+
+#define DE_REC_BEGIN		'B'
+#define DE_REC_COMMIT		'C'
+#define DE_REC_RELATION		'R'
+#define DE_REC_INSERT		'I'
+#define DE_REC_UPDATE		'U'
+#define DE_REC_DELETE		'D'
+#define DE_REC_TRUNCATE		'T'
+#define DE_REC_MESSAGE		'M'
+#define DE_REC_COPY_END		'E'
+
+#define DE_COL_NULL			'n'
+#define DE_COL_UNCHANGED	'u'
+#define DE_COL_BINARY		'b'
+#define DE_COL_TEXT			't'
+
+#define DE_OLD_KEY			'K'
+#define DE_OLD_ROW			'O'
+#define DE_OLD_NONE			'N'
+
+#define DE_TRUNCATE_CASCADE		0x01
+#define DE_TRUNCATE_RESTART		0x02
+
+#define DE_MESSAGE_TRANSACTIONAL	0x01
+
+/* ---------- writing (register side) ---------- */
+
+/* How one attribute of a relation is written. */
+typedef struct DeColumnOut
+{
+	bool		live;			/* false: dropped or generated, not sent */
+	char		format;			/* DE_COL_BINARY or DE_COL_TEXT */
+	bool		is_varlena;		/* attlen == -1 */
+	FmgrInfo	outfn;			/* typsend or typoutput */
+} DeColumnOut;
+
+/* Per-relation output state, built once and cached by the caller. */
+typedef struct DeRelOut
+{
+	Oid			relid;
+	int			natts;			/* attributes in the tuple descriptor */
+	int			nlive;			/* of which sent */
+	DeColumnOut *cols;			/* natts entries */
+	Datum	   *values;			/* natts scratch entries for deforming */
+	bool	   *isnull;
+} DeRelOut;
+
+/* Fill "ro" for "rel"; everything is allocated in mcxt. */
+extern void de_relout_build(DeRelOut *ro, Relation rel, MemoryContext mcxt);
+extern void de_relout_free(DeRelOut *ro);
+
+extern void de_write_begin(StringInfo out, XLogRecPtr final_lsn,
+						   TimestampTz commit_time, TransactionId xid);
+extern void de_write_commit(StringInfo out, XLogRecPtr commit_lsn,
+							XLogRecPtr end_lsn, TimestampTz commit_time);
+extern void de_write_relation(StringInfo out, Relation rel,
+							  const DeRelOut *ro);
+extern void de_write_insert(StringInfo out, DeRelOut *ro, HeapTuple newtuple);
+
+/* old may be NULL (oldkind 'N'); old_is_key selects 'K' over 'O'. */
+extern void de_write_update(StringInfo out, DeRelOut *ro, HeapTuple oldtuple,
+							bool old_is_key, HeapTuple newtuple);
+extern void de_write_delete(StringInfo out, DeRelOut *ro, HeapTuple oldtuple,
+							bool old_is_key);
+extern void de_write_truncate(StringInfo out, int nrelids, const Oid *relids,
+							  bool cascade, bool restart_seqs);
+extern void de_write_message(StringInfo out, XLogRecPtr lsn,
+							 bool transactional, const char *prefix,
+							 Size sz, const char *content);
+
+/*
+ * An INSERT from already-deformed values, for the initial copy.  There,
+ * on-disk TOAST pointers are real values and are sent in full; in decoded
+ * changes (de_write_insert and friends) they mean "unchanged".
+ */
+extern void de_write_insert_values(StringInfo out, DeRelOut *ro,
+								   Datum *values, bool *isnull);
+extern void de_write_copy_end(StringInfo out, uint64 rows);
+
+/* ---------- reading (embassy side, inspection) ---------- */
+
+typedef struct DeValue
+{
+	char		kind;			/* DE_COL_* */
+	uint32		len;
+	char	   *data;			/* points into the body; not NUL-terminated */
+} DeValue;
+
+typedef struct DeTuple
+{
+	int			natts;
+	DeValue    *values;
+} DeTuple;
+
+typedef struct DeAttribute
+{
+	char	   *name;
+	Oid			typoid;
+	int32		typmod;
+	bool		is_key;
+	char		format;
+	char	   *typname;
+} DeAttribute;
+
+typedef struct DeRecord
+{
+	char		type;			/* DE_REC_* */
+
+	/* BEGIN, COMMIT, MESSAGE */
+	XLogRecPtr	lsn;			/* BEGIN final_lsn, COMMIT commit_lsn,
+								 * MESSAGE lsn */
+	XLogRecPtr	end_lsn;		/* COMMIT */
+	TimestampTz commit_time;	/* BEGIN, COMMIT */
+	TransactionId xid;			/* BEGIN */
+
+	/* RELATION, INSERT, UPDATE, DELETE */
+	Oid			relid;
+
+	/* RELATION */
+	char	   *nspname;
+	char	   *relname;
+	char		replident;
+	int			natts;
+	DeAttribute *atts;
+
+	/* INSERT, UPDATE, DELETE */
+	char		oldkind;		/* DE_OLD_* */
+	DeTuple		oldtup;
+	DeTuple		newtup;
+
+	/* TRUNCATE */
+	int			nrelids;
+	Oid		   *relids;
+	bool		cascade;
+	bool		restart_seqs;
+
+	/* MESSAGE */
+	bool		transactional;
+	char	   *prefix;
+	uint32		content_len;
+	char	   *content;		/* points into the body */
+
+	/* COPY_END */
+	uint64		rows;
+} DeRecord;
+
+typedef struct DeReader
+{
+	char	   *data;
+	size_t		len;
+	size_t		pos;
+} DeReader;
+
+extern void de_reader_init(DeReader *reader, char *data, size_t len);
+
+/*
+ * Read the next record into *rec.  Returns false at the clean end of the
+ * body.  Every length is checked against the body before use; a malformed
+ * body raises ERROR with ERRCODE_DATA_CORRUPTED.  Names and arrays are
+ * palloc'd in CurrentMemoryContext; values point into the body.
+ */
+extern bool de_read_record(DeReader *reader, DeRecord *rec);
+
+/* Name of a record type for messages ("INSERT"...). */
+extern const char *de_record_type_name(char type);
+
+#endif							/* DE_CODEC_H */

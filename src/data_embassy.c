@@ -1,0 +1,149 @@
+/*-------------------------------------------------------------------------
+ *
+ * data_embassy.c
+ *		  Library entry point: settings, and on a server that preloads the
+ *		  library, shared memory and the launcher.
+ *
+ * The same library is the output plugin on a register and the apply side
+ * at an embassy.  A walsender loads it on demand without preloading, so
+ * _PG_init defines the settings every process may use and returns quietly
+ * when the library is not being preloaded.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
+#include "commands/dbcommands.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/guc.h"
+
+#include "data_embassy.h"
+#include "launcher.h"
+#include "status.h"
+
+PG_MODULE_MAGIC;
+
+int			de_batch_size_kb = 1024;
+int			de_compression_level = 1;
+int			de_max_registers = 8;
+int			de_retry_interval_ms = 5000;
+int			de_status_interval_ms = 1000;
+
+bool		de_preloaded = false;
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	DefineCustomIntVariable("data_embassy.batch_size",
+							"Sets the size a frame fills up to while the decoder is behind.",
+							"Frames are flushed earlier at a commit that reaches the WAL flush position.",
+							&de_batch_size_kb,
+							1024, 16, 65536,
+							PGC_USERSET,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("data_embassy.compression_level",
+							"Sets the zstd compression level of frames.",
+							"Negative levels are faster and compress less.",
+							&de_compression_level,
+							1, -50, 19,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("data_embassy.retry_interval",
+							"Sets the time an apply worker waits before it restarts after a failure.",
+							"The wait doubles with each consecutive failure, up to ten times this value.",
+							&de_retry_interval_ms,
+							5000, 100, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("data_embassy.status_interval",
+							"Sets the interval between progress reports an apply worker sends to its register.",
+							NULL,
+							&de_status_interval_ms,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	if (!process_shared_preload_libraries_in_progress || IsBinaryUpgrade)
+	{
+		MarkGUCPrefixReserved("data_embassy");
+		return;
+	}
+
+	DefineCustomIntVariable("data_embassy.max_registers",
+							"Sets the maximum number of registers this embassy can replicate.",
+							"Each register has one apply worker, which counts against max_worker_processes.",
+							&de_max_registers,
+							8, 1, 1024,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("data_embassy");
+
+	de_preloaded = true;
+	de_status_shmem_init_hooks();
+	de_launcher_register();
+}
+
+/*
+ * de_check_admin
+ *		Refuse unless the current user may configure data_embassy.
+ */
+void
+de_check_admin(const char *action)
+{
+	Oid			admin;
+
+	if (superuser())
+		return;
+
+	admin = get_role_oid(DE_ADMIN_ROLE, true);
+	if (OidIsValid(admin) && has_privs_of_role(GetUserId(), admin))
+		return;
+
+	ereport(ERROR,
+			errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			errmsg("permission denied to %s", action),
+			errhint("Only superusers and members of role \"%s\" may do this.",
+					DE_ADMIN_ROLE));
+}
+
+/*
+ * de_require_preloaded
+ *		Embassy-side functions need the shared memory and launcher that only
+ *		exist when the library is preloaded.
+ */
+void
+de_require_preloaded(void)
+{
+	if (!de_preloaded)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("data_embassy must be loaded via \"shared_preload_libraries\""),
+				errhint("Add data_embassy to \"shared_preload_libraries\" and restart the server."));
+}
+
+Oid
+de_schema_oid(bool missing_ok)
+{
+	Oid			nsp = get_namespace_oid(DE_SCHEMA_NAME, true);
+
+	if (!OidIsValid(nsp) && !missing_ok)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("extension \"%s\" is not installed in database \"%s\"",
+					   DE_EXTENSION_NAME, get_database_name(MyDatabaseId)));
+	return nsp;
+}

@@ -1,0 +1,41 @@
+/*-------------------------------------------------------------------------
+ *
+ * data_embassy.h
+ *		  Settings and small helpers shared by every part of data_embassy.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DATA_EMBASSY_H
+#define DATA_EMBASSY_H
+
+#define DE_EXTENSION_NAME	"data_embassy"
+#define DE_SCHEMA_NAME		"data_embassy"
+#define DE_ADMIN_ROLE		"data_embassy_admin"
+#define DE_PLUGIN_NAME		"data_embassy"
+
+/* Prefix of the logical messages that carry sequence state. */
+#define DE_SEQUENCE_MESSAGE_PREFIX	"data_embassy.sequences"
+
+/* GUCs (data_embassy.c) */
+extern int	de_batch_size_kb;		/* data_embassy.batch_size */
+extern int	de_compression_level;	/* data_embassy.compression_level */
+extern int	de_max_registers;		/* data_embassy.max_registers */
+extern int	de_retry_interval_ms;	/* data_embassy.retry_interval */
+extern int	de_status_interval_ms;	/* data_embassy.status_interval */
+
+/* True in a process of a server that preloaded the library. */
+extern bool de_preloaded;
+
+/*
+ * Raise ERROR unless the current user is a superuser or a member of
+ * data_embassy_admin; "action" completes "permission denied to ...".
+ */
+extern void de_check_admin(const char *action);
+
+/* Raise ERROR unless the library was preloaded (embassy-side functions). */
+extern void de_require_preloaded(void);
+
+/* OID of the extension's schema, or InvalidOid if not installed here. */
+extern Oid	de_schema_oid(bool missing_ok);
+
+#endif							/* DATA_EMBASSY_H */

@@ -1,0 +1,149 @@
+/*-------------------------------------------------------------------------
+ *
+ * frame.h
+ *		  Sealed frames: the unit data_embassy sends over the wire.
+ *
+ * A frame is a fixed header in the clear followed by the sealed body.  The
+ * header is the AES-256-GCM associated data, so none of it can be changed
+ * without the tag failing.  All integers are big-endian.
+ *
+ *	 off len  field
+ *	   0   4  magic "DEMB"
+ *	   4   1  format version (1)
+ *	   5   1  kind: 'S' change stream, 'C' initial-copy stream
+ *	   6   2  flags (DE_FRAME_*)
+ *	   8   8  register system identifier
+ *	  16   4  register database oid
+ *	  20  32  sender's ephemeral X25519 public key (names the stream)
+ *	  52   8  sequence number within the stream, from 1
+ *	  60   8  start_lsn: end_lsn of the previous frame; for frame 1 the
+ *			  position the stream starts from (the slot's confirmed flush)
+ *	  68   8  end_lsn: decoding position this frame reaches
+ *	  76   8  commit_lsn: what a receiver may confirm once it has applied
+ *			  and made durable everything up to and including this frame
+ *	  84   8  source_lsn: the register's WAL flush position when sealed
+ *	  92   4  plain_len: length of the body before compression
+ *	  96   4  sealed_len: length of the sealed body (compressed + tag)
+ *	 100  32  SHA-256 of the previous frame (header + sealed body), zeros
+ *			  for frame 1: the hash chain
+ *	 132      sealed body
+ *
+ * Keys: per stream the sender makes an ephemeral X25519 pair.  The frame key
+ * and nonce base come from HKDF-SHA256 with
+ *		ikm  = DH(ephemeral, embassy) || DH(register, embassy)
+ *		salt = ephemeral_pub || embassy_pub || register_pub
+ *		info = "data_embassy frame v1" || sysid || dboid || kind
+ * (HPKE's authenticated mode in spirit): only the embassy can open, only the
+ * register could have sealed.  The nonce is the nonce base XOR the sequence
+ * number, so it never repeats under one key.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DE_FRAME_H
+#define DE_FRAME_H
+
+#include "access/xlogdefs.h"
+#include "lib/stringinfo.h"
+
+#include "crypto.h"
+
+#define DE_FRAME_MAGIC			"DEMB"
+#define DE_FRAME_VERSION		1
+#define DE_FRAME_HEADER_SIZE	132
+
+#define DE_FRAME_KIND_STREAM	'S'
+#define DE_FRAME_KIND_COPY		'C'
+
+/* flags */
+#define DE_FRAME_TXN_OPEN		0x0001	/* body ends inside a transaction */
+#define DE_FRAME_POSITION		0x0002	/* no records: caught up to end_lsn */
+
+/* Upper bound on a body, compressed or not; checked before allocating. */
+#define DE_FRAME_MAX_PLAIN		((uint32) (MaxAllocSize - 1))
+
+typedef struct DeFrameHeader
+{
+	uint8		version;
+	char		kind;
+	uint16		flags;
+	uint64		sysid;
+	Oid			dboid;
+	uint8		eph_pub[DE_KEY_LEN];
+	uint64		seq;
+	XLogRecPtr	start_lsn;
+	XLogRecPtr	end_lsn;
+	XLogRecPtr	commit_lsn;
+	XLogRecPtr	source_lsn;
+	uint32		plain_len;
+	uint32		sealed_len;
+	uint8		prev_hash[DE_HASH_LEN];
+} DeFrameHeader;
+
+/*
+ * Sending side: one per stream (one decoding session, or one initial copy).
+ * Holds the ephemeral key, the AEAD and zstd contexts (reused for every
+ * frame), the sequence counter and the chain hash.
+ */
+typedef struct DeSealer DeSealer;
+
+extern DeSealer *de_sealer_create(MemoryContext mcxt,
+								  const uint8 *register_priv,
+								  const uint8 *register_pub,
+								  const uint8 *embassy_pub,
+								  uint64 sysid, Oid dboid, char kind,
+								  int zstd_level, XLogRecPtr start_lsn);
+
+/*
+ * Compress and seal one body and append the whole frame (header and sealed
+ * body) to "out".  plain_len may be 0 (a position frame).  Advances the
+ * sequence number, the chain and start_lsn (to end_lsn).
+ */
+extern void de_sealer_seal(DeSealer *sealer, const char *plain,
+						   uint32 plain_len, uint16 flags,
+						   XLogRecPtr end_lsn, XLogRecPtr commit_lsn,
+						   XLogRecPtr source_lsn, StringInfo out);
+
+/* Sequence number the next frame will carry. */
+extern uint64 de_sealer_next_seq(DeSealer *sealer);
+
+extern void de_sealer_free(DeSealer *sealer);
+
+/*
+ * Receiving side: one per stream.  de_opener_open() checks, in this order,
+ * length, magic and version, kind, register identity (when expected values
+ * were given), stream (ephemeral key), sequence, chain, tag, and the body's
+ * lengths, then decompresses.  On any failure it raises ERROR with
+ *		ERRCODE_DATA_CORRUPTED		malformed, truncated, bad tag, bad chain
+ *		ERRCODE_PROTOCOL_VIOLATION	sequence skipped or repeated, frame from
+ *									another stream or register
+ * and leaves the opener's state untouched, so nothing from a bad frame is
+ * ever returned and the stream can only continue with the right frame.
+ */
+typedef struct DeOpener DeOpener;
+
+/*
+ * require_first: the first frame must carry sequence 1 (a receiver reading a
+ * live stream); false lets a debugging tool start anywhere.  expect_sysid
+ * and expect_dboid of 0 accept any register identity.
+ */
+extern DeOpener *de_opener_create(MemoryContext mcxt,
+								  const uint8 *embassy_priv,
+								  const uint8 *register_pub,
+								  char kind, bool require_first,
+								  uint64 expect_sysid, Oid expect_dboid);
+
+/* Open one frame; the body is left in "plain" (reset first). */
+extern void de_opener_open(DeOpener *opener, const char *frame, size_t len,
+						   DeFrameHeader *hdr, StringInfo plain);
+
+extern void de_opener_free(DeOpener *opener);
+
+/*
+ * Parse only the clear header (no authentication); for diagnostics and for
+ * a receiver that wants the LSNs of a frame it is about to open.  Raises
+ * ERRCODE_DATA_CORRUPTED when the frame is too short or not a frame.
+ */
+extern void de_frame_peek_header(const char *frame, size_t len,
+								 DeFrameHeader *hdr);
+
+#endif							/* DE_FRAME_H */

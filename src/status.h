@@ -1,0 +1,114 @@
+/*-------------------------------------------------------------------------
+ *
+ * status.h
+ *		  Shared memory at the embassy: one slot per register, holding what
+ *		  the launcher needs to run its worker and what the lag view shows.
+ *
+ * Locking protocol:
+ *	- DeShared->lock (LWLock) guards slot allocation and the control fields
+ *	  of every slot (in_use, generation, dboid, name, paused, promoted,
+ *	  drop_requested, worker_pid, worker_latch, failures, next_start) and the
+ *	  database lists.  Take it shared to read, exclusive to change.
+ *	- Each slot's mutex (spinlock) guards its progress fields (state ...
+ *	  last_error).  Only the slot's own worker writes them (and the launcher
+ *	  or SQL functions when no worker runs); readers copy them out under the
+ *	  spinlock and format outside it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DE_STATUS_H
+#define DE_STATUS_H
+
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/spin.h"
+
+#define DE_MAX_DATABASES	64
+#define DE_ERROR_LEN		512
+
+typedef enum DeState
+{
+	DE_STATE_INITIALIZING = 0,
+	DE_STATE_COPYING,
+	DE_STATE_STREAMING,
+	DE_STATE_CATCHING_UP,
+	DE_STATE_DISCONNECTED,
+	DE_STATE_PAUSED,
+	DE_STATE_ERROR,
+	DE_STATE_PROMOTING,
+	DE_STATE_PROMOTED
+} DeState;
+
+typedef struct DeRegisterSlot
+{
+	/* control, under DeShared->lock */
+	bool		in_use;
+	uint32		generation;		/* bumped each time the slot is reused */
+	Oid			dboid;
+	char		name[NAMEDATALEN];
+	bool		paused;
+	bool		promoted;
+	bool		drop_requested;
+	pid_t		worker_pid;		/* 0 when no worker runs */
+	Latch	   *worker_latch;
+	int			failures;		/* consecutive failed runs, for backoff */
+	TimestampTz next_start;		/* launcher starts no worker before this */
+
+	/* progress, under mutex */
+	slock_t		mutex;
+	DeState		state;
+	XLogRecPtr	source_lsn;		/* register's WAL end as last reported */
+	XLogRecPtr	received_lsn;	/* end_lsn of the last frame received */
+	XLogRecPtr	applied_lsn;	/* everything before this is applied */
+	TimestampTz last_applied_commit_at; /* register commit time */
+	TimestampTz last_message_at;	/* latest frame or keepalive */
+	TimestampTz pending_since;	/* commit time of the oldest received but
+								 * unapplied commit, 0 if none */
+	TimestampTz behind_since;	/* when source_lsn first passed applied_lsn,
+								 * 0 when caught up */
+	uint64		frames_applied;
+	uint64		rows_applied;
+	uint64		wire_bytes;
+	uint64		plain_bytes;
+	char		last_error[DE_ERROR_LEN];
+	TimestampTz promoted_at;
+	XLogRecPtr	promoted_lsn;
+} DeRegisterSlot;
+
+typedef struct DeSharedState
+{
+	LWLock	   *lock;
+	pid_t		launcher_pid;
+	Latch	   *launcher_latch;
+
+	/* databases that may hold registers (persisted in a file) */
+	bool		databases_loaded;
+	int			ndatabases;
+	Oid			databases[DE_MAX_DATABASES];
+
+	/* databases whose registers table must be read again */
+	int			nrescan;
+	Oid			rescan[DE_MAX_DATABASES];
+
+	int			nslots;
+	DeRegisterSlot slots[FLEXIBLE_ARRAY_MEMBER];
+} DeSharedState;
+
+extern PGDLLIMPORT DeSharedState *DeShared;
+
+/* Install shmem_request/shmem_startup hooks (from _PG_init). */
+extern void de_status_shmem_init_hooks(void);
+
+/* Name of a state as the views show it ("streaming"...). */
+extern const char *de_state_name(DeState state);
+
+/* Slot of a register in a database, or NULL; caller holds DeShared->lock. */
+extern DeRegisterSlot *de_slot_find(Oid dboid, const char *name);
+
+/* Set state (and, if errmsg is not NULL, last_error) under the spinlock. */
+extern void de_slot_set_state(DeRegisterSlot *slot, DeState state,
+							  const char *errmsg);
+
+#endif							/* DE_STATUS_H */

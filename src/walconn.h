@@ -1,0 +1,90 @@
+/*-------------------------------------------------------------------------
+ *
+ * walconn.h
+ *		  libpq connections from an embassy worker to a register: the
+ *		  replication protocol, and the ordinary connection the initial copy
+ *		  reads sealed frames over.  The only file that includes libpq-fe.h.
+ *
+ * Every call waits on the socket and the process latch together and
+ * checks for interrupts, so SIGTERM and postmaster death are honoured
+ * while a register is slow or unreachable.  Failures raise ERROR with
+ * ERRCODE_CONNECTION_FAILURE (or the code the register sent); messages
+ * never contain a password.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DE_WALCONN_H
+#define DE_WALCONN_H
+
+#include "access/xlogdefs.h"
+
+typedef struct DeWalConn DeWalConn;
+
+/*
+ * Check a conninfo string; raises ERRCODE_INVALID_PARAMETER_VALUE with
+ * libpq's complaint (which never echoes a password).
+ */
+extern void de_conninfo_validate(const char *conninfo);
+
+/* Copy of conninfo with every password value replaced by "********". */
+extern char *de_conninfo_redact(const char *conninfo);
+
+/*
+ * Connect.  replication = true adds replication=database (a walsender
+ * that also accepts SQL); appname becomes application_name.
+ */
+extern DeWalConn *de_walconn_connect(const char *conninfo, bool replication,
+									 const char *appname);
+extern void de_walconn_close(DeWalConn *conn);
+
+/* IDENTIFY_SYSTEM: system identifier, timeline, current flush LSN. */
+extern void de_walconn_identify(DeWalConn *conn, uint64 *sysid,
+								TimeLineID *tli, XLogRecPtr *xlogpos);
+
+/* OID of the database the connection is attached to (SQL query). */
+extern Oid	de_walconn_database_oid(DeWalConn *conn);
+
+/* Does a replication slot of this name exist on the register? */
+extern bool de_walconn_slot_exists(DeWalConn *conn, const char *slot);
+
+/*
+ * CREATE_REPLICATION_SLOT slot LOGICAL data_embassy, exporting a snapshot
+ * when snapshot_name is not NULL (the snapshot lives until the next command
+ * on this connection).  Returns the consistent point.
+ */
+extern XLogRecPtr de_walconn_create_slot(DeWalConn *conn, const char *slot,
+										 char **snapshot_name);
+
+/* DROP_REPLICATION_SLOT slot WAIT.  missing_ok: no error if absent. */
+extern void de_walconn_drop_slot(DeWalConn *conn, const char *slot,
+								 bool missing_ok);
+
+/* START_REPLICATION SLOT slot LOGICAL start ("embassy_key" 'key'). */
+extern void de_walconn_start_streaming(DeWalConn *conn, const char *slot,
+									   XLogRecPtr start,
+									   const char *embassy_key);
+
+/*
+ * Receive one CopyData message without blocking.  Returns its length and
+ * sets *buf (valid until the next call); 0 when nothing is ready (wait for
+ * the socket from de_walconn_socket()); -1 when the register ended the
+ * stream.
+ */
+extern int	de_walconn_receive(DeWalConn *conn, char **buf);
+
+/* Send one CopyData message and flush it. */
+extern void de_walconn_send(DeWalConn *conn, const char *buf, int len);
+
+extern pgsocket de_walconn_socket(DeWalConn *conn);
+
+/*
+ * Initial copy over an ordinary connection: import the slot's exported
+ * snapshot and run data_embassy.copy_frames(embassy_key) in single-row
+ * mode.  de_walconn_copy_next() returns the next sealed frame (valid until
+ * the next call) or NULL at the end of the result.
+ */
+extern void de_walconn_copy_start(DeWalConn *conn, const char *snapshot_name,
+								  const char *embassy_key);
+extern char *de_walconn_copy_next(DeWalConn *conn, int *len);
+
+#endif							/* DE_WALCONN_H */
