@@ -111,4 +111,15 @@ extern DeRegisterSlot *de_slot_find(Oid dboid, const char *name);
 extern void de_slot_set_state(DeRegisterSlot *slot, DeState state,
 							  const char *errmsg);
 
+/*
+ * Attach the current process to slot "index" as its worker if the slot
+ * still holds the register of that generation, is not being dropped and has
+ * no worker; sets worker_pid and worker_latch and clears them again at
+ * process exit.  Returns NULL when the worker is not wanted any more.
+ */
+extern DeRegisterSlot *de_slot_attach(int index, uint32 generation);
+
+/* End the attachment early (also done automatically at exit). */
+extern void de_slot_detach(void);
+
 #endif							/* DE_STATUS_H */

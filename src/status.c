@@ -1,0 +1,397 @@
+/*-------------------------------------------------------------------------
+ *
+ * status.c
+ *		  Shared memory of an embassy: the register slots, their locking,
+ *		  and the register_status() function the lag view is built on.
+ *
+ * The slots live in one struct allocated at server start; its size follows
+ * data_embassy.max_registers.  See status.h for the locking protocol.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "commands/dbcommands.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/pg_lsn.h"
+#include "utils/timestamp.h"
+
+#include "data_embassy.h"
+#include "status.h"
+
+#define DE_SHMEM_NAME		"data_embassy"
+#define DE_TRANCHE_NAME		"data_embassy"
+
+#define REGISTER_STATUS_COLS	18
+
+DeSharedState *DeShared = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* Slot this process is attached to, for the exit callback. */
+static int	attached_index = -1;
+
+static Size de_shmem_size(void);
+static void de_shmem_request(void);
+static void de_shmem_startup(void);
+static void de_slot_detach_callback(int code, Datum arg);
+
+PG_FUNCTION_INFO_V1(data_embassy_register_status);
+
+/*
+ * de_shmem_size
+ *		Bytes needed for the shared state with max_registers slots.
+ */
+static Size
+de_shmem_size(void)
+{
+	return add_size(offsetof(DeSharedState, slots),
+					mul_size(de_max_registers, sizeof(DeRegisterSlot)));
+}
+
+/*
+ * de_status_shmem_init_hooks
+ *		Install the hooks that reserve and set up our shared memory.
+ */
+void
+de_status_shmem_init_hooks(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = de_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = de_shmem_startup;
+}
+
+static void
+de_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+
+	RequestAddinShmemSpace(de_shmem_size());
+	RequestNamedLWLockTranche(DE_TRANCHE_NAME, 1);
+}
+
+/*
+ * de_shmem_startup
+ *		Allocate or attach to the shared state.  Runs in the postmaster and,
+ *		under EXEC_BACKEND, in every child.
+ */
+static void
+de_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+
+	DeShared = ShmemInitStruct(DE_SHMEM_NAME, de_shmem_size(), &found);
+	if (!found)
+	{
+		int			i;
+
+		memset(DeShared, 0, de_shmem_size());
+		DeShared->lock = &(GetNamedLWLockTranche(DE_TRANCHE_NAME))->lock;
+		DeShared->nslots = de_max_registers;
+		for (i = 0; i < DeShared->nslots; i++)
+			SpinLockInit(&DeShared->slots[i].mutex);
+	}
+
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * de_state_name
+ *		Name of a state as the views show it.
+ */
+const char *
+de_state_name(DeState state)
+{
+	switch (state)
+	{
+		case DE_STATE_INITIALIZING:
+			return "initializing";
+		case DE_STATE_COPYING:
+			return "copying";
+		case DE_STATE_STREAMING:
+			return "streaming";
+		case DE_STATE_CATCHING_UP:
+			return "catching up";
+		case DE_STATE_DISCONNECTED:
+			return "disconnected";
+		case DE_STATE_PAUSED:
+			return "paused";
+		case DE_STATE_ERROR:
+			return "error";
+		case DE_STATE_PROMOTING:
+			return "promoting";
+		case DE_STATE_PROMOTED:
+			return "promoted";
+	}
+	return "unknown";
+}
+
+/*
+ * de_slot_find
+ *		Slot of register "name" in database dboid, or NULL.  The caller holds
+ *		DeShared->lock.
+ */
+DeRegisterSlot *
+de_slot_find(Oid dboid, const char *name)
+{
+	int			i;
+
+	Assert(LWLockHeldByMe(DeShared->lock));
+
+	for (i = 0; i < DeShared->nslots; i++)
+	{
+		DeRegisterSlot *slot = &DeShared->slots[i];
+
+		if (slot->in_use && slot->dboid == dboid &&
+			strcmp(slot->name, name) == 0)
+			return slot;
+	}
+	return NULL;
+}
+
+/*
+ * de_slot_set_state
+ *		Set a slot's state, and its last error when errmsg is given.
+ */
+void
+de_slot_set_state(DeRegisterSlot *slot, DeState state, const char *errmsg)
+{
+	SpinLockAcquire(&slot->mutex);
+	slot->state = state;
+	if (errmsg != NULL)
+		strlcpy(slot->last_error, errmsg, DE_ERROR_LEN);
+	SpinLockRelease(&slot->mutex);
+}
+
+/*
+ * de_slot_attach
+ *		Attach the current process to slot "index" as its worker, as long as
+ *		the slot still holds the register of the given generation and no
+ *		other worker is attached.  Returns the slot, or NULL when the worker
+ *		is not needed any more.  The attachment ends when the process exits.
+ */
+DeRegisterSlot *
+de_slot_attach(int index, uint32 generation)
+{
+	DeRegisterSlot *slot;
+
+	if (index < 0 || index >= DeShared->nslots)
+		elog(ERROR, "data_embassy slot index %d out of range", index);
+
+	LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
+	slot = &DeShared->slots[index];
+	if (!slot->in_use || slot->generation != generation ||
+		slot->drop_requested || slot->worker_pid != 0)
+	{
+		LWLockRelease(DeShared->lock);
+		return NULL;
+	}
+	slot->worker_pid = MyProcPid;
+	slot->worker_latch = MyLatch;
+	attached_index = index;
+	LWLockRelease(DeShared->lock);
+
+	before_shmem_exit(de_slot_detach_callback, (Datum) 0);
+
+	return slot;
+}
+
+/*
+ * de_slot_detach
+ *		End this process's attachment to its slot, if any.
+ */
+void
+de_slot_detach(void)
+{
+	DeRegisterSlot *slot;
+
+	if (attached_index < 0)
+		return;
+
+	LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
+	slot = &DeShared->slots[attached_index];
+	if (slot->worker_pid == MyProcPid)
+	{
+		slot->worker_pid = 0;
+		slot->worker_latch = NULL;
+	}
+	attached_index = -1;
+	LWLockRelease(DeShared->lock);
+}
+
+static void
+de_slot_detach_callback(int code, Datum arg)
+{
+	de_slot_detach();
+}
+
+/*
+ * lsn_datum_or_null
+ *		Fill one LSN column, NULL when the LSN is not known yet.
+ */
+static void
+lsn_datum_or_null(XLogRecPtr lsn, Datum *value, bool *isnull)
+{
+	if (XLogRecPtrIsInvalid(lsn))
+		*isnull = true;
+	else
+		*value = LSNGetDatum(lsn);
+}
+
+static void
+timestamp_datum_or_null(TimestampTz ts, Datum *value, bool *isnull)
+{
+	if (ts == 0)
+		*isnull = true;
+	else
+		*value = TimestampTzGetDatum(ts);
+}
+
+/* Interval of "usecs" microseconds, never negative. */
+static Datum
+interval_datum(int64 usecs)
+{
+	Interval   *iv = palloc0(sizeof(Interval));
+
+	iv->time = Max(usecs, 0);
+	return IntervalPGetDatum(iv);
+}
+
+/*
+ * data_embassy_register_status
+ *		One row per register of the whole cluster.
+ *
+ * Each slot is copied under the lock and its spinlock, then formatted
+ * outside them.  Nothing here reveals a conninfo: the slots hold none.
+ */
+Datum
+data_embassy_register_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	DeRegisterSlot *copies;
+	int			ncopies = 0;
+	TimestampTz now;
+	int			i;
+
+	de_require_preloaded();
+
+	SetSingleFuncCall(fcinfo, 0);
+
+	copies = palloc(sizeof(DeRegisterSlot) * DeShared->nslots);
+
+	LWLockAcquire(DeShared->lock, LW_SHARED);
+	for (i = 0; i < DeShared->nslots; i++)
+	{
+		DeRegisterSlot *slot = &DeShared->slots[i];
+
+		if (!slot->in_use)
+			continue;
+		SpinLockAcquire(&slot->mutex);
+		memcpy(&copies[ncopies], slot, sizeof(DeRegisterSlot));
+		SpinLockRelease(&slot->mutex);
+		ncopies++;
+	}
+	LWLockRelease(DeShared->lock);
+
+	now = GetCurrentTimestamp();
+
+	for (i = 0; i < ncopies; i++)
+	{
+		DeRegisterSlot *s = &copies[i];
+		Datum		values[REGISTER_STATUS_COLS];
+		bool		nulls[REGISTER_STATUS_COLS];
+		char	   *dbname;
+		int			col = 0;
+		bool		known;
+
+		memset(values, 0, sizeof(values));
+		memset(nulls, 0, sizeof(nulls));
+
+		/* register, database, state, worker_pid */
+		values[col++] = CStringGetTextDatum(s->name);
+		dbname = get_database_name(s->dboid);
+		if (dbname != NULL)
+			values[col] = DirectFunctionCall1(namein, CStringGetDatum(dbname));
+		else
+			nulls[col] = true;
+		col++;
+		values[col++] = CStringGetTextDatum(de_state_name(s->state));
+		if (s->worker_pid != 0)
+			values[col] = Int32GetDatum(s->worker_pid);
+		else
+			nulls[col] = true;
+		col++;
+
+		/* source_lsn, received_lsn, applied_lsn */
+		lsn_datum_or_null(s->source_lsn, &values[col], &nulls[col]);
+		col++;
+		lsn_datum_or_null(s->received_lsn, &values[col], &nulls[col]);
+		col++;
+		lsn_datum_or_null(s->applied_lsn, &values[col], &nulls[col]);
+		col++;
+
+		/* lag_bytes: how far the register's WAL is ahead of what we applied */
+		known = !XLogRecPtrIsInvalid(s->source_lsn) &&
+			!XLogRecPtrIsInvalid(s->applied_lsn);
+		if (known)
+			values[col] = Int64GetDatum(s->source_lsn > s->applied_lsn ?
+										(int64) (s->source_lsn - s->applied_lsn) : 0);
+		else
+			nulls[col] = true;
+		col++;
+
+		/* lag_time */
+		if (known && s->applied_lsn >= s->source_lsn && s->pending_since == 0)
+			values[col] = interval_datum(0);
+		else if (s->pending_since != 0)
+			values[col] = interval_datum(now - s->pending_since);
+		else if (s->behind_since != 0)
+			values[col] = interval_datum(now - s->behind_since);
+		else if (known)
+			values[col] = interval_datum(0);
+		else
+			nulls[col] = true;
+		col++;
+
+		timestamp_datum_or_null(s->last_applied_commit_at,
+								&values[col], &nulls[col]);
+		col++;
+		timestamp_datum_or_null(s->last_message_at, &values[col], &nulls[col]);
+		col++;
+
+		values[col++] = Int64GetDatum((int64) s->frames_applied);
+		values[col++] = Int64GetDatum((int64) s->rows_applied);
+		values[col++] = Int64GetDatum((int64) s->wire_bytes);
+		values[col++] = Int64GetDatum((int64) s->plain_bytes);
+
+		if (s->last_error[0] != '\0')
+			values[col] = CStringGetTextDatum(s->last_error);
+		else
+			nulls[col] = true;
+		col++;
+
+		timestamp_datum_or_null(s->promoted_at, &values[col], &nulls[col]);
+		col++;
+		lsn_datum_or_null(s->promoted_lsn, &values[col], &nulls[col]);
+		col++;
+
+		Assert(col == REGISTER_STATUS_COLS);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc,
+							 values, nulls);
+	}
+
+	return (Datum) 0;
+}
