@@ -151,6 +151,13 @@ CREATE TABLE replicated_relations (
 	PRIMARY KEY (relid)
 );
 
+/* Register sequences seen in the stream and the last value reported. */
+CREATE TABLE replicated_sequences (
+	register	text NOT NULL REFERENCES registers (name) ON DELETE CASCADE,
+	relid		oid NOT NULL PRIMARY KEY,
+	last_value	bigint NOT NULL
+);
+
 CREATE FUNCTION add_register(name text, conninfo text, register_key text,
 							 copy_data boolean DEFAULT true) RETURNS void
 AS 'MODULE_PATHNAME', 'data_embassy_add_register'
@@ -187,6 +194,34 @@ CREATE VIEW lag AS
 		   plain_bytes, last_error
 	FROM register_status();
 
+CREATE VIEW failover_status AS
+	SELECT register, state,
+		   state NOT IN ('promoted', 'promoting') AS can_promote,
+		   last_message_at AS last_contact_at,
+		   source_lsn, applied_lsn,
+		   CASE WHEN state = 'promoted' THEN 0
+				WHEN source_lsn IS NOT NULL AND applied_lsn IS NOT NULL
+				THEN GREATEST(source_lsn - applied_lsn, 0)::bigint
+		   END AS unreplicated_bytes,
+		   promoted_at, promoted_lsn
+	FROM register_status()
+	WHERE database = pg_catalog.current_database();
+
+/* What promote() returns, one row per register promoted. */
+CREATE TYPE promotion AS (
+	register	text,
+	promoted_at timestamptz,
+	applied_lsn pg_lsn,
+	source_lsn	pg_lsn,
+	unreplicated_bytes bigint
+);
+
+CREATE FUNCTION promote(register text DEFAULT NULL,
+						wait_for_catchup interval DEFAULT '0')
+RETURNS SETOF promotion
+AS 'MODULE_PATHNAME', 'data_embassy_promote'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE ROWS 1;
+
 -------------------------------------------------------------------------------
 -- Privileges
 -------------------------------------------------------------------------------
@@ -198,9 +233,9 @@ GRANT EXECUTE ON FUNCTION generate_key(), public_key(),
 	add_embassy(text, text), drop_embassy(text),
 	add_register(text, text, text, boolean), drop_register(text),
 	pause_register(text), resume_register(text),
-	copy_frames(text)
+	promote(text, interval), copy_frames(text)
 	TO data_embassy_admin;
 GRANT SELECT ON embassy_pins TO data_embassy_admin;
 
 GRANT EXECUTE ON FUNCTION register_status(), frame_header(bytea) TO pg_monitor;
-GRANT SELECT ON embassies, lag TO pg_monitor, data_embassy_admin;
+GRANT SELECT ON embassies, lag, failover_status TO pg_monitor, data_embassy_admin;

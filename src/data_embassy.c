@@ -21,7 +21,9 @@
 #include "utils/guc.h"
 
 #include "data_embassy.h"
+#include "guard.h"
 #include "launcher.h"
+#include "promote.h"
 #include "status.h"
 
 PG_MODULE_MAGIC;
@@ -75,6 +77,24 @@ _PG_init(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("data_embassy.promote_sequence_margin",
+							"Sets how far promote() advances each replicated sequence past its last replicated value.",
+							"Covers values the register handed out after its last sequence report reached the embassy.",
+							&de_promote_sequence_margin,
+							1000, 0, INT_MAX,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("data_embassy.test_promote_delay",
+							"Makes promote() pause before it commits; for crash tests only.",
+							NULL,
+							&de_test_promote_delay_ms,
+							0, 0, 3600 * 1000,
+							PGC_SUSET,
+							GUC_UNIT_MS | GUC_NOT_IN_SAMPLE,
+							NULL, NULL, NULL);
+
 	if (!process_shared_preload_libraries_in_progress || IsBinaryUpgrade)
 	{
 		MarkGUCPrefixReserved("data_embassy");
@@ -95,6 +115,7 @@ _PG_init(void)
 	de_preloaded = true;
 	de_status_shmem_init_hooks();
 	de_launcher_register();
+	de_guard_install();
 }
 
 /*

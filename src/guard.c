@@ -1,0 +1,292 @@
+/*-------------------------------------------------------------------------
+ *
+ * guard.c
+ *		  The write guard at the embassy.
+ *
+ * Tables listed in data_embassy.replicated_relations belong to a register
+ * that has not been promoted: they change only through that register's
+ * apply worker.  Every other session, superusers included, gets an error on
+ * INSERT, UPDATE, DELETE, MERGE, TRUNCATE and COPY FROM.  Reads are never
+ * blocked.
+ *
+ * Cost: a query that modifies nothing returns from the hook after one
+ * comparison.  A modifying query looks its target up in a per-backend hash
+ * of guarded tables, loaded on first use and reloaded after a relcache
+ * invalidation of the replicated_relations table, which every writer of that
+ * table sends (de_guard_invalidate) so all backends see the change at
+ * commit.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_inherits.h"
+#include "commands/copy.h"
+#include "executor/executor.h"
+#include "nodes/parsenodes.h"
+#include "parser/parsetree.h"
+#include "tcop/utility.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "data_embassy.h"
+#include "guard.h"
+
+#define GUARD_TABLE		"replicated_relations"
+
+bool		de_guard_exempt = false;
+
+typedef struct GuardEntry
+{
+	Oid			relid;			/* hash key */
+	char		register_name[NAMEDATALEN];
+} GuardEntry;
+
+static HTAB *guard_hash = NULL;
+static bool guard_valid = false;
+static Oid	guard_table_oid = InvalidOid;
+
+static ExecutorStart_hook_type prev_ExecutorStart = NULL;
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+
+static void guard_ExecutorStart(QueryDesc *queryDesc, int eflags);
+static void guard_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+								 bool readOnlyTree,
+								 ProcessUtilityContext context,
+								 ParamListInfo params,
+								 QueryEnvironment *queryEnv,
+								 DestReceiver *dest, QueryCompletion *qc);
+
+/*
+ * guard_relcache_callback
+ *		Forget the guarded set when our table is invalidated (or everything
+ *		is, or we do not know our table yet: the extension may just have
+ *		been created).
+ */
+static void
+guard_relcache_callback(Datum arg, Oid relid)
+{
+	if (!OidIsValid(relid) || !OidIsValid(guard_table_oid) ||
+		relid == guard_table_oid)
+		guard_valid = false;
+}
+
+/*
+ * guard_load
+ *		Read data_embassy.replicated_relations into the backend-local hash.
+ *		A database without the extension guards nothing.
+ */
+static void
+guard_load(void)
+{
+	HASHCTL		ctl;
+	Oid			nsp;
+	Relation	rel;
+	SysScanDesc scan;
+	HeapTuple	tup;
+
+	if (guard_hash != NULL)
+		hash_destroy(guard_hash);
+	ctl.keysize = sizeof(Oid);
+	ctl.entrysize = sizeof(GuardEntry);
+	ctl.hcxt = TopMemoryContext;
+	guard_hash = hash_create("data_embassy guarded tables", 64, &ctl,
+							 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	guard_table_oid = InvalidOid;
+
+	/* Mark valid first: an invalidation arriving while we read wins. */
+	guard_valid = true;
+
+	nsp = de_schema_oid(true);
+	if (!OidIsValid(nsp))
+		return;
+	guard_table_oid = get_relname_relid(GUARD_TABLE, nsp);
+	if (!OidIsValid(guard_table_oid))
+		return;
+
+	rel = table_open(guard_table_oid, AccessShareLock);
+	scan = systable_beginscan(rel, InvalidOid, false, NULL, 0, NULL);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		bool		isnull;
+		Datum		reg = heap_getattr(tup, 1, RelationGetDescr(rel), &isnull);
+		Datum		relid = heap_getattr(tup, 2, RelationGetDescr(rel), &isnull);
+		GuardEntry *entry;
+		bool		found;
+
+		if (isnull)
+			continue;
+		entry = hash_search(guard_hash, &relid, HASH_ENTER, &found);
+		strlcpy(entry->register_name, TextDatumGetCString(reg), NAMEDATALEN);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+}
+
+/*
+ * guard_lookup
+ *		The register a table replicates, or NULL.  A partitioned table is
+ *		guarded when any of its partitions is.
+ */
+static const char *
+guard_lookup(Oid relid)
+{
+	GuardEntry *entry;
+
+	if (!guard_valid)
+		guard_load();
+	if (hash_get_num_entries(guard_hash) == 0)
+		return NULL;
+
+	entry = hash_search(guard_hash, &relid, HASH_FIND, NULL);
+	if (entry)
+		return entry->register_name;
+
+	if (get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE)
+	{
+		List	   *children = find_all_inheritors(relid, NoLock, NULL);
+		ListCell   *lc;
+
+		foreach(lc, children)
+		{
+			entry = hash_search(guard_hash, &lfirst_oid(lc), HASH_FIND, NULL);
+			if (entry)
+				return entry->register_name;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * guard_check
+ *		Refuse "action" on relid if it is a replica.
+ */
+static void
+guard_check(Oid relid, const char *action)
+{
+	const char *reg;
+
+	if (!OidIsValid(relid))
+		return;
+	reg = guard_lookup(relid);
+	if (reg == NULL)
+		return;
+
+	ereport(ERROR,
+			errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+			errmsg("cannot %s table \"%s\"", action,
+				   quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+											  get_rel_name(relid))),
+			errdetail("The table is a replica of register \"%s\" and changes only through its apply worker.",
+					  reg),
+			errhint("To make the embassy's copy writable, promote the register: SELECT data_embassy.promote('%s');",
+					reg));
+}
+
+static const char *
+guard_action(CmdType op)
+{
+	switch (op)
+	{
+		case CMD_INSERT:
+			return "insert into";
+		case CMD_UPDATE:
+			return "update";
+		case CMD_DELETE:
+			return "delete from";
+		case CMD_MERGE:
+			return "merge into";
+		default:
+			return "modify";
+	}
+}
+
+static void
+guard_ExecutorStart(QueryDesc *queryDesc, int eflags)
+{
+	PlannedStmt *stmt = queryDesc->plannedstmt;
+
+	if (stmt->resultRelations != NIL && !de_guard_exempt &&
+		!(eflags & EXEC_FLAG_EXPLAIN_ONLY))
+	{
+		ListCell   *lc;
+
+		foreach(lc, stmt->resultRelations)
+		{
+			RangeTblEntry *rte = rt_fetch(lfirst_int(lc), stmt->rtable);
+
+			guard_check(rte->relid, guard_action(queryDesc->operation));
+		}
+	}
+
+	if (prev_ExecutorStart)
+		prev_ExecutorStart(queryDesc, eflags);
+	else
+		standard_ExecutorStart(queryDesc, eflags);
+}
+
+static void
+guard_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+					 bool readOnlyTree, ProcessUtilityContext context,
+					 ParamListInfo params, QueryEnvironment *queryEnv,
+					 DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *parsetree = pstmt->utilityStmt;
+
+	if (!de_guard_exempt)
+	{
+		if (IsA(parsetree, TruncateStmt))
+		{
+			ListCell   *lc;
+
+			foreach(lc, ((TruncateStmt *) parsetree)->relations)
+				guard_check(RangeVarGetRelid(lfirst_node(RangeVar, lc),
+											 NoLock, true),
+							"truncate");
+		}
+		else if (IsA(parsetree, CopyStmt))
+		{
+			CopyStmt   *copy = (CopyStmt *) parsetree;
+
+			if (copy->is_from && copy->relation)
+				guard_check(RangeVarGetRelid(copy->relation, NoLock, true),
+							"copy into");
+		}
+	}
+
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+							params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+}
+
+void
+de_guard_install(void)
+{
+	prev_ExecutorStart = ExecutorStart_hook;
+	ExecutorStart_hook = guard_ExecutorStart;
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = guard_ProcessUtility;
+	CacheRegisterRelcacheCallback(guard_relcache_callback, (Datum) 0);
+}
+
+void
+de_guard_invalidate(void)
+{
+	Oid			nsp = de_schema_oid(false);
+	Oid			relid = get_relname_relid(GUARD_TABLE, nsp);
+
+	if (OidIsValid(relid))
+		CacheInvalidateRelcacheByRelid(relid);
+}
