@@ -237,5 +237,5 @@ GRANT EXECUTE ON FUNCTION generate_key(), public_key(),
 	TO data_embassy_admin;
 GRANT SELECT ON embassy_pins TO data_embassy_admin;
 
-GRANT EXECUTE ON FUNCTION register_status(), frame_header(bytea) TO pg_monitor;
+GRANT EXECUTE ON FUNCTION register_status(), frame_header(bytea) TO pg_monitor, data_embassy_admin;
 GRANT SELECT ON embassies, lag, failover_status TO pg_monitor, data_embassy_admin;

@@ -124,7 +124,7 @@ de_state_name(DeState state)
 		case DE_STATE_STREAMING:
 			return "streaming";
 		case DE_STATE_CATCHING_UP:
-			return "catching up";
+			return "catching_up";
 		case DE_STATE_DISCONNECTED:
 			return "disconnected";
 		case DE_STATE_PAUSED:
@@ -229,12 +229,19 @@ de_slot_detach(void)
 		slot->worker_latch = NULL;
 	}
 	attached_index = -1;
+
+	/* let the launcher notice at once */
+	if (DeShared->launcher_latch != NULL)
+		SetLatch(DeShared->launcher_latch);
 	LWLockRelease(DeShared->lock);
 }
 
 static void
 de_slot_detach_callback(int code, Datum arg)
 {
+	/* an error may have left the lock held */
+	if (LWLockHeldByMe(DeShared->lock))
+		LWLockRelease(DeShared->lock);
 	de_slot_detach();
 }
 
@@ -272,7 +279,8 @@ interval_datum(int64 usecs)
 
 /*
  * data_embassy_register_status
- *		One row per register of the whole cluster.
+ *		One row per register of the whole cluster, except those being
+ *		dropped.
  *
  * Each slot is copied under the lock and its spinlock, then formatted
  * outside them.  Nothing here reveals a conninfo: the slots hold none.
@@ -297,7 +305,8 @@ data_embassy_register_status(PG_FUNCTION_ARGS)
 	{
 		DeRegisterSlot *slot = &DeShared->slots[i];
 
-		if (!slot->in_use)
+		/* a register being dropped is gone as far as users are concerned */
+		if (!slot->in_use || slot->drop_requested)
 			continue;
 		SpinLockAcquire(&slot->mutex);
 		memcpy(&copies[ncopies], slot, sizeof(DeRegisterSlot));

@@ -1,0 +1,144 @@
+--
+-- 30_embassy_api: add_register, pause_register, resume_register and
+-- drop_register on one instance.  The register's conninfo points at a
+-- socket that does not exist, so the worker stays disconnected and
+-- drop_register warns that it could not drop the slot on the register.
+--
+
+-- wait (at most 30 s) until the register's row in the lag view satisfies cond
+CREATE FUNCTION wait_lag(reg text, cond text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+	ok boolean;
+BEGIN
+	FOR i IN 1 .. 300 LOOP
+		EXECUTE format('SELECT EXISTS (SELECT FROM data_embassy.lag WHERE register = %L AND %s)',
+					   reg, cond) INTO ok;
+		IF ok THEN
+			RETURN true;
+		END IF;
+		PERFORM pg_sleep(0.1);
+	END LOOP;
+	RETURN false;
+END
+$$;
+
+\set conninfo 'host=/nonexistent port=1 dbname=postgres password=secret'
+SELECT repeat('ab', 32) AS rkey \gset
+
+-- bad names
+SELECT data_embassy.add_register(NULL, :'conninfo', :'rkey');
+SELECT data_embassy.add_register('', :'conninfo', :'rkey');
+SELECT data_embassy.add_register(repeat('n', 64), :'conninfo', :'rkey');
+SELECT data_embassy.add_register('two words', :'conninfo', :'rkey');
+SELECT data_embassy.add_register('semi;colon', :'conninfo', :'rkey');
+SELECT data_embassy.add_register('quo''te', :'conninfo', :'rkey');
+
+-- bad conninfo, key and copy_data
+SELECT data_embassy.add_register('r1', NULL, :'rkey');
+-- (libpq words the complaint; check its code and that it hides the password)
+DO $$
+BEGIN
+	PERFORM data_embassy.add_register('r1', 'host=/nonexistent bogus=1 password=secret',
+									  repeat('ab', 32));
+EXCEPTION WHEN invalid_parameter_value THEN
+	RAISE NOTICE 'bad conninfo refused, password shown: %', SQLERRM LIKE '%secret%';
+END
+$$;
+SELECT data_embassy.add_register('r1', :'conninfo', NULL);
+SELECT data_embassy.add_register('r1', :'conninfo', 'xyz');
+SELECT data_embassy.add_register('r1', :'conninfo', repeat('g', 64));
+SELECT data_embassy.add_register('r1', :'conninfo', data_embassy.public_key());
+SELECT data_embassy.add_register('r1', :'conninfo', :'rkey', NULL);
+SELECT count(*) AS no_rows_yet FROM data_embassy.registers;
+
+-- a good one; keys are stored in lower case
+SELECT data_embassy.add_register('r1', :'conninfo', upper(:'rkey'), false);
+SELECT name, register_key = :'rkey' AS key_ok, copy_data, state, paused,
+	   slot_name ~ '^data_embassy_[0-9a-f]{16}$' AS slot_ok
+FROM data_embassy.registers;
+
+-- duplicates
+SELECT data_embassy.add_register('r1', :'conninfo', repeat('cd', 32));
+SELECT data_embassy.add_register('r2', :'conninfo', :'rkey');
+
+-- the launcher gives it a slot and a worker within seconds
+SELECT wait_lag('r1', 'true') AS r1_listed;
+SELECT register, database = current_database() AS this_database,
+	   state IN ('initializing', 'disconnected', 'error') AS state_ok,
+	   frames_applied, rows_applied
+FROM data_embassy.lag;
+-- the lag view never shows conninfo
+SELECT count(*) AS leaks FROM data_embassy.register_status() s
+WHERE s::text LIKE '%secret%';
+
+-- pause and resume; doing either twice only says so
+SELECT data_embassy.pause_register('r1');
+SELECT data_embassy.pause_register('r1');
+SELECT paused FROM data_embassy.registers WHERE name = 'r1';
+SELECT wait_lag('r1', $$state = 'paused'$$) AS r1_paused;
+SELECT data_embassy.resume_register('r1');
+SELECT data_embassy.resume_register('r1');
+SELECT paused FROM data_embassy.registers WHERE name = 'r1';
+SELECT wait_lag('r1', $$state <> 'paused'$$) AS r1_resumed;
+
+-- unknown registers
+SELECT data_embassy.pause_register('nope');
+SELECT data_embassy.resume_register('nope');
+SELECT data_embassy.drop_register('nope');
+SELECT data_embassy.drop_register(NULL);
+
+-- drop_register cannot be rolled back
+BEGIN;
+SELECT data_embassy.drop_register('r1');
+ROLLBACK;
+
+-- privileges: a plain role may call none of the functions nor read the view
+CREATE ROLE regress_de_api_plain;
+CREATE ROLE regress_de_api_admin IN ROLE data_embassy_admin;
+CREATE ROLE regress_de_api_monitor IN ROLE pg_monitor;
+SET ROLE regress_de_api_plain;
+SELECT data_embassy.add_register('r2', :'conninfo', repeat('cd', 32));
+SELECT data_embassy.pause_register('r1');
+SELECT data_embassy.drop_register('r1');
+SELECT count(*) FROM data_embassy.lag;
+RESET ROLE;
+-- EXECUTE alone is not enough
+GRANT EXECUTE ON FUNCTION data_embassy.pause_register(text) TO regress_de_api_plain;
+SET ROLE regress_de_api_plain;
+SELECT data_embassy.pause_register('r1');
+RESET ROLE;
+REVOKE EXECUTE ON FUNCTION data_embassy.pause_register(text) FROM regress_de_api_plain;
+-- an administrator need not be a superuser, nor see the table
+SET ROLE regress_de_api_admin;
+SELECT data_embassy.pause_register('r1');
+SELECT data_embassy.resume_register('r1');
+SELECT conninfo FROM data_embassy.registers;
+RESET ROLE;
+-- pg_monitor reads the lag view
+SET ROLE regress_de_api_monitor;
+SELECT register, database = current_database() AS this_database FROM data_embassy.lag;
+RESET ROLE;
+
+-- drop: the register cannot be reached, so the slot there is left behind
+\set VERBOSITY terse
+SELECT data_embassy.drop_register('r1');
+\set VERBOSITY default
+SELECT count(*) AS registers_left FROM data_embassy.registers;
+SELECT count(*) AS lag_rows FROM data_embassy.lag;
+SELECT count(*) AS origins_left FROM pg_replication_origin
+WHERE roname LIKE 'data_embassy%';
+
+-- a second register, dropped by an administrator
+SELECT data_embassy.add_register('r2', :'conninfo', repeat('cd', 32));
+SELECT wait_lag('r2', 'true') AS r2_listed;
+SET ROLE regress_de_api_admin;
+SET client_min_messages = error;
+SELECT data_embassy.drop_register('r2');
+RESET client_min_messages;
+RESET ROLE;
+SELECT count(*) AS registers_left FROM data_embassy.registers;
+SELECT count(*) AS lag_rows FROM data_embassy.lag;
+
+DROP ROLE regress_de_api_plain, regress_de_api_admin, regress_de_api_monitor;
+DROP FUNCTION wait_lag(text, text);

@@ -1,0 +1,434 @@
+/*-------------------------------------------------------------------------
+ *
+ * pins.c
+ *		  Embassies pinned at a register: add_embassy(), drop_embassy() and
+ *		  the lookup the output plugin and copy_frames() use.
+ *
+ * A pin is a row of data_embassy.embassy_pins: a name chosen by the
+ * register's administrator, the embassy's public key in canonical text
+ * form (lower-case hex) and the name of the replication slot the embassy
+ * uses, which derives from its key.
+ *
+ * The SQL functions are for administrators (superusers and members of
+ * data_embassy_admin); the role has no write privilege on the table, so
+ * once de_check_admin() has passed, the table is changed as its owner
+ * (as referential integrity triggers do), with fully qualified names only.
+ * They lock the table against concurrent additions and drops, so their
+ * duplicate checks cannot race.
+ *
+ * de_pin_find() must work in a walsender as well as in an SQL function and
+ * while decoding, so it scans the table directly instead of using SPI.
+ *
+ * IDENTIFICATION
+ *		  src/pins.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "replication/slot.h"
+#include "storage/lwlock.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+#include "data_embassy.h"
+#include "keys.h"
+#include "pins.h"
+
+PG_FUNCTION_INFO_V1(data_embassy_add_embassy);
+PG_FUNCTION_INFO_V1(data_embassy_drop_embassy);
+
+#define DE_PINS_TABLE		"embassy_pins"
+#define DE_PINS_QUALIFIED	DE_SCHEMA_NAME "." DE_PINS_TABLE
+
+/* columns of embassy_pins, as the extension script creates them */
+#define Anum_de_pins_name			1
+#define Anum_de_pins_embassy_key	2
+#define Natts_de_pins_min			2
+
+/* Saved identity while the table is changed as its owner. */
+typedef struct DePinsOwner
+{
+	Oid			save_userid;
+	int			save_sec_context;
+} DePinsOwner;
+
+/*
+ * de_pins_relid
+ *		OID of data_embassy.embassy_pins; ERROR when the extension is not
+ *		installed in this database.
+ */
+static Oid
+de_pins_relid(void)
+{
+	Oid			nsp = de_schema_oid(false);
+	Oid			relid = get_relname_relid(DE_PINS_TABLE, nsp);
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("table \"%s\" does not exist", DE_PINS_QUALIFIED),
+				errhint("Recreate the extension \"%s\".", DE_EXTENSION_NAME));
+	return relid;
+}
+
+/*
+ * de_pin_find
+ *		Is this embassy key pinned in the current database?
+ *
+ * The table is tiny (one row per embassy), so a sequential scan of it is
+ * as fast as an index lookup and needs no assumption about its indexes.
+ * Passing no snapshot to systable_beginscan() makes it use the catalog
+ * snapshot: the latest committed state in a normal transaction, and the
+ * historic snapshot while decoding (embassy_pins is a user catalog table).
+ */
+bool
+de_pin_find(const uint8 *embassy_pub, char **pin_name)
+{
+	Oid			relid;
+	Relation	rel;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	char	   *keytext;
+	bool		found = false;
+
+	Assert(IsTransactionState());
+
+	relid = de_pins_relid();
+	keytext = de_key_to_text(embassy_pub);
+
+	rel = table_open(relid, AccessShareLock);
+	if (RelationGetDescr(rel)->natts < Natts_de_pins_min)
+		elog(ERROR, "table \"%s\" has an unexpected shape", DE_PINS_QUALIFIED);
+
+	scan = systable_beginscan(rel, InvalidOid, false, NULL, 0, NULL);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Datum		d;
+		bool		isnull;
+		char	   *stored;
+
+		d = heap_getattr(tup, Anum_de_pins_embassy_key,
+						 RelationGetDescr(rel), &isnull);
+		if (isnull)
+			continue;
+		stored = TextDatumGetCString(d);
+		/* canonical text is lower case; accept a row written by hand */
+		if (pg_strcasecmp(stored, keytext) == 0)
+		{
+			found = true;
+			if (pin_name != NULL)
+			{
+				d = heap_getattr(tup, Anum_de_pins_name,
+								 RelationGetDescr(rel), &isnull);
+				*pin_name = isnull ? pstrdup("") : TextDatumGetCString(d);
+			}
+			pfree(stored);
+			break;
+		}
+		pfree(stored);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+
+	pfree(keytext);
+	return found;
+}
+
+/*
+ * de_pin_check_name
+ *		Embassy names are short identifiers: ASCII letters, digits, '_',
+ *		'-' and '.', at most NAMEDATALEN - 1 bytes.
+ */
+static void
+de_pin_check_name(const char *name)
+{
+	size_t		len;
+
+	if (name == NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("embassy name must not be null"));
+
+	len = strlen(name);
+	if (len == 0)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("embassy name must not be empty"));
+	if (len > NAMEDATALEN - 1)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("embassy name is too long"),
+				errdetail("The name is %zu bytes long; at most %d bytes are allowed.",
+						  len, NAMEDATALEN - 1));
+
+	for (const char *p = name; *p; p++)
+	{
+		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			(*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.')
+			continue;
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("invalid embassy name \"%s\"", name),
+				errdetail("Embassy names may contain only ASCII letters, digits, underscores (_), hyphens (-) and periods (.)."));
+	}
+}
+
+/* errcontext for the usability check of an embassy key */
+static void
+de_pin_key_context(void *arg)
+{
+	errcontext("checking argument \"%s\"", (const char *) arg);
+}
+
+/*
+ * de_pin_check_key_usable
+ *		Refuse a key no stream could ever use (a point of small order),
+ *		by a trial key agreement with a throw-away key.
+ */
+static void
+de_pin_check_key_usable(const uint8 *pub, const char *what)
+{
+	ErrorContextCallback errcb;
+	uint8		priv[DE_KEY_LEN];
+	uint8		mypub[DE_KEY_LEN];
+	uint8		secret[DE_KEY_LEN];
+
+	errcb.callback = de_pin_key_context;
+	errcb.arg = unconstify(char *, what);
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+
+	de_x25519_generate(priv, mypub);
+	de_x25519_dh(priv, pub, secret);
+
+	error_context_stack = errcb.previous;
+
+	de_secure_zero(priv, sizeof(priv));
+	de_secure_zero(secret, sizeof(secret));
+}
+
+/*
+ * de_pins_become_owner
+ *		Act as the owner of embassy_pins until de_pins_restore_user().  An
+ *		ERROR in between restores the identity at transaction abort.
+ */
+static void
+de_pins_become_owner(DePinsOwner *saved)
+{
+	Oid			relid = de_pins_relid();
+	HeapTuple	tup;
+	Oid			owner;
+
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+
+	GetUserIdAndSecContext(&saved->save_userid, &saved->save_sec_context);
+	SetUserIdAndSecContext(owner,
+						   saved->save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+}
+
+static void
+de_pins_restore_user(const DePinsOwner *saved)
+{
+	SetUserIdAndSecContext(saved->save_userid, saved->save_sec_context);
+}
+
+/* Run one statement through SPI; elog on an unexpected result code. */
+static void
+de_pins_spi(const char *sql, int nargs, Oid *argtypes, Datum *values,
+			int expected)
+{
+	int			ret;
+
+	ret = SPI_execute_with_args(sql, nargs, argtypes, values, NULL,
+								false, 0);
+	if (ret != expected)
+		elog(ERROR, "SPI_execute_with_args failed for \"%s\": %s",
+			 sql, SPI_result_code_string(ret));
+}
+
+/*
+ * data_embassy_add_embassy
+ *		SQL: add_embassy(name text, embassy_key text) -> text.  Pin an
+ *		embassy's public key and return the slot name it will use.
+ */
+Datum
+data_embassy_add_embassy(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	char	   *keytext;
+	uint8		pub[DE_KEY_LEN];
+	char	   *canonical;
+	char	   *slot_name;
+	DePinsOwner saved;
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, NAMEOID};
+	Datum		values[3];
+
+	de_check_admin("add an embassy");
+
+	name = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	de_pin_check_name(name);
+
+	keytext = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	de_key_from_text(keytext, "embassy_key", pub);
+	de_pin_check_key_usable(pub, "embassy_key");
+
+	canonical = de_key_to_text(pub);
+	slot_name = de_slot_name_for_key(pub);
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = CStringGetTextDatum(canonical);
+	values[2] = DirectFunctionCall1(namein, CStringGetDatum(slot_name));
+
+	de_pins_become_owner(&saved);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	/* serialises add_embassy and drop_embassy; readers are not blocked */
+	de_pins_spi("LOCK TABLE " DE_PINS_QUALIFIED " IN SHARE ROW EXCLUSIVE MODE",
+				0, NULL, NULL, SPI_OK_UTILITY);
+
+	de_pins_spi("SELECT name FROM " DE_PINS_QUALIFIED
+				" WHERE name OPERATOR(pg_catalog.=) $1",
+				1, argtypes, values, SPI_OK_SELECT);
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				errcode(ERRCODE_DUPLICATE_OBJECT),
+				errmsg("embassy \"%s\" already exists", name));
+
+	de_pins_spi("SELECT name FROM " DE_PINS_QUALIFIED
+				" WHERE pg_catalog.lower(embassy_key)"
+				" OPERATOR(pg_catalog.=) $2"
+				" OR slot_name OPERATOR(pg_catalog.=) $3",
+				3, argtypes, values, SPI_OK_SELECT);
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				errcode(ERRCODE_DUPLICATE_OBJECT),
+				errmsg("embassy key is already pinned"),
+				errdetail("Embassy \"%s\" has this key.",
+						  SPI_getvalue(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1)),
+				errhint("An embassy is pinned once; drop it with data_embassy.drop_embassy() to pin its key under another name."));
+
+	de_pins_spi("INSERT INTO " DE_PINS_QUALIFIED
+				" (name, embassy_key, slot_name) VALUES ($1, $2, $3)",
+				3, argtypes, values, SPI_OK_INSERT);
+
+	SPI_finish();
+	de_pins_restore_user(&saved);
+
+	PG_RETURN_TEXT_P(cstring_to_text(slot_name));
+}
+
+/*
+ * de_pins_drop_slot
+ *		Drop the logical slot of a dropped embassy if it exists in this
+ *		database.  A slot of that name in another database is left alone.
+ */
+static void
+de_pins_drop_slot(const char *slot_name, const char *name)
+{
+	ReplicationSlot *slot;
+	bool		found = false;
+	Oid			database = InvalidOid;
+	pid_t		active_pid = 0;
+
+	/* without slots, there is no slot array to search */
+	if (max_replication_slots <= 0)
+		return;
+
+	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+	slot = SearchNamedReplicationSlot(slot_name, false);
+	if (slot != NULL)
+	{
+		SpinLockAcquire(&slot->mutex);
+		found = true;
+		database = slot->data.database;
+		active_pid = slot->active_pid;
+		SpinLockRelease(&slot->mutex);
+	}
+	LWLockRelease(ReplicationSlotControlLock);
+
+	if (!found || database != MyDatabaseId)
+		return;
+
+	if (active_pid != 0)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_IN_USE),
+				errmsg("replication slot \"%s\" of embassy \"%s\" is active",
+					   slot_name, name),
+				errdetail("Process %d is streaming from it.", (int) active_pid),
+				errhint("Stop the embassy's stream first (pause or drop the register at the embassy, or end the process with pg_terminate_backend()), then try again."));
+
+	/* still errors out if the slot became active meanwhile */
+	ReplicationSlotDrop(slot_name, true);
+}
+
+/*
+ * data_embassy_drop_embassy
+ *		SQL: drop_embassy(name text).  Remove a pin and the embassy's slot.
+ *
+ * The pin is deleted first: if the slot cannot be dropped, the ERROR rolls
+ * the deletion back and nothing has changed.
+ */
+Datum
+data_embassy_drop_embassy(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	char	   *slot_name;
+	DePinsOwner saved;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	MemoryContext caller_cxt = CurrentMemoryContext;
+
+	de_check_admin("drop an embassy");
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("embassy name must not be null"));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	values[0] = CStringGetTextDatum(name);
+
+	de_pins_become_owner(&saved);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	de_pins_spi("LOCK TABLE " DE_PINS_QUALIFIED " IN SHARE ROW EXCLUSIVE MODE",
+				0, NULL, NULL, SPI_OK_UTILITY);
+	de_pins_spi("DELETE FROM " DE_PINS_QUALIFIED
+				" WHERE name OPERATOR(pg_catalog.=) $1 RETURNING slot_name",
+				1, argtypes, values, SPI_OK_DELETE_RETURNING);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				errcode(ERRCODE_UNDEFINED_OBJECT),
+				errmsg("embassy \"%s\" does not exist", name));
+	slot_name = MemoryContextStrdup(caller_cxt,
+									SPI_getvalue(SPI_tuptable->vals[0],
+												 SPI_tuptable->tupdesc, 1));
+
+	SPI_finish();
+	de_pins_restore_user(&saved);
+
+	de_pins_drop_slot(slot_name, name);
+
+	PG_RETURN_VOID();
+}
