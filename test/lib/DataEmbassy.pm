@@ -136,6 +136,7 @@ sub link_sites
 	$reg->safe_psql($rdb,
 		"SELECT data_embassy.add_embassy('$pin', '$ekey')");
 	my $conninfo = $opts{conninfo} // $reg->connstr($rdb);
+	$conninfo =~ s/'/''/g;
 	$emb->safe_psql($edb,
 		"SELECT data_embassy.add_register('$name', '$conninfo', '$rkey', "
 		  . ($copy ? 'true' : 'false') . ")");
@@ -325,6 +326,43 @@ SELECT g, (g % 32000)::int2, g * 7, g::int8 * 1000000007,
 	CASE WHEN g % 50 = 0 THEN repeat(md5(g::text), 3200) END
 FROM generate_series($from, $to) g;
 };
+}
+
+=pod
+
+=item start_after_kill(node)
+
+Start a node whose postmaster was SIGKILLed, retrying while its old
+children exit (bounded).
+
+=cut
+
+sub start_after_kill
+{
+	my ($node) = @_;
+	for (my $i = 0; $i < $PostgreSQL::Test::Utils::timeout_default; $i++)
+	{
+		# a failed start leaves the dead postmaster's pid behind
+		$node->{_pid} = undef;
+		return 1 if $node->start(fail_ok => 1);
+		sleep 1;
+	}
+	BAIL_OUT('could not restart ' . $node->name);
+}
+
+=pod
+
+=item sql_quote(string)
+
+The string as an SQL literal.
+
+=cut
+
+sub sql_quote
+{
+	my ($s) = @_;
+	$s =~ s/'/''/g;
+	return "'$s'";
 }
 
 1;

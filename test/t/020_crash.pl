@@ -58,18 +58,6 @@ sub start_load
 		'>', \$out, '2>', \$err);
 }
 
-# Start a node that was SIGKILLed, retrying while its old children exit.
-sub restart_killed
-{
-	my ($node) = @_;
-	for (my $i = 0; $i < 60; $i++)
-	{
-		return 1 if $node->start(fail_ok => 1);
-		sleep 1;
-	}
-	BAIL_OUT('could not restart ' . $node->name);
-}
-
 my $kills = 0;
 
 # Phase 1: the embassy dies, as a whole or its apply worker alone.
@@ -94,7 +82,7 @@ for my $round (1 .. 8)
 		$emb->kill9;
 		$kills++;
 		note("round $round: killed embassy postmaster");
-		restart_killed($emb);
+		DataEmbassy::start_after_kill($emb);
 	}
 }
 $load->finish;
@@ -118,12 +106,12 @@ $reg->kill9;
 $kills++;
 note('killed register postmaster');
 $load->finish;
-restart_killed($reg);
+DataEmbassy::start_after_kill($reg);
 $load = start_load(5);
 sleep 2;
 $emb->kill9;
 $kills++;
-restart_killed($emb);
+DataEmbassy::start_after_kill($emb);
 $load->finish;
 
 DataEmbassy::wait_caught_up($reg, $emb, 'ledger', msg => 'caught up after register kills');

@@ -73,8 +73,8 @@ is($emb->safe_psql('postgres', q{SELECT count(*) FROM pg_replication_origin WHER
 # Add it again, then drop it while the register is down: a warning says the
 # slot could not be dropped.
 my $rkey = DataEmbassy::public_key($reg);
-my $conninfo = $reg->connstr('postgres');
-$emb->safe_psql('postgres', "SELECT data_embassy.add_register('r', '$conninfo', '$rkey', false)");
+my $conninfo = DataEmbassy::sql_quote($reg->connstr('postgres'));
+$emb->safe_psql('postgres', "SELECT data_embassy.add_register('r', $conninfo, '$rkey', false)");
 ok(DataEmbassy::wait_state($emb, 'r', 'streaming'), 'streaming again after add');
 $reg->stop('fast');
 my ($ret, $stdout, $stderr) = $emb->psql('postgres', "SELECT data_embassy.drop_register('r')");

@@ -1,0 +1,2259 @@
+/*-------------------------------------------------------------------------
+ *
+ * apply.c
+ *		  Applying decoded change records to local tables at executor level.
+ *
+ * This is the embassy's counterpart of PostgreSQL's own apply worker
+ * (replication/logical/worker.c): the records of a register's stream are
+ * turned into tuples and written through the replication routines of the
+ * executor (execReplication.c), with index maintenance, constraints, and
+ * the triggers that fire with session_replication_role = replica.
+ *
+ * NOTES
+ *	  Relation map.  RELATION records fill a hash keyed by the register's
+ *	  relation OID with the remote description.  The local side (table OID,
+ *	  column map, type input and receive functions, replica identity) is
+ *	  resolved by schema and table name at the first change of the relation
+ *	  in a local transaction, and kept until a relcache invalidation of the
+ *	  local table or a new RELATION record.  Every local table a register
+ *	  writes to is recorded once in data_embassy.replicated_relations, which
+ *	  the write guard reads.
+ *
+ *	  Per-transaction state.  The first change to a relation in a local
+ *	  transaction opens it (RowExclusiveLock, held to commit) with one
+ *	  EState, ResultRelInfo, open indexes and slots, reused by every row of
+ *	  that relation until commit.  Per-row work happens in a memory context
+ *	  reset after every record, so memory is bounded by the frame, not by
+ *	  the transaction.  (One exception is PostgreSQL's own: a transaction
+ *	  that updates or deletes rows it wrote itself keeps a combo command ID
+ *	  per such row until commit, in core's apply worker as in any session.)
+ *
+ *	  Inserts.  Runs of INSERT records into one table are converted into a
+ *	  buffer of slots (at most APPLY_MAX_BUFFERED_ROWS rows or
+ *	  APPLY_MAX_BUFFERED_BYTES bytes of values) and written with
+ *	  table_multi_insert(), then indexed row by row, as COPY FROM does.  The
+ *	  buffer is flushed when another record comes, at the end of each frame,
+ *	  and before commit.  Tables with row triggers that fire on insert, and
+ *	  partitioned tables, take the single-row path.
+ *
+ *	  Exactly once.  COMMIT commits the local transaction with the
+ *	  replication origin advanced to the register's commit end LSN, so
+ *	  progress and changes are durable together.  A transaction that the
+ *	  origin shows as already applied is skipped (from BEGIN) or rolled back
+ *	  (at COMMIT).  The pairs (local commit end, remote end LSN) are kept
+ *	  so that feedback confirms only what is flushed here, as core's
+ *	  store_flush_position()/get_flush_position() do.
+ *
+ * IDENTIFICATION
+ *		  src/apply.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/transam.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/catalog.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_inherits.h"
+#include "catalog/pg_trigger.h"
+#include "catalog/pg_type.h"
+#include "commands/tablecmds.h"
+#include "commands/trigger.h"
+#include "executor/execPartition.h"
+#include "executor/executor.h"
+#include "executor/nodeModifyTable.h"
+#include "executor/spi.h"
+#include "lib/ilist.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "optimizer/optimizer.h"
+#include "pgstat.h"
+#include "replication/origin.h"
+#include "rewrite/rewriteHandler.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "apply.h"
+#include "codec.h"
+#include "data_embassy.h"
+#include "guard.h"
+
+/* Inserts gathered before one table_multi_insert() (as COPY FROM does). */
+#define APPLY_MAX_BUFFERED_ROWS		1000
+#define APPLY_MAX_BUFFERED_BYTES	65535
+
+/* Pending flush positions kept before the oldest are merged. */
+#define APPLY_MAX_FLUSH_POSITIONS	1024
+
+/* How one remote column is converted into its local column. */
+typedef struct ApplyColumn
+{
+	int			localatt;		/* offset in the local tuple descriptor */
+	Oid			typid;			/* local type */
+	Oid			typioparam;
+	int32		typmod;			/* local atttypmod */
+	FmgrInfo	infunc;			/* input function (text format) */
+	FmgrInfo	recvfunc;		/* receive function; InvalidOid if none */
+} ApplyColumn;
+
+/* Slots for one partition of a partitioned target. */
+typedef struct ApplyPartSlots
+{
+	Oid			relid;
+	TupleTableSlot *found;		/* the local row found for UPDATE/DELETE */
+	TupleTableSlot *tuple;		/* a row in the partition's layout */
+} ApplyPartSlots;
+
+/* A relation opened in the current local transaction. */
+typedef struct ApplyRelState
+{
+	Relation	rel;
+	EState	   *estate;
+	ResultRelInfo *relinfo;
+	EPQState	epqstate;
+	TupleTableSlot *remoteslot; /* virtual, local layout */
+	TupleTableSlot *localslot;	/* the local row found for UPDATE/DELETE */
+	TupleTableSlot *rootslot;	/* partitioned: a partition row, root layout */
+	Oid			idxoid;			/* replica identity index or primary key */
+	bool		has_triggers;	/* wrap row operations in a trigger query */
+	bool		use_multi_insert;
+
+	/* defaults of local columns the register does not send */
+	int			ndefaults;
+	int		   *defmap;
+	ExprState **defexprs;
+
+	/* multi-insert buffer */
+	TupleTableSlot **bufslots;
+	int			nslots;			/* slots made so far */
+	int			nbuffered;		/* of which holding rows */
+	Size		bufbytes;
+	BulkInsertState bistate;	/* initial copy only */
+
+	/* partitioned target */
+	ModifyTableState *mtstate;
+	PartitionTupleRouting *proute;
+	List	   *partslots;		/* of ApplyPartSlots */
+} ApplyRelState;
+
+/* One relation of the register, by the register's OID. */
+typedef struct ApplyRelEntry
+{
+	Oid			remoteid;		/* hash key */
+	MemoryContext cxt;			/* remote description, and map_cxt */
+
+	/* remote description from the RELATION record */
+	char	   *nspname;
+	char	   *relname;
+	char		replident;
+	int			natts;
+	DeAttribute *atts;
+
+	/* local side, valid while local_valid */
+	bool		local_valid;
+	Oid			localrelid;
+	MemoryContext map_cxt;
+	ApplyColumn *cols;			/* per remote column */
+	int			local_natts;
+	int		   *attrmap;		/* local offset -> remote index, or -1 */
+	bool		updatable;
+
+	/* open in the current local transaction, or NULL */
+	ApplyRelState *state;
+} ApplyRelEntry;
+
+/* A local commit and the register position it makes durable. */
+typedef struct FlushPosition
+{
+	dlist_node	node;
+	XLogRecPtr	local_end;
+	XLogRecPtr	remote_end;
+} FlushPosition;
+
+struct DeApply
+{
+	MemoryContext cxt;			/* lives as long as the worker */
+	MemoryContext row_cxt;		/* reset after every record */
+	MemoryContext batch_cxt;	/* values of buffered inserts */
+	char	   *register_name;
+	RepOriginId origin;
+
+	HTAB	   *relmap;			/* ApplyRelEntry by remote OID */
+	HTAB	   *recorded;		/* local OIDs in replicated_relations */
+
+	/* the local transaction */
+	bool		in_remote_xact; /* BEGIN seen, COMMIT not yet */
+	bool		skipping;		/* transaction already applied */
+	bool		copy_mode;
+	bool		copy_done;
+	uint64		copy_rows;
+	XLogRecPtr	remote_final_lsn;
+	TimestampTz remote_commit_time;
+	TransactionId remote_xid;
+	MemoryContext xact_cxt;		/* child of TopTransactionContext */
+	List	   *open_rels;		/* entries with a state, in xact_cxt */
+	List	   *pending_recorded;	/* local OIDs recorded, not committed (in
+									 * cxt) */
+	ApplyRelEntry *buffered;	/* entry whose inserts are buffered */
+	bool		buffer_snapshot;	/* snapshot pushed for the buffer */
+
+	/* progress */
+	dlist_head	flush_positions;
+	int			nflush_positions;
+	XLogRecPtr	last_local_end; /* highest local commit end noted */
+	XLogRecPtr	flushed;
+	XLogRecPtr	last_applied;
+	uint64		rows;			/* committed, not yet taken */
+	uint64		xact_rows;		/* applied in the open transaction */
+
+	/* error context */
+	char		err_type;
+	ApplyRelEntry *err_rel;
+	int			err_att;
+
+	struct DeApply *next;		/* all apply states of this process */
+};
+
+static DeApply *apply_states = NULL;
+static bool apply_callback_registered = false;
+
+static void apply_error_callback(void *arg);
+static void apply_relcache_invalidate(Datum arg, Oid relid);
+static HTAB *apply_relmap_create(DeApply *apply);
+static void apply_start_xact(DeApply *apply);
+static void apply_forget_xact(DeApply *apply, bool committed);
+static void apply_handle_begin(DeApply *apply, DeRecord *rec);
+static void apply_handle_commit(DeApply *apply, DeRecord *rec);
+static void apply_handle_relation(DeApply *apply, DeRecord *rec);
+static void apply_handle_insert(DeApply *apply, DeRecord *rec);
+static void apply_handle_update(DeApply *apply, DeRecord *rec);
+static void apply_handle_delete(DeApply *apply, DeRecord *rec);
+static void apply_handle_truncate(DeApply *apply, DeRecord *rec);
+static void apply_handle_message(DeApply *apply, DeRecord *rec);
+static void apply_handle_copy_end(DeApply *apply, DeRecord *rec);
+static ApplyRelEntry *apply_get_entry(DeApply *apply, Oid remoteid);
+static Oid	apply_lookup_local(ApplyRelEntry *entry, LOCKMODE lockmode);
+static void apply_check_target(ApplyRelEntry *entry, Relation rel);
+static void apply_map_relation(DeApply *apply, ApplyRelEntry *entry,
+							   Relation rel);
+static void apply_record_replicated(DeApply *apply, Oid localrelid);
+static ApplyRelState *apply_rel_open(DeApply *apply, ApplyRelEntry *entry);
+static void apply_rel_close(ApplyRelEntry *entry);
+static void apply_close_rels(DeApply *apply);
+static void apply_store_tuple(DeApply *apply, ApplyRelEntry *entry,
+							  DeTuple *tup, TupleTableSlot *slot,
+							  TupleTableSlot *oldslot, bool is_search);
+static Datum apply_convert_value(DeApply *apply, ApplyRelEntry *entry,
+								 int remoteatt, DeValue *val);
+static void apply_fill_defaults(ApplyRelState *state, TupleTableSlot *slot);
+static void apply_buffer_insert(DeApply *apply, ApplyRelEntry *entry,
+								DeTuple *tup);
+static void apply_flush_inserts(DeApply *apply);
+static void apply_begin_row(ApplyRelState *state);
+static void apply_end_row(ApplyRelState *state);
+static bool apply_find_tuple(Relation rel, Oid idxoid,
+							 TupleTableSlot *searchslot,
+							 TupleTableSlot *outslot);
+static void apply_check_updatable(ApplyRelEntry *entry);
+static ApplyPartSlots *apply_part_slots(ApplyRelState *state,
+										ResultRelInfo *partinfo);
+static TupleTableSlot *apply_to_partition(ApplyRelState *state,
+										  ResultRelInfo *partinfo,
+										  TupleTableSlot *slot);
+static ResultRelInfo *apply_find_partition(ApplyRelState *state,
+										   TupleTableSlot *slot);
+static void apply_route_insert(ApplyRelState *state, TupleTableSlot *slot);
+static void apply_not_found(ApplyRelEntry *entry, const char *what);
+static void apply_store_flush_position(DeApply *apply, XLogRecPtr local_end,
+									   XLogRecPtr remote_end);
+
+/*
+ * de_apply_create
+ *		Make the apply state of one register.
+ */
+DeApply *
+de_apply_create(MemoryContext mcxt, const char *register_name,
+				RepOriginId origin)
+{
+	DeApply    *apply;
+	HASHCTL		ctl;
+	XLogRecPtr	progress;
+
+	if (origin == InvalidRepOriginId)
+		elog(ERROR, "apply state needs a replication origin");
+
+	apply = MemoryContextAllocZero(mcxt, sizeof(DeApply));
+	apply->cxt = AllocSetContextCreate(mcxt, "data_embassy apply",
+									   ALLOCSET_DEFAULT_SIZES);
+	apply->row_cxt = AllocSetContextCreate(apply->cxt,
+										   "data_embassy apply row",
+										   ALLOCSET_DEFAULT_SIZES);
+	apply->batch_cxt = AllocSetContextCreate(apply->cxt,
+											 "data_embassy apply insert buffer",
+											 ALLOCSET_DEFAULT_SIZES);
+	apply->register_name = MemoryContextStrdup(apply->cxt, register_name);
+	apply->origin = origin;
+	apply->relmap = apply_relmap_create(apply);
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(Oid);
+	ctl.entrysize = sizeof(Oid);
+	ctl.hcxt = apply->cxt;
+	apply->recorded = hash_create("data_embassy replicated relations", 64,
+								  &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	dlist_init(&apply->flush_positions);
+	apply->err_att = -1;
+
+	/*
+	 * Changes are applied as a replica: only ENABLE REPLICA and ENABLE ALWAYS
+	 * triggers fire, which also keeps foreign keys from being checked row by
+	 * row (the register has checked them).
+	 */
+	if (SessionReplicationRole != SESSION_REPLICATION_ROLE_REPLICA)
+		SetConfigOption("session_replication_role", "replica",
+						PGC_SUSET, PGC_S_OVERRIDE);
+
+	/* Commits made in this session advance the register's origin. */
+	replorigin_session_origin = origin;
+
+	/*
+	 * Start from what the origin has durably applied.  Flushing here covers
+	 * commits of an earlier worker whose WAL may not have been flushed yet,
+	 * so that the first feedback never confirms more than is durable.
+	 */
+	progress = replorigin_session_get_progress(true);
+	apply->flushed = progress;
+	apply->last_applied = progress;
+
+	if (!apply_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(apply_relcache_invalidate, (Datum) 0);
+		apply_callback_registered = true;
+	}
+	apply->next = apply_states;
+	apply_states = apply;
+
+	return apply;
+}
+
+/*
+ * apply_relmap_create
+ *		An empty relation map.
+ */
+static HTAB *
+apply_relmap_create(DeApply *apply)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(Oid);
+	ctl.entrysize = sizeof(ApplyRelEntry);
+	ctl.hcxt = apply->cxt;
+	return hash_create("data_embassy relation map", 128, &ctl,
+					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/*
+ * apply_relcache_invalidate
+ *		A local table changed: map it again at its next use.
+ */
+static void
+apply_relcache_invalidate(Datum arg, Oid relid)
+{
+	DeApply    *apply;
+
+	for (apply = apply_states; apply != NULL; apply = apply->next)
+	{
+		HASH_SEQ_STATUS status;
+		ApplyRelEntry *entry;
+
+		if (apply->relmap == NULL)
+			continue;
+		hash_seq_init(&status, apply->relmap);
+		while ((entry = hash_seq_search(&status)) != NULL)
+		{
+			if (relid == InvalidOid || entry->localrelid == relid)
+				entry->local_valid = false;
+		}
+	}
+}
+
+/*
+ * de_apply_reset_stream
+ *		Forget the relation map and abort any local transaction left open.
+ */
+void
+de_apply_reset_stream(DeApply *apply)
+{
+	HASH_SEQ_STATUS status;
+	ApplyRelEntry *entry;
+
+	/*
+	 * Everything opened for the transaction (relations, slots, executor
+	 * states) belongs to it and goes with the abort.
+	 */
+	AbortOutOfAnyTransaction();
+	apply_forget_xact(apply, false);
+	MemoryContextReset(apply->batch_cxt);
+	MemoryContextReset(apply->row_cxt);
+
+	hash_seq_init(&status, apply->relmap);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		MemoryContextDelete(entry->cxt);
+	hash_destroy(apply->relmap);
+	apply->relmap = apply_relmap_create(apply);
+}
+
+/*
+ * de_apply_record
+ *		Apply one record of the stream.
+ */
+void
+de_apply_record(DeApply *apply, DeRecord *rec)
+{
+	ErrorContextCallback errcallback;
+	MemoryContext oldcxt;
+
+	apply->err_type = rec->type;
+	apply->err_rel = NULL;
+	apply->err_att = -1;
+	errcallback.callback = apply_error_callback;
+	errcallback.arg = apply;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
+
+	/*
+	 * The local transaction was aborted under us (an error the caller
+	 * caught): what it owned is gone.  The stream must be restarted, and
+	 * change records now fail as being outside a transaction.
+	 */
+	if (apply->xact_cxt != NULL && !IsTransactionState())
+		apply_forget_xact(apply, false);
+
+	/* A run of inserts ends at any other record. */
+	if (apply->buffered != NULL &&
+		(rec->type != DE_REC_INSERT || rec->relid != apply->buffered->remoteid))
+		apply_flush_inserts(apply);
+
+	oldcxt = MemoryContextSwitchTo(apply->row_cxt);
+
+	switch (rec->type)
+	{
+		case DE_REC_BEGIN:
+			apply_handle_begin(apply, rec);
+			break;
+		case DE_REC_COMMIT:
+			apply_handle_commit(apply, rec);
+			break;
+		case DE_REC_RELATION:
+			apply_handle_relation(apply, rec);
+			break;
+		case DE_REC_INSERT:
+			apply_handle_insert(apply, rec);
+			break;
+		case DE_REC_UPDATE:
+			apply_handle_update(apply, rec);
+			break;
+		case DE_REC_DELETE:
+			apply_handle_delete(apply, rec);
+			break;
+		case DE_REC_TRUNCATE:
+			apply_handle_truncate(apply, rec);
+			break;
+		case DE_REC_MESSAGE:
+			apply_handle_message(apply, rec);
+			break;
+		case DE_REC_COPY_END:
+			apply_handle_copy_end(apply, rec);
+			break;
+		default:
+			ereport(ERROR,
+					errcode(ERRCODE_PROTOCOL_VIOLATION),
+					errmsg("invalid record type \"%c\" in stream of register \"%s\"",
+						   rec->type, apply->register_name));
+	}
+
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(apply->row_cxt);
+
+	error_context_stack = errcallback.previous;
+	apply->err_type = 0;
+	apply->err_rel = NULL;
+}
+
+/*
+ * de_apply_frame_end
+ *		Write buffered inserts before the frame body goes away.
+ */
+void
+de_apply_frame_end(DeApply *apply)
+{
+	ErrorContextCallback errcallback;
+
+	if (apply->buffered == NULL)
+		return;
+
+	apply->err_type = DE_REC_INSERT;
+	errcallback.callback = apply_error_callback;
+	errcallback.arg = apply;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
+
+	apply_flush_inserts(apply);
+
+	error_context_stack = errcallback.previous;
+	apply->err_type = 0;
+	apply->err_rel = NULL;
+}
+
+bool
+de_apply_in_transaction(DeApply *apply)
+{
+	return apply->in_remote_xact || apply->copy_mode;
+}
+
+/*
+ * de_apply_copy_begin
+ *		Start the local transaction the whole initial copy runs in.
+ */
+void
+de_apply_copy_begin(DeApply *apply)
+{
+	if (apply->in_remote_xact || apply->copy_mode)
+		elog(ERROR, "initial copy started inside a transaction");
+
+	apply_start_xact(apply);
+	apply->copy_mode = true;
+	apply->copy_done = false;
+	apply->copy_rows = 0;
+	apply->remote_xid = InvalidTransactionId;
+	apply->remote_final_lsn = InvalidXLogRecPtr;
+}
+
+bool
+de_apply_copy_done(DeApply *apply)
+{
+	return apply->copy_done;
+}
+
+/*
+ * de_apply_commit
+ *		Commit the local transaction with the origin advanced to remote_lsn.
+ *
+ * The caller's memory context is current again on return; it must not be
+ * one that the transaction owns.
+ */
+void
+de_apply_commit(DeApply *apply, XLogRecPtr remote_lsn,
+				TimestampTz commit_time)
+{
+	ErrorContextCallback errcallback;
+	ErrorContextCallback *saved_stack = error_context_stack;
+	MemoryContext oldcxt = CurrentMemoryContext;
+	XLogRecPtr	progress;
+	bool		committed;
+	char		saved_type = apply->err_type;
+
+	/* Called for a COMMIT record, the context is already there. */
+	apply->err_type = DE_REC_COMMIT;
+	if (saved_stack == NULL || saved_stack->callback != apply_error_callback ||
+		saved_stack->arg != apply)
+	{
+		errcallback.callback = apply_error_callback;
+		errcallback.arg = apply;
+		errcallback.previous = error_context_stack;
+		error_context_stack = &errcallback;
+	}
+
+	if (!IsTransactionState())
+		elog(ERROR, "no local transaction to commit");
+
+	if (apply->copy_mode && !apply->copy_done)
+		ereport(ERROR,
+				errcode(ERRCODE_DATA_CORRUPTED),
+				errmsg("initial copy of register \"%s\" ended before its COPY_END record",
+					   apply->register_name));
+
+	if (apply->buffered != NULL)
+		apply_flush_inserts(apply);
+	apply_close_rels(apply);
+
+	progress = replorigin_session_get_progress(false);
+	if (!XLogRecPtrIsInvalid(progress) && remote_lsn <= progress)
+	{
+		if (apply->copy_mode)
+			ereport(ERROR,
+					errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					errmsg("initial copy of register \"%s\" ends at %X/%X, which is not past the position already applied (%X/%X)",
+						   apply->register_name, LSN_FORMAT_ARGS(remote_lsn),
+						   LSN_FORMAT_ARGS(progress)));
+
+		/*
+		 * The origin already shows this transaction as applied: applying it
+		 * twice would break exactly-once, so roll it back.
+		 */
+		ereport(LOG,
+				errmsg("skipping transaction of register \"%s\" ending at %X/%X, already applied up to %X/%X",
+					   apply->register_name, LSN_FORMAT_ARGS(remote_lsn),
+					   LSN_FORMAT_ARGS(progress)));
+		AbortCurrentTransaction();
+		committed = false;
+	}
+	else
+	{
+		replorigin_session_origin_lsn = remote_lsn;
+		replorigin_session_origin_timestamp = commit_time;
+		CommitTransactionCommand();
+		replorigin_session_origin_lsn = InvalidXLogRecPtr;
+		replorigin_session_origin_timestamp = 0;
+
+		/* Maybe report table statistics, as core's apply worker does. */
+		pgstat_report_stat(false);
+		committed = true;
+	}
+
+	apply_forget_xact(apply, committed);
+	apply_store_flush_position(apply, XactLastCommitEnd, remote_lsn);
+	if (remote_lsn > apply->last_applied)
+		apply->last_applied = remote_lsn;
+
+	MemoryContextSwitchTo(oldcxt);
+	error_context_stack = saved_stack;
+	apply->err_type = saved_type;
+}
+
+/*
+ * de_apply_note_position
+ *		A register position reached with nothing to apply.
+ */
+void
+de_apply_note_position(DeApply *apply, XLogRecPtr remote_lsn)
+{
+	/* Inside an open transaction a position confirms nothing yet. */
+	if (apply->in_remote_xact || apply->copy_mode)
+		return;
+
+	apply_store_flush_position(apply, apply->last_local_end, remote_lsn);
+	if (remote_lsn > apply->last_applied)
+		apply->last_applied = remote_lsn;
+}
+
+/*
+ * de_apply_flushed
+ *		The highest register LSN whose local commit is flushed.
+ */
+XLogRecPtr
+de_apply_flushed(DeApply *apply)
+{
+	XLogRecPtr	local_flush = GetFlushRecPtr(NULL);
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &apply->flush_positions)
+	{
+		FlushPosition *pos = dlist_container(FlushPosition, node, iter.cur);
+
+		/* Positions are in commit order: stop at the first not flushed. */
+		if (pos->local_end > local_flush)
+			break;
+		if (pos->remote_end > apply->flushed)
+			apply->flushed = pos->remote_end;
+		dlist_delete(iter.cur);
+		pfree(pos);
+		apply->nflush_positions--;
+	}
+
+	return apply->flushed;
+}
+
+XLogRecPtr
+de_apply_last_applied(DeApply *apply)
+{
+	return apply->last_applied;
+}
+
+uint64
+de_apply_take_row_count(DeApply *apply)
+{
+	uint64		rows = apply->rows;
+
+	apply->rows = 0;
+	return rows;
+}
+
+/*
+ * apply_store_flush_position
+ *		Remember that remote_end is durable once local_end is flushed.
+ *
+ * Local ends are kept non-decreasing (a transaction that wrote nothing has
+ * no commit record of its own, and must wait for the commits before it),
+ * so that the list can be shortened by dropping its oldest entries: a later
+ * entry confirms everything an earlier one would have.
+ */
+static void
+apply_store_flush_position(DeApply *apply, XLogRecPtr local_end,
+						   XLogRecPtr remote_end)
+{
+	FlushPosition *pos;
+
+	if (XLogRecPtrIsInvalid(remote_end) || remote_end <= apply->flushed)
+		return;
+
+	if (local_end < apply->last_local_end)
+		local_end = apply->last_local_end;
+	apply->last_local_end = local_end;
+
+	if (apply->nflush_positions >= APPLY_MAX_FLUSH_POSITIONS)
+	{
+		(void) de_apply_flushed(apply);
+		while (apply->nflush_positions >= APPLY_MAX_FLUSH_POSITIONS)
+		{
+			dlist_node *head = dlist_pop_head_node(&apply->flush_positions);
+
+			pfree(dlist_container(FlushPosition, node, head));
+			apply->nflush_positions--;
+		}
+	}
+
+	pos = MemoryContextAlloc(apply->cxt, sizeof(FlushPosition));
+	pos->local_end = local_end;
+	pos->remote_end = remote_end;
+	dlist_push_tail(&apply->flush_positions, &pos->node);
+	apply->nflush_positions++;
+}
+
+/*
+ * apply_error_callback
+ *		Name the register, the record, the table and the column.
+ */
+static void
+apply_error_callback(void *arg)
+{
+	DeApply    *apply = (DeApply *) arg;
+	ApplyRelEntry *rel = apply->err_rel;
+	StringInfoData buf;
+
+	if (apply->err_type == 0)
+		return;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, _("applying %s record of register \"%s\""),
+					 de_record_type_name(apply->err_type),
+					 apply->register_name);
+	if (rel != NULL)
+	{
+		if (apply->err_att >= 0 && apply->err_att < rel->natts)
+			appendStringInfo(&buf, _(" to table \"%s.%s\" column \"%s\""),
+							 rel->nspname, rel->relname,
+							 rel->atts[apply->err_att].name);
+		else
+			appendStringInfo(&buf, _(" to table \"%s.%s\""),
+							 rel->nspname, rel->relname);
+	}
+	if (apply->copy_mode)
+		appendStringInfoString(&buf, _(" during the initial copy"));
+	else if (apply->in_remote_xact)
+		appendStringInfo(&buf, _(" in transaction %u committed at %X/%X"),
+						 apply->remote_xid,
+						 LSN_FORMAT_ARGS(apply->remote_final_lsn));
+
+	errcontext("%s", buf.data);
+	pfree(buf.data);
+}
+
+/*
+ * apply_start_xact
+ *		Start the local transaction of a register transaction or a copy.
+ */
+static void
+apply_start_xact(DeApply *apply)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	if (!IsTransactionState())
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+	}
+	apply->xact_cxt = AllocSetContextCreate(TopTransactionContext,
+											"data_embassy apply transaction",
+											ALLOCSET_DEFAULT_SIZES);
+	apply->open_rels = NIL;
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * apply_forget_xact
+ *		Drop every reference to the local transaction, after its commit or
+ *		abort (which freed what it owned).
+ */
+static void
+apply_forget_xact(DeApply *apply, bool committed)
+{
+	HASH_SEQ_STATUS status;
+	ApplyRelEntry *entry;
+	ListCell   *lc;
+
+	/* Rows and relations of a committed transaction count. */
+	if (committed)
+	{
+		apply->rows += apply->xact_rows;
+		foreach(lc, apply->pending_recorded)
+		{
+			Oid			relid = lfirst_oid(lc);
+
+			(void) hash_search(apply->recorded, &relid, HASH_ENTER, NULL);
+		}
+	}
+	list_free(apply->pending_recorded);
+	apply->pending_recorded = NIL;
+	apply->xact_rows = 0;
+
+	hash_seq_init(&status, apply->relmap);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		entry->state = NULL;
+
+	apply->xact_cxt = NULL;
+	apply->open_rels = NIL;
+	apply->buffered = NULL;
+	apply->buffer_snapshot = false;
+	apply->in_remote_xact = false;
+	apply->skipping = false;
+	apply->copy_mode = false;
+	MemoryContextReset(apply->batch_cxt);
+}
+
+/*
+ * apply_handle_begin
+ *		Start a local transaction, or skip one already applied.
+ */
+static void
+apply_handle_begin(DeApply *apply, DeRecord *rec)
+{
+	XLogRecPtr	progress;
+
+	if (apply->in_remote_xact || apply->copy_mode)
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("BEGIN record inside a transaction in stream of register \"%s\"",
+					   apply->register_name));
+
+	apply->in_remote_xact = true;
+	apply->remote_final_lsn = rec->lsn;
+	apply->remote_commit_time = rec->commit_time;
+	apply->remote_xid = rec->xid;
+
+	/*
+	 * The origin's progress is the end of the last commit applied; a
+	 * transaction whose commit record starts before it is already here.
+	 * Applying it again would fail on unique keys or, worse, not fail.
+	 */
+	progress = replorigin_session_get_progress(false);
+	if (!XLogRecPtrIsInvalid(progress) && rec->lsn < progress)
+	{
+		apply->skipping = true;
+		return;
+	}
+
+	apply_start_xact(apply);
+}
+
+/*
+ * apply_handle_commit
+ *		Commit the register's transaction locally.
+ */
+static void
+apply_handle_commit(DeApply *apply, DeRecord *rec)
+{
+	if (!apply->in_remote_xact)
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("COMMIT record outside a transaction in stream of register \"%s\"",
+					   apply->register_name));
+
+	if (apply->skipping)
+	{
+		ereport(LOG,
+				errmsg("skipped transaction %u of register \"%s\" ending at %X/%X, which was already applied",
+					   apply->remote_xid, apply->register_name,
+					   LSN_FORMAT_ARGS(rec->end_lsn)));
+		apply->in_remote_xact = false;
+		apply->skipping = false;
+		apply_store_flush_position(apply, apply->last_local_end,
+								   rec->end_lsn);
+		if (rec->end_lsn > apply->last_applied)
+			apply->last_applied = rec->end_lsn;
+		return;
+	}
+
+	de_apply_commit(apply, rec->end_lsn, rec->commit_time);
+}
+
+/*
+ * apply_check_change
+ *		A change record needs an open register transaction or copy, and is
+ *		dropped while skipping.  Returns false to ignore the record.
+ */
+static bool
+apply_check_change(DeApply *apply, DeRecord *rec)
+{
+	if (apply->copy_mode)
+	{
+		if (rec->type != DE_REC_INSERT || apply->copy_done)
+			ereport(ERROR,
+					errcode(ERRCODE_PROTOCOL_VIOLATION),
+					errmsg("unexpected %s record in initial copy of register \"%s\"",
+						   de_record_type_name(rec->type),
+						   apply->register_name));
+		return true;
+	}
+	if (!apply->in_remote_xact)
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("%s record outside a transaction in stream of register \"%s\"",
+					   de_record_type_name(rec->type), apply->register_name));
+	return !apply->skipping;
+}
+
+/*
+ * apply_handle_relation
+ *		Remember the register's description of a relation.
+ */
+static void
+apply_handle_relation(DeApply *apply, DeRecord *rec)
+{
+	ApplyRelEntry *entry;
+	bool		found;
+	MemoryContext oldcxt;
+	int			i;
+
+	entry = hash_search(apply->relmap, &rec->relid, HASH_ENTER, &found);
+	if (found)
+	{
+		/* The description changes: rows from now on follow the new one. */
+		if (entry->state != NULL)
+		{
+			apply_rel_close(entry);
+			apply->open_rels = list_delete_ptr(apply->open_rels, entry);
+		}
+		MemoryContextReset(entry->cxt);
+	}
+	else
+	{
+		entry->cxt = AllocSetContextCreate(apply->cxt,
+										   "data_embassy apply relation",
+										   ALLOCSET_SMALL_SIZES);
+		entry->state = NULL;
+	}
+
+	oldcxt = MemoryContextSwitchTo(entry->cxt);
+	entry->nspname = pstrdup(rec->nspname);
+	entry->relname = pstrdup(rec->relname);
+	entry->replident = rec->replident;
+	entry->natts = rec->natts;
+	entry->atts = palloc0(sizeof(DeAttribute) * Max(rec->natts, 1));
+	for (i = 0; i < rec->natts; i++)
+	{
+		entry->atts[i] = rec->atts[i];
+		entry->atts[i].name = pstrdup(rec->atts[i].name);
+		entry->atts[i].typname = pstrdup(rec->atts[i].typname);
+	}
+	MemoryContextSwitchTo(oldcxt);
+
+	entry->local_valid = false;
+	entry->localrelid = InvalidOid;
+	entry->map_cxt = NULL;		/* deleted with entry->cxt's children */
+	entry->cols = NULL;
+	entry->attrmap = NULL;
+	entry->local_natts = 0;
+	entry->updatable = false;
+}
+
+/*
+ * apply_get_entry
+ *		The relation a change record refers to.
+ */
+static ApplyRelEntry *
+apply_get_entry(DeApply *apply, Oid remoteid)
+{
+	ApplyRelEntry *entry;
+
+	entry = hash_search(apply->relmap, &remoteid, HASH_FIND, NULL);
+	if (entry == NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("change for relation %u of register \"%s\" without a preceding RELATION record",
+					   remoteid, apply->register_name));
+	apply->err_rel = entry;
+	return entry;
+}
+
+/*
+ * apply_lookup_local
+ *		Find and lock the local table of the same schema and name.
+ */
+static Oid
+apply_lookup_local(ApplyRelEntry *entry, LOCKMODE lockmode)
+{
+	Oid			relid;
+
+	relid = RangeVarGetRelid(makeRangeVar(entry->nspname, entry->relname, -1),
+							 lockmode, true);
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				errcode(ERRCODE_UNDEFINED_TABLE),
+				errmsg("replication target table \"%s.%s\" does not exist",
+					   entry->nspname, entry->relname),
+				errhint("Create the table at the embassy with the same schema, name and columns as at the register."));
+	if (relid != entry->localrelid)
+		entry->local_valid = false;
+	return relid;
+}
+
+/*
+ * apply_check_target
+ *		A replication target must be a user table (or partitioned table),
+ *		never a system catalog or one of data_embassy's own tables.
+ */
+static void
+apply_check_target(ApplyRelEntry *entry, Relation rel)
+{
+	CheckSubscriptionRelkind(rel->rd_rel->relkind,
+							 entry->nspname, entry->relname);
+	if (IsCatalogRelation(rel) ||
+		RelationGetNamespace(rel) == de_schema_oid(true))
+		ereport(ERROR,
+				errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				errmsg("cannot use table \"%s.%s\" as a replication target",
+					   entry->nspname, entry->relname),
+				errdetail("System catalogs and the tables of data_embassy are never replicated."));
+}
+
+/*
+ * apply_map_relation
+ *		Map the remote columns onto the local table's by name.
+ */
+static void
+apply_map_relation(DeApply *apply, ApplyRelEntry *entry, Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	MemoryContext oldcxt;
+	Bitmapset  *idkey;
+	int			i;
+
+	/* An invalidation arriving while we map makes us map again. */
+	entry->local_valid = true;
+	entry->localrelid = RelationGetRelid(rel);
+
+	if (entry->map_cxt == NULL)
+		entry->map_cxt = AllocSetContextCreate(entry->cxt,
+											   "data_embassy apply column map",
+											   ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(entry->map_cxt);
+	oldcxt = MemoryContextSwitchTo(entry->map_cxt);
+
+	entry->local_natts = desc->natts;
+	entry->attrmap = palloc(sizeof(int) * Max(desc->natts, 1));
+	for (i = 0; i < desc->natts; i++)
+		entry->attrmap[i] = -1;
+	entry->cols = palloc0(sizeof(ApplyColumn) * Max(entry->natts, 1));
+
+	for (i = 0; i < entry->natts; i++)
+	{
+		DeAttribute *ratt = &entry->atts[i];
+		ApplyColumn *col = &entry->cols[i];
+		Form_pg_attribute att = NULL;
+		int			j;
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+		char		typdelim;
+		Oid			ioparam;
+		Oid			func;
+
+		for (j = 0; j < desc->natts; j++)
+		{
+			Form_pg_attribute a = TupleDescAttr(desc, j);
+
+			if (!a->attisdropped && strcmp(NameStr(a->attname), ratt->name) == 0)
+			{
+				att = a;
+				break;
+			}
+		}
+		if (att == NULL)
+			ereport(ERROR,
+					errcode(ERRCODE_UNDEFINED_COLUMN),
+					errmsg("replication target table \"%s.%s\" has no column \"%s\"",
+						   entry->nspname, entry->relname, ratt->name),
+					errhint("The register's table has this column; add it at the embassy."));
+		if (att->attgenerated)
+			ereport(ERROR,
+					errcode(ERRCODE_UNDEFINED_COLUMN),
+					errmsg("column \"%s\" of replication target table \"%s.%s\" is a generated column",
+						   ratt->name, entry->nspname, entry->relname),
+					errdetail("The register sends values for this column."));
+		if (entry->attrmap[j] >= 0)
+			ereport(ERROR,
+					errcode(ERRCODE_PROTOCOL_VIOLATION),
+					errmsg("register \"%s\" sent column \"%s\" of table \"%s.%s\" twice",
+						   apply->register_name, ratt->name,
+						   entry->nspname, entry->relname));
+
+		/*
+		 * A built-in type means the same on both sides; a different one here
+		 * would read the bytes wrongly.  A local domain over the register's
+		 * type accepts its values (and checks its constraints).  Types made
+		 * by users have OIDs that differ between clusters and are matched by
+		 * the column name alone.
+		 */
+		if (ratt->typoid < FirstNormalObjectId &&
+			ratt->typoid != att->atttypid &&
+			ratt->typoid != getBaseType(att->atttypid))
+			ereport(ERROR,
+					errcode(ERRCODE_DATATYPE_MISMATCH),
+					errmsg("column \"%s\" of replication target table \"%s.%s\" has type %s, but the register sends type %s",
+						   ratt->name, entry->nspname, entry->relname,
+						   format_type_be(att->atttypid), ratt->typname));
+
+		entry->attrmap[j] = i;
+		col->localatt = j;
+		col->typid = att->atttypid;
+		col->typmod = att->atttypmod;
+
+		get_type_io_data(att->atttypid, IOFunc_input, &typlen, &typbyval,
+						 &typalign, &typdelim, &ioparam, &func);
+		col->typioparam = ioparam;
+		fmgr_info_cxt(func, &col->infunc, entry->map_cxt);
+
+		get_type_io_data(att->atttypid, IOFunc_receive, &typlen, &typbyval,
+						 &typalign, &typdelim, &ioparam, &func);
+		if (OidIsValid(func))
+			fmgr_info_cxt(func, &col->recvfunc, entry->map_cxt);
+		else
+			col->recvfunc.fn_oid = InvalidOid;
+	}
+
+	/*
+	 * UPDATE and DELETE find rows by the local replica identity index or
+	 * primary key, whose columns the register must send as key columns, or by
+	 * the whole row when the register sends it (REPLICA IDENTITY FULL). Like
+	 * core, a table without either only refuses UPDATE and DELETE.
+	 */
+	entry->updatable = true;
+	idkey = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_IDENTITY_KEY);
+	if (idkey == NULL)
+	{
+		idkey = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
+		if (idkey == NULL && entry->replident != REPLICA_IDENTITY_FULL)
+			entry->updatable = false;
+	}
+	i = -1;
+	while ((i = bms_next_member(idkey, i)) >= 0)
+	{
+		int			attnum = i + FirstLowInvalidHeapAttributeNumber;
+		int			remote;
+
+		if (!AttrNumberIsForUserDefinedAttr(attnum))
+			ereport(ERROR,
+					errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					errmsg("replication target table \"%s.%s\" uses system columns in its REPLICA IDENTITY index",
+						   entry->nspname, entry->relname));
+		remote = entry->attrmap[AttrNumberGetAttrOffset(attnum)];
+		if (remote < 0 || !entry->atts[remote].is_key)
+		{
+			entry->updatable = false;
+			break;
+		}
+	}
+
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * apply_record_replicated
+ *		Note in data_embassy.replicated_relations that this register writes
+ *		to the local table (once; the write guard reads the table).
+ */
+static void
+apply_record_replicated(DeApply *apply, Oid localrelid)
+{
+	Oid			argtypes[2] = {TEXTOID, OIDOID};
+	Datum		args[2];
+	char	   *sql;
+	int			ret;
+	MemoryContext oldcxt;
+
+	if (hash_search(apply->recorded, &localrelid, HASH_FIND, NULL) != NULL ||
+		list_member_oid(apply->pending_recorded, localrelid))
+		return;
+
+	args[0] = CStringGetTextDatum(apply->register_name);
+	args[1] = ObjectIdGetDatum(localrelid);
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	sql = psprintf("SELECT register FROM %s.replicated_relations WHERE relid = $1",
+				   quote_identifier(DE_SCHEMA_NAME));
+	ret = SPI_execute_with_args(sql, 1, &argtypes[1], &args[1], NULL,
+								false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read replicated_relations: %s",
+			 SPI_result_code_string(ret));
+
+	if (SPI_processed > 0)
+	{
+		char	   *owner = SPI_getvalue(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 1);
+
+		if (owner == NULL || strcmp(owner, apply->register_name) != 0)
+			ereport(ERROR,
+					errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					errmsg("table \"%s\" is already replicated from register \"%s\"",
+						   get_rel_name(localrelid), owner ? owner : ""),
+					errdetail("A table can be the replica of one register only."));
+	}
+	else
+	{
+		sql = psprintf("INSERT INTO %s.replicated_relations (register, relid) VALUES ($1, $2)",
+					   quote_identifier(DE_SCHEMA_NAME));
+		ret = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 0);
+		if (ret != SPI_OK_INSERT)
+			elog(ERROR, "could not insert into replicated_relations: %s",
+				 SPI_result_code_string(ret));
+		de_guard_invalidate();
+	}
+
+	SPI_finish();
+	PopActiveSnapshot();
+
+	oldcxt = MemoryContextSwitchTo(apply->cxt);
+	apply->pending_recorded = lappend_oid(apply->pending_recorded, localrelid);
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * apply_insert_trigger_fires
+ *		Does the table have a row trigger on INSERT that fires in this
+ *		session (given session_replication_role)?
+ */
+static bool
+apply_insert_trigger_fires(Relation rel)
+{
+	TriggerDesc *trigdesc = rel->trigdesc;
+	int			i;
+
+	if (trigdesc == NULL)
+		return false;
+	for (i = 0; i < trigdesc->numtriggers; i++)
+	{
+		Trigger    *trig = &trigdesc->triggers[i];
+
+		if (!TRIGGER_FOR_ROW(trig->tgtype) || !TRIGGER_FOR_INSERT(trig->tgtype))
+			continue;
+		if (trig->tgenabled == TRIGGER_FIRES_ALWAYS)
+			return true;
+		if (SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA)
+		{
+			if (trig->tgenabled == TRIGGER_FIRES_ON_REPLICA)
+				return true;
+		}
+		else if (trig->tgenabled == TRIGGER_FIRES_ON_ORIGIN)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * apply_identity_index
+ *		The index UPDATE and DELETE search by: the replica identity index,
+ *		else the primary key, else none (sequential scan).
+ */
+static Oid
+apply_identity_index(Relation rel)
+{
+	Oid			idxoid = RelationGetReplicaIndex(rel);
+
+	if (!OidIsValid(idxoid))
+		idxoid = RelationGetPrimaryKeyIndex(rel);
+	return idxoid;
+}
+
+/*
+ * apply_rel_open
+ *		Open a relation for the rest of the local transaction.
+ */
+static ApplyRelState *
+apply_rel_open(DeApply *apply, ApplyRelEntry *entry)
+{
+	ApplyRelState *state;
+	Relation	rel;
+	Oid			relid;
+	MemoryContext oldcxt;
+	RangeTblEntry *rte;
+	EState	   *estate;
+	TupleDesc	desc;
+	int			i;
+
+	if (entry->state != NULL)
+		return entry->state;
+	if (apply->xact_cxt == NULL)
+		elog(ERROR, "no local transaction is open");
+
+	relid = apply_lookup_local(entry, RowExclusiveLock);
+	rel = table_open(relid, NoLock);
+	apply_check_target(entry, rel);
+	if (!entry->local_valid)
+		apply_map_relation(apply, entry, rel);
+	apply_record_replicated(apply, relid);
+
+	oldcxt = MemoryContextSwitchTo(apply->xact_cxt);
+
+	state = palloc0(sizeof(ApplyRelState));
+	state->rel = rel;
+	state->estate = estate = CreateExecutorState();
+
+	rte = makeNode(RangeTblEntry);
+	rte->rtekind = RTE_RELATION;
+	rte->relid = relid;
+	rte->relkind = rel->rd_rel->relkind;
+	rte->rellockmode = AccessShareLock;
+	ExecInitRangeTable(estate, list_make1(rte));
+
+	state->relinfo = makeNode(ResultRelInfo);
+	InitResultRelInfo(state->relinfo, rel, 1, NULL, 0);
+
+	/*
+	 * As core's apply worker does: listed so that ExecGetTriggerResultRel()
+	 * finds it, but never closed through the EState (we hold the relation).
+	 */
+	estate->es_opened_result_relations =
+		lappend(estate->es_opened_result_relations, state->relinfo);
+	estate->es_output_cid = GetCurrentCommandId(true);
+
+	MemoryContextSwitchTo(estate->es_query_cxt);
+
+	desc = RelationGetDescr(rel);
+	state->remoteslot = ExecInitExtraTupleSlot(estate, desc, &TTSOpsVirtual);
+	state->localslot = table_slot_create(rel, &estate->es_tupleTable);
+	EvalPlanQualInit(&state->epqstate, estate, NULL, NIL, -1);
+
+	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+	{
+		/* Rows are routed to partitions, which open their own indexes. */
+		state->mtstate = makeNode(ModifyTableState);
+		state->mtstate->ps.plan = NULL;
+		state->mtstate->ps.state = estate;
+		state->mtstate->operation = CMD_INSERT;
+		state->mtstate->resultRelInfo = state->relinfo;
+		state->mtstate->rootResultRelInfo = state->relinfo;
+		state->proute = ExecSetupPartitionTupleRouting(estate, rel);
+		state->rootslot = ExecInitExtraTupleSlot(estate, desc,
+												 &TTSOpsVirtual);
+		state->has_triggers = true;
+		state->use_multi_insert = false;
+	}
+	else
+	{
+		ExecOpenIndices(state->relinfo, false);
+		state->idxoid = apply_identity_index(rel);
+		state->has_triggers = (state->relinfo->ri_TrigDesc != NULL);
+		state->use_multi_insert = !apply_insert_trigger_fires(rel);
+		if (state->use_multi_insert && apply->copy_mode)
+			state->bistate = GetBulkInsertState();
+	}
+
+	/* Defaults of the local columns the register does not send. */
+	state->defmap = palloc(sizeof(int) * Max(desc->natts, 1));
+	state->defexprs = palloc(sizeof(ExprState *) * Max(desc->natts, 1));
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Expr	   *defexpr;
+
+		if (att->attisdropped || att->attgenerated ||
+			entry->attrmap[i] >= 0)
+			continue;
+
+		defexpr = (Expr *) build_column_default(rel, i + 1);
+		if (defexpr != NULL)
+		{
+			defexpr = expression_planner(defexpr);
+			state->defexprs[state->ndefaults] = ExecInitExpr(defexpr, NULL);
+			state->defmap[state->ndefaults] = i;
+			state->ndefaults++;
+		}
+	}
+
+	MemoryContextSwitchTo(apply->xact_cxt);
+	apply->open_rels = lappend(apply->open_rels, entry);
+	MemoryContextSwitchTo(oldcxt);
+
+	entry->state = state;
+	return state;
+}
+
+/*
+ * apply_rel_close
+ *		Close a relation opened by apply_rel_open() (its lock is kept to
+ *		commit).  Buffered inserts must have been written.
+ */
+static void
+apply_rel_close(ApplyRelEntry *entry)
+{
+	ApplyRelState *state = entry->state;
+
+	Assert(state->nbuffered == 0);
+
+	if (state->bistate != NULL)
+	{
+		FreeBulkInsertState(state->bistate);
+		table_finish_bulk_insert(state->rel, 0);
+	}
+	if (state->proute != NULL)
+		ExecCleanupTupleRouting(state->mtstate, state->proute);
+	EvalPlanQualEnd(&state->epqstate);
+	if (state->proute == NULL)
+		ExecCloseIndices(state->relinfo);
+	ExecCloseTrigTargetRelations(state->estate);
+	ExecResetTupleTable(state->estate->es_tupleTable, false);
+	FreeExecutorState(state->estate);
+	table_close(state->rel, NoLock);
+
+	pfree(state);
+	entry->state = NULL;
+}
+
+/*
+ * apply_close_rels
+ *		Close every relation open in the local transaction.
+ */
+static void
+apply_close_rels(DeApply *apply)
+{
+	ListCell   *lc;
+
+	Assert(apply->buffered == NULL);
+
+	foreach(lc, apply->open_rels)
+	{
+		ApplyRelEntry *entry = (ApplyRelEntry *) lfirst(lc);
+
+		if (entry->state != NULL)
+			apply_rel_close(entry);
+	}
+	list_free(apply->open_rels);
+	apply->open_rels = NIL;
+}
+
+/*
+ * apply_convert_value
+ *		A value of the stream as a Datum of the local column's type.
+ *
+ * Values point into the frame body and are not NUL-terminated; as
+ * record_recv() does, a NUL is put after the value for the duration of the
+ * call (the body is writable and has a byte after its last value).
+ */
+static Datum
+apply_convert_value(DeApply *apply, ApplyRelEntry *entry, int remoteatt,
+					DeValue *val)
+{
+	ApplyColumn *col = &entry->cols[remoteatt];
+	char		empty[1] = {'\0'};
+	char	   *data = (val->data != NULL) ? val->data : empty;
+	char		saved = data[val->len];
+	Datum		result;
+
+	apply->err_att = remoteatt;
+	data[val->len] = '\0';
+
+	if (val->kind == DE_COL_TEXT)
+		result = InputFunctionCall(&col->infunc, data, col->typioparam,
+								   col->typmod);
+	else
+	{
+		StringInfoData buf;
+
+		if (!OidIsValid(col->recvfunc.fn_oid))
+			ereport(ERROR,
+					errcode(ERRCODE_UNDEFINED_FUNCTION),
+					errmsg("no binary input function available for type %s",
+						   format_type_be(col->typid)));
+
+		buf.data = data;
+		buf.len = val->len;
+		buf.maxlen = val->len + 1;
+		buf.cursor = 0;
+		result = ReceiveFunctionCall(&col->recvfunc, &buf, col->typioparam,
+									 col->typmod);
+		if (buf.cursor != buf.len)
+			ereport(ERROR,
+					errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+					errmsg("incorrect binary data format in column \"%s\"",
+						   entry->atts[remoteatt].name));
+	}
+
+	data[val->len] = saved;
+	apply->err_att = -1;
+	return result;
+}
+
+/*
+ * apply_store_tuple
+ *		Fill a slot of the local table's layout from a tuple of the stream.
+ *
+ * With oldslot, start from the local row and replace what the register
+ * sent: unchanged TOAST values keep the local value (as core's
+ * slot_modify_data does).  Without, columns not sent are NULL (defaults
+ * come later for inserts); an unchanged TOAST value is then allowed only
+ * in a search tuple, where it cannot be a key.
+ */
+static void
+apply_store_tuple(DeApply *apply, ApplyRelEntry *entry, DeTuple *tup,
+				  TupleTableSlot *slot, TupleTableSlot *oldslot,
+				  bool is_search)
+{
+	int			natts = slot->tts_tupleDescriptor->natts;
+	Datum	   *values;
+	bool	   *isnull;
+	int			i;
+
+	if (tup->natts != entry->natts)
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("tuple of table \"%s.%s\" has %d columns, but its RELATION record has %d",
+					   entry->nspname, entry->relname, tup->natts,
+					   entry->natts));
+
+	ExecClearTuple(slot);
+	values = slot->tts_values;
+	isnull = slot->tts_isnull;
+
+	if (oldslot != NULL)
+	{
+		slot_getallattrs(oldslot);
+		memcpy(values, oldslot->tts_values, sizeof(Datum) * natts);
+		memcpy(isnull, oldslot->tts_isnull, sizeof(bool) * natts);
+	}
+	else
+	{
+		memset(values, 0, sizeof(Datum) * natts);
+		memset(isnull, true, sizeof(bool) * natts);
+	}
+
+	for (i = 0; i < tup->natts; i++)
+	{
+		DeValue    *val = &tup->values[i];
+		int			att = entry->cols[i].localatt;
+
+		switch (val->kind)
+		{
+			case DE_COL_NULL:
+				values[att] = (Datum) 0;
+				isnull[att] = true;
+				break;
+			case DE_COL_UNCHANGED:
+				if (oldslot != NULL)
+					break;
+				if (!is_search)
+					ereport(ERROR,
+							errcode(ERRCODE_PROTOCOL_VIOLATION),
+							errmsg("unchanged TOAST value for column \"%s\" of table \"%s.%s\" in a new row",
+								   entry->atts[i].name, entry->nspname,
+								   entry->relname));
+				values[att] = (Datum) 0;
+				isnull[att] = true;
+				break;
+			case DE_COL_TEXT:
+			case DE_COL_BINARY:
+				values[att] = apply_convert_value(apply, entry, i, val);
+				isnull[att] = false;
+				break;
+			default:
+				ereport(ERROR,
+						errcode(ERRCODE_PROTOCOL_VIOLATION),
+						errmsg("invalid column kind \"%c\" for column \"%s\" of table \"%s.%s\"",
+							   val->kind, entry->atts[i].name,
+							   entry->nspname, entry->relname));
+		}
+	}
+
+	ExecStoreVirtualTuple(slot);
+}
+
+/*
+ * apply_fill_defaults
+ *		Evaluate the defaults of local columns the register does not have,
+ *		as core's slot_fill_defaults() does.
+ */
+static void
+apply_fill_defaults(ApplyRelState *state, TupleTableSlot *slot)
+{
+	ExprContext *econtext;
+	int			i;
+
+	if (state->ndefaults == 0)
+		return;
+
+	econtext = GetPerTupleExprContext(state->estate);
+	for (i = 0; i < state->ndefaults; i++)
+	{
+		int			att = state->defmap[i];
+
+		slot->tts_values[att] = ExecEvalExpr(state->defexprs[i], econtext,
+											 &slot->tts_isnull[att]);
+	}
+}
+
+/*
+ * apply_begin_row / apply_end_row
+ *		Around one row operation: a snapshot, the current command ID, a
+ *		trigger query when the table has triggers; afterwards a new command
+ *		so that the next row sees this one.
+ */
+static void
+apply_begin_row(ApplyRelState *state)
+{
+	PushActiveSnapshot(GetTransactionSnapshot());
+	state->estate->es_output_cid = GetCurrentCommandId(true);
+	if (state->has_triggers)
+		AfterTriggerBeginQuery();
+}
+
+static void
+apply_end_row(ApplyRelState *state)
+{
+	if (state->has_triggers)
+		AfterTriggerEndQuery(state->estate);
+	PopActiveSnapshot();
+	ExecClearTuple(state->localslot);
+	ExecClearTuple(state->remoteslot);
+	if (state->rootslot != NULL)
+		ExecClearTuple(state->rootslot);
+	ResetPerTupleExprContext(state->estate);
+	CommandCounterIncrement();
+}
+
+/*
+ * apply_handle_insert
+ *		INSERT: buffered for table_multi_insert(), or one row at a time.
+ */
+static void
+apply_handle_insert(DeApply *apply, DeRecord *rec)
+{
+	ApplyRelEntry *entry;
+	ApplyRelState *state;
+
+	if (!apply_check_change(apply, rec))
+		return;
+
+	entry = apply_get_entry(apply, rec->relid);
+	state = apply_rel_open(apply, entry);
+
+	if (state->use_multi_insert)
+	{
+		apply_buffer_insert(apply, entry, &rec->newtup);
+		return;
+	}
+
+	apply_begin_row(state);
+	apply_store_tuple(apply, entry, &rec->newtup, state->remoteslot, NULL,
+					  false);
+	apply_fill_defaults(state, state->remoteslot);
+	if (state->proute != NULL)
+		apply_route_insert(state, state->remoteslot);
+	else
+		ExecSimpleRelationInsert(state->relinfo, state->estate,
+								 state->remoteslot);
+	apply_end_row(state);
+
+	apply->xact_rows++;
+	if (apply->copy_mode)
+		apply->copy_rows++;
+}
+
+/*
+ * apply_buffer_insert
+ *		Convert a row into the insert buffer; write the buffer when full.
+ */
+static void
+apply_buffer_insert(DeApply *apply, ApplyRelEntry *entry, DeTuple *tup)
+{
+	ApplyRelState *state = entry->state;
+	TupleTableSlot *slot;
+	MemoryContext oldcxt;
+	int			i;
+
+	if (apply->buffered != NULL && apply->buffered != entry)
+		apply_flush_inserts(apply);
+
+	/*
+	 * One snapshot serves the whole buffer: its rows are converted (domain
+	 * checks and input functions may run queries) and written under it.
+	 */
+	if (!apply->buffer_snapshot)
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		apply->buffer_snapshot = true;
+	}
+
+	if (state->nbuffered == state->nslots)
+	{
+		oldcxt = MemoryContextSwitchTo(state->estate->es_query_cxt);
+		if (state->bufslots == NULL)
+			state->bufslots = palloc(sizeof(TupleTableSlot *) *
+									 APPLY_MAX_BUFFERED_ROWS);
+		state->bufslots[state->nslots++] =
+			table_slot_create(state->rel, &state->estate->es_tupleTable);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	slot = state->bufslots[state->nbuffered];
+
+	oldcxt = MemoryContextSwitchTo(apply->batch_cxt);
+	apply_store_tuple(apply, entry, tup, slot, NULL, false);
+	apply_fill_defaults(state, slot);
+	MemoryContextSwitchTo(oldcxt);
+
+	state->nbuffered++;
+	apply->buffered = entry;
+	for (i = 0; i < tup->natts; i++)
+		state->bufbytes += tup->values[i].len;
+	state->bufbytes += sizeof(HeapTupleHeaderData);
+
+	if (state->nbuffered >= APPLY_MAX_BUFFERED_ROWS ||
+		state->bufbytes >= APPLY_MAX_BUFFERED_BYTES)
+		apply_flush_inserts(apply);
+}
+
+/*
+ * apply_flush_inserts
+ *		Write the buffered rows with table_multi_insert() and index them.
+ *
+ * Only tables without firing insert row triggers are buffered, so no
+ * trigger is called here; constraints and stored generated columns are
+ * handled as in ExecSimpleRelationInsert().
+ */
+static void
+apply_flush_inserts(DeApply *apply)
+{
+	ApplyRelEntry *entry = apply->buffered;
+	ApplyRelState *state;
+	ApplyRelEntry *saved_rel = apply->err_rel;
+	char		saved_type = apply->err_type;
+	EState	   *estate;
+	ResultRelInfo *relinfo;
+	Relation	rel;
+	MemoryContext oldcxt;
+	int			nrows;
+	int			i;
+
+	if (entry == NULL)
+		return;
+
+	state = entry->state;
+	estate = state->estate;
+	relinfo = state->relinfo;
+	rel = state->rel;
+	nrows = state->nbuffered;
+
+	apply->err_rel = entry;
+	apply->err_type = DE_REC_INSERT;
+	oldcxt = MemoryContextSwitchTo(apply->batch_cxt);
+
+	estate->es_output_cid = GetCurrentCommandId(true);
+
+	for (i = 0; i < nrows; i++)
+	{
+		TupleTableSlot *slot = state->bufslots[i];
+
+		if (rel->rd_att->constr && rel->rd_att->constr->has_generated_stored)
+			ExecComputeStoredGenerated(relinfo, estate, slot, CMD_INSERT);
+		if (rel->rd_att->constr)
+			ExecConstraints(relinfo, slot, estate);
+		if (rel->rd_rel->relispartition)
+			ExecPartitionCheck(relinfo, slot, estate, true);
+		ResetPerTupleExprContext(estate);
+	}
+
+	table_multi_insert(rel, state->bufslots, nrows, estate->es_output_cid,
+					   0, state->bistate);
+
+	for (i = 0; i < nrows; i++)
+	{
+		TupleTableSlot *slot = state->bufslots[i];
+
+		if (relinfo->ri_NumIndices > 0)
+		{
+			List	   *recheck;
+
+			recheck = ExecInsertIndexTuples(relinfo, slot, estate,
+											false, false, NULL, NIL);
+			list_free(recheck);
+		}
+		ExecClearTuple(slot);
+		ResetPerTupleExprContext(estate);
+	}
+
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(apply->batch_cxt);
+
+	if (apply->buffer_snapshot)
+	{
+		PopActiveSnapshot();
+		apply->buffer_snapshot = false;
+	}
+	CommandCounterIncrement();
+
+	state->nbuffered = 0;
+	state->bufbytes = 0;
+	apply->buffered = NULL;
+	apply->xact_rows += nrows;
+	if (apply->copy_mode)
+		apply->copy_rows += nrows;
+
+	apply->err_rel = saved_rel;
+	apply->err_type = saved_type;
+}
+
+/*
+ * apply_find_tuple
+ *		Find and lock the local row matching searchslot.
+ */
+static bool
+apply_find_tuple(Relation rel, Oid idxoid, TupleTableSlot *searchslot,
+				 TupleTableSlot *outslot)
+{
+	if (OidIsValid(idxoid))
+		return RelationFindReplTupleByIndex(rel, idxoid, LockTupleExclusive,
+											searchslot, outslot);
+	return RelationFindReplTupleSeq(rel, LockTupleExclusive, searchslot,
+									outslot);
+}
+
+/*
+ * apply_check_updatable
+ *		Can rows of this table be found for UPDATE and DELETE?  The same
+ *		errors as core's check_relation_updatable().
+ */
+static void
+apply_check_updatable(ApplyRelEntry *entry)
+{
+	if (entry->updatable)
+		return;
+
+	if (OidIsValid(apply_identity_index(entry->state->rel)))
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("register did not send replica identity column expected by replication target table \"%s.%s\"",
+					   entry->nspname, entry->relname));
+	ereport(ERROR,
+			errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			errmsg("replication target table \"%s.%s\" has neither REPLICA IDENTITY index nor PRIMARY KEY and the register's table does not have REPLICA IDENTITY FULL",
+				   entry->nspname, entry->relname));
+}
+
+/*
+ * apply_not_found
+ *		A row to update or delete is missing here: say so and go on, as
+ *		core does.
+ */
+static void
+apply_not_found(ApplyRelEntry *entry, const char *what)
+{
+	ereport(LOG,
+			errmsg("data_embassy did not find row to be %s in replication target table \"%s.%s\"",
+				   what, entry->nspname, entry->relname));
+}
+
+/*
+ * apply_part_slots
+ *		Slots for rows of one partition, made once per transaction.
+ */
+static ApplyPartSlots *
+apply_part_slots(ApplyRelState *state, ResultRelInfo *partinfo)
+{
+	Relation	partrel = partinfo->ri_RelationDesc;
+	ApplyPartSlots *ps;
+	MemoryContext oldcxt;
+	ListCell   *lc;
+
+	foreach(lc, state->partslots)
+	{
+		ps = (ApplyPartSlots *) lfirst(lc);
+		if (ps->relid == RelationGetRelid(partrel))
+			return ps;
+	}
+
+	oldcxt = MemoryContextSwitchTo(state->estate->es_query_cxt);
+	ps = palloc(sizeof(ApplyPartSlots));
+	ps->relid = RelationGetRelid(partrel);
+	ps->found = table_slot_create(partrel, &state->estate->es_tupleTable);
+	ps->tuple = table_slot_create(partrel, &state->estate->es_tupleTable);
+	state->partslots = lappend(state->partslots, ps);
+	MemoryContextSwitchTo(oldcxt);
+	return ps;
+}
+
+/*
+ * apply_find_partition
+ *		The leaf partition a row of the partitioned target belongs to.
+ */
+static ResultRelInfo *
+apply_find_partition(ApplyRelState *state, TupleTableSlot *slot)
+{
+	ResultRelInfo *partinfo;
+	Relation	partrel;
+
+	partinfo = ExecFindPartition(state->mtstate, state->relinfo,
+								 state->proute, slot, state->estate);
+	partrel = partinfo->ri_RelationDesc;
+	CheckSubscriptionRelkind(partrel->rd_rel->relkind,
+							 get_namespace_name(RelationGetNamespace(partrel)),
+							 RelationGetRelationName(partrel));
+	return partinfo;
+}
+
+/*
+ * apply_to_partition
+ *		A row of the root's layout in a partition's layout.
+ */
+static TupleTableSlot *
+apply_to_partition(ApplyRelState *state, ResultRelInfo *partinfo,
+				   TupleTableSlot *slot)
+{
+	ApplyPartSlots *ps = apply_part_slots(state, partinfo);
+	TupleConversionMap *map = partinfo->ri_RootToPartitionMap;
+
+	if (map != NULL)
+		return execute_attr_map_slot(map->attrMap, slot, ps->tuple);
+
+	ExecCopySlot(ps->tuple, slot);
+	slot_getallattrs(ps->tuple);
+	return ps->tuple;
+}
+
+/*
+ * apply_route_insert
+ *		Insert a row of the root's layout into its partition.
+ */
+static void
+apply_route_insert(ApplyRelState *state, TupleTableSlot *slot)
+{
+	ResultRelInfo *partinfo = apply_find_partition(state, slot);
+
+	ExecSimpleRelationInsert(partinfo, state->estate,
+							 apply_to_partition(state, partinfo, slot));
+}
+
+/*
+ * apply_update_partitioned
+ *		UPDATE through a partitioned target, as core's
+ *		apply_handle_tuple_routing() does: find the row in its partition,
+ *		update it there, or move it when it no longer belongs there.
+ */
+static bool
+apply_update_partitioned(DeApply *apply, ApplyRelEntry *entry,
+						 ApplyRelState *state, DeTuple *newtup)
+{
+	ResultRelInfo *partinfo = apply_find_partition(state, state->remoteslot);
+	Relation	partrel = partinfo->ri_RelationDesc;
+	ApplyPartSlots *ps = apply_part_slots(state, partinfo);
+	TupleTableSlot *search = apply_to_partition(state, partinfo,
+												state->remoteslot);
+	TupleConversionMap *tomap;
+	TupleTableSlot *oldroot;
+	TupleTableSlot *newpart;
+	MemoryContext oldcxt;
+
+	if (!apply_find_tuple(partrel, apply_identity_index(partrel), search,
+						  ps->found))
+		return false;
+
+	/*
+	 * The local row in the root's layout, then the new row over it.  The map
+	 * is built on first use and kept in the ResultRelInfo, so it must live as
+	 * long as the executor state, not the row.
+	 */
+	oldcxt = MemoryContextSwitchTo(state->estate->es_query_cxt);
+	tomap = ExecGetChildToRootMap(partinfo);
+	MemoryContextSwitchTo(oldcxt);
+	if (tomap != NULL)
+		oldroot = execute_attr_map_slot(tomap->attrMap, ps->found,
+										state->rootslot);
+	else
+		oldroot = ps->found;
+	apply_store_tuple(apply, entry, newtup, state->remoteslot, oldroot, false);
+
+	newpart = apply_to_partition(state, partinfo, state->remoteslot);
+	if (ExecPartitionCheck(partinfo, newpart, state->estate, false))
+	{
+		EvalPlanQualSetSlot(&state->epqstate, newpart);
+		ExecSimpleRelationUpdate(partinfo, state->estate, &state->epqstate,
+								 ps->found, newpart);
+	}
+	else
+	{
+		ExecSimpleRelationDelete(partinfo, state->estate, &state->epqstate,
+								 ps->found);
+		apply_route_insert(state, state->remoteslot);
+	}
+	ExecClearTuple(ps->found);
+	ExecClearTuple(ps->tuple);
+	return true;
+}
+
+/*
+ * apply_delete_partitioned
+ *		DELETE through a partitioned target.
+ */
+static bool
+apply_delete_partitioned(ApplyRelState *state)
+{
+	ResultRelInfo *partinfo = apply_find_partition(state, state->remoteslot);
+	Relation	partrel = partinfo->ri_RelationDesc;
+	ApplyPartSlots *ps = apply_part_slots(state, partinfo);
+	TupleTableSlot *search = apply_to_partition(state, partinfo,
+												state->remoteslot);
+	bool		found;
+
+	found = apply_find_tuple(partrel, apply_identity_index(partrel), search,
+							 ps->found);
+	if (found)
+		ExecSimpleRelationDelete(partinfo, state->estate, &state->epqstate,
+								 ps->found);
+	ExecClearTuple(ps->found);
+	ExecClearTuple(ps->tuple);
+	return found;
+}
+
+/*
+ * apply_handle_update
+ *		UPDATE: find the local row by the old key (or the new row when the
+ *		key did not change) and update it.
+ */
+static void
+apply_handle_update(DeApply *apply, DeRecord *rec)
+{
+	ApplyRelEntry *entry;
+	ApplyRelState *state;
+	DeTuple    *searchtup;
+	bool		found;
+
+	if (!apply_check_change(apply, rec))
+		return;
+
+	entry = apply_get_entry(apply, rec->relid);
+	state = apply_rel_open(apply, entry);
+	apply_check_updatable(entry);
+	searchtup = (rec->oldkind == DE_OLD_NONE) ? &rec->newtup : &rec->oldtup;
+
+	apply_begin_row(state);
+	apply_store_tuple(apply, entry, searchtup, state->remoteslot, NULL, true);
+
+	if (state->proute != NULL)
+		found = apply_update_partitioned(apply, entry, state, &rec->newtup);
+	else
+	{
+		found = apply_find_tuple(state->rel, state->idxoid,
+								 state->remoteslot, state->localslot);
+		if (found)
+		{
+			apply_store_tuple(apply, entry, &rec->newtup, state->remoteslot,
+							  state->localslot, false);
+			EvalPlanQualSetSlot(&state->epqstate, state->remoteslot);
+			ExecSimpleRelationUpdate(state->relinfo, state->estate,
+									 &state->epqstate, state->localslot,
+									 state->remoteslot);
+		}
+	}
+	apply_end_row(state);
+
+	if (found)
+		apply->xact_rows++;
+	else
+		apply_not_found(entry, "updated");
+}
+
+/*
+ * apply_handle_delete
+ *		DELETE: find the local row by the old key and delete it.
+ */
+static void
+apply_handle_delete(DeApply *apply, DeRecord *rec)
+{
+	ApplyRelEntry *entry;
+	ApplyRelState *state;
+	bool		found;
+
+	if (!apply_check_change(apply, rec))
+		return;
+
+	entry = apply_get_entry(apply, rec->relid);
+	state = apply_rel_open(apply, entry);
+	apply_check_updatable(entry);
+
+	apply_begin_row(state);
+	apply_store_tuple(apply, entry, &rec->oldtup, state->remoteslot, NULL,
+					  true);
+
+	if (state->proute != NULL)
+		found = apply_delete_partitioned(state);
+	else
+	{
+		found = apply_find_tuple(state->rel, state->idxoid,
+								 state->remoteslot, state->localslot);
+		if (found)
+		{
+			EvalPlanQualSetSlot(&state->epqstate, state->localslot);
+			ExecSimpleRelationDelete(state->relinfo, state->estate,
+									 &state->epqstate, state->localslot);
+		}
+	}
+	apply_end_row(state);
+
+	if (found)
+		apply->xact_rows++;
+	else
+		apply_not_found(entry, "deleted");
+}
+
+/*
+ * apply_handle_truncate
+ *		TRUNCATE the mapped tables (and the partitions of partitioned ones),
+ *		with the register's CASCADE and RESTART IDENTITY, as core's
+ *		apply_handle_truncate() does.
+ */
+static void
+apply_handle_truncate(DeApply *apply, DeRecord *rec)
+{
+	List	   *rels = NIL;
+	List	   *relids = NIL;
+	List	   *relids_logged = NIL;
+	ListCell   *lc;
+	int			i;
+
+	if (!apply_check_change(apply, rec))
+		return;
+
+	/* TRUNCATE refuses tables this session still has open. */
+	apply_close_rels(apply);
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+
+	for (i = 0; i < rec->nrelids; i++)
+	{
+		ApplyRelEntry *entry = apply_get_entry(apply, rec->relids[i]);
+		Oid			relid = apply_lookup_local(entry, AccessExclusiveLock);
+		Relation	rel;
+
+		if (list_member_oid(relids, relid))
+			continue;
+
+		rel = table_open(relid, NoLock);
+		apply_check_target(entry, rel);
+		if (!entry->local_valid)
+			apply_map_relation(apply, entry, rel);
+		apply_record_replicated(apply, relid);
+
+		rels = lappend(rels, rel);
+		relids = lappend_oid(relids, relid);
+		if (RelationIsLogicallyLogged(rel))
+			relids_logged = lappend_oid(relids_logged, relid);
+
+		if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+		{
+			List	   *children = find_all_inheritors(relid,
+													   AccessExclusiveLock,
+													   NULL);
+			ListCell   *child;
+
+			foreach(child, children)
+			{
+				Oid			childid = lfirst_oid(child);
+				Relation	childrel;
+
+				if (list_member_oid(relids, childid))
+					continue;
+				childrel = table_open(childid, NoLock);
+				if (RELATION_IS_OTHER_TEMP(childrel))
+				{
+					table_close(childrel, NoLock);
+					continue;
+				}
+				rels = lappend(rels, childrel);
+				relids = lappend_oid(relids, childid);
+				if (RelationIsLogicallyLogged(childrel))
+					relids_logged = lappend_oid(relids_logged, childid);
+			}
+		}
+	}
+	apply->err_rel = NULL;
+
+	ExecuteTruncateGuts(rels, relids, relids_logged,
+						rec->cascade ? DROP_CASCADE : DROP_RESTRICT,
+						rec->restart_seqs);
+
+	foreach(lc, rels)
+		table_close((Relation) lfirst(lc), NoLock);
+
+	PopActiveSnapshot();
+	CommandCounterIncrement();
+}
+
+/*
+ * apply_handle_message
+ *		Logical decoding messages.  Only data_embassy's own prefix concerns
+ *		the embassy: it carries the register's sequence state.  Messages of
+ *		other prefixes belong to other consumers of the register's WAL.
+ */
+static void
+apply_handle_message(DeApply *apply, DeRecord *rec)
+{
+	if (rec->transactional && apply->skipping)
+		return;
+	if (rec->prefix == NULL ||
+		strcmp(rec->prefix, DE_SEQUENCE_MESSAGE_PREFIX) != 0)
+		return;
+
+	elog(DEBUG1, "register \"%s\" sent sequence state at %X/%X (%u bytes)",
+		 apply->register_name, LSN_FORMAT_ARGS(rec->lsn), rec->content_len);
+}
+
+/*
+ * apply_handle_copy_end
+ *		The end of an initial copy: every row announced must be here.
+ */
+static void
+apply_handle_copy_end(DeApply *apply, DeRecord *rec)
+{
+	if (!apply->copy_mode || apply->copy_done)
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("unexpected COPY_END record in stream of register \"%s\"",
+					   apply->register_name));
+
+	if (apply->copy_rows != rec->rows)
+		ereport(ERROR,
+				errcode(ERRCODE_DATA_CORRUPTED),
+				errmsg("initial copy of register \"%s\" is incomplete",
+					   apply->register_name),
+				errdetail("The copy announced %llu rows, but %llu were applied.",
+						  (unsigned long long) rec->rows,
+						  (unsigned long long) apply->copy_rows));
+
+	apply->copy_done = true;
+}
