@@ -26,7 +26,6 @@ REGRESS_OPTS = --temp-config=regress.conf --temp-instance=./tmp_check \
 
 TAP_TESTS = 1
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
-PROVE_FLAGS = -I $(CURDIR)/test/lib
 
 PG_CPPFLAGS = -std=gnu11 -Wall -Wextra -Wno-unused-parameter \
 	-Wno-missing-field-initializers -Wno-sign-compare \
@@ -37,6 +36,9 @@ SHLIB_LINK = -lzstd -lcrypto
 EXTRA_CLEAN = regress.conf tmp_check results regression.diffs regression.out
 
 include $(PGXS)
+
+# after the include: Makefile.global resets PROVE_FLAGS
+PROVE_FLAGS = -I $(CURDIR)/test/lib
 
 # Every object depends on every private header: there are few and they change
 # together.

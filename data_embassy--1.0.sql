@@ -133,7 +133,7 @@ CREATE TABLE registers (
 	conninfo	text NOT NULL,
 	register_key text NOT NULL UNIQUE,
 	copy_data	boolean NOT NULL,
-	slot_name	name NOT NULL,
+	slot_name	name,			/* set at the worker's first connection */
 	state		text NOT NULL DEFAULT 'init'
 				CHECK (state IN ('init', 'streaming', 'promoted')),
 	paused		boolean NOT NULL DEFAULT false,

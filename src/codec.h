@@ -43,6 +43,7 @@
 #define DE_CODEC_H
 
 #include "access/htup.h"
+#include "access/tupdesc.h"
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
 #include "fmgr.h"
@@ -91,6 +92,7 @@ typedef struct DeRelOut
 	int			natts;			/* attributes in the tuple descriptor */
 	int			nlive;			/* of which sent */
 	DeColumnOut *cols;			/* natts entries */
+	TupleDesc	desc;			/* copy of the descriptor, for deforming */
 	Datum	   *values;			/* natts scratch entries for deforming */
 	bool	   *isnull;
 } DeRelOut;

@@ -229,11 +229,10 @@ data_embassy_add_register(PG_FUNCTION_ARGS)
 	uint8		priv[DE_KEY_LEN];
 	uint8		own_pub[DE_KEY_LEN];
 	uint8		register_pub[DE_KEY_LEN];
-	char	   *slot_name;
 	Oid			save_userid;
 	int			save_sec_context;
-	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID, TEXTOID};
-	Datum		values[5];
+	Oid			types[4] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID};
+	Datum		values[4];
 
 	de_require_preloaded();
 	de_check_admin("add a register");
@@ -261,7 +260,10 @@ data_embassy_add_register(PG_FUNCTION_ARGS)
 				errmsg("copy_data must not be null"));
 	copy_data = PG_GETARG_BOOL(3);
 
-	/* the slot on the register is named after this embassy's key */
+	/*
+	 * The slot on the register is named after this embassy's key and the
+	 * register database's OID; the worker names it at its first connection.
+	 */
 	de_identity_require(priv, own_pub);
 	explicit_bzero(priv, sizeof(priv));
 	if (memcmp(own_pub, register_pub, DE_KEY_LEN) == 0)
@@ -269,7 +271,6 @@ data_embassy_add_register(PG_FUNCTION_ARGS)
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("register_key is this embassy's own public key"),
 				errhint("Pass the key that data_embassy.public_key() returns on the register."));
-	slot_name = de_slot_name_for_key(own_pub);
 
 	api_begin(&save_userid, &save_sec_context);
 
@@ -294,11 +295,10 @@ data_embassy_add_register(PG_FUNCTION_ARGS)
 	values[1] = CStringGetTextDatum(conninfo);
 	values[2] = CStringGetTextDatum(key_text);
 	values[3] = BoolGetDatum(copy_data);
-	values[4] = CStringGetTextDatum(slot_name);
 	api_exec("INSERT INTO " DE_SCHEMA_NAME ".registers "
-			 "(name, conninfo, register_key, copy_data, slot_name, state) "
-			 "VALUES ($1, $2, $3, $4, $5::pg_catalog.name, 'init')",
-			 SPI_OK_INSERT, 5, types, values, NULL);
+			 "(name, conninfo, register_key, copy_data, state) "
+			 "VALUES ($1, $2, $3, $4, 'init')",
+			 SPI_OK_INSERT, 4, types, values, NULL);
 
 	api_end(save_userid, save_sec_context);
 
@@ -577,7 +577,9 @@ data_embassy_drop_register(PG_FUNCTION_ARGS)
 
 	stop_worker(name);
 
-	drop_remote_slot(name, conninfo, slot_name);
+	/* a register never connected to has no slot */
+	if (slot_name[0] != '\0')
+		drop_remote_slot(name, conninfo, slot_name);
 
 	origin = de_origin_name(MyDatabaseId, name);
 	replorigin_drop_by_name(origin, true, false);

@@ -171,18 +171,18 @@ de_key_from_text(const char *text, const char *what, uint8 *pub)
 
 /*
  * de_slot_name_for_key
- *		"data_embassy_" and the first 16 hex digits of SHA-256 of the raw
- *		public key (palloc'd).
+ *		"data_embassy_", the first 16 hex digits of SHA-256 of the raw public
+ *		key, and the register database's OID (palloc'd).
  */
 char *
-de_slot_name_for_key(const uint8 *pub)
+de_slot_name_for_key(const uint8 *pub, Oid register_dboid)
 {
 	uint8		digest[DE_HASH_LEN];
 	char		hex[DE_KEY_TEXT_LEN];
 
 	de_sha256(pub, DE_KEY_LEN, digest);
 	de_hex_encode(digest, hex);
-	return psprintf("%s%.16s", DE_SLOT_PREFIX, hex);
+	return psprintf("%s%.16s_%u", DE_SLOT_PREFIX, hex, register_dboid);
 }
 
 /* Raise ERROR for a key file that is not in the expected format. */

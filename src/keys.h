@@ -41,9 +41,11 @@ extern char *de_key_to_text(const uint8 *pub);
 extern void de_key_from_text(const char *text, const char *what, uint8 *pub);
 
 /*
- * Replication slot name an embassy with this public key uses on every
- * register: "data_embassy_" and the first 16 hex digits of SHA-256(key).
+ * Replication slot name an embassy with this public key uses in one
+ * register database: "data_embassy_", the first 16 hex digits of
+ * SHA-256(key), "_" and the register database's OID (slots are per cluster,
+ * and one register cluster may hold several register databases).
  */
-extern char *de_slot_name_for_key(const uint8 *pub);
+extern char *de_slot_name_for_key(const uint8 *pub, Oid register_dboid);
 
 #endif							/* DE_KEYS_H */

@@ -998,7 +998,7 @@ reap_apply_workers(TimestampTz now)
 				/* the slot can be freed once the register's row is gone */
 				queue_rescan_locked(slot->dboid);
 			}
-			else if (!slot->paused && !slot->promoted)
+			else if (!slot->promoted)
 			{
 				slot->failures++;
 				slot->next_start = TimestampTzPlusMilliseconds(now,
@@ -1239,7 +1239,11 @@ start_apply_workers(TimestampTz now)
 			continue;
 
 		LWLockAcquire(DeShared->lock, LW_SHARED);
-		wanted = slot->in_use && !slot->paused && !slot->promoted &&
+		/*
+		 * A paused register has a worker too: it holds, but keeps asking
+		 * the register for its position so that the lag view stays true.
+		 */
+		wanted = slot->in_use && !slot->promoted &&
 			!slot->drop_requested && slot->worker_pid == 0 &&
 			database_index_locked(slot->dboid) >= 0;
 		generation = slot->generation;

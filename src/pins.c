@@ -292,7 +292,7 @@ data_embassy_add_embassy(PG_FUNCTION_ARGS)
 	de_pin_check_key_usable(pub, "embassy_key");
 
 	canonical = de_key_to_text(pub);
-	slot_name = de_slot_name_for_key(pub);
+	slot_name = de_slot_name_for_key(pub, MyDatabaseId);
 
 	values[0] = CStringGetTextDatum(name);
 	values[1] = CStringGetTextDatum(canonical);

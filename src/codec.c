@@ -1,0 +1,934 @@
+/*-------------------------------------------------------------------------
+ *
+ * codec.c
+ *		  Change records: writers for the register side (plugin, initial
+ *		  copy) and the reader the embassy and inspect_frames() use.
+ *
+ * The record layout is described in codec.h.  Both halves live here so
+ * that they cannot drift apart.
+ *
+ * Values travel in the binary send format of built-in types (and of enums
+ * and domains over them), else as text output.  Strings travel in the
+ * register's server encoding: the codec writes the common string types
+ * (text, varchar, bpchar, name, json) itself, without the conversion to
+ * the client encoding their send functions would make, and it writes the
+ * common fixed-size types itself too, which spares a palloc'd buffer per
+ * value on this hot path.  Other types go through their send or output
+ * functions.
+ *
+ * The reader trusts nothing: every count and length is checked against
+ * the bytes left in the body before it is used, and nothing is allocated
+ * from a count that has not been checked.  Values are not copied: they
+ * point into the body.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/detoast.h"
+#include "access/htup_details.h"
+#include "access/sysattr.h"
+#include "access/tupdesc.h"
+#include "catalog/pg_type.h"
+#include "nodes/bitmapset.h"
+#include "port/pg_bswap.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+#include "utils/uuid.h"
+
+#include "codec.h"
+
+/* ---------- writing helpers ---------- */
+
+/* Make room for n more bytes (and the StringInfo's trailing NUL). */
+static inline void
+codec_reserve(StringInfo out, size_t n)
+{
+	if ((size_t) (out->maxlen - out->len) <= n)
+		enlargeStringInfo(out, (int) n);
+}
+
+static inline void
+codec_put_u8(StringInfo out, uint8 v)
+{
+	codec_reserve(out, 1);
+	out->data[out->len++] = (char) v;
+}
+
+static inline void
+codec_put_u16(StringInfo out, uint16 v)
+{
+	uint16		be = pg_hton16(v);
+
+	codec_reserve(out, sizeof(be));
+	memcpy(out->data + out->len, &be, sizeof(be));
+	out->len += sizeof(be);
+}
+
+static inline void
+codec_put_u32(StringInfo out, uint32 v)
+{
+	uint32		be = pg_hton32(v);
+
+	codec_reserve(out, sizeof(be));
+	memcpy(out->data + out->len, &be, sizeof(be));
+	out->len += sizeof(be);
+}
+
+static inline void
+codec_put_u64(StringInfo out, uint64 v)
+{
+	uint64		be = pg_hton64(v);
+
+	codec_reserve(out, sizeof(be));
+	memcpy(out->data + out->len, &be, sizeof(be));
+	out->len += sizeof(be);
+}
+
+/* A string: 4-byte length, then the bytes. */
+static inline void
+codec_put_str(StringInfo out, const char *s, size_t len)
+{
+	codec_reserve(out, sizeof(uint32) + len);
+	codec_put_u32(out, (uint32) len);
+	memcpy(out->data + out->len, s, len);
+	out->len += len;
+}
+
+/* A value: kind byte, 4-byte length, bytes. */
+static inline void
+codec_put_value(StringInfo out, char kind, const void *p, size_t len)
+{
+	if (len > PG_UINT32_MAX)
+		ereport(ERROR,
+				errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				errmsg("value of %zu bytes is too large to replicate", len));
+	codec_reserve(out, 1 + sizeof(uint32) + len);
+	out->data[out->len++] = kind;
+	codec_put_u32(out, (uint32) len);
+	memcpy(out->data + out->len, p, len);
+	out->len += len;
+}
+
+/* Fixed-size big-endian binary values, as their send functions make them. */
+static inline void
+codec_put_value_u32(StringInfo out, uint32 v)
+{
+	uint32		be = pg_hton32(v);
+
+	codec_put_value(out, DE_COL_BINARY, &be, sizeof(be));
+}
+
+static inline void
+codec_put_value_u64(StringInfo out, uint64 v)
+{
+	uint64		be = pg_hton64(v);
+
+	codec_put_value(out, DE_COL_BINARY, &be, sizeof(be));
+}
+
+/*
+ * Is typoid an OID alias type (regclass...)?  Their binary form is a bare
+ * OID, meaningless in another cluster; their text form is a name.
+ */
+static bool
+codec_is_oid_alias(Oid typoid)
+{
+	switch (typoid)
+	{
+		case REGPROCOID:
+		case REGPROCEDUREOID:
+		case REGOPEROID:
+		case REGOPERATOROID:
+		case REGCLASSOID:
+		case REGTYPEOID:
+		case REGCONFIGOID:
+		case REGDICTIONARYOID:
+		case REGNAMESPACEOID:
+		case REGROLEOID:
+		case REGCOLLATIONOID:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
+ * Choose the wire format of a type: binary for built-in types (arrays of
+ * built-in types included), enums and domains over either; text for
+ * everything whose binary form embeds cluster-specific OIDs or that has
+ * no binary form.
+ */
+static char
+codec_column_format(Oid typoid)
+{
+	Oid			base = getBaseType(typoid);
+	Oid			elem;
+	Oid			sendfn;
+	Oid			ioparam;
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	char		typdelim;
+
+	if (type_is_enum(base))
+		return DE_COL_BINARY;
+	if (base >= FirstGenbkiObjectId)
+		return DE_COL_TEXT;
+	if (get_typtype(base) == TYPTYPE_COMPOSITE)
+		return DE_COL_TEXT;
+	elem = get_element_type(base);
+	if (OidIsValid(elem) &&
+		(elem >= FirstGenbkiObjectId ||
+		 get_typtype(elem) == TYPTYPE_COMPOSITE))
+		return DE_COL_TEXT;
+	if (codec_is_oid_alias(base) || codec_is_oid_alias(elem))
+		return DE_COL_TEXT;
+
+	/* some built-in types (aclitem...) have no binary form */
+	get_type_io_data(base, IOFunc_send, &typlen, &typbyval, &typalign,
+					 &typdelim, &ioparam, &sendfn);
+	if (!OidIsValid(sendfn))
+		return DE_COL_TEXT;
+	if (OidIsValid(elem))
+	{
+		get_type_io_data(elem, IOFunc_send, &typlen, &typbyval, &typalign,
+						 &typdelim, &ioparam, &sendfn);
+		if (!OidIsValid(sendfn))
+			return DE_COL_TEXT;
+	}
+	return DE_COL_BINARY;
+}
+
+/* ---------- relation output state ---------- */
+
+/*
+ * de_relout_build
+ *		Work out, once per relation, which columns travel and how.
+ */
+void
+de_relout_build(DeRelOut *ro, Relation rel, MemoryContext mcxt)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	MemoryContext oldcxt;
+	int			i;
+
+	oldcxt = MemoryContextSwitchTo(mcxt);
+
+	ro->relid = RelationGetRelid(rel);
+	ro->natts = desc->natts;
+	ro->nlive = 0;
+	ro->desc = CreateTupleDescCopyConstr(desc);
+	ro->cols = palloc0(sizeof(DeColumnOut) * Max(desc->natts, 1));
+	ro->values = palloc(sizeof(Datum) * Max(desc->natts, 1));
+	ro->isnull = palloc(sizeof(bool) * Max(desc->natts, 1));
+
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		DeColumnOut *col = &ro->cols[i];
+		Oid			fnoid;
+		bool		isvarlena;
+
+		if (att->attisdropped || att->attgenerated)
+		{
+			col->live = false;
+			continue;
+		}
+		col->live = true;
+		col->is_varlena = (att->attlen == -1);
+		col->format = codec_column_format(att->atttypid);
+		if (col->format == DE_COL_BINARY)
+			getTypeBinaryOutputInfo(att->atttypid, &fnoid, &isvarlena);
+		else
+			getTypeOutputInfo(att->atttypid, &fnoid, &isvarlena);
+		fmgr_info_cxt(fnoid, &col->outfn, mcxt);
+		ro->nlive++;
+	}
+
+	MemoryContextSwitchTo(oldcxt);
+}
+
+void
+de_relout_free(DeRelOut *ro)
+{
+	if (ro->desc)
+		FreeTupleDesc(ro->desc);
+	if (ro->cols)
+		pfree(ro->cols);
+	if (ro->values)
+		pfree(ro->values);
+	if (ro->isnull)
+		pfree(ro->isnull);
+	memset(ro, 0, sizeof(DeRelOut));
+}
+
+/* ---------- record writers ---------- */
+
+void
+de_write_begin(StringInfo out, XLogRecPtr final_lsn, TimestampTz commit_time,
+			   TransactionId xid)
+{
+	codec_reserve(out, 1 + 8 + 8 + 4);
+	codec_put_u8(out, DE_REC_BEGIN);
+	codec_put_u64(out, final_lsn);
+	codec_put_u64(out, (uint64) commit_time);
+	codec_put_u32(out, xid);
+}
+
+void
+de_write_commit(StringInfo out, XLogRecPtr commit_lsn, XLogRecPtr end_lsn,
+				TimestampTz commit_time)
+{
+	codec_reserve(out, 1 + 8 + 8 + 8);
+	codec_put_u8(out, DE_REC_COMMIT);
+	codec_put_u64(out, commit_lsn);
+	codec_put_u64(out, end_lsn);
+	codec_put_u64(out, (uint64) commit_time);
+}
+
+/*
+ * de_write_relation
+ *		Describe the live columns of a relation.  With REPLICA IDENTITY FULL
+ *		every column is a key column, as pgoutput marks them.
+ */
+void
+de_write_relation(StringInfo out, Relation rel, const DeRelOut *ro)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	char	   *nspname = get_namespace_name(RelationGetNamespace(rel));
+	const char *relname = RelationGetRelationName(rel);
+	char		replident = rel->rd_rel->relreplident;
+	Bitmapset  *idattrs = NULL;
+	int			i;
+
+	if (nspname == NULL)
+		elog(ERROR, "cache lookup failed for namespace %u",
+			 RelationGetNamespace(rel));
+	if (ro->nlive > PG_UINT16_MAX)
+		elog(ERROR, "relation \"%s\" has too many columns", relname);
+
+	if (replident != REPLICA_IDENTITY_FULL)
+		idattrs = RelationGetIdentityKeyBitmap(rel);
+
+	codec_put_u8(out, DE_REC_RELATION);
+	codec_put_u32(out, RelationGetRelid(rel));
+	codec_put_str(out, nspname, strlen(nspname));
+	codec_put_str(out, relname, strlen(relname));
+	codec_put_u8(out, (uint8) replident);
+	codec_put_u16(out, (uint16) ro->nlive);
+
+	for (i = 0; i < desc->natts && i < ro->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		const DeColumnOut *col = &ro->cols[i];
+		uint8		flags = 0;
+		char	   *typname;
+
+		if (!col->live)
+			continue;
+		if (replident == REPLICA_IDENTITY_FULL ||
+			bms_is_member(att->attnum - FirstLowInvalidHeapAttributeNumber,
+						  idattrs))
+			flags |= 1;
+		typname = format_type_be_qualified(att->atttypid);
+
+		codec_put_u8(out, flags);
+		codec_put_str(out, NameStr(att->attname), strlen(NameStr(att->attname)));
+		codec_put_u32(out, att->atttypid);
+		codec_put_u32(out, (uint32) att->atttypmod);
+		codec_put_u8(out, (uint8) col->format);
+		codec_put_str(out, typname, strlen(typname));
+		pfree(typname);
+	}
+
+	bms_free(idattrs);
+	pfree(nspname);
+}
+
+/*
+ * codec_put_binary_value
+ *		One non-null value in binary format.  The common types are written
+ *		directly; the rest go through the type's send function.
+ */
+static inline void
+codec_put_binary_value(StringInfo out, DeColumnOut *col, Datum value)
+{
+	switch (col->outfn.fn_oid)
+	{
+		case F_INT4SEND:
+		case F_OIDSEND:
+		case F_DATE_SEND:
+			codec_put_value_u32(out, DatumGetUInt32(value));
+			return;
+		case F_INT8SEND:
+		case F_TIMESTAMP_SEND:
+		case F_TIMESTAMPTZ_SEND:
+		case F_TIME_SEND:
+			codec_put_value_u64(out, (uint64) DatumGetInt64(value));
+			return;
+		case F_INT2SEND:
+			{
+				uint16		be = pg_hton16((uint16) DatumGetInt16(value));
+
+				codec_put_value(out, DE_COL_BINARY, &be, sizeof(be));
+				return;
+			}
+		case F_BOOLSEND:
+			{
+				uint8		b = DatumGetBool(value) ? 1 : 0;
+
+				codec_put_value(out, DE_COL_BINARY, &b, 1);
+				return;
+			}
+		case F_FLOAT4SEND:
+			{
+				float4		f = DatumGetFloat4(value);
+				uint32		bits;
+
+				memcpy(&bits, &f, sizeof(bits));
+				codec_put_value_u32(out, bits);
+				return;
+			}
+		case F_FLOAT8SEND:
+			{
+				float8		f = DatumGetFloat8(value);
+				uint64		bits;
+
+				memcpy(&bits, &f, sizeof(bits));
+				codec_put_value_u64(out, bits);
+				return;
+			}
+		case F_UUID_SEND:
+			codec_put_value(out, DE_COL_BINARY,
+							DatumGetUUIDP(value)->data, UUID_LEN);
+			return;
+		case F_NAMESEND:
+			{
+				Name		n = DatumGetName(value);
+
+				codec_put_value(out, DE_COL_BINARY, NameStr(*n),
+								strlen(NameStr(*n)));
+				return;
+			}
+		case F_TEXTSEND:
+		case F_VARCHARSEND:
+		case F_BPCHARSEND:
+		case F_BYTEASEND:
+		case F_JSON_SEND:
+			{
+				struct varlena *v = PG_DETOAST_DATUM_PACKED(value);
+
+				codec_put_value(out, DE_COL_BINARY, VARDATA_ANY(v),
+								VARSIZE_ANY_EXHDR(v));
+				if ((Pointer) v != DatumGetPointer(value))
+					pfree(v);
+				return;
+			}
+		default:
+			{
+				bytea	   *b = SendFunctionCall(&col->outfn, value);
+
+				codec_put_value(out, DE_COL_BINARY, VARDATA(b),
+								VARSIZE(b) - VARHDRSZ);
+				pfree(b);
+				return;
+			}
+	}
+}
+
+/*
+ * codec_put_tuple
+ *		Write the live columns of already-deformed values.  unchanged_toast:
+ *		an on-disk TOAST pointer means "unchanged" (decoded changes); false
+ *		sends it in full (the initial copy).
+ */
+static void
+codec_put_tuple(StringInfo out, DeRelOut *ro, Datum *values, bool *isnull,
+				bool unchanged_toast)
+{
+	int			i;
+
+	codec_put_u16(out, (uint16) ro->nlive);
+
+	for (i = 0; i < ro->natts; i++)
+	{
+		DeColumnOut *col = &ro->cols[i];
+		Datum		value = values[i];
+
+		if (!col->live)
+			continue;
+
+		if (isnull[i])
+		{
+			codec_put_u8(out, DE_COL_NULL);
+			continue;
+		}
+
+		if (col->is_varlena && unchanged_toast &&
+			VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(value)))
+		{
+			codec_put_u8(out, DE_COL_UNCHANGED);
+			continue;
+		}
+
+		if (col->format == DE_COL_BINARY)
+			codec_put_binary_value(out, col, value);
+		else
+		{
+			char	   *s = OutputFunctionCall(&col->outfn, value);
+
+			codec_put_value(out, DE_COL_TEXT, s, strlen(s));
+			pfree(s);
+		}
+	}
+}
+
+/* Deform a decoded heap tuple and write it. */
+static void
+codec_put_heap_tuple(StringInfo out, DeRelOut *ro, HeapTuple tuple)
+{
+	heap_deform_tuple(tuple, ro->desc, ro->values, ro->isnull);
+	codec_put_tuple(out, ro, ro->values, ro->isnull, true);
+}
+
+void
+de_write_insert(StringInfo out, DeRelOut *ro, HeapTuple newtuple)
+{
+	codec_put_u8(out, DE_REC_INSERT);
+	codec_put_u32(out, ro->relid);
+	codec_put_heap_tuple(out, ro, newtuple);
+}
+
+void
+de_write_update(StringInfo out, DeRelOut *ro, HeapTuple oldtuple,
+				bool old_is_key, HeapTuple newtuple)
+{
+	codec_put_u8(out, DE_REC_UPDATE);
+	codec_put_u32(out, ro->relid);
+	if (oldtuple == NULL)
+		codec_put_u8(out, DE_OLD_NONE);
+	else
+	{
+		codec_put_u8(out, old_is_key ? DE_OLD_KEY : DE_OLD_ROW);
+		codec_put_heap_tuple(out, ro, oldtuple);
+	}
+	codec_put_heap_tuple(out, ro, newtuple);
+}
+
+void
+de_write_delete(StringInfo out, DeRelOut *ro, HeapTuple oldtuple,
+				bool old_is_key)
+{
+	codec_put_u8(out, DE_REC_DELETE);
+	codec_put_u32(out, ro->relid);
+	codec_put_u8(out, old_is_key ? DE_OLD_KEY : DE_OLD_ROW);
+	codec_put_heap_tuple(out, ro, oldtuple);
+}
+
+void
+de_write_truncate(StringInfo out, int nrelids, const Oid *relids,
+				  bool cascade, bool restart_seqs)
+{
+	uint8		flags = 0;
+	int			i;
+
+	if (cascade)
+		flags |= DE_TRUNCATE_CASCADE;
+	if (restart_seqs)
+		flags |= DE_TRUNCATE_RESTART;
+
+	codec_reserve(out, 1 + 1 + 4 + 4 * (size_t) nrelids);
+	codec_put_u8(out, DE_REC_TRUNCATE);
+	codec_put_u8(out, flags);
+	codec_put_u32(out, (uint32) nrelids);
+	for (i = 0; i < nrelids; i++)
+		codec_put_u32(out, relids[i]);
+}
+
+void
+de_write_message(StringInfo out, XLogRecPtr lsn, bool transactional,
+				 const char *prefix, Size sz, const char *content)
+{
+	codec_put_u8(out, DE_REC_MESSAGE);
+	codec_put_u8(out, transactional ? DE_MESSAGE_TRANSACTIONAL : 0);
+	codec_put_u64(out, lsn);
+	codec_put_str(out, prefix, strlen(prefix));
+	codec_put_str(out, content, sz);
+}
+
+void
+de_write_insert_values(StringInfo out, DeRelOut *ro, Datum *values,
+					   bool *isnull)
+{
+	codec_put_u8(out, DE_REC_INSERT);
+	codec_put_u32(out, ro->relid);
+	codec_put_tuple(out, ro, values, isnull, false);
+}
+
+void
+de_write_copy_end(StringInfo out, uint64 rows)
+{
+	codec_put_u8(out, DE_REC_COPY_END);
+	codec_put_u64(out, rows);
+}
+
+/* ---------- reading ---------- */
+
+void
+de_reader_init(DeReader *reader, char *data, size_t len)
+{
+	reader->data = data;
+	reader->len = len;
+	reader->pos = 0;
+}
+
+/*
+ * Report a malformed body.  "what" names the field being read, "start" is
+ * the offset of the record it belongs to.
+ */
+static void
+codec_malformed(DeReader *reader, size_t start, char type, const char *what,
+				size_t need)
+{
+	ereport(ERROR,
+			errcode(ERRCODE_DATA_CORRUPTED),
+			errmsg("malformed change record at offset %zu of a frame body",
+				   start),
+			errdetail("Reading %s of a %s record needs %zu bytes at offset %zu, but the body has %zu.",
+					  what, de_record_type_name(type), need, reader->pos,
+					  reader->len - reader->pos));
+}
+
+static void
+codec_invalid(size_t start, char type, const char *what, unsigned int value)
+{
+	ereport(ERROR,
+			errcode(ERRCODE_DATA_CORRUPTED),
+			errmsg("malformed change record at offset %zu of a frame body",
+				   start),
+			errdetail("The %s record has an invalid %s (%u).",
+					  de_record_type_name(type), what, value));
+}
+
+/* Make sure n bytes are left; "what" names them for the error. */
+static inline void
+codec_need(DeReader *reader, size_t start, char type, const char *what,
+		   size_t n)
+{
+	if (reader->len - reader->pos < n)
+		codec_malformed(reader, start, type, what, n);
+}
+
+static inline uint8
+codec_get_u8(DeReader *reader)
+{
+	return (uint8) reader->data[reader->pos++];
+}
+
+static inline uint16
+codec_get_u16(DeReader *reader)
+{
+	uint16		v;
+
+	memcpy(&v, reader->data + reader->pos, sizeof(v));
+	reader->pos += sizeof(v);
+	return pg_ntoh16(v);
+}
+
+static inline uint32
+codec_get_u32(DeReader *reader)
+{
+	uint32		v;
+
+	memcpy(&v, reader->data + reader->pos, sizeof(v));
+	reader->pos += sizeof(v);
+	return pg_ntoh32(v);
+}
+
+static inline uint64
+codec_get_u64(DeReader *reader)
+{
+	uint64		v;
+
+	memcpy(&v, reader->data + reader->pos, sizeof(v));
+	reader->pos += sizeof(v);
+	return pg_ntoh64(v);
+}
+
+/* A string field as a palloc'd, NUL-terminated copy. */
+static char *
+codec_get_name(DeReader *reader, size_t start, char type, const char *what)
+{
+	uint32		len;
+	char	   *s;
+
+	codec_need(reader, start, type, what, sizeof(uint32));
+	len = codec_get_u32(reader);
+	codec_need(reader, start, type, what, len);
+	if (memchr(reader->data + reader->pos, '\0', len) != NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_DATA_CORRUPTED),
+				errmsg("malformed change record at offset %zu of a frame body",
+					   start),
+				errdetail("The %s of a %s record contains a zero byte.",
+						  what, de_record_type_name(type)));
+	s = palloc(len + 1);
+	memcpy(s, reader->data + reader->pos, len);
+	s[len] = '\0';
+	reader->pos += len;
+	return s;
+}
+
+/* A tuple: values point into the body. */
+static void
+codec_get_tuple(DeReader *reader, size_t start, char type, DeTuple *tup)
+{
+	int			natts;
+	int			i;
+
+	codec_need(reader, start, type, "the column count", sizeof(uint16));
+	natts = codec_get_u16(reader);
+	/* every value takes at least its kind byte */
+	codec_need(reader, start, type, "the columns", natts);
+
+	tup->natts = natts;
+	tup->values = palloc(sizeof(DeValue) * Max(natts, 1));
+
+	for (i = 0; i < natts; i++)
+	{
+		DeValue    *v = &tup->values[i];
+
+		codec_need(reader, start, type, "a column kind", 1);
+		v->kind = (char) codec_get_u8(reader);
+		switch (v->kind)
+		{
+			case DE_COL_NULL:
+			case DE_COL_UNCHANGED:
+				v->len = 0;
+				v->data = NULL;
+				break;
+			case DE_COL_BINARY:
+			case DE_COL_TEXT:
+				codec_need(reader, start, type, "a value length",
+						   sizeof(uint32));
+				v->len = codec_get_u32(reader);
+				codec_need(reader, start, type, "a value", v->len);
+				v->data = reader->data + reader->pos;
+				reader->pos += v->len;
+				break;
+			default:
+				codec_invalid(start, type, "column kind",
+							  (unsigned char) v->kind);
+		}
+	}
+}
+
+static char
+codec_get_oldkind(DeReader *reader, size_t start, char type, bool allow_none)
+{
+	char		k;
+
+	codec_need(reader, start, type, "the old tuple kind", 1);
+	k = (char) codec_get_u8(reader);
+	if (k != DE_OLD_KEY && k != DE_OLD_ROW && !(allow_none && k == DE_OLD_NONE))
+		codec_invalid(start, type, "old tuple kind", (unsigned char) k);
+	return k;
+}
+
+static void
+codec_get_relation(DeReader *reader, size_t start, DeRecord *rec)
+{
+	const char	type = DE_REC_RELATION;
+	int			i;
+
+	codec_need(reader, start, type, "the relation OID", sizeof(uint32));
+	rec->relid = codec_get_u32(reader);
+	rec->nspname = codec_get_name(reader, start, type, "schema name");
+	rec->relname = codec_get_name(reader, start, type, "relation name");
+	codec_need(reader, start, type, "the replica identity and column count",
+			   1 + sizeof(uint16));
+	rec->replident = (char) codec_get_u8(reader);
+	rec->natts = codec_get_u16(reader);
+
+	/* flags, name length, type OID, typmod, format, type name length */
+	codec_need(reader, start, type, "the columns",
+			   (size_t) rec->natts * (1 + 4 + 4 + 4 + 1 + 4));
+	rec->atts = palloc0(sizeof(DeAttribute) * Max(rec->natts, 1));
+
+	for (i = 0; i < rec->natts; i++)
+	{
+		DeAttribute *att = &rec->atts[i];
+		uint8		flags;
+
+		codec_need(reader, start, type, "column flags", 1);
+		flags = codec_get_u8(reader);
+		if (flags & ~1)
+			codec_invalid(start, type, "column flag", flags);
+		att->is_key = (flags & 1) != 0;
+		att->name = codec_get_name(reader, start, type, "column name");
+		codec_need(reader, start, type, "a column type",
+				   sizeof(uint32) * 2 + 1);
+		att->typoid = codec_get_u32(reader);
+		att->typmod = (int32) codec_get_u32(reader);
+		att->format = (char) codec_get_u8(reader);
+		if (att->format != DE_COL_BINARY && att->format != DE_COL_TEXT)
+			codec_invalid(start, type, "column format",
+						  (unsigned char) att->format);
+		att->typname = codec_get_name(reader, start, type, "type name");
+	}
+}
+
+/*
+ * de_read_record
+ *		Read the next record; false at the clean end of the body.
+ */
+bool
+de_read_record(DeReader *reader, DeRecord *rec)
+{
+	size_t		start = reader->pos;
+	char		type;
+
+	if (reader->pos >= reader->len)
+		return false;
+
+	memset(rec, 0, sizeof(DeRecord));
+	type = (char) codec_get_u8(reader);
+	rec->type = type;
+
+	switch (type)
+	{
+		case DE_REC_BEGIN:
+			codec_need(reader, start, type, "the fields", 8 + 8 + 4);
+			rec->lsn = codec_get_u64(reader);
+			rec->commit_time = (TimestampTz) codec_get_u64(reader);
+			rec->xid = codec_get_u32(reader);
+			break;
+
+		case DE_REC_COMMIT:
+			codec_need(reader, start, type, "the fields", 8 + 8 + 8);
+			rec->lsn = codec_get_u64(reader);
+			rec->end_lsn = codec_get_u64(reader);
+			rec->commit_time = (TimestampTz) codec_get_u64(reader);
+			break;
+
+		case DE_REC_RELATION:
+			codec_get_relation(reader, start, rec);
+			break;
+
+		case DE_REC_INSERT:
+			codec_need(reader, start, type, "the relation OID",
+					   sizeof(uint32));
+			rec->relid = codec_get_u32(reader);
+			rec->oldkind = DE_OLD_NONE;
+			codec_get_tuple(reader, start, type, &rec->newtup);
+			break;
+
+		case DE_REC_UPDATE:
+			codec_need(reader, start, type, "the relation OID",
+					   sizeof(uint32));
+			rec->relid = codec_get_u32(reader);
+			rec->oldkind = codec_get_oldkind(reader, start, type, true);
+			if (rec->oldkind != DE_OLD_NONE)
+				codec_get_tuple(reader, start, type, &rec->oldtup);
+			codec_get_tuple(reader, start, type, &rec->newtup);
+			break;
+
+		case DE_REC_DELETE:
+			codec_need(reader, start, type, "the relation OID",
+					   sizeof(uint32));
+			rec->relid = codec_get_u32(reader);
+			rec->oldkind = codec_get_oldkind(reader, start, type, false);
+			codec_get_tuple(reader, start, type, &rec->oldtup);
+			break;
+
+		case DE_REC_TRUNCATE:
+			{
+				uint8		flags;
+				uint32		nrelids;
+				int			i;
+
+				codec_need(reader, start, type, "the flags and count", 1 + 4);
+				flags = codec_get_u8(reader);
+				if (flags & ~(DE_TRUNCATE_CASCADE | DE_TRUNCATE_RESTART))
+					codec_invalid(start, type, "flag", flags);
+				rec->cascade = (flags & DE_TRUNCATE_CASCADE) != 0;
+				rec->restart_seqs = (flags & DE_TRUNCATE_RESTART) != 0;
+				nrelids = codec_get_u32(reader);
+				codec_need(reader, start, type, "the relation OIDs",
+						   (size_t) nrelids * sizeof(uint32));
+				rec->nrelids = (int) nrelids;
+				rec->relids = palloc(sizeof(Oid) * Max(nrelids, 1));
+				for (i = 0; i < (int) nrelids; i++)
+					rec->relids[i] = codec_get_u32(reader);
+				break;
+			}
+
+		case DE_REC_MESSAGE:
+			{
+				uint8		flags;
+
+				codec_need(reader, start, type, "the flags and LSN", 1 + 8);
+				flags = codec_get_u8(reader);
+				if (flags & ~DE_MESSAGE_TRANSACTIONAL)
+					codec_invalid(start, type, "flag", flags);
+				rec->transactional = (flags & DE_MESSAGE_TRANSACTIONAL) != 0;
+				rec->lsn = codec_get_u64(reader);
+				rec->prefix = codec_get_name(reader, start, type, "prefix");
+				codec_need(reader, start, type, "the content length",
+						   sizeof(uint32));
+				rec->content_len = codec_get_u32(reader);
+				codec_need(reader, start, type, "the content",
+						   rec->content_len);
+				rec->content = reader->data + reader->pos;
+				reader->pos += rec->content_len;
+				break;
+			}
+
+		case DE_REC_COPY_END:
+			codec_need(reader, start, type, "the row count", 8);
+			rec->rows = codec_get_u64(reader);
+			break;
+
+		default:
+			ereport(ERROR,
+					errcode(ERRCODE_DATA_CORRUPTED),
+					errmsg("malformed change record at offset %zu of a frame body",
+						   start),
+					errdetail("Unknown record type %u.",
+							  (unsigned int) (unsigned char) type));
+	}
+
+	return true;
+}
+
+const char *
+de_record_type_name(char type)
+{
+	switch (type)
+	{
+		case DE_REC_BEGIN:
+			return "BEGIN";
+		case DE_REC_COMMIT:
+			return "COMMIT";
+		case DE_REC_RELATION:
+			return "RELATION";
+		case DE_REC_INSERT:
+			return "INSERT";
+		case DE_REC_UPDATE:
+			return "UPDATE";
+		case DE_REC_DELETE:
+			return "DELETE";
+		case DE_REC_TRUNCATE:
+			return "TRUNCATE";
+		case DE_REC_MESSAGE:
+			return "MESSAGE";
+		case DE_REC_COPY_END:
+			return "COPY_END";
+		default:
+			return "unknown";
+	}
+}

@@ -1,0 +1,910 @@
+/*-------------------------------------------------------------------------
+ *
+ * plugin.c
+ *		  The logical decoding output plugin "data_embassy": decoded changes
+ *		  become change records (codec.c), gathered into frames that are
+ *		  compressed and sealed for one pinned embassy (frame.c).
+ *
+ * Options:
+ *		embassy_key			the embassy's public key as text (required); it
+ *							must be pinned with data_embassy.add_embassy()
+ *		batch_size			frame size in kB (data_embassy.batch_size)
+ *		compression_level	zstd level (data_embassy.compression_level)
+ *
+ * NOTES
+ *
+ * Batching.  Records are appended to the body of the current frame, which
+ * lives in a context of its own, so memory is bounded by the frame size and
+ * never by the transaction size.  A body that reaches batch_size is sealed
+ * and written at once, even in the middle of a transaction (the frame then
+ * carries DE_FRAME_TXN_OPEN).  At a commit that reaches the WAL flush
+ * position (the decoder has caught up) the body is flushed too, so an idle
+ * system sees no batching delay; behind, commits accumulate up to
+ * batch_size.  Called from SQL (pg_logical_slot_get_binary_changes and
+ * friends) the plugin flushes at every commit, so nothing is held back
+ * between calls.
+ *
+ * In a walsender the plugin also wraps the WAL reader's page_read callback:
+ * when the reader is about to wait for WAL that is not flushed yet, the
+ * pending body is flushed, or, when nothing is pending but decoding has
+ * moved past the last frame (WAL without replicated commits), a body-less
+ * position frame tells the embassy it may confirm that position, so an idle
+ * register's lag drops to zero.  Position frames are rate limited.
+ *
+ * Frame LSNs: end_lsn is the decoding position when the frame is sealed;
+ * commit_lsn is the end of the last commit whose records are in this or an
+ * earlier frame, or, for frames written while waiting for WAL (no
+ * transaction being decoded), the decoding position itself.
+ *
+ * Strings travel in the server encoding (see codec.c); the types whose
+ * send functions convert to the client encoding depend on it being the
+ * database encoding, which is the default.
+ *
+ * IDENTIFICATION
+ *		  src/plugin.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "access/xlogutils.h"
+#include "access/xlog_internal.h"
+#include "catalog/catalog.h"
+#include "commands/dbcommands.h"
+#include "commands/defrem.h"
+#include "miscadmin.h"
+#include "replication/logical.h"
+#include "replication/output_plugin.h"
+#include "replication/walsender.h"
+#include "storage/latch.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "codec.h"
+#include "data_embassy.h"
+#include "frame.h"
+#include "keys.h"
+#include "pins.h"
+#include "plugin.h"
+
+/* Changes without a write after which the walsender is given a chance to
+ * send keepalives (as PG15's pgoutput does). */
+#define DE_PROGRESS_CHANGES		100
+
+/* Position frames: at most one per interval unless WAL moved further. */
+#define DE_POSITION_INTERVAL_MS	1000
+
+/* Bounds of the batch_size option, as of the setting (kB). */
+#define DE_BATCH_MIN_KB			16
+#define DE_BATCH_MAX_KB			65536
+#define DE_LEVEL_MIN			(-50)
+#define DE_LEVEL_MAX			19
+
+/* Per-relation cache entry. */
+typedef struct DeRelEntry
+{
+	Oid			relid;			/* hash key */
+	bool		valid;			/* false: rebuild before use */
+	bool		replicate;		/* passes de_class_is_replicated() */
+	bool		has_identity;	/* UPDATE/DELETE can be located remotely */
+	bool		sent;			/* RELATION written in this stream */
+	bool		warned;			/* warned about missing identity */
+	MemoryContext cxt;			/* holds ro */
+	DeRelOut	ro;
+} DeRelEntry;
+
+typedef struct DePluginData
+{
+	MemoryContext cache_cxt;	/* relation cache */
+	MemoryContext frame_cxt;	/* the frame body */
+	MemoryContext change_cxt;	/* reset after every callback */
+
+	uint8		embassy_pub[DE_KEY_LEN];
+	int			batch_bytes;
+	int			zstd_level;
+	Oid			schema_oid;		/* data_embassy schema: not replicated */
+	bool		walsender;		/* streaming in a walsender */
+
+	DeSealer   *sealer;
+	StringInfoData body;		/* records not sealed yet */
+
+	bool		in_txn;			/* between begin and commit callbacks */
+	bool		begin_sent;		/* BEGIN of the current txn is written */
+
+	XLogRecPtr	last_commit_lsn;	/* what the next frame lets be confirmed */
+	XLogRecPtr	last_end_lsn;	/* end_lsn of the last frame */
+	TimestampTz last_position_at;	/* last position frame */
+	int			changes_since_write;
+
+	XLogPageReadCB orig_page_read;	/* the walsender's page_read */
+} DePluginData;
+
+/* Relation cache: lives in the decoding context, cleared when it goes. */
+static HTAB *DeRelCache = NULL;
+static bool de_relcache_callback_registered = false;
+
+extern PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
+
+static void de_plugin_startup(LogicalDecodingContext *ctx,
+							  OutputPluginOptions *opt, bool is_init);
+static void de_plugin_shutdown(LogicalDecodingContext *ctx);
+static void de_plugin_begin(LogicalDecodingContext *ctx,
+							ReorderBufferTXN *txn);
+static void de_plugin_commit(LogicalDecodingContext *ctx,
+							 ReorderBufferTXN *txn, XLogRecPtr commit_lsn);
+static void de_plugin_change(LogicalDecodingContext *ctx,
+							 ReorderBufferTXN *txn, Relation relation,
+							 ReorderBufferChange *change);
+static void de_plugin_truncate(LogicalDecodingContext *ctx,
+							   ReorderBufferTXN *txn, int nrelations,
+							   Relation relations[],
+							   ReorderBufferChange *change);
+static void de_plugin_message(LogicalDecodingContext *ctx,
+							  ReorderBufferTXN *txn, XLogRecPtr message_lsn,
+							  bool transactional, const char *prefix,
+							  Size message_size, const char *message);
+static int	de_plugin_page_read(XLogReaderState *state,
+								XLogRecPtr targetPagePtr, int reqLen,
+								XLogRecPtr targetRecPtr, char *readBuf);
+
+void
+_PG_output_plugin_init(OutputPluginCallbacks *cb)
+{
+	cb->startup_cb = de_plugin_startup;
+	cb->begin_cb = de_plugin_begin;
+	cb->change_cb = de_plugin_change;
+	cb->truncate_cb = de_plugin_truncate;
+	cb->message_cb = de_plugin_message;
+	cb->commit_cb = de_plugin_commit;
+	cb->shutdown_cb = de_plugin_shutdown;
+}
+
+/*
+ * de_class_is_replicated
+ *		The relation filter of the plugin and of the initial copy: permanent
+ *		user tables, not system ones, not the extension's own.
+ */
+bool
+de_class_is_replicated(Oid relid, Form_pg_class classform, Oid de_nsp)
+{
+	if (classform->relkind != RELKIND_RELATION)
+		return false;
+	if (classform->relpersistence != RELPERSISTENCE_PERMANENT)
+		return false;
+	if (relid < FirstNormalObjectId || IsCatalogRelationOid(relid))
+		return false;
+	if (OidIsValid(de_nsp) && classform->relnamespace == de_nsp)
+		return false;
+	return true;
+}
+
+/* ---------- options ---------- */
+
+static const char *
+de_option_value(DefElem *elem)
+{
+	if (elem->arg == NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("option \"%s\" requires a value", elem->defname));
+	return strVal(elem->arg);
+}
+
+static int
+de_option_int(DefElem *elem, int flags, int min, int max)
+{
+	const char *value = de_option_value(elem);
+	const char *hintmsg = NULL;
+	int			result;
+
+	if (!parse_int(value, &result, flags, &hintmsg))
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("invalid value for option \"%s\": \"%s\"",
+					   elem->defname, value),
+				hintmsg ? errhint("%s", _(hintmsg)) : 0);
+	if (result < min || result > max)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("value for option \"%s\" is out of range: \"%s\"",
+					   elem->defname, value),
+				(flags & GUC_UNIT_KB) ?
+				errdetail("Valid values are between %d kB and %d kB.",
+						  min, max) :
+				errdetail("Valid values are between %d and %d.", min, max));
+	return result;
+}
+
+static void
+de_plugin_parse_options(List *options, DePluginData *data)
+{
+	ListCell   *lc;
+	bool		key_given = false;
+	bool		batch_given = false;
+	bool		level_given = false;
+
+	data->batch_bytes = de_batch_size_kb * 1024;
+	data->zstd_level = de_compression_level;
+
+	foreach(lc, options)
+	{
+		DefElem    *elem = lfirst(lc);
+
+		Assert(elem->arg == NULL || IsA(elem->arg, String));
+
+		if (strcmp(elem->defname, "embassy_key") == 0)
+		{
+			if (key_given)
+				goto duplicate;
+			key_given = true;
+			de_key_from_text(de_option_value(elem), "embassy_key",
+							 data->embassy_pub);
+		}
+		else if (strcmp(elem->defname, "batch_size") == 0)
+		{
+			if (batch_given)
+				goto duplicate;
+			batch_given = true;
+			data->batch_bytes = de_option_int(elem, GUC_UNIT_KB,
+											  DE_BATCH_MIN_KB,
+											  DE_BATCH_MAX_KB) * 1024;
+		}
+		else if (strcmp(elem->defname, "compression_level") == 0)
+		{
+			if (level_given)
+				goto duplicate;
+			level_given = true;
+			data->zstd_level = de_option_int(elem, 0, DE_LEVEL_MIN,
+											 DE_LEVEL_MAX);
+		}
+		else
+			ereport(ERROR,
+					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					errmsg("option \"%s\" is not recognized by output plugin \"%s\"",
+						   elem->defname, DE_PLUGIN_NAME),
+					errhint("Valid options are \"%s\", \"%s\" and \"%s\".",
+							"embassy_key", "batch_size", "compression_level"));
+		continue;
+
+duplicate:
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("conflicting or redundant options"),
+				errdetail("Option \"%s\" was given more than once.",
+						  elem->defname));
+	}
+
+	if (!key_given)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("option \"%s\" missing", "embassy_key"),
+				errhint("Name the embassy the stream is for by its public key, as pinned with %s.",
+						"data_embassy.add_embassy()"));
+}
+
+/* ---------- relation cache ---------- */
+
+static void
+de_relcache_reset_callback(void *arg)
+{
+	DeRelCache = NULL;
+}
+
+/* Relcache invalidation: rebuild (and resend) the relation on next use. */
+static void
+de_relcache_invalidate(Datum arg, Oid relid)
+{
+	DeRelEntry *entry;
+
+	if (DeRelCache == NULL)
+		return;
+
+	if (OidIsValid(relid))
+	{
+		entry = hash_search(DeRelCache, &relid, HASH_FIND, NULL);
+		if (entry != NULL)
+			entry->valid = false;
+	}
+	else
+	{
+		HASH_SEQ_STATUS status;
+
+		hash_seq_init(&status, DeRelCache);
+		while ((entry = hash_seq_search(&status)) != NULL)
+			entry->valid = false;
+	}
+}
+
+static void
+de_relcache_init(DePluginData *data)
+{
+	HASHCTL		ctl;
+	MemoryContextCallback *cb;
+
+	ctl.keysize = sizeof(Oid);
+	ctl.entrysize = sizeof(DeRelEntry);
+	ctl.hcxt = data->cache_cxt;
+	DeRelCache = hash_create("data_embassy relation cache", 128, &ctl,
+							 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	/* forget the table when its context goes, on error as on shutdown */
+	cb = MemoryContextAlloc(data->cache_cxt, sizeof(MemoryContextCallback));
+	cb->func = de_relcache_reset_callback;
+	cb->arg = NULL;
+	MemoryContextRegisterResetCallback(data->cache_cxt, cb);
+
+	if (!de_relcache_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(de_relcache_invalidate, (Datum) 0);
+		de_relcache_callback_registered = true;
+	}
+}
+
+/*
+ * de_relentry_get
+ *		The cache entry of a relation, (re)built when invalid.
+ */
+static DeRelEntry *
+de_relentry_get(DePluginData *data, Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	DeRelEntry *entry;
+	bool		found;
+
+	entry = hash_search(DeRelCache, &relid, HASH_ENTER, &found);
+	if (!found)
+	{
+		entry->valid = false;
+		entry->cxt = NULL;
+		memset(&entry->ro, 0, sizeof(DeRelOut));
+	}
+
+	if (!entry->valid)
+	{
+		if (entry->cxt == NULL)
+			entry->cxt = AllocSetContextCreate(data->cache_cxt,
+											   "data_embassy relation",
+											   ALLOCSET_SMALL_SIZES);
+		else
+			MemoryContextReset(entry->cxt);
+		memset(&entry->ro, 0, sizeof(DeRelOut));
+
+		/* an invalidation arriving while we build marks it invalid again */
+		entry->valid = true;
+		entry->sent = false;
+		entry->warned = false;
+		entry->replicate = de_class_is_replicated(relid, rel->rd_rel,
+												  data->schema_oid);
+		entry->has_identity =
+			rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL ||
+			OidIsValid(RelationGetReplicaIndex(rel));
+		if (entry->replicate)
+			de_relout_build(&entry->ro, rel, entry->cxt);
+	}
+
+	return entry;
+}
+
+/* Write the RELATION record once per stream and after every change. */
+static void
+de_relentry_send(DePluginData *data, Relation rel, DeRelEntry *entry)
+{
+	if (entry->sent)
+		return;
+	de_write_relation(&data->body, rel, &entry->ro);
+	entry->sent = true;
+}
+
+/* A relation whose rows cannot be found remotely: say so once. */
+static void
+de_relentry_warn_identity(DeRelEntry *entry, Relation rel, const char *what)
+{
+	if (entry->warned)
+		return;
+	entry->warned = true;
+	ereport(WARNING,
+			errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			errmsg("table \"%s\" has no replica identity, so its %s cannot be replicated",
+				   RelationGetRelationName(rel), what),
+			errhint("Add a primary key to the table or set its REPLICA IDENTITY to FULL."));
+}
+
+/* ---------- frames ---------- */
+
+static void
+de_body_init(DePluginData *data)
+{
+	int			size = data->batch_bytes + 8192;
+
+	data->body.data = MemoryContextAlloc(data->frame_cxt, size);
+	data->body.maxlen = size;
+	data->body.len = 0;
+	data->body.cursor = 0;
+	data->body.data[0] = '\0';
+}
+
+/* Empty the body; give memory back when a huge value made it grow. */
+static void
+de_body_reset(DePluginData *data)
+{
+	if (data->body.maxlen > 2 * (data->batch_bytes + 8192))
+	{
+		MemoryContextReset(data->frame_cxt);
+		de_body_init(data);
+	}
+	else
+		resetStringInfo(&data->body);
+}
+
+/*
+ * de_plugin_seal
+ *		Seal the body (possibly empty) into one frame and write it.  Writes
+ *		must be accepted (a callback, or see de_plugin_write_outside).
+ */
+static void
+de_plugin_seal(LogicalDecodingContext *ctx, DePluginData *data,
+			   uint16 flags, XLogRecPtr commit_lsn)
+{
+	XLogRecPtr	end_lsn = Max(ctx->reader->EndRecPtr, data->last_end_lsn);
+
+	if (commit_lsn > end_lsn)
+		end_lsn = commit_lsn;
+
+	OutputPluginPrepareWrite(ctx, true);
+	de_sealer_seal(data->sealer, data->body.data, (uint32) data->body.len,
+				   flags, end_lsn, commit_lsn, GetFlushRecPtr(NULL),
+				   ctx->out);
+	OutputPluginWrite(ctx, true);
+
+	data->last_end_lsn = end_lsn;
+	data->changes_since_write = 0;
+	de_body_reset(data);
+}
+
+/* Seal and write when the body has reached the batch size. */
+static bool
+de_plugin_seal_if_full(LogicalDecodingContext *ctx, DePluginData *data)
+{
+	if (data->body.len < data->batch_bytes)
+		return false;
+	de_plugin_seal(ctx, data, data->begin_sent ? DE_FRAME_TXN_OPEN : 0,
+				   data->last_commit_lsn);
+	return true;
+}
+
+/*
+ * A change that wrote nothing: every DE_PROGRESS_CHANGES of them, let the
+ * walsender send a keepalive if one is due.
+ */
+static void
+de_plugin_progress(LogicalDecodingContext *ctx, DePluginData *data)
+{
+	if (++data->changes_since_write >= DE_PROGRESS_CHANGES)
+	{
+		OutputPluginUpdateProgress(ctx, false);
+		data->changes_since_write = 0;
+	}
+}
+
+static void
+de_plugin_begin_if_needed(DePluginData *data, ReorderBufferTXN *txn)
+{
+	if (data->begin_sent)
+		return;
+	de_write_begin(&data->body, txn->final_lsn, txn->xact_time.commit_time,
+				   txn->xid);
+	data->begin_sent = true;
+}
+
+/* ---------- startup and shutdown ---------- */
+
+static void
+de_plugin_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
+				  bool is_init)
+{
+	DePluginData *data;
+	uint8		priv[DE_KEY_LEN];
+	uint8		pub[DE_KEY_LEN];
+	MemoryContext oldcxt = CurrentMemoryContext;
+	bool		started = false;
+
+	data = MemoryContextAllocZero(ctx->context, sizeof(DePluginData));
+	ctx->output_plugin_private = data;
+
+	opt->output_type = OUTPUT_PLUGIN_BINARY_OUTPUT;
+	opt->receive_rewrites = false;
+
+	/* creating the slot: nothing is decoded, there is nothing to check */
+	if (is_init)
+		return;
+
+	de_plugin_parse_options(ctx->output_plugin_options, data);
+
+	de_identity_require(priv, pub);
+
+	/*
+	 * A walsender runs no transaction of its own here; the error for an
+	 * unpinned key is raised inside the transaction, which names the
+	 * database from the catalog.
+	 */
+	if (!IsTransactionState())
+	{
+		StartTransactionCommand();
+		started = true;
+	}
+	if (!de_pin_find(data->embassy_pub, NULL))
+	{
+		de_secure_zero(priv, sizeof(priv));
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				errmsg("embassy key is not pinned in database \"%s\"",
+					   get_database_name(MyDatabaseId)),
+				errhint("Pin the embassy's public key with %s first.",
+						"data_embassy.add_embassy()"));
+	}
+	data->schema_oid = de_schema_oid(false);
+	if (started)
+		CommitTransactionCommand();
+	MemoryContextSwitchTo(oldcxt);
+
+	data->cache_cxt = AllocSetContextCreate(ctx->context,
+											"data_embassy relation cache",
+											ALLOCSET_DEFAULT_SIZES);
+	data->frame_cxt = AllocSetContextCreate(ctx->context,
+											"data_embassy frame",
+											ALLOCSET_DEFAULT_SIZES);
+	data->change_cxt = AllocSetContextCreate(ctx->context,
+											 "data_embassy change",
+											 ALLOCSET_DEFAULT_SIZES);
+
+	data->sealer = de_sealer_create(ctx->context, priv, pub,
+									data->embassy_pub, GetSystemIdentifier(),
+									MyDatabaseId, DE_FRAME_KIND_STREAM,
+									data->zstd_level,
+									ctx->slot->data.confirmed_flush);
+	de_secure_zero(priv, sizeof(priv));
+
+	de_body_init(data);
+	de_relcache_init(data);
+
+	data->last_commit_lsn = ctx->slot->data.confirmed_flush;
+	data->last_end_lsn = ctx->slot->data.confirmed_flush;
+	data->last_position_at = 0;
+
+	/*
+	 * In a walsender, look at the WAL reader before it waits for WAL, to
+	 * flush what is pending and to report empty stretches (see NOTES).
+	 */
+	data->walsender = am_walsender &&
+		ctx->reader->routine.page_read != read_local_xlog_page &&
+		ctx->reader->routine.page_read != read_local_xlog_page_no_wait;
+	if (data->walsender)
+	{
+		data->orig_page_read = ctx->reader->routine.page_read;
+		ctx->reader->routine.page_read = de_plugin_page_read;
+	}
+}
+
+static void
+de_plugin_shutdown(LogicalDecodingContext *ctx)
+{
+	DePluginData *data = ctx->output_plugin_private;
+
+	if (data == NULL)
+		return;
+
+	if (data->orig_page_read != NULL && ctx->reader != NULL)
+		ctx->reader->routine.page_read = data->orig_page_read;
+	data->orig_page_read = NULL;
+
+	if (data->sealer != NULL)
+	{
+		de_sealer_free(data->sealer);
+		data->sealer = NULL;
+	}
+	if (data->cache_cxt != NULL)
+	{
+		/* its reset callback forgets DeRelCache */
+		MemoryContextDelete(data->cache_cxt);
+		data->cache_cxt = NULL;
+	}
+}
+
+/* ---------- transactions and changes ---------- */
+
+static void
+de_plugin_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+{
+	DePluginData *data = ctx->output_plugin_private;
+
+	/* BEGIN is written with the first change: empty transactions vanish */
+	data->in_txn = true;
+	data->begin_sent = false;
+}
+
+static void
+de_plugin_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+				 XLogRecPtr commit_lsn)
+{
+	DePluginData *data = ctx->output_plugin_private;
+	MemoryContext old = MemoryContextSwitchTo(data->change_cxt);
+	bool		sent = data->begin_sent;
+
+	/* lag tracking and keepalives, as pgoutput does at every commit */
+	OutputPluginUpdateProgress(ctx, !sent);
+
+	if (sent)
+		de_write_commit(&data->body, commit_lsn, txn->end_lsn,
+						txn->xact_time.commit_time);
+	data->in_txn = false;
+	data->begin_sent = false;
+
+	/*
+	 * Every commit before end_lsn is in the body or an earlier frame, also
+	 * when this transaction had nothing to replicate.
+	 */
+	if (txn->end_lsn > data->last_commit_lsn)
+		data->last_commit_lsn = txn->end_lsn;
+
+	if (data->body.len > 0 &&
+		(!data->walsender ||
+		 data->body.len >= data->batch_bytes ||
+		 txn->end_lsn >= GetFlushRecPtr(NULL)))
+		de_plugin_seal(ctx, data, 0, data->last_commit_lsn);
+
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(data->change_cxt);
+}
+
+static void
+de_plugin_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+				 Relation relation, ReorderBufferChange *change)
+{
+	DePluginData *data = ctx->output_plugin_private;
+	MemoryContext old = MemoryContextSwitchTo(data->change_cxt);
+	DeRelEntry *entry = de_relentry_get(data, relation);
+	bool		wrote = false;
+	bool		old_is_key =
+		relation->rd_rel->relreplident != REPLICA_IDENTITY_FULL;
+
+	if (entry->replicate)
+	{
+		switch (change->action)
+		{
+			case REORDER_BUFFER_CHANGE_INSERT:
+				if (change->data.tp.newtuple == NULL)
+					break;
+				de_plugin_begin_if_needed(data, txn);
+				de_relentry_send(data, relation, entry);
+				de_write_insert(&data->body, &entry->ro,
+								&change->data.tp.newtuple->tuple);
+				wrote = de_plugin_seal_if_full(ctx, data);
+				break;
+
+			case REORDER_BUFFER_CHANGE_UPDATE:
+				if (change->data.tp.newtuple == NULL)
+					break;
+				if (!entry->has_identity)
+					de_relentry_warn_identity(entry, relation, "UPDATEs");
+				de_plugin_begin_if_needed(data, txn);
+				de_relentry_send(data, relation, entry);
+				de_write_update(&data->body, &entry->ro,
+								change->data.tp.oldtuple ?
+								&change->data.tp.oldtuple->tuple : NULL,
+								old_is_key,
+								&change->data.tp.newtuple->tuple);
+				wrote = de_plugin_seal_if_full(ctx, data);
+				break;
+
+			case REORDER_BUFFER_CHANGE_DELETE:
+				if (change->data.tp.oldtuple == NULL)
+				{
+					/* no replica identity: the row cannot be named */
+					de_relentry_warn_identity(entry, relation, "DELETEs");
+					break;
+				}
+				de_plugin_begin_if_needed(data, txn);
+				de_relentry_send(data, relation, entry);
+				de_write_delete(&data->body, &entry->ro,
+								&change->data.tp.oldtuple->tuple, old_is_key);
+				wrote = de_plugin_seal_if_full(ctx, data);
+				break;
+
+			default:
+				elog(ERROR, "unexpected change action %d",
+					 (int) change->action);
+		}
+	}
+
+	if (!wrote)
+		de_plugin_progress(ctx, data);
+
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(data->change_cxt);
+}
+
+static void
+de_plugin_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+				   int nrelations, Relation relations[],
+				   ReorderBufferChange *change)
+{
+	DePluginData *data = ctx->output_plugin_private;
+	MemoryContext old = MemoryContextSwitchTo(data->change_cxt);
+	Oid		   *relids = palloc(sizeof(Oid) * nrelations);
+	int			nrelids = 0;
+	bool		wrote = false;
+	int			i;
+
+	for (i = 0; i < nrelations; i++)
+	{
+		DeRelEntry *entry = de_relentry_get(data, relations[i]);
+
+		if (!entry->replicate)
+			continue;
+		de_plugin_begin_if_needed(data, txn);
+		de_relentry_send(data, relations[i], entry);
+		relids[nrelids++] = RelationGetRelid(relations[i]);
+	}
+
+	if (nrelids > 0)
+	{
+		de_write_truncate(&data->body, nrelids, relids,
+						  change->data.truncate.cascade,
+						  change->data.truncate.restart_seqs);
+		wrote = de_plugin_seal_if_full(ctx, data);
+	}
+
+	if (!wrote)
+		de_plugin_progress(ctx, data);
+
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(data->change_cxt);
+}
+
+static void
+de_plugin_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+				  XLogRecPtr message_lsn, bool transactional,
+				  const char *prefix, Size message_size, const char *message)
+{
+	DePluginData *data = ctx->output_plugin_private;
+	MemoryContext old = MemoryContextSwitchTo(data->change_cxt);
+	bool		wrote;
+
+	if (transactional)
+	{
+		de_plugin_begin_if_needed(data, txn);
+		de_write_message(&data->body, message_lsn, true, prefix,
+						 message_size, message);
+		wrote = de_plugin_seal_if_full(ctx, data);
+	}
+	else
+	{
+		/* outside any transaction: written like a commit of its own */
+		de_write_message(&data->body, message_lsn, false, prefix,
+						 message_size, message);
+		wrote = !data->walsender || data->body.len >= data->batch_bytes;
+		if (wrote)
+			de_plugin_seal(ctx, data, 0, data->last_commit_lsn);
+	}
+
+	if (!wrote)
+		de_plugin_progress(ctx, data);
+
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(data->change_cxt);
+}
+
+/* ---------- walsender: before waiting for WAL ---------- */
+
+/*
+ * Seal and write one frame from outside a decoding callback.  No
+ * transaction is being decoded, so the frame lets the embassy confirm the
+ * decoding position itself.
+ */
+static void
+de_plugin_write_outside(LogicalDecodingContext *ctx, DePluginData *data,
+						uint16 flags, XLogRecPtr pos)
+{
+	bool		save_accept = ctx->accept_writes;
+	XLogRecPtr	save_location = ctx->write_location;
+	TransactionId save_xid = ctx->write_xid;
+	MemoryContext old = MemoryContextSwitchTo(data->change_cxt);
+
+	ctx->accept_writes = true;
+	ctx->write_location = pos;
+	ctx->write_xid = InvalidTransactionId;
+
+	data->last_commit_lsn = pos;
+	de_plugin_seal(ctx, data, flags, pos);
+
+	ctx->accept_writes = save_accept;
+	ctx->write_location = save_location;
+	ctx->write_xid = save_xid;
+
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(data->change_cxt);
+}
+
+/*
+ * A position frame is due but one was sent less than the interval ago:
+ * wait out the rest of the interval, unless the WAL the reader wants
+ * arrives first.  Returns true when the frame should be sent now.
+ */
+static bool
+de_plugin_position_wait(DePluginData *data, XLogRecPtr target)
+{
+	for (;;)
+	{
+		TimestampTz due = TimestampTzPlusMilliseconds(data->last_position_at,
+													  DE_POSITION_INTERVAL_MS);
+		long		ms;
+
+		if (GetFlushRecPtr(NULL) >= target)
+			return false;
+		ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), due);
+		if (ms <= 0)
+			return true;
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+static void
+de_plugin_before_wait(LogicalDecodingContext *ctx, DePluginData *data,
+					  XLogRecPtr target)
+{
+	XLogRecPtr	pos = ctx->reader->EndRecPtr;
+
+	if (data->in_txn || XLogRecPtrIsInvalid(pos))
+		return;
+
+	if (data->body.len > 0)
+	{
+		de_plugin_write_outside(ctx, data, 0,
+								Max(pos, data->last_commit_lsn));
+		return;
+	}
+
+	if (pos <= data->last_end_lsn)
+		return;
+
+	if (pos - data->last_end_lsn <= (XLogRecPtr) wal_segment_size &&
+		!TimestampDifferenceExceeds(data->last_position_at,
+									GetCurrentTimestamp(),
+									DE_POSITION_INTERVAL_MS) &&
+		!de_plugin_position_wait(data, target))
+		return;
+
+	de_plugin_write_outside(ctx, data, DE_FRAME_POSITION, pos);
+	data->last_position_at = GetCurrentTimestamp();
+}
+
+/*
+ * de_plugin_page_read
+ *		The walsender's page_read, with a look before it waits for WAL.
+ */
+static int
+de_plugin_page_read(XLogReaderState *state, XLogRecPtr targetPagePtr,
+					int reqLen, XLogRecPtr targetRecPtr, char *readBuf)
+{
+	LogicalDecodingContext *ctx = (LogicalDecodingContext *) state->private_data;
+	DePluginData *data = ctx->output_plugin_private;
+
+	if (data->sealer != NULL &&
+		targetPagePtr + reqLen > GetFlushRecPtr(NULL))
+		de_plugin_before_wait(ctx, data, targetPagePtr + reqLen);
+
+	return data->orig_page_read(state, targetPagePtr, reqLen, targetRecPtr,
+								readBuf);
+}

@@ -1,0 +1,976 @@
+/*-------------------------------------------------------------------------
+ *
+ * walconn.c
+ *		  libpq connections from an embassy to a register: the replication
+ *		  protocol for the change stream, and an ordinary connection for the
+ *		  initial copy.
+ *
+ * Modelled on PostgreSQL's libpqwalreceiver.c.  libpq is only ever driven
+ * asynchronously (PQconnectStartParams/PQconnectPoll, PQsendQuery with
+ * PQisBusy/PQconsumeInput, a non-blocking socket): every wait goes through
+ * WaitLatchOrSocket() with WL_EXIT_ON_PM_DEATH, and a set latch leads to
+ * CHECK_FOR_INTERRUPTS(), so SIGTERM, query cancel and postmaster death are
+ * honoured however slow or silent the register is.
+ *
+ * Errors.  Failures to reach or talk to the register raise
+ * ERRCODE_CONNECTION_FAILURE with libpq's message; an error the register
+ * itself reported keeps the register's SQLSTATE, detail and hint.  libpq
+ * never puts a password into its messages; conninfo strings are shown only
+ * through de_conninfo_redact(), and libpq's complaints about a conninfo
+ * that does not parse have their quoted fragments (which may be pieces of a
+ * password) replaced before they are shown.
+ *
+ * This is the only file that includes libpq-fe.h.
+ *
+ * IDENTIFICATION
+ *		  src/walconn.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+
+#include "catalog/pg_type.h"
+#include "common/connect.h"
+#include "lib/stringinfo.h"
+#include "libpq-fe.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "data_embassy.h"
+#include "walconn.h"
+
+/* Defaults added when the user's conninfo does not set them. */
+#define WALCONN_CONNECT_TIMEOUT		"30"
+#define WALCONN_KEEPALIVES_IDLE		"30"
+#define WALCONN_KEEPALIVES_INTERVAL	"10"
+#define WALCONN_KEEPALIVES_COUNT	"3"
+
+struct DeWalConn
+{
+	PGconn	   *conn;
+	char	   *recvbuf;		/* last CopyData message, or NULL */
+	PGresult   *rowres;			/* last row of the copy result, or NULL */
+	bool		copying;		/* copy_frames result being read */
+};
+
+static void walconn_wait(DeWalConn *conn, int io_flags);
+static void walconn_flush(DeWalConn *conn, const char *what);
+static PGresult *walconn_get_result(DeWalConn *conn, const char *what);
+static PGresult *walconn_exec(DeWalConn *conn, const char *query,
+							  const char *what);
+static void walconn_expect(DeWalConn *conn, PGresult *res,
+						   ExecStatusType expected, const char *what);
+static void walconn_report(DeWalConn *conn, PGresult *res,
+						   const char *what) pg_attribute_noreturn();
+static void walconn_connection_error(DeWalConn *conn,
+									 const char *what) pg_attribute_noreturn();
+static char *walconn_scrub(const char *msg);
+static char *walconn_quote_identifier(DeWalConn *conn, const char *ident);
+static char *walconn_quote_literal(DeWalConn *conn, const char *str);
+static XLogRecPtr walconn_parse_lsn(const char *str, const char *what);
+static void walconn_expect_shape(PGresult *res, int ntuples, int nfields,
+								 const char *what);
+
+/*
+ * walconn_scrub
+ *		libpq's complaint about a conninfo string, with every quoted fragment
+ *		that is not a connection keyword replaced by "...".  A malformed URI
+ *		or value can make libpq quote the text around the error, password
+ *		included.
+ */
+static char *
+walconn_scrub(const char *msg)
+{
+	PQconninfoOption *defs = PQconndefaults();
+	StringInfoData buf;
+	const char *p = msg;
+
+	initStringInfo(&buf);
+	while (*p)
+	{
+		const char *close;
+		bool		keep = false;
+
+		if (*p != '"' || (close = strchr(p + 1, '"')) == NULL)
+		{
+			appendStringInfoChar(&buf, *p++);
+			continue;
+		}
+
+		/* keep keywords and single punctuation characters ("=") */
+		if (close - p - 1 == 1 && !isalnum((unsigned char) p[1]))
+			keep = true;
+		else if (defs != NULL)
+		{
+			PQconninfoOption *o;
+
+			for (o = defs; o->keyword != NULL; o++)
+			{
+				if (strlen(o->keyword) == (size_t) (close - p - 1) &&
+					strncmp(o->keyword, p + 1, close - p - 1) == 0)
+				{
+					keep = true;
+					break;
+				}
+			}
+		}
+
+		if (keep)
+			appendBinaryStringInfo(&buf, p, close - p + 1);
+		else
+			appendStringInfoString(&buf, "\"...\"");
+		p = close + 1;
+	}
+
+	if (defs != NULL)
+		PQconninfoFree(defs);
+	return pchomp(buf.data);
+}
+
+/*
+ * de_conninfo_validate
+ *		Check that conninfo parses.
+ */
+void
+de_conninfo_validate(const char *conninfo)
+{
+	PQconninfoOption *opts;
+	char	   *err = NULL;
+
+	opts = PQconninfoParse(conninfo, &err);
+	if (opts == NULL)
+	{
+		char	   *msg = err ? walconn_scrub(err) : pstrdup("out of memory");
+
+		if (err)
+			PQfreemem(err);
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("invalid connection string: %s", msg));
+	}
+	PQconninfoFree(opts);
+}
+
+/*
+ * de_conninfo_redact
+ *		The options of conninfo as "keyword=value" pairs, secrets masked.
+ *		A string that does not parse is not shown at all.
+ */
+char *
+de_conninfo_redact(const char *conninfo)
+{
+	PQconninfoOption *opts;
+	PQconninfoOption *o;
+	StringInfoData buf;
+	char	   *err = NULL;
+
+	opts = PQconninfoParse(conninfo, &err);
+	if (opts == NULL)
+	{
+		if (err)
+			PQfreemem(err);
+		return pstrdup("(invalid connection string)");
+	}
+
+	initStringInfo(&buf);
+	for (o = opts; o->keyword != NULL; o++)
+	{
+		const char *v;
+
+		if (o->val == NULL)
+			continue;
+		if (buf.len > 0)
+			appendStringInfoChar(&buf, ' ');
+		appendStringInfo(&buf, "%s=", o->keyword);
+
+		if (strchr(o->dispchar, '*') != NULL ||
+			strcmp(o->keyword, "password") == 0)
+		{
+			appendStringInfoString(&buf, "********");
+			continue;
+		}
+
+		/* quote as libpq reads it back */
+		if (o->val[0] != '\0' && strpbrk(o->val, " \t\n\r\f\v'\\") == NULL)
+		{
+			appendStringInfoString(&buf, o->val);
+			continue;
+		}
+		appendStringInfoChar(&buf, '\'');
+		for (v = o->val; *v; v++)
+		{
+			if (*v == '\'' || *v == '\\')
+				appendStringInfoChar(&buf, '\\');
+			appendStringInfoChar(&buf, *v);
+		}
+		appendStringInfoChar(&buf, '\'');
+	}
+	PQconninfoFree(opts);
+
+	return buf.data;
+}
+
+/*
+ * walconn_wait
+ *		Wait for the socket (io_flags) or the latch; process interrupts when
+ *		the latch was set.
+ */
+static void
+walconn_wait(DeWalConn *conn, int io_flags)
+{
+	int			rc;
+
+	rc = WaitLatchOrSocket(MyLatch,
+						   WL_EXIT_ON_PM_DEATH | WL_LATCH_SET | io_flags,
+						   PQsocket(conn->conn), 0, PG_WAIT_EXTENSION);
+	if (rc & WL_LATCH_SET)
+	{
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * walconn_connection_error
+ *		Report libpq's last error as a connection failure.
+ */
+static void
+walconn_connection_error(DeWalConn *conn, const char *what)
+{
+	ereport(ERROR,
+			errcode(ERRCODE_CONNECTION_FAILURE),
+			errmsg("%s: %s", what, pchomp(PQerrorMessage(conn->conn))));
+}
+
+/*
+ * walconn_flush
+ *		Send everything libpq has queued, without blocking.
+ */
+static void
+walconn_flush(DeWalConn *conn, const char *what)
+{
+	for (;;)
+	{
+		int			r = PQflush(conn->conn);
+
+		if (r == 0)
+			return;
+		if (r < 0)
+			walconn_connection_error(conn, what);
+
+		/* the server may be waiting for us to read before it reads more */
+		walconn_wait(conn, WL_SOCKET_WRITEABLE | WL_SOCKET_READABLE);
+		if (PQconsumeInput(conn->conn) == 0)
+			walconn_connection_error(conn, what);
+	}
+}
+
+/*
+ * walconn_get_result
+ *		PQgetResult() without blocking.  NULL when the command is done.
+ */
+static PGresult *
+walconn_get_result(DeWalConn *conn, const char *what)
+{
+	while (PQisBusy(conn->conn))
+	{
+		walconn_wait(conn, WL_SOCKET_READABLE);
+		if (PQconsumeInput(conn->conn) == 0)
+			walconn_connection_error(conn, what);
+	}
+	return PQgetResult(conn->conn);
+}
+
+/*
+ * walconn_exec
+ *		Run one command and return its last result (which the caller
+ *		clears), or its first one when it enters COPY.  NULL only when the
+ *		connection broke.
+ */
+static PGresult *
+walconn_exec(DeWalConn *conn, const char *query, const char *what)
+{
+	PGresult   *last = NULL;
+
+	if (!PQsendQuery(conn->conn, query))
+		walconn_connection_error(conn, what);
+	walconn_flush(conn, what);
+
+	for (;;)
+	{
+		PGresult   *res = walconn_get_result(conn, what);
+		ExecStatusType status;
+
+		if (res == NULL)
+			break;
+		PQclear(last);
+		last = res;
+
+		status = PQresultStatus(res);
+		if (status == PGRES_COPY_IN || status == PGRES_COPY_OUT ||
+			status == PGRES_COPY_BOTH ||
+			PQstatus(conn->conn) == CONNECTION_BAD)
+			break;
+	}
+	return last;
+}
+
+/*
+ * walconn_report
+ *		Raise the error a command ended with.  An error the register sent
+ *		keeps its SQLSTATE, detail and hint; anything else is a connection
+ *		failure.  Clears res.
+ */
+static void
+walconn_report(DeWalConn *conn, PGresult *res, const char *what)
+{
+	const char *sqlstate = NULL;
+	char	   *primary = NULL;
+	char	   *detail = NULL;
+	char	   *hint = NULL;
+	int			code = ERRCODE_CONNECTION_FAILURE;
+
+	if (res != NULL && PQresultStatus(res) == PGRES_FATAL_ERROR)
+	{
+		sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		if (PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) != NULL)
+			primary = pstrdup(PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+		if (PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) != NULL)
+			detail = pstrdup(PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL));
+		if (PQresultErrorField(res, PG_DIAG_MESSAGE_HINT) != NULL)
+			hint = pstrdup(PQresultErrorField(res, PG_DIAG_MESSAGE_HINT));
+		if (sqlstate != NULL && strlen(sqlstate) == 5)
+			code = MAKE_SQLSTATE(sqlstate[0], sqlstate[1], sqlstate[2],
+								 sqlstate[3], sqlstate[4]);
+	}
+	else if (res != NULL)
+	{
+		ExecStatusType status = PQresultStatus(res);
+
+		PQclear(res);
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("%s: unexpected result status %s from the register",
+					   what, PQresStatus(status)));
+	}
+
+	if (primary == NULL)
+		primary = pchomp(PQerrorMessage(conn->conn));
+	PQclear(res);
+
+	ereport(ERROR,
+			errcode(code),
+			errmsg("%s: %s", what, primary),
+			detail ? errdetail_internal("%s", detail) : 0,
+			hint ? errhint("%s", hint) : 0);
+}
+
+/*
+ * walconn_expect
+ *		Raise unless res has the expected status.  On success res is left
+ *		for the caller.
+ */
+static void
+walconn_expect(DeWalConn *conn, PGresult *res, ExecStatusType expected,
+			   const char *what)
+{
+	if (res != NULL && PQresultStatus(res) == expected)
+		return;
+	walconn_report(conn, res, what);
+}
+
+/*
+ * walconn_expect_shape
+ *		Raise unless a result has the given numbers of rows and columns.
+ */
+static void
+walconn_expect_shape(PGresult *res, int ntuples, int nfields,
+					 const char *what)
+{
+	int			gotrows = PQntuples(res);
+	int			gotfields = PQnfields(res);
+
+	if (gotrows == ntuples && gotfields >= nfields)
+		return;
+	PQclear(res);
+	ereport(ERROR,
+			errcode(ERRCODE_PROTOCOL_VIOLATION),
+			errmsg("invalid response from the register to %s", what),
+			errdetail("Got %d rows and %d fields, expected %d rows and %d or more fields.",
+					  gotrows, gotfields, ntuples, nfields));
+}
+
+static char *
+walconn_quote_identifier(DeWalConn *conn, const char *ident)
+{
+	char	   *q = PQescapeIdentifier(conn->conn, ident, strlen(ident));
+	char	   *result;
+
+	if (q == NULL)
+		walconn_connection_error(conn, "could not quote an identifier");
+	result = pstrdup(q);
+	PQfreemem(q);
+	return result;
+}
+
+static char *
+walconn_quote_literal(DeWalConn *conn, const char *str)
+{
+	char	   *q = PQescapeLiteral(conn->conn, str, strlen(str));
+	char	   *result;
+
+	if (q == NULL)
+		walconn_connection_error(conn, "could not quote a literal");
+	result = pstrdup(q);
+	PQfreemem(q);
+	return result;
+}
+
+/*
+ * walconn_parse_lsn
+ *		An LSN in the text form the register sends ("16/B374D848").
+ */
+static XLogRecPtr
+walconn_parse_lsn(const char *str, const char *what)
+{
+	uint32		hi;
+	uint32		lo;
+
+	if (str == NULL || sscanf(str, "%X/%X", &hi, &lo) != 2)
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("invalid response from the register to %s", what),
+				errdetail("Could not parse LSN \"%s\".", str ? str : ""));
+	return ((uint64) hi) << 32 | lo;
+}
+
+/*
+ * de_walconn_connect
+ *		Connect to the register.
+ *
+ * The user's conninfo is expanded in the middle of the parameter list:
+ * defaults listed before it (connect_timeout, keepalives, application_name)
+ * yield to what the user wrote, settings after it (replication,
+ * client_encoding) always apply.  connect_timeout is enforced here, since
+ * libpq enforces it only in its blocking calls.
+ */
+DeWalConn *
+de_walconn_connect(const char *conninfo, bool replication,
+				   const char *appname)
+{
+	const char *keys[12];
+	const char *vals[12];
+	int			n = 0;
+	DeWalConn  *conn;
+
+	/* complain about a malformed conninfo without echoing it */
+	de_conninfo_validate(conninfo);
+
+	keys[n] = "connect_timeout";
+	vals[n++] = WALCONN_CONNECT_TIMEOUT;
+	keys[n] = "keepalives";
+	vals[n++] = "1";
+	keys[n] = "keepalives_idle";
+	vals[n++] = WALCONN_KEEPALIVES_IDLE;
+	keys[n] = "keepalives_interval";
+	vals[n++] = WALCONN_KEEPALIVES_INTERVAL;
+	keys[n] = "keepalives_count";
+	vals[n++] = WALCONN_KEEPALIVES_COUNT;
+	keys[n] = "application_name";
+	vals[n++] = appname;
+	keys[n] = "dbname";
+	vals[n++] = conninfo;
+	keys[n] = "replication";
+	vals[n++] = replication ? "database" : "false";
+	keys[n] = "fallback_application_name";
+	vals[n++] = appname;
+	keys[n] = "client_encoding";
+	vals[n++] = GetDatabaseEncodingName();
+	keys[n] = NULL;
+	vals[n] = NULL;
+	Assert(n < lengthof(keys));
+
+	conn = MemoryContextAllocZero(TopMemoryContext, sizeof(DeWalConn));
+	conn->conn = PQconnectStartParams(keys, vals, /* expand_dbname = */ true);
+	if (conn->conn == NULL)
+	{
+		pfree(conn);
+		ereport(ERROR,
+				errcode(ERRCODE_OUT_OF_MEMORY),
+				errmsg("out of memory"));
+	}
+
+	/* whatever goes wrong, do not leave the connection behind */
+	PG_TRY();
+	{
+		PostgresPollingStatusType status;
+		PQconninfoOption *opts;
+		PGresult   *res;
+		int			timeout_s = 0;
+		TimestampTz deadline = 0;
+		const char *host = NULL;
+
+		if (PQstatus(conn->conn) == CONNECTION_BAD)
+			walconn_connection_error(conn, "could not connect to the register");
+
+		/* the effective connect_timeout, as libpq reads it */
+		opts = PQconninfo(conn->conn);
+		if (opts != NULL)
+		{
+			PQconninfoOption *o;
+
+			for (o = opts; o->keyword != NULL; o++)
+				if (strcmp(o->keyword, "connect_timeout") == 0 &&
+					o->val != NULL)
+					timeout_s = atoi(o->val);
+			PQconninfoFree(opts);
+		}
+		if (timeout_s > 0 && timeout_s < 2)
+			timeout_s = 2;		/* as libpq does */
+
+		/* Per PQconnectPoll's contract, first wait until writable. */
+		status = PGRES_POLLING_WRITING;
+		do
+		{
+			int			io_flag;
+			int			rc;
+			long		wait_ms = -1;
+
+			/* the timeout applies to each host of a multi-host conninfo */
+			if (timeout_s > 0 && PQhost(conn->conn) != host)
+			{
+				host = PQhost(conn->conn);
+				deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   timeout_s * 1000);
+			}
+			if (timeout_s > 0)
+			{
+				wait_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+														  deadline);
+				if (wait_ms <= 0)
+					ereport(ERROR,
+							errcode(ERRCODE_CONNECTION_FAILURE),
+							errmsg("could not connect to the register: timeout expired after %d seconds",
+								   timeout_s));
+			}
+
+			io_flag = (status == PGRES_POLLING_READING) ?
+				WL_SOCKET_READABLE : WL_SOCKET_WRITEABLE;
+			rc = WaitLatchOrSocket(MyLatch,
+								   WL_EXIT_ON_PM_DEATH | WL_LATCH_SET |
+								   io_flag | (wait_ms >= 0 ? WL_TIMEOUT : 0),
+								   PQsocket(conn->conn), wait_ms,
+								   PG_WAIT_EXTENSION);
+			if (rc & WL_LATCH_SET)
+			{
+				ResetLatch(MyLatch);
+				CHECK_FOR_INTERRUPTS();
+			}
+
+			if (rc & io_flag)
+				status = PQconnectPoll(conn->conn);
+		} while (status != PGRES_POLLING_OK && status != PGRES_POLLING_FAILED);
+
+		if (PQstatus(conn->conn) != CONNECTION_OK)
+			walconn_connection_error(conn, "could not connect to the register");
+
+		if (PQsetnonblocking(conn->conn, 1) != 0)
+			walconn_connection_error(conn, "could not connect to the register");
+
+		/* our queries are schema-qualified; take no chances all the same */
+		res = walconn_exec(conn, ALWAYS_SECURE_SEARCH_PATH_SQL,
+						   "could not clear search path on the register");
+		walconn_expect(conn, res, PGRES_TUPLES_OK,
+					   "could not clear search path on the register");
+		PQclear(res);
+	}
+	PG_CATCH();
+	{
+		PQfinish(conn->conn);
+		pfree(conn);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	return conn;
+}
+
+/*
+ * de_walconn_close
+ *		Close the connection and free everything it holds.
+ */
+void
+de_walconn_close(DeWalConn *conn)
+{
+	if (conn == NULL)
+		return;
+	if (conn->recvbuf != NULL)
+		PQfreemem(conn->recvbuf);
+	if (conn->rowres != NULL)
+		PQclear(conn->rowres);
+	if (conn->conn != NULL)
+		PQfinish(conn->conn);
+	pfree(conn);
+}
+
+/*
+ * de_walconn_identify
+ *		IDENTIFY_SYSTEM.
+ */
+void
+de_walconn_identify(DeWalConn *conn, uint64 *sysid, TimeLineID *tli,
+					XLogRecPtr *xlogpos)
+{
+	const char *what = "could not identify the register system";
+	PGresult   *res;
+	char	   *end;
+	const char *val;
+	char	   *lsnstr;
+
+	res = walconn_exec(conn, "IDENTIFY_SYSTEM", what);
+	walconn_expect(conn, res, PGRES_TUPLES_OK, what);
+	walconn_expect_shape(res, 1, 3, "IDENTIFY_SYSTEM");
+
+	val = PQgetvalue(res, 0, 0);
+	errno = 0;
+	*sysid = strtou64(val, &end, 10);
+	if (errno != 0 || end == val || *end != '\0')
+	{
+		PQclear(res);
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("invalid response from the register to %s",
+					   "IDENTIFY_SYSTEM"),
+				errdetail("Could not parse the system identifier."));
+	}
+	*tli = (TimeLineID) strtoul(PQgetvalue(res, 0, 1), NULL, 10);
+	lsnstr = pstrdup(PQgetvalue(res, 0, 2));
+	PQclear(res);
+
+	*xlogpos = walconn_parse_lsn(lsnstr, "IDENTIFY_SYSTEM");
+}
+
+/*
+ * de_walconn_database_oid
+ *		OID of the register database the connection is attached to.
+ */
+Oid
+de_walconn_database_oid(DeWalConn *conn)
+{
+	const char *what = "could not read the register's database OID";
+	PGresult   *res;
+	Oid			dboid;
+
+	res = walconn_exec(conn,
+					   "SELECT oid FROM pg_catalog.pg_database "
+					   "WHERE datname = pg_catalog.current_database()",
+					   what);
+	walconn_expect(conn, res, PGRES_TUPLES_OK, what);
+	walconn_expect_shape(res, 1, 1, "the database OID query");
+	dboid = (Oid) strtoul(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+
+	if (!OidIsValid(dboid))
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("invalid response from the register to %s",
+					   "the database OID query"));
+	return dboid;
+}
+
+/*
+ * de_walconn_slot_exists
+ *		Is there a replication slot of this name on the register?
+ */
+bool
+de_walconn_slot_exists(DeWalConn *conn, const char *slot)
+{
+	const char *what = "could not look up a replication slot on the register";
+	PGresult   *res;
+	char	   *query;
+	bool		found;
+
+	query = psprintf("SELECT 1 FROM pg_catalog.pg_replication_slots "
+					 "WHERE slot_name = %s",
+					 walconn_quote_literal(conn, slot));
+	res = walconn_exec(conn, query, what);
+	walconn_expect(conn, res, PGRES_TUPLES_OK, what);
+	found = PQntuples(res) > 0;
+	PQclear(res);
+	pfree(query);
+
+	return found;
+}
+
+/*
+ * de_walconn_create_slot
+ *		CREATE_REPLICATION_SLOT with our output plugin; PG15 option syntax.
+ */
+XLogRecPtr
+de_walconn_create_slot(DeWalConn *conn, const char *slot,
+					   char **snapshot_name)
+{
+	char	   *what = psprintf("could not create replication slot \"%s\"",
+								slot);
+	char	   *query;
+	PGresult   *res;
+	XLogRecPtr	lsn;
+	char	   *lsnstr;
+	char	   *snapstr;
+
+	query = psprintf("CREATE_REPLICATION_SLOT %s LOGICAL %s (SNAPSHOT '%s')",
+					 walconn_quote_identifier(conn, slot),
+					 DE_PLUGIN_NAME,
+					 snapshot_name ? "export" : "nothing");
+	res = walconn_exec(conn, query, what);
+	pfree(query);
+	walconn_expect(conn, res, PGRES_TUPLES_OK, what);
+	walconn_expect_shape(res, 1, 3, "CREATE_REPLICATION_SLOT");
+
+	lsnstr = pstrdup(PQgetvalue(res, 0, 1));
+	snapstr = PQgetisnull(res, 0, 2) ? NULL : pstrdup(PQgetvalue(res, 0, 2));
+	PQclear(res);
+
+	lsn = walconn_parse_lsn(lsnstr, "CREATE_REPLICATION_SLOT");
+	if (snapshot_name != NULL)
+	{
+		if (snapstr == NULL)
+			ereport(ERROR,
+					errcode(ERRCODE_PROTOCOL_VIOLATION),
+					errmsg("invalid response from the register to %s",
+						   "CREATE_REPLICATION_SLOT"),
+					errdetail("No snapshot was exported."));
+		*snapshot_name = snapstr;
+	}
+
+	return lsn;
+}
+
+/*
+ * de_walconn_drop_slot
+ *		DROP_REPLICATION_SLOT ... WAIT: waits for a walsender still using
+ *		the slot to let go of it.
+ */
+void
+de_walconn_drop_slot(DeWalConn *conn, const char *slot, bool missing_ok)
+{
+	char	   *what = psprintf("could not drop replication slot \"%s\"", slot);
+	char	   *query;
+	PGresult   *res;
+
+	query = psprintf("DROP_REPLICATION_SLOT %s WAIT",
+					 walconn_quote_identifier(conn, slot));
+	res = walconn_exec(conn, query, what);
+	pfree(query);
+
+	if (res != NULL && PQresultStatus(res) == PGRES_FATAL_ERROR && missing_ok)
+	{
+		const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+		if (sqlstate != NULL && strcmp(sqlstate, "42704") == 0)
+		{
+			/* ERRCODE_UNDEFINED_OBJECT: there is nothing to drop */
+			PQclear(res);
+			return;
+		}
+	}
+	walconn_expect(conn, res, PGRES_COMMAND_OK, what);
+	PQclear(res);
+}
+
+/*
+ * de_walconn_start_streaming
+ *		START_REPLICATION of our slot from "start", for the embassy whose
+ *		public key is embassy_key.  Leaves the connection in COPY BOTH mode.
+ */
+void
+de_walconn_start_streaming(DeWalConn *conn, const char *slot,
+						   XLogRecPtr start, const char *embassy_key)
+{
+	char	   *what = psprintf("could not start streaming from replication slot \"%s\"",
+								slot);
+	char	   *query;
+	PGresult   *res;
+
+	query = psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X (\"embassy_key\" %s)",
+					 walconn_quote_identifier(conn, slot),
+					 LSN_FORMAT_ARGS(start),
+					 walconn_quote_literal(conn, embassy_key));
+	res = walconn_exec(conn, query, what);
+	pfree(query);
+	walconn_expect(conn, res, PGRES_COPY_BOTH, what);
+	PQclear(res);
+}
+
+/*
+ * de_walconn_receive
+ *		Next CopyData message of the stream, without blocking.
+ *
+ * Returns its length with *buf pointing at it (valid until the next call),
+ * 0 when nothing is ready, -1 when the register ended the stream.
+ */
+int
+de_walconn_receive(DeWalConn *conn, char **buf)
+{
+	int			len;
+
+	if (conn->recvbuf != NULL)
+	{
+		PQfreemem(conn->recvbuf);
+		conn->recvbuf = NULL;
+	}
+
+	len = PQgetCopyData(conn->conn, &conn->recvbuf, 1);
+	if (len == 0)
+	{
+		/* nothing buffered: read what the socket has, and try again */
+		if (PQconsumeInput(conn->conn) == 0)
+			walconn_connection_error(conn,
+									 "could not receive data from the register");
+		len = PQgetCopyData(conn->conn, &conn->recvbuf, 1);
+		if (len == 0)
+			return 0;
+	}
+
+	if (len == -1)
+	{
+		PGresult   *res = PQgetResult(conn->conn);
+
+		/* the register ended the COPY: fine, or an error it reported */
+		if (res != NULL && PQresultStatus(res) == PGRES_FATAL_ERROR)
+			walconn_report(conn, res,
+						   "the register ended the replication stream");
+		PQclear(res);
+		return -1;
+	}
+	if (len < -1)
+		walconn_connection_error(conn,
+								 "could not receive data from the register");
+
+	*buf = conn->recvbuf;
+	return len;
+}
+
+/*
+ * de_walconn_send
+ *		Send one CopyData message and flush it.
+ */
+void
+de_walconn_send(DeWalConn *conn, const char *buf, int len)
+{
+	const char *what = "could not send data to the register";
+
+	for (;;)
+	{
+		int			r = PQputCopyData(conn->conn, buf, len);
+
+		if (r > 0)
+			break;
+		if (r < 0)
+			walconn_connection_error(conn, what);
+		/* r == 0: libpq's buffer is full (non-blocking mode) */
+		walconn_flush(conn, what);
+	}
+	walconn_flush(conn, what);
+}
+
+pgsocket
+de_walconn_socket(DeWalConn *conn)
+{
+	return PQsocket(conn->conn);
+}
+
+/*
+ * de_walconn_copy_start
+ *		Import the slot's exported snapshot on an ordinary connection and
+ *		start data_embassy.copy_frames() for this embassy, one row at a time.
+ */
+void
+de_walconn_copy_start(DeWalConn *conn, const char *snapshot_name,
+					  const char *embassy_key)
+{
+	const char *what = "could not start the initial copy";
+	const char *query;
+	const char *params[1];
+	Oid			types[1];
+	PGresult   *res;
+	char	   *set_snapshot;
+
+	res = walconn_exec(conn,
+					   "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+					   what);
+	walconn_expect(conn, res, PGRES_COMMAND_OK, what);
+	PQclear(res);
+
+	set_snapshot = psprintf("SET TRANSACTION SNAPSHOT %s",
+							walconn_quote_literal(conn, snapshot_name));
+	res = walconn_exec(conn, set_snapshot, what);
+	pfree(set_snapshot);
+	walconn_expect(conn, res, PGRES_COMMAND_OK, what);
+	PQclear(res);
+
+	query = "SELECT " DE_SCHEMA_NAME ".copy_frames($1)";
+	params[0] = embassy_key;
+	types[0] = TEXTOID;
+
+	/* binary result: the frames arrive as raw bytes */
+	if (!PQsendQueryParams(conn->conn, query, 1, types, params, NULL, NULL, 1))
+		walconn_connection_error(conn, what);
+	if (!PQsetSingleRowMode(conn->conn))
+		walconn_connection_error(conn, what);
+	walconn_flush(conn, what);
+	conn->copying = true;
+}
+
+/*
+ * de_walconn_copy_next
+ *		Next sealed frame of the initial copy, or NULL at the end.  The frame
+ *		stays valid until the next call.
+ */
+char *
+de_walconn_copy_next(DeWalConn *conn, int *len)
+{
+	const char *what = "could not read the initial copy from the register";
+	PGresult   *res;
+
+	if (conn->rowres != NULL)
+	{
+		PQclear(conn->rowres);
+		conn->rowres = NULL;
+	}
+	if (!conn->copying)
+		return NULL;
+
+	res = walconn_get_result(conn, what);
+	if (res != NULL && PQresultStatus(res) == PGRES_SINGLE_TUPLE)
+	{
+		if (PQnfields(res) != 1 || PQgetisnull(res, 0, 0))
+		{
+			PQclear(res);
+			ereport(ERROR,
+					errcode(ERRCODE_PROTOCOL_VIOLATION),
+					errmsg("invalid response from the register to %s",
+						   "copy_frames()"));
+		}
+		conn->rowres = res;
+		*len = PQgetlength(res, 0, 0);
+		return PQgetvalue(res, 0, 0);
+	}
+
+	/* the end of the result set, or an error */
+	walconn_expect(conn, res, PGRES_TUPLES_OK, what);
+	PQclear(res);
+	conn->copying = false;
+
+	res = walconn_get_result(conn, what);
+	if (res != NULL)
+		walconn_report(conn, res, what);
+
+	return NULL;
+}

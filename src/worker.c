@@ -1,0 +1,1283 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *		  The apply worker: one background worker per register, started by
+ *		  the launcher, that keeps the embassy's copy of the register.
+ *
+ * A run of the worker:
+ *	1. attaches to its shared-memory slot (generation checked), connects to
+ *	   its database and reads the register's row of data_embassy.registers;
+ *	2. sets up the register's replication origin, which holds the register
+ *	   LSN up to which everything is applied;
+ *	3. while the register is paused, only asks the register for its WAL
+ *	   position now and then, so the lag view shows the lag growing;
+ *	4. connects in replication mode; the first successful connection pins
+ *	   the register's system identifier and database OID, later ones must
+ *	   match;
+ *	5. for a new register, creates the replication slot and, with
+ *	   copy_data, applies the initial copy read over a second connection
+ *	   from the slot's exported snapshot; the copy, the origin set to the
+ *	   slot's consistent point and registers.state = 'streaming' commit in
+ *	   one local transaction, so a crash before it starts over;
+ *	6. streams: every CopyData message holds one sealed frame, which is
+ *	   opened, checked and applied record by record (apply.c), and progress
+ *	   is reported to the register.
+ *
+ * NOTES
+ *	  Exactly once.  Progress lives only in the replication origin, which
+ *	  apply.c advances in the same local transaction as the changes.  The
+ *	  register is told only positions that are flushed here
+ *	  (de_apply_flushed()), so its slot never moves past what a crash here
+ *	  would keep.  Position frames (stretches of register WAL without
+ *	  anything to apply) are noted as "pending" and made durable by an empty
+ *	  local commit that advances the origin, at most once per status
+ *	  interval, before they are confirmed; so the slot's confirmed position
+ *	  never passes the origin, and a stream that starts past the origin is a
+ *	  real gap.
+ *
+ *	  Exit codes.  The launcher restarts a worker that exits, after a
+ *	  backoff, unless its register is paused, promoted or being dropped.
+ *	  Failures (a register that cannot be reached, a frame or change that
+ *	  cannot be applied) are recorded in the slot's state and last_error and
+ *	  end the process with exit code 1.
+ *
+ *	  Memory.  Each frame is opened and applied in a context reset after the
+ *	  frame, so memory is bounded by the frame, not the transaction.
+ *
+ * IDENTIFICATION
+ *		  src/worker.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_replication_origin.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "libpq/pqformat.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "port/pg_bswap.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "replication/origin.h"
+#include "replication/walreceiver.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lmgr.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "apply.h"
+#include "codec.h"
+#include "data_embassy.h"
+#include "frame.h"
+#include "guard.h"
+#include "keys.h"
+#include "status.h"
+#include "walconn.h"
+#include "worker.h"
+
+/* How often a paused worker asks the register for its WAL position. */
+#define WORKER_PAUSED_IDENTIFY_MS	5000
+
+/* Longest sleep of the streaming loop. */
+#define WORKER_NAPTIME_MS			1000
+
+/* application_name of our connections on the register */
+#define WORKER_APPNAME				"data_embassy"
+#define WORKER_COPY_APPNAME			"data_embassy copy"
+
+/* Sizes of the replication protocol messages we read and write. */
+#define XLOGDATA_HEADER_SIZE		(1 + 8 + 8 + 8)
+#define KEEPALIVE_SIZE				(1 + 8 + 8 + 1)
+#define STATUS_UPDATE_SIZE			(1 + 8 + 8 + 8 + 8 + 1)
+
+/* The register's row of data_embassy.registers. */
+typedef struct WorkerRegister
+{
+	char	   *conninfo;
+	char	   *register_key;
+	bool		copy_data;
+	char	   *slot_name;
+	char	   *state;			/* 'init', 'streaming' or 'promoted' */
+	bool		paused;
+	bool		pinned;			/* register_sysid and register_dboid known */
+	uint64		sysid;
+	Oid			dboid;
+} WorkerRegister;
+
+/* What a worker must do about the control flags of its slot. */
+typedef enum WorkerControl
+{
+	WORKER_RUN,
+	WORKER_PAUSE,
+	WORKER_STOP					/* dropped or promoted: exit 0 */
+} WorkerControl;
+
+static DeRegisterSlot *MySlot = NULL;
+static char register_name[NAMEDATALEN];
+static WorkerRegister reg;
+
+static MemoryContext WorkerContext = NULL;
+static MemoryContext FrameContext = NULL;
+
+static uint8 own_priv[DE_KEY_LEN];
+static uint8 own_pub[DE_KEY_LEN];
+static uint8 register_pub[DE_KEY_LEN];
+static char *own_key_text = NULL;
+
+static RepOriginId origin_id = InvalidRepOriginId;
+static DeApply *apply = NULL;
+
+static DeWalConn *stream_conn = NULL;
+static DeWalConn *copy_conn = NULL;
+
+/* stream progress, mirrored into the slot once per frame */
+static XLogRecPtr source_lsn = InvalidXLogRecPtr;
+static XLogRecPtr received_lsn = InvalidXLogRecPtr;
+static XLogRecPtr pending_position = InvalidXLogRecPtr;
+static XLogRecPtr stream_start = InvalidXLogRecPtr;
+static bool first_frame = true;
+static bool catching_up = false;
+static bool failures_reset = false;
+static TimestampTz last_commit_time = 0;
+static TimestampTz open_xact_commit_time = 0;
+static TimestampTz behind_since = 0;
+
+/* feedback */
+static XLogRecPtr last_sent_flush = InvalidXLogRecPtr;
+static TimestampTz last_feedback_at = 0;
+static TimestampTz last_persist_at = 0;
+
+/* the frame being applied, for the error context */
+static bool frame_valid = false;
+static DeFrameHeader frame_hdr;
+
+static void worker_run(void);
+static void worker_on_error(void) pg_attribute_noreturn();
+static bool worker_is_connection_error(int sqlerrcode);
+static void worker_exit_stopped(void) pg_attribute_noreturn();
+static WorkerControl worker_control(void);
+static void worker_reload_config(void);
+static bool worker_load_register(void);
+static void worker_setup_origin(bool reset);
+static void worker_connect(void);
+static void worker_check_identity(uint64 sysid, Oid dboid, bool pin);
+static void worker_set_streaming(void);
+static void worker_initial_sync(void);
+static void worker_paused_loop(void);
+static void worker_stream(void);
+static void worker_apply_frame(DeOpener *opener, const char *frame,
+							   size_t len, bool stream);
+static void worker_handle_message(DeOpener *opener, char *buf, int len);
+static void worker_persist_position(bool force);
+static void worker_send_feedback(bool force, bool request_reply);
+static void worker_publish(DeState state, bool contact, uint64 frames,
+						   uint64 wire, uint64 plain);
+static void worker_note_source(XLogRecPtr lsn);
+static void worker_frame_error_callback(void *arg);
+static void worker_close_connections(void);
+
+/*
+ * de_origin_name
+ *		Name of the replication origin of a register: unique in the cluster
+ *		because it names the database.
+ */
+char *
+de_origin_name(Oid dboid, const char *register_name)
+{
+	return psprintf("data_embassy_%u_%s", dboid, register_name);
+}
+
+/*
+ * de_apply_worker_main
+ *		Entry point of an apply worker.
+ */
+void
+de_apply_worker_main(Datum main_arg)
+{
+	int			index = DatumGetInt32(main_arg);
+	uint32		generation;
+	Oid			dboid;
+
+	memcpy(&generation, MyBgworkerEntry->bgw_extra, sizeof(uint32));
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	/* a worker for a slot reused or dropped meanwhile is not wanted */
+	MySlot = de_slot_attach(index, generation);
+	if (MySlot == NULL)
+		proc_exit(0);
+
+	LWLockAcquire(DeShared->lock, LW_SHARED);
+	dboid = MySlot->dboid;
+	strlcpy(register_name, MySlot->name, NAMEDATALEN);
+	LWLockRelease(DeShared->lock);
+
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+
+	WorkerContext = AllocSetContextCreate(TopMemoryContext,
+										  "data_embassy worker",
+										  ALLOCSET_DEFAULT_SIZES);
+	FrameContext = AllocSetContextCreate(WorkerContext,
+										 "data_embassy frame",
+										 ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(WorkerContext);
+
+	/*
+	 * Apply as a replica (only replica and always triggers fire), and commit
+	 * asynchronously: durability comes from confirming only flushed positions
+	 * to the register, as core's apply worker does.
+	 */
+	SetConfigOption("session_replication_role", "replica",
+					PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	de_guard_exempt = true;
+
+	PG_TRY();
+	{
+		worker_run();
+	}
+	PG_CATCH();
+	{
+		worker_on_error();
+	}
+	PG_END_TRY();
+
+	proc_exit(0);
+}
+
+/*
+ * worker_is_connection_error
+ *		Does an error mean that the register could not be reached (state
+ *		disconnected) rather than that something could not be applied
+ *		(state error)?
+ */
+static bool
+worker_is_connection_error(int sqlerrcode)
+{
+	/* class 08, except a protocol violation (08P01: a bad frame or reply) */
+	if (ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_CONNECTION_EXCEPTION &&
+		sqlerrcode != ERRCODE_PROTOCOL_VIOLATION)
+		return true;
+
+	switch (sqlerrcode)
+	{
+		case ERRCODE_ADMIN_SHUTDOWN:
+		case ERRCODE_CRASH_SHUTDOWN:
+		case ERRCODE_CANNOT_CONNECT_NOW:
+		case ERRCODE_TOO_MANY_CONNECTIONS:
+		case ERRCODE_OBJECT_IN_USE: /* the slot is still held by an old
+									 * walsender */
+			return true;
+	}
+	return false;
+}
+
+/*
+ * worker_on_error
+ *		Record why the run failed in the slot, log it, and exit with code 1
+ *		so that the launcher starts the worker again after a backoff.
+ */
+static void
+worker_on_error(void)
+{
+	ErrorData  *edata;
+	DeState		state;
+
+	HOLD_INTERRUPTS();
+
+	MemoryContextSwitchTo(TopMemoryContext);
+	edata = CopyErrorData();
+
+	state = worker_is_connection_error(edata->sqlerrcode) ?
+		DE_STATE_DISCONNECTED : DE_STATE_ERROR;
+	if (MySlot != NULL)
+		de_slot_set_state(MySlot, state, edata->message);
+
+	EmitErrorReport();
+	AbortOutOfAnyTransaction();
+	LWLockReleaseAll();
+	FlushErrorState();
+
+	worker_close_connections();
+
+	proc_exit(1);
+}
+
+/*
+ * worker_close_connections
+ *		Close what is open towards the register.
+ */
+static void
+worker_close_connections(void)
+{
+	if (copy_conn != NULL)
+	{
+		de_walconn_close(copy_conn);
+		copy_conn = NULL;
+	}
+	if (stream_conn != NULL)
+	{
+		de_walconn_close(stream_conn);
+		stream_conn = NULL;
+	}
+}
+
+/*
+ * worker_exit_stopped
+ *		The register is being dropped or was promoted: leave for good.
+ */
+static void
+worker_exit_stopped(void)
+{
+	/* what promote() reads from the origin includes the last positions */
+	if (apply != NULL)
+		worker_persist_position(true);
+	worker_close_connections();
+	AbortOutOfAnyTransaction();
+	proc_exit(0);
+}
+
+/*
+ * worker_control
+ *		Read the control flags of the slot.
+ */
+static WorkerControl
+worker_control(void)
+{
+	WorkerControl result = WORKER_RUN;
+
+	LWLockAcquire(DeShared->lock, LW_SHARED);
+	if (MySlot->drop_requested || MySlot->promoted)
+		result = WORKER_STOP;
+	else if (MySlot->paused)
+		result = WORKER_PAUSE;
+	LWLockRelease(DeShared->lock);
+
+	return result;
+}
+
+static void
+worker_reload_config(void)
+{
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
+/*
+ * worker_run
+ *		One run of the worker, until it is stopped or fails.
+ */
+static void
+worker_run(void)
+{
+	if (!worker_load_register())
+	{
+		/* dropped meanwhile: the launcher frees the slot */
+		proc_exit(0);
+	}
+
+	/* a promoted register is never connected to again */
+	if (strcmp(reg.state, "promoted") == 0 || worker_control() == WORKER_STOP)
+	{
+		if (strcmp(reg.state, "promoted") == 0)
+			de_slot_set_state(MySlot, DE_STATE_PROMOTED, NULL);
+		proc_exit(0);
+	}
+
+	de_slot_set_state(MySlot, DE_STATE_INITIALIZING, NULL);
+
+	de_identity_require(own_priv, own_pub);
+	own_key_text = MemoryContextStrdup(WorkerContext, de_key_to_text(own_pub));
+	de_key_from_text(reg.register_key, "register_key", register_pub);
+
+	worker_setup_origin(strcmp(reg.state, "init") == 0);
+	apply = de_apply_create(WorkerContext, register_name, origin_id);
+
+	for (;;)
+	{
+		WorkerControl ctl = worker_control();
+
+		if (ctl == WORKER_STOP)
+			worker_exit_stopped();
+		if (ctl == WORKER_PAUSE)
+		{
+			worker_paused_loop();
+			continue;
+		}
+
+		worker_connect();
+		if (strcmp(reg.state, "init") == 0)
+			worker_initial_sync();
+		worker_stream();
+	}
+}
+
+/*
+ * worker_load_register
+ *		Read the register's row.  Returns false when it is gone (or the
+ *		extension with it).
+ */
+static bool
+worker_load_register(void)
+{
+	bool		found = false;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+
+	if (OidIsValid(de_schema_oid(true)))
+	{
+		Oid			argtypes[1] = {TEXTOID};
+		Datum		args[1];
+		int			ret;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+
+		args[0] = CStringGetTextDatum(register_name);
+		ret = SPI_execute_with_args("SELECT conninfo, register_key, copy_data, "
+									"slot_name::text, state, paused, "
+									"register_sysid::text, register_dboid "
+									"FROM " DE_SCHEMA_NAME ".registers "
+									"WHERE name = $1",
+									1, argtypes, args, NULL, true, 1);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "could not read register \"%s\": %s",
+				 register_name, SPI_result_code_string(ret));
+
+		if (SPI_processed == 1)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[0];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			MemoryContext oldcxt = MemoryContextSwitchTo(WorkerContext);
+			bool		isnull;
+			char	   *sysid;
+			Datum		d;
+
+			reg.conninfo = SPI_getvalue(tup, desc, 1);
+			reg.register_key = SPI_getvalue(tup, desc, 2);
+			reg.copy_data = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
+			reg.slot_name = SPI_getvalue(tup, desc, 4);
+			reg.state = SPI_getvalue(tup, desc, 5);
+			d = SPI_getbinval(tup, desc, 6, &isnull);
+			reg.paused = !isnull && DatumGetBool(d);
+			sysid = SPI_getvalue(tup, desc, 7);
+			d = SPI_getbinval(tup, desc, 8, &isnull);
+			reg.dboid = isnull ? InvalidOid : DatumGetObjectId(d);
+			reg.pinned = sysid != NULL && OidIsValid(reg.dboid);
+			reg.sysid = sysid ? strtou64(sysid, NULL, 10) : 0;
+			MemoryContextSwitchTo(oldcxt);
+			found = true;
+		}
+
+		SPI_finish();
+	}
+
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(WorkerContext);
+
+	return found;
+}
+
+/*
+ * worker_setup_origin
+ *		Get or create the register's replication origin and take it for
+ *		this session.  reset: the register is (again) in its first run, so
+ *		progress left by an earlier register of the same name is forgotten.
+ */
+static void
+worker_setup_origin(bool reset)
+{
+	char	   *name;
+
+	StartTransactionCommand();
+
+	name = de_origin_name(MyDatabaseId, register_name);
+	origin_id = replorigin_by_name(name, true);
+	if (origin_id == InvalidRepOriginId)
+		origin_id = replorigin_create(name);
+	else if (reset &&
+			 !XLogRecPtrIsInvalid(replorigin_get_progress(origin_id, false)))
+	{
+		/* as pg_replication_origin_advance() does */
+		LockRelationOid(ReplicationOriginRelationId, RowExclusiveLock);
+		replorigin_advance(origin_id, InvalidXLogRecPtr, InvalidXLogRecPtr,
+						   true /* go backward */ , true /* WAL log */ );
+	}
+
+	replorigin_session_setup(origin_id);
+	replorigin_session_origin = origin_id;
+
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(WorkerContext);
+}
+
+/*
+ * worker_connect
+ *		Connect in replication mode and make sure it is the right register.
+ */
+static void
+worker_connect(void)
+{
+	uint64		sysid;
+	TimeLineID	tli;
+	XLogRecPtr	xlogpos;
+	Oid			dboid;
+
+	de_slot_set_state(MySlot, DE_STATE_INITIALIZING, NULL);
+
+	stream_conn = de_walconn_connect(reg.conninfo, true, WORKER_APPNAME);
+	de_walconn_identify(stream_conn, &sysid, &tli, &xlogpos);
+	dboid = de_walconn_database_oid(stream_conn);
+
+	worker_check_identity(sysid, dboid, true);
+	worker_note_source(xlogpos);
+}
+
+/*
+ * worker_check_identity
+ *		The first connection pins the register's system identifier and
+ *		database OID; any later one must reach the same database, so a
+ *		conninfo pointed at another server cannot feed this replica.  With
+ *		pin false a mismatch is reported but nothing is written.
+ */
+static void
+worker_check_identity(uint64 sysid, Oid dboid, bool pin)
+{
+	if (reg.pinned)
+	{
+		if (sysid == reg.sysid && dboid == reg.dboid)
+			return;
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("register \"%s\" is not the database it was first connected to",
+					   register_name),
+				errdetail("The connection reached system identifier %llu, database OID %u; the register was first seen as system identifier %llu, database OID %u.",
+						  (unsigned long long) sysid, dboid,
+						  (unsigned long long) reg.sysid, reg.dboid),
+				errhint("Check the register's connection string.  To replicate another database, drop the register and add it again."));
+	}
+
+	if (!pin)
+		return;
+
+	/* our slot on the register is named after our key and its database */
+	reg.slot_name = MemoryContextStrdup(WorkerContext,
+										de_slot_name_for_key(own_pub, dboid));
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	{
+		Oid			argtypes[4] = {TEXTOID, TEXTOID, OIDOID, TEXTOID};
+		Datum		args[4];
+		char		sysid_text[32];
+		int			ret;
+
+		snprintf(sysid_text, sizeof(sysid_text), UINT64_FORMAT, sysid);
+		args[0] = CStringGetTextDatum(register_name);
+		args[1] = CStringGetTextDatum(sysid_text);
+		args[2] = ObjectIdGetDatum(dboid);
+		args[3] = CStringGetTextDatum(reg.slot_name);
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		ret = SPI_execute_with_args("UPDATE " DE_SCHEMA_NAME ".registers "
+									"SET register_sysid = $2::numeric, "
+									"register_dboid = $3, "
+									"slot_name = $4::pg_catalog.name "
+									"WHERE name = $1",
+									4, argtypes, args, NULL, false, 0);
+		if (ret != SPI_OK_UPDATE)
+			elog(ERROR, "could not record the identity of register \"%s\": %s",
+				 register_name, SPI_result_code_string(ret));
+		SPI_finish();
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(WorkerContext);
+
+	reg.pinned = true;
+	reg.sysid = sysid;
+	reg.dboid = dboid;
+}
+
+/*
+ * worker_set_streaming
+ *		registers.state = 'streaming', in the current transaction.
+ */
+static void
+worker_set_streaming(void)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	int			ret;
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	args[0] = CStringGetTextDatum(register_name);
+	ret = SPI_execute_with_args("UPDATE " DE_SCHEMA_NAME ".registers "
+								"SET state = 'streaming' WHERE name = $1",
+								1, argtypes, args, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE || SPI_processed != 1)
+		ereport(ERROR,
+				errcode(ERRCODE_UNDEFINED_OBJECT),
+				errmsg("register \"%s\" does not exist any more",
+					   register_name));
+	SPI_finish();
+	PopActiveSnapshot();
+}
+
+/*
+ * worker_initial_sync
+ *		First run of a register: make the slot and, with copy_data, apply the
+ *		initial copy.  Ends with the origin at the slot's consistent point
+ *		and registers.state = 'streaming', committed together.
+ */
+static void
+worker_initial_sync(void)
+{
+	XLogRecPtr	consistent;
+	char	   *snapshot = NULL;
+
+	/* an earlier run that failed before its commit left its slot */
+	if (de_walconn_slot_exists(stream_conn, reg.slot_name))
+	{
+		ereport(LOG,
+				errmsg("dropping replication slot \"%s\" of an unfinished first run of register \"%s\"",
+					   reg.slot_name, register_name));
+		de_walconn_drop_slot(stream_conn, reg.slot_name, true);
+	}
+
+	consistent = de_walconn_create_slot(stream_conn, reg.slot_name,
+										reg.copy_data ? &snapshot : NULL);
+
+	if (reg.copy_data)
+	{
+		MemoryContext copycxt;
+		DeOpener   *opener;
+		char	   *frame;
+		int			len;
+
+		de_slot_set_state(MySlot, DE_STATE_COPYING, NULL);
+
+		/*
+		 * The snapshot lives until the next command on the replication
+		 * connection, so import it before anything else happens there.
+		 */
+		copy_conn = de_walconn_connect(reg.conninfo, false,
+									   WORKER_COPY_APPNAME);
+		de_walconn_copy_start(copy_conn, snapshot, own_key_text);
+
+		copycxt = AllocSetContextCreate(WorkerContext,
+										"data_embassy initial copy",
+										ALLOCSET_DEFAULT_SIZES);
+		opener = de_opener_create(copycxt, own_priv, register_pub,
+								  DE_FRAME_KIND_COPY, true,
+								  reg.sysid, reg.dboid);
+
+		de_apply_copy_begin(apply);
+		while ((frame = de_walconn_copy_next(copy_conn, &len)) != NULL)
+		{
+			CHECK_FOR_INTERRUPTS();
+			if (worker_control() == WORKER_STOP)
+				worker_exit_stopped();
+
+			worker_apply_frame(opener, frame, len, false);
+		}
+
+		if (!de_apply_copy_done(apply))
+			ereport(ERROR,
+					errcode(ERRCODE_PROTOCOL_VIOLATION),
+					errmsg("initial copy of register \"%s\" is incomplete",
+						   register_name),
+					errdetail("The register ended the copy without its COPY_END record."));
+
+		de_walconn_close(copy_conn);
+		copy_conn = NULL;
+		MemoryContextDelete(copycxt);
+		MemoryContextSwitchTo(WorkerContext);
+	}
+	else
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+	}
+
+	/* the state, the copy and the origin at the consistent point, at once */
+	worker_set_streaming();
+	de_apply_commit(apply, consistent, GetCurrentTimestamp());
+	MemoryContextSwitchTo(WorkerContext);
+
+	reg.state = MemoryContextStrdup(WorkerContext, "streaming");
+
+	ereport(LOG,
+			errmsg("register \"%s\" is ready to stream from %X/%X%s",
+				   register_name, LSN_FORMAT_ARGS(consistent),
+				   reg.copy_data ? " after its initial copy" : ""));
+}
+
+/*
+ * worker_paused_loop
+ *		Hold while the register is paused.  Every few seconds ask the
+ *		register for its WAL position, so the lag view shows how far the
+ *		replica falls behind; a register that cannot be reached leaves the
+ *		state paused but says why in last_error.
+ */
+static void
+worker_paused_loop(void)
+{
+	DeWalConn  *volatile conn = NULL;
+	TimestampTz next_identify = 0;
+
+	worker_close_connections();
+	de_apply_reset_stream(apply);
+	MemoryContextSwitchTo(WorkerContext);
+	de_slot_set_state(MySlot, DE_STATE_PAUSED, NULL);
+
+	for (;;)
+	{
+		WorkerControl ctl;
+		TimestampTz now;
+		long		wait_ms;
+
+		CHECK_FOR_INTERRUPTS();
+		worker_reload_config();
+
+		ctl = worker_control();
+		if (ctl == WORKER_STOP)
+		{
+			if (conn != NULL)
+				de_walconn_close(conn);
+			worker_exit_stopped();
+		}
+		if (ctl == WORKER_RUN)
+			break;
+
+		now = GetCurrentTimestamp();
+		if (now >= next_identify)
+		{
+			MemoryContext oldcxt = CurrentMemoryContext;
+
+			PG_TRY();
+			{
+				uint64		sysid;
+				TimeLineID	tli;
+				XLogRecPtr	xlogpos;
+
+				if (conn == NULL)
+					conn = de_walconn_connect(reg.conninfo, true,
+											  WORKER_APPNAME);
+				de_walconn_identify(conn, &sysid, &tli, &xlogpos);
+				if (reg.pinned)
+					worker_check_identity(sysid,
+										  de_walconn_database_oid(conn),
+										  false);
+				worker_note_source(xlogpos);
+				worker_publish(DE_STATE_PAUSED, true, 0, 0, 0);
+				de_slot_set_state(MySlot, DE_STATE_PAUSED, "");
+			}
+			PG_CATCH();
+			{
+				ErrorData  *edata;
+
+				MemoryContextSwitchTo(oldcxt);
+				edata = CopyErrorData();
+				FlushErrorState();
+				if (conn != NULL)
+				{
+					de_walconn_close(conn);
+					conn = NULL;
+				}
+				de_slot_set_state(MySlot, DE_STATE_PAUSED, edata->message);
+				FreeErrorData(edata);
+			}
+			PG_END_TRY();
+
+			next_identify = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														WORKER_PAUSED_IDENTIFY_MS);
+		}
+
+		wait_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+												  next_identify);
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Max(wait_ms, 1), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+
+	if (conn != NULL)
+		de_walconn_close(conn);
+}
+
+/*
+ * worker_stream
+ *		Stream from the origin's progress until the register is paused
+ *		(returns), stopped (exits) or something fails (raises).
+ */
+static void
+worker_stream(void)
+{
+	MemoryContext streamcxt;
+	DeOpener   *opener;
+	TimestampTz last_recv;
+	bool		ping_sent = false;
+
+	streamcxt = AllocSetContextCreate(WorkerContext, "data_embassy stream",
+									  ALLOCSET_DEFAULT_SIZES);
+
+	/* a new stream: RELATION records and frame sequence start again */
+	de_apply_reset_stream(apply);
+	MemoryContextSwitchTo(WorkerContext);
+	opener = de_opener_create(streamcxt, own_priv, register_pub,
+							  DE_FRAME_KIND_STREAM, true,
+							  reg.sysid, reg.dboid);
+
+	stream_start = replorigin_session_get_progress(false);
+	first_frame = true;
+	last_sent_flush = InvalidXLogRecPtr;
+	last_feedback_at = 0;
+	last_persist_at = GetCurrentTimestamp();
+
+	de_walconn_start_streaming(stream_conn, reg.slot_name, stream_start,
+							   own_key_text);
+	ereport(DEBUG1,
+			errmsg_internal("register \"%s\": streaming from %X/%X",
+							register_name, LSN_FORMAT_ARGS(stream_start)));
+
+	catching_up = false;
+	worker_publish(DE_STATE_STREAMING, false, 0, 0, 0);
+	last_recv = GetCurrentTimestamp();
+
+	for (;;)
+	{
+		WorkerControl ctl;
+		TimestampTz now;
+		int			rc;
+
+		MemoryContextSwitchTo(WorkerContext);
+		CHECK_FOR_INTERRUPTS();
+		worker_reload_config();
+
+		ctl = worker_control();
+		if (ctl == WORKER_STOP)
+			worker_exit_stopped();
+		if (ctl == WORKER_PAUSE)
+			break;
+
+		/* everything that has arrived */
+		for (;;)
+		{
+			char	   *buf;
+			int			len;
+
+			len = de_walconn_receive(stream_conn, &buf);
+			if (len == 0)
+				break;
+			if (len < 0)
+				ereport(ERROR,
+						errcode(ERRCODE_CONNECTION_FAILURE),
+						errmsg("register \"%s\" ended the replication stream",
+							   register_name));
+
+			last_recv = GetCurrentTimestamp();
+			ping_sent = false;
+			worker_handle_message(opener, buf, len);
+			MemoryContextSwitchTo(WorkerContext);
+
+			CHECK_FOR_INTERRUPTS();
+			if (worker_control() != WORKER_RUN)
+				break;
+		}
+
+		worker_persist_position(false);
+		worker_send_feedback(false, false);
+
+		/* a register that went silent: ping, then give up */
+		now = GetCurrentTimestamp();
+		if (wal_receiver_timeout > 0)
+		{
+			if (TimestampDifferenceExceeds(last_recv, now,
+										   wal_receiver_timeout))
+				ereport(ERROR,
+						errcode(ERRCODE_CONNECTION_FAILURE),
+						errmsg("no message from register \"%s\" for %d ms",
+							   register_name, wal_receiver_timeout),
+						errhint("The connection is considered lost after \"%s\".",
+								"wal_receiver_timeout"));
+			if (!ping_sent &&
+				TimestampDifferenceExceeds(last_recv, now,
+										   wal_receiver_timeout / 2))
+			{
+				worker_send_feedback(true, true);
+				ping_sent = true;
+			}
+		}
+
+		rc = WaitLatchOrSocket(MyLatch,
+							   WL_SOCKET_READABLE | WL_LATCH_SET |
+							   WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							   de_walconn_socket(stream_conn),
+							   Min(de_status_interval_ms, WORKER_NAPTIME_MS),
+							   PG_WAIT_EXTENSION);
+		if (rc & WL_LATCH_SET)
+			ResetLatch(MyLatch);
+	}
+
+	/* paused: let go of the register, and of any half-applied transaction */
+	worker_persist_position(true);
+	worker_close_connections();
+	de_apply_reset_stream(apply);
+	MemoryContextSwitchTo(WorkerContext);
+	MemoryContextDelete(streamcxt);
+}
+
+/*
+ * worker_handle_message
+ *		One CopyData message of the stream: a frame ('w') or a keepalive
+ *		('k').
+ */
+static void
+worker_handle_message(DeOpener *opener, char *buf, int len)
+{
+	uint64		v;
+
+	if (len < 1)
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("empty message in the stream of register \"%s\"",
+					   register_name));
+
+	switch (buf[0])
+	{
+		case 'w':
+			{
+				XLogRecPtr	before_flush = last_sent_flush;
+
+				if (len < XLOGDATA_HEADER_SIZE)
+					ereport(ERROR,
+							errcode(ERRCODE_PROTOCOL_VIOLATION),
+							errmsg("truncated data message in the stream of register \"%s\"",
+								   register_name));
+
+				worker_apply_frame(opener, buf + XLOGDATA_HEADER_SIZE,
+								   len - XLOGDATA_HEADER_SIZE, true);
+
+				if (!failures_reset)
+				{
+					/* this run works: earlier failures are history */
+					LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
+					MySlot->failures = 0;
+					LWLockRelease(DeShared->lock);
+					de_slot_set_state(MySlot, DE_STATE_STREAMING, "");
+					failures_reset = true;
+				}
+
+				/* a flush that moved is worth telling at once */
+				if (de_apply_flushed(apply) > before_flush)
+					worker_send_feedback(true, false);
+				break;
+			}
+
+		case 'k':
+			{
+				XLogRecPtr	wal_end;
+				bool		reply;
+
+				if (len < KEEPALIVE_SIZE)
+					ereport(ERROR,
+							errcode(ERRCODE_PROTOCOL_VIOLATION),
+							errmsg("truncated keepalive message in the stream of register \"%s\"",
+								   register_name));
+				memcpy(&v, buf + 1, sizeof(v));
+				wal_end = pg_ntoh64(v);
+				reply = buf[1 + 8 + 8] != 0;
+
+				worker_note_source(wal_end);
+				if (!failures_reset)
+				{
+					/* the register answers: an old connection error is over */
+					de_slot_set_state(MySlot, catching_up ?
+									  DE_STATE_CATCHING_UP :
+									  DE_STATE_STREAMING, "");
+				}
+				worker_publish(catching_up ? DE_STATE_CATCHING_UP :
+							   DE_STATE_STREAMING, true, 0, 0, 0);
+				if (reply)
+					worker_send_feedback(true, false);
+				break;
+			}
+
+		default:
+			ereport(ERROR,
+					errcode(ERRCODE_PROTOCOL_VIOLATION),
+					errmsg("unexpected message type \"%c\" in the stream of register \"%s\"",
+						   buf[0], register_name));
+	}
+}
+
+/*
+ * worker_apply_frame
+ *		Open one frame and apply its records.  Raises on any failure, before
+ *		anything of the frame is applied when the frame itself is bad.
+ */
+static void
+worker_apply_frame(DeOpener *opener, const char *frame, size_t len,
+				   bool stream)
+{
+	ErrorContextCallback errcallback;
+	StringInfoData plain;
+	DeFrameHeader hdr;
+
+	MemoryContextSwitchTo(FrameContext);
+
+	initStringInfo(&plain);
+	de_opener_open(opener, frame, len, &hdr, &plain);
+
+	errcallback.callback = worker_frame_error_callback;
+	errcallback.arg = NULL;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
+	frame_hdr = hdr;
+	frame_valid = true;
+
+	/* a stream must start where the replica stands, or earlier */
+	if (stream && first_frame)
+	{
+		if (hdr.start_lsn > stream_start)
+			ereport(ERROR,
+					errcode(ERRCODE_PROTOCOL_VIOLATION),
+					errmsg("gap in the stream of register \"%s\"",
+						   register_name),
+					errdetail("The stream starts at %X/%X, but changes are applied only up to %X/%X.",
+							  LSN_FORMAT_ARGS(hdr.start_lsn),
+							  LSN_FORMAT_ARGS(stream_start)),
+					errhint("The register's replication slot moved past what this embassy has applied.  Drop the register and add it again to copy it anew."));
+		first_frame = false;
+	}
+
+	if (!(hdr.flags & DE_FRAME_POSITION) && plain.len > 0)
+	{
+		DeReader	reader;
+		DeRecord	rec;
+
+		de_reader_init(&reader, plain.data, plain.len);
+		for (;;)
+		{
+			MemoryContextSwitchTo(FrameContext);
+			if (!de_read_record(&reader, &rec))
+				break;
+
+			if (rec.type == DE_REC_BEGIN)
+				open_xact_commit_time = rec.commit_time;
+			de_apply_record(apply, &rec);
+			if (rec.type == DE_REC_COMMIT)
+			{
+				last_commit_time = rec.commit_time;
+				open_xact_commit_time = 0;
+			}
+		}
+		de_apply_frame_end(apply);
+	}
+
+	error_context_stack = errcallback.previous;
+	frame_valid = false;
+
+	MemoryContextSwitchTo(WorkerContext);
+	MemoryContextReset(FrameContext);
+
+	if (stream)
+	{
+		received_lsn = hdr.end_lsn;
+		worker_note_source(hdr.source_lsn);
+
+		/*
+		 * Everything up to the frame's commit_lsn is applied once no
+		 * transaction is open; it becomes durable (and confirmable) at the
+		 * next persist.
+		 */
+		if (!de_apply_in_transaction(apply) &&
+			hdr.commit_lsn > pending_position)
+			pending_position = hdr.commit_lsn;
+
+		/* catching up while frames are sealed far behind the WAL end */
+		catching_up = hdr.source_lsn > hdr.end_lsn &&
+			hdr.source_lsn - hdr.end_lsn > (XLogRecPtr) wal_segment_size;
+	}
+
+	worker_publish(stream ? (catching_up ? DE_STATE_CATCHING_UP :
+							 DE_STATE_STREAMING) : DE_STATE_COPYING,
+				   true, 1, len, hdr.plain_len);
+}
+
+/*
+ * worker_frame_error_callback
+ *		Name the frame being applied.
+ */
+static void
+worker_frame_error_callback(void *arg)
+{
+	if (!frame_valid)
+		return;
+	errcontext("frame %llu of register \"%s\" covering %X/%X to %X/%X",
+			   (unsigned long long) frame_hdr.seq, register_name,
+			   LSN_FORMAT_ARGS(frame_hdr.start_lsn),
+			   LSN_FORMAT_ARGS(frame_hdr.end_lsn));
+}
+
+/*
+ * worker_persist_position
+ *		Make the pending position durable: an empty local commit that
+ *		advances the origin.  Only then may it be confirmed to the register.
+ *		At most once per status interval unless forced.
+ */
+static void
+worker_persist_position(bool force)
+{
+	TimestampTz now;
+
+	if (de_apply_in_transaction(apply) ||
+		pending_position <= de_apply_last_applied(apply))
+		return;
+
+	now = GetCurrentTimestamp();
+	if (!force &&
+		!TimestampDifferenceExceeds(last_persist_at, now,
+									de_status_interval_ms))
+		return;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	/* a commit record carries the origin only when it has a transaction id */
+	(void) GetTopTransactionId();
+	de_apply_commit(apply, pending_position, now);
+	MemoryContextSwitchTo(WorkerContext);
+
+	last_persist_at = now;
+}
+
+/*
+ * worker_send_feedback
+ *		Standby status update: received, flushed (durable here) and applied
+ *		positions.  Unless forced, only when the flushed position moved or a
+ *		status interval has passed.
+ */
+static void
+worker_send_feedback(bool force, bool request_reply)
+{
+	static StringInfoData msg;
+	static bool msg_made = false;
+	XLogRecPtr	flushed;
+	XLogRecPtr	applied;
+	XLogRecPtr	written;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (stream_conn == NULL)
+		return;
+
+	flushed = de_apply_flushed(apply);
+	if (!force && flushed == last_sent_flush &&
+		!TimestampDifferenceExceeds(last_feedback_at, now,
+									de_status_interval_ms))
+		return;
+
+	applied = de_apply_last_applied(apply);
+	written = Max(received_lsn, flushed);
+
+	if (!msg_made)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+
+		initStringInfo(&msg);
+		MemoryContextSwitchTo(oldcxt);
+		msg_made = true;
+	}
+	resetStringInfo(&msg);
+	pq_sendbyte(&msg, 'r');
+	pq_sendint64(&msg, written);
+	pq_sendint64(&msg, flushed);
+	pq_sendint64(&msg, applied);
+	pq_sendint64(&msg, now);
+	pq_sendbyte(&msg, request_reply ? 1 : 0);
+	Assert(msg.len == STATUS_UPDATE_SIZE);
+
+	de_walconn_send(stream_conn, msg.data, msg.len);
+
+	last_sent_flush = flushed;
+	last_feedback_at = now;
+}
+
+/*
+ * worker_note_source
+ *		The register reported its WAL position.
+ */
+static void
+worker_note_source(XLogRecPtr lsn)
+{
+	if (lsn > source_lsn)
+		source_lsn = lsn;
+}
+
+/*
+ * worker_publish
+ *		Mirror progress into the slot: once per frame or keepalive, never per
+ *		row.  contact: a message from the register just arrived.  A slot
+ *		that promote() marked promoting keeps that state.
+ */
+static void
+worker_publish(DeState state, bool contact, uint64 frames, uint64 wire,
+			   uint64 plain)
+{
+	XLogRecPtr	applied = Max(de_apply_last_applied(apply), pending_position);
+	uint64		rows = de_apply_take_row_count(apply);
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz pending_since;
+
+	if (!XLogRecPtrIsInvalid(source_lsn) && source_lsn > applied)
+	{
+		if (behind_since == 0)
+			behind_since = now;
+	}
+	else
+		behind_since = 0;
+
+	pending_since = de_apply_in_transaction(apply) ? open_xact_commit_time : 0;
+
+	SpinLockAcquire(&MySlot->mutex);
+	if (MySlot->state != DE_STATE_PROMOTING)
+		MySlot->state = state;
+	if (source_lsn > MySlot->source_lsn)
+		MySlot->source_lsn = source_lsn;
+	if (!XLogRecPtrIsInvalid(received_lsn))
+		MySlot->received_lsn = received_lsn;
+	if (!XLogRecPtrIsInvalid(applied))
+		MySlot->applied_lsn = applied;
+	if (last_commit_time != 0)
+		MySlot->last_applied_commit_at = last_commit_time;
+	if (contact)
+		MySlot->last_message_at = now;
+	MySlot->pending_since = pending_since;
+	MySlot->behind_since = behind_since;
+	MySlot->frames_applied += frames;
+	MySlot->rows_applied += rows;
+	MySlot->wire_bytes += wire;
+	MySlot->plain_bytes += plain;
+	SpinLockRelease(&MySlot->mutex);
+}
