@@ -37,28 +37,28 @@ SELECT :'pub' = data_embassy.public_key() AS same_after_reconnect;
 
 -- a key file others may read is refused (each check in a fresh session,
 -- since a session keeps the key once it has read it)
-COPY (SELECT) TO PROGRAM 'chmod 0640 data_embassy/identity.key';
+COPY (SELECT WHERE false) TO PROGRAM 'chmod 0640 data_embassy/identity.key';
 \c
 SELECT data_embassy.public_key();
-COPY (SELECT) TO PROGRAM 'chmod 0604 data_embassy/identity.key';
+COPY (SELECT WHERE false) TO PROGRAM 'chmod 0604 data_embassy/identity.key';
 \c
 SELECT data_embassy.public_key();
-COPY (SELECT) TO PROGRAM 'chmod 0600 data_embassy/identity.key';
+COPY (SELECT WHERE false) TO PROGRAM 'chmod 0600 data_embassy/identity.key';
 \c
 SELECT :'pub' = data_embassy.public_key() AS usable_again;
 
 -- a malformed key file is refused: keep a copy, damage the file, restore it
-COPY (SELECT) TO PROGRAM 'cp -p data_embassy/identity.key data_embassy/identity.key.save';
-COPY (SELECT) TO PROGRAM 'echo junk > data_embassy/identity.key';
+COPY (SELECT WHERE false) TO PROGRAM 'cp -p data_embassy/identity.key data_embassy/identity.key.save';
+COPY (SELECT WHERE false) TO PROGRAM 'echo junk > data_embassy/identity.key';
 \c
 SELECT data_embassy.public_key();
-COPY (SELECT) TO PROGRAM 'cp -p data_embassy/identity.key.save data_embassy/identity.key && sed -i "s/^private ./private x/" data_embassy/identity.key';
+COPY (SELECT WHERE false) TO PROGRAM 'cp -p data_embassy/identity.key.save data_embassy/identity.key && sed -i "s/^private ./private x/" data_embassy/identity.key';
 \c
 SELECT data_embassy.public_key();
-COPY (SELECT) TO PROGRAM 'cp -p data_embassy/identity.key.save data_embassy/identity.key && sed -i "s/^public .*/public 0000000000000000000000000000000000000000000000000000000000000000/" data_embassy/identity.key';
+COPY (SELECT WHERE false) TO PROGRAM 'cp -p data_embassy/identity.key.save data_embassy/identity.key && sed -i "s/^public .*/public 0000000000000000000000000000000000000000000000000000000000000000/" data_embassy/identity.key';
 \c
 SELECT data_embassy.public_key();
-COPY (SELECT) TO PROGRAM 'mv data_embassy/identity.key.save data_embassy/identity.key';
+COPY (SELECT WHERE false) TO PROGRAM 'mv data_embassy/identity.key.save data_embassy/identity.key';
 \c
 SELECT :'pub' = data_embassy.public_key() AS restored;
 -- and generate_key() still refuses to replace it

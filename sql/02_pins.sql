@@ -6,12 +6,14 @@
 
 SELECT * FROM data_embassy.embassies;
 
--- pin this instance's own key; the slot name derives from the key:
--- "data_embassy_" and the first 16 hex digits of SHA-256 of the raw key
+-- pin this instance's own key; the slot name derives from the key and the
+-- database: "data_embassy_", the first 16 hex digits of SHA-256 of the raw
+-- key, "_" and the database's OID
 SELECT data_embassy.add_embassy('self', data_embassy.public_key()) AS slot \gset
-SELECT :'slot' ~ '^data_embassy_[0-9a-f]{16}$' AS slot_format,
+SELECT :'slot' ~ '^data_embassy_[0-9a-f]{16}_[0-9]+$' AS slot_format,
 	   :'slot' = 'data_embassy_' ||
-		   left(encode(sha256(decode(data_embassy.public_key(), 'hex')), 'hex'), 16)
+		   left(encode(sha256(decode(data_embassy.public_key(), 'hex')), 'hex'), 16) ||
+		   '_' || (SELECT oid FROM pg_database WHERE datname = current_database())
 		   AS slot_from_key;
 SELECT name, embassy_key = data_embassy.public_key() AS key_stored,
 	   slot_name = :'slot' AS slot_stored, created_at <= now() AS created
