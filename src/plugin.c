@@ -532,8 +532,8 @@ de_plugin_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
 
 	/*
 	 * A walsender runs no transaction of its own here; the error for an
-	 * unpinned key is raised inside the transaction, which names the
-	 * database from the catalog.
+	 * unpinned key is raised inside the transaction, which names the database
+	 * from the catalog.
 	 */
 	if (!IsTransactionState())
 	{
@@ -672,8 +672,10 @@ de_plugin_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	MemoryContext old = MemoryContextSwitchTo(data->change_cxt);
 	DeRelEntry *entry = de_relentry_get(data, relation);
 	bool		wrote = false;
-	bool		old_is_key =
-		relation->rd_rel->relreplident != REPLICA_IDENTITY_FULL;
+	bool		old_is_key;
+
+	/* as pgoutput: the whole old row with REPLICA IDENTITY FULL, else a key */
+	old_is_key = relation->rd_rel->relreplident != REPLICA_IDENTITY_FULL;
 
 	if (entry->replicate)
 	{
