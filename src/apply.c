@@ -241,6 +241,7 @@ static void apply_handle_update(DeApply *apply, DeRecord *rec);
 static void apply_handle_delete(DeApply *apply, DeRecord *rec);
 static void apply_handle_truncate(DeApply *apply, DeRecord *rec);
 static void apply_handle_message(DeApply *apply, DeRecord *rec);
+static void apply_handle_sequences(DeApply *apply, DeRecord *rec);
 static void apply_handle_copy_end(DeApply *apply, DeRecord *rec);
 static ApplyRelEntry *apply_get_entry(DeApply *apply, Oid remoteid);
 static Oid	apply_lookup_local(ApplyRelEntry *entry, LOCKMODE lockmode);
@@ -477,6 +478,9 @@ de_apply_record(DeApply *apply, DeRecord *rec)
 			break;
 		case DE_REC_COPY_END:
 			apply_handle_copy_end(apply, rec);
+			break;
+		case DE_REC_SEQUENCES:
+			apply_handle_sequences(apply, rec);
 			break;
 		default:
 			ereport(ERROR,
@@ -2216,21 +2220,86 @@ apply_handle_truncate(DeApply *apply, DeRecord *rec)
 
 /*
  * apply_handle_message
- *		Logical decoding messages.  Only data_embassy's own prefix concerns
- *		the embassy: it carries the register's sequence state.  Messages of
- *		other prefixes belong to other consumers of the register's WAL.
+ *		Logical decoding messages travel for the record (inspection, audits)
+ *		but change nothing here: they belong to other consumers of the
+ *		register's WAL.
  */
 static void
 apply_handle_message(DeApply *apply, DeRecord *rec)
 {
-	if (rec->transactional && apply->skipping)
-		return;
-	if (rec->prefix == NULL ||
-		strcmp(rec->prefix, DE_SEQUENCE_MESSAGE_PREFIX) != 0)
+	elog(DEBUG2, "register \"%s\" sent a %stransactional message with prefix \"%s\" at %X/%X (%u bytes)",
+		 apply->register_name, rec->transactional ? "" : "non-",
+		 rec->prefix ? rec->prefix : "", LSN_FORMAT_ARGS(rec->lsn),
+		 rec->content_len);
+}
+
+/*
+ * apply_handle_sequences
+ *		The register's sequences as of this transaction: each local sequence
+ *		of the same name moves forward to the register's last value (never
+ *		backwards, as setval semantics here), and the value is remembered in
+ *		replicated_sequences for promote() to add its margin to.  This runs
+ *		about once a second, not per row, so SPI is fine.
+ */
+static void
+apply_handle_sequences(DeApply *apply, DeRecord *rec)
+{
+	Oid			argtypes[3] = {TEXTOID, OIDOID, INT8OID};
+	char	   *upsert;
+	char	   *advance;
+	int			i;
+
+	if (!apply_check_change(apply, rec))
 		return;
 
-	elog(DEBUG1, "register \"%s\" sent sequence state at %X/%X (%u bytes)",
-		 apply->register_name, LSN_FORMAT_ARGS(rec->lsn), rec->content_len);
+	upsert = psprintf("INSERT INTO %s.replicated_sequences AS s (register, relid, last_value) "
+					  "VALUES ($1, $2, $3) ON CONFLICT (relid) DO UPDATE "
+					  "SET register = excluded.register, "
+					  "last_value = GREATEST(s.last_value, excluded.last_value)",
+					  quote_identifier(DE_SCHEMA_NAME));
+	advance = "SELECT pg_catalog.setval($2, $3, true) "
+		"WHERE pg_catalog.pg_sequence_last_value($2) IS NULL "
+		"   OR pg_catalog.pg_sequence_last_value($2) < $3";
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	for (i = 0; i < rec->nsequences; i++)
+	{
+		Oid			nsp = get_namespace_oid(rec->seq_nspnames[i], true);
+		Oid			relid = OidIsValid(nsp) ?
+			get_relname_relid(rec->seq_relnames[i], nsp) : InvalidOid;
+		Datum		args[3];
+		int			ret;
+
+		if (!OidIsValid(relid) || get_rel_relkind(relid) != RELKIND_SEQUENCE)
+		{
+			elog(DEBUG1, "register \"%s\" has sequence \"%s.%s\", which does not exist here",
+				 apply->register_name, rec->seq_nspnames[i],
+				 rec->seq_relnames[i]);
+			continue;
+		}
+
+		args[0] = CStringGetTextDatum(apply->register_name);
+		args[1] = ObjectIdGetDatum(relid);
+		args[2] = Int64GetDatum(rec->seq_values[i]);
+
+		ret = SPI_execute_with_args(upsert, 3, argtypes, args, NULL, false, 0);
+		if (ret != SPI_OK_INSERT)
+			elog(ERROR, "could not record sequence \"%s.%s\": %s",
+				 rec->seq_nspnames[i], rec->seq_relnames[i],
+				 SPI_result_code_string(ret));
+		ret = SPI_execute_with_args(advance, 3, argtypes, args, NULL, false, 0);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "could not advance sequence \"%s.%s\": %s",
+				 rec->seq_nspnames[i], rec->seq_relnames[i],
+				 SPI_result_code_string(ret));
+	}
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommandCounterIncrement();
 }
 
 /*

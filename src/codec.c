@@ -576,6 +576,22 @@ de_write_copy_end(StringInfo out, uint64 rows)
 	codec_put_u64(out, rows);
 }
 
+void
+de_write_sequences(StringInfo out, int n, char **nspnames, char **relnames,
+				   const int64 *last_values)
+{
+	int			i;
+
+	codec_put_u8(out, DE_REC_SEQUENCES);
+	codec_put_u32(out, (uint32) n);
+	for (i = 0; i < n; i++)
+	{
+		codec_put_str(out, nspnames[i], strlen(nspnames[i]));
+		codec_put_str(out, relnames[i], strlen(relnames[i]));
+		codec_put_u64(out, (uint64) last_values[i]);
+	}
+}
+
 /* ---------- reading ---------- */
 
 void
@@ -893,6 +909,33 @@ de_read_record(DeReader *reader, DeRecord *rec)
 			rec->rows = codec_get_u64(reader);
 			break;
 
+		case DE_REC_SEQUENCES:
+			{
+				uint32		n;
+				int			i;
+
+				codec_need(reader, start, type, "the sequence count",
+						   sizeof(uint32));
+				n = codec_get_u32(reader);
+				/* each entry takes at least two lengths and a value */
+				codec_need(reader, start, type, "the sequences",
+						   (size_t) n * (4 + 4 + 8));
+				rec->nsequences = (int) n;
+				rec->seq_nspnames = palloc(sizeof(char *) * Max(n, 1));
+				rec->seq_relnames = palloc(sizeof(char *) * Max(n, 1));
+				rec->seq_values = palloc(sizeof(int64) * Max(n, 1));
+				for (i = 0; i < (int) n; i++)
+				{
+					rec->seq_nspnames[i] = codec_get_name(reader, start, type,
+														  "sequence schema");
+					rec->seq_relnames[i] = codec_get_name(reader, start, type,
+														  "sequence name");
+					codec_need(reader, start, type, "the last value", 8);
+					rec->seq_values[i] = (int64) codec_get_u64(reader);
+				}
+				break;
+			}
+
 		default:
 			ereport(ERROR,
 					errcode(ERRCODE_DATA_CORRUPTED),
@@ -928,6 +971,8 @@ de_record_type_name(char type)
 			return "MESSAGE";
 		case DE_REC_COPY_END:
 			return "COPY_END";
+		case DE_REC_SEQUENCES:
+			return "SEQUENCES";
 		default:
 			return "unknown";
 	}

@@ -23,6 +23,11 @@
  *					content str
  *	'E' COPY_END	rows u64: closes an initial-copy stream; a copy without it
  *					is incomplete
+ *	'Q' SEQUENCES	count u32, count x { nspname str, relname str,
+ *					last_value i64 }: the last value each sequence of the
+ *					register had handed out when the record was written
+ *					(sequences that never handed one out are left out);
+ *					written inside a transaction, before its COMMIT
  *
  *	tuple			natts u16, natts x { kind u8, [len u32, bytes] }
  *					kind 'n' NULL, 'u' unchanged TOAST value (not sent),
@@ -59,6 +64,7 @@
 #define DE_REC_TRUNCATE		'T'
 #define DE_REC_MESSAGE		'M'
 #define DE_REC_COPY_END		'E'
+#define DE_REC_SEQUENCES	'Q'
 
 #define DE_COL_NULL			'n'
 #define DE_COL_UNCHANGED	'u'
@@ -129,6 +135,10 @@ extern void de_write_insert_values(StringInfo out, DeRelOut *ro,
 								   Datum *values, bool *isnull);
 extern void de_write_copy_end(StringInfo out, uint64 rows);
 
+/* SEQUENCES: n entries of schema, name and last value handed out. */
+extern void de_write_sequences(StringInfo out, int n, char **nspnames,
+							   char **relnames, const int64 *last_values);
+
 /* ---------- reading (embassy side, inspection) ---------- */
 
 typedef struct DeValue
@@ -194,6 +204,12 @@ typedef struct DeRecord
 
 	/* COPY_END */
 	uint64		rows;
+
+	/* SEQUENCES */
+	int			nsequences;
+	char	  **seq_nspnames;
+	char	  **seq_relnames;
+	int64	   *seq_values;
 } DeRecord;
 
 typedef struct DeReader

@@ -33,6 +33,7 @@ int			de_compression_level = 1;
 int			de_max_registers = 8;
 int			de_retry_interval_ms = 5000;
 int			de_status_interval_ms = 1000;
+int			de_sequence_interval_ms = 1000;
 
 bool		de_preloaded = false;
 
@@ -74,6 +75,15 @@ _PG_init(void)
 							&de_status_interval_ms,
 							1000, 10, 3600 * 1000,
 							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("data_embassy.sequence_interval",
+							"Sets how often a register reports its sequences in the stream.",
+							"The report rides in the next replicated transaction once this much time has passed since the last one.",
+							&de_sequence_interval_ms,
+							1000, 0, 3600 * 1000,
+							PGC_USERSET,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 

@@ -435,6 +435,22 @@ inspect_record(InspectState *state, DeRecord *rec, Datum *values,
 			json_key(&buf, &first, "rows");
 			appendStringInfo(&buf, UINT64_FORMAT, rec->rows);
 			break;
+
+		case DE_REC_SEQUENCES:
+			json_key(&buf, &first, "sequences");
+			appendStringInfoChar(&buf, '[');
+			for (i = 0; i < rec->nsequences; i++)
+			{
+				if (i > 0)
+					appendStringInfoString(&buf, ", ");
+				appendStringInfoString(&buf, "{\"name\": ");
+				escape_json(&buf, quote_qualified_identifier(rec->seq_nspnames[i],
+															 rec->seq_relnames[i]));
+				appendStringInfo(&buf, ", \"last_value\": " INT64_FORMAT "}",
+								 rec->seq_values[i]);
+			}
+			appendStringInfoChar(&buf, ']');
+			break;
 	}
 
 	appendStringInfoChar(&buf, '}');

@@ -44,6 +44,8 @@
 #include "data_embassy.h"
 #include "keys.h"
 
+static void de_key_check_usable(const uint8 *pub, const char *what);
+
 PG_FUNCTION_INFO_V1(data_embassy_generate_key);
 PG_FUNCTION_INFO_V1(data_embassy_public_key);
 
@@ -138,7 +140,7 @@ de_key_from_text(const char *text, const char *what, uint8 *pub)
 
 	if (text == NULL)
 		ereport(ERROR,
-				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				errmsg("%s must not be null", what));
 
 	len = strlen(text);
@@ -167,6 +169,42 @@ de_key_from_text(const char *text, const char *what, uint8 *pub)
 						  bad + 1),
 				errhint("Public keys are the %d hexadecimal digits that data_embassy.public_key() returns.",
 						DE_KEY_TEXT_LEN));
+
+	de_key_check_usable(pub, what);
+}
+
+/* errcontext for the usability check of a public key */
+static void
+de_key_context(void *arg)
+{
+	errcontext("checking argument \"%s\"", (const char *) arg);
+}
+
+/*
+ * de_key_check_usable
+ *		Refuse a key no stream could ever use (a point of small order), by a
+ *		trial key agreement with a throw-away key.
+ */
+static void
+de_key_check_usable(const uint8 *pub, const char *what)
+{
+	ErrorContextCallback errcb;
+	uint8		priv[DE_KEY_LEN];
+	uint8		mypub[DE_KEY_LEN];
+	uint8		secret[DE_KEY_LEN];
+
+	errcb.callback = de_key_context;
+	errcb.arg = unconstify(char *, what);
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+
+	de_x25519_generate(priv, mypub);
+	de_x25519_dh(priv, pub, secret);
+
+	error_context_stack = errcb.previous;
+
+	de_secure_zero(priv, sizeof(priv));
+	de_secure_zero(secret, sizeof(secret));
 }
 
 /*

@@ -34,8 +34,9 @@ extern void de_identity_require(uint8 *priv, uint8 *pub);
 extern char *de_key_to_text(const uint8 *pub);
 
 /*
- * Text to public key.  NULL-safe callers pass the SQL argument name in
- * "what" for the message; bad length or digits raise
+ * Text to public key.  Callers pass the SQL argument name in "what" for
+ * the message; NULL raises ERRCODE_NULL_VALUE_NOT_ALLOWED, bad length or
+ * digits and keys no key agreement can use (points of small order) raise
  * ERRCODE_INVALID_PARAMETER_VALUE.
  */
 extern void de_key_from_text(const char *text, const char *what, uint8 *pub);

@@ -159,7 +159,7 @@ de_pin_check_name(const char *name)
 
 	if (name == NULL)
 		ereport(ERROR,
-				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				errmsg("embassy name must not be null"));
 
 	len = strlen(name);
@@ -184,40 +184,6 @@ de_pin_check_name(const char *name)
 				errmsg("invalid embassy name \"%s\"", name),
 				errdetail("Embassy names may contain only ASCII letters, digits, underscores (_), hyphens (-) and periods (.)."));
 	}
-}
-
-/* errcontext for the usability check of an embassy key */
-static void
-de_pin_key_context(void *arg)
-{
-	errcontext("checking argument \"%s\"", (const char *) arg);
-}
-
-/*
- * de_pin_check_key_usable
- *		Refuse a key no stream could ever use (a point of small order),
- *		by a trial key agreement with a throw-away key.
- */
-static void
-de_pin_check_key_usable(const uint8 *pub, const char *what)
-{
-	ErrorContextCallback errcb;
-	uint8		priv[DE_KEY_LEN];
-	uint8		mypub[DE_KEY_LEN];
-	uint8		secret[DE_KEY_LEN];
-
-	errcb.callback = de_pin_key_context;
-	errcb.arg = unconstify(char *, what);
-	errcb.previous = error_context_stack;
-	error_context_stack = &errcb;
-
-	de_x25519_generate(priv, mypub);
-	de_x25519_dh(priv, pub, secret);
-
-	error_context_stack = errcb.previous;
-
-	de_secure_zero(priv, sizeof(priv));
-	de_secure_zero(secret, sizeof(secret));
 }
 
 /*
@@ -289,8 +255,6 @@ data_embassy_add_embassy(PG_FUNCTION_ARGS)
 
 	keytext = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	de_key_from_text(keytext, "embassy_key", pub);
-	de_pin_check_key_usable(pub, "embassy_key");
-
 	canonical = de_key_to_text(pub);
 	slot_name = de_slot_name_for_key(pub, MyDatabaseId);
 
@@ -403,7 +367,7 @@ data_embassy_drop_embassy(PG_FUNCTION_ARGS)
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
-				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				errmsg("embassy name must not be null"));
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	values[0] = CStringGetTextDatum(name);

@@ -74,6 +74,7 @@
 #include "keys.h"
 #include "pins.h"
 #include "plugin.h"
+#include "sequences.h"
 
 /* Changes without a write after which the walsender is given a chance to
  * send keepalives (as PG15's pgoutput does). */
@@ -122,6 +123,7 @@ typedef struct DePluginData
 	XLogRecPtr	last_commit_lsn;	/* what the next frame lets be confirmed */
 	XLogRecPtr	last_end_lsn;	/* end_lsn of the last frame */
 	TimestampTz last_position_at;	/* last position frame */
+	TimestampTz last_sequences_at;	/* last SEQUENCES record */
 	int			changes_since_write;
 
 	XLogPageReadCB orig_page_read;	/* the walsender's page_read */
@@ -642,8 +644,20 @@ de_plugin_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	OutputPluginUpdateProgress(ctx, !sent);
 
 	if (sent)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		/* the sequences ride in a replicated transaction, now and then */
+		if (data->last_sequences_at == 0 ||
+			TimestampDifferenceExceeds(data->last_sequences_at, now,
+									   de_sequence_interval_ms))
+		{
+			de_sequences_write(&data->body, data->schema_oid);
+			data->last_sequences_at = now;
+		}
 		de_write_commit(&data->body, commit_lsn, txn->end_lsn,
 						txn->xact_time.commit_time);
+	}
 	data->in_txn = false;
 	data->begin_sent = false;
 

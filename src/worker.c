@@ -957,8 +957,6 @@ worker_stream(void)
 static void
 worker_handle_message(DeOpener *opener, char *buf, int len)
 {
-	uint64		v;
-
 	if (len < 1)
 		ereport(ERROR,
 				errcode(ERRCODE_PROTOCOL_VIOLATION),
@@ -998,19 +996,16 @@ worker_handle_message(DeOpener *opener, char *buf, int len)
 
 		case 'k':
 			{
-				XLogRecPtr	wal_end;
 				bool		reply;
 
+				/* walEnd (8), sendTime (8), replyRequested (1) */
 				if (len < KEEPALIVE_SIZE)
 					ereport(ERROR,
 							errcode(ERRCODE_PROTOCOL_VIOLATION),
 							errmsg("truncated keepalive message in the stream of register \"%s\"",
 								   register_name));
-				memcpy(&v, buf + 1, sizeof(v));
-				wal_end = pg_ntoh64(v);
 				reply = buf[1 + 8 + 8] != 0;
 
-				worker_note_source(wal_end);
 				if (!failures_reset)
 				{
 					/* the register answers: an old connection error is over */
@@ -1226,13 +1221,15 @@ worker_send_feedback(bool force, bool request_reply)
 
 /*
  * worker_note_source
- *		The register reported its WAL position.
+ *		The register reported its WAL position: in a sealed frame's header,
+ *		or in answer to IDENTIFY_SYSTEM.  The latest report wins, so a forged
+ *		answer cannot stick: the next frame corrects it.  Keepalives, which
+ *		anyone on the path could forge, only prove the register is alive.
  */
 static void
 worker_note_source(XLogRecPtr lsn)
 {
-	if (lsn > source_lsn)
-		source_lsn = lsn;
+	source_lsn = lsn;
 }
 
 /*
@@ -1263,7 +1260,7 @@ worker_publish(DeState state, bool contact, uint64 frames, uint64 wire,
 	SpinLockAcquire(&MySlot->mutex);
 	if (MySlot->state != DE_STATE_PROMOTING)
 		MySlot->state = state;
-	if (source_lsn > MySlot->source_lsn)
+	if (!XLogRecPtrIsInvalid(source_lsn))
 		MySlot->source_lsn = source_lsn;
 	if (!XLogRecPtrIsInvalid(received_lsn))
 		MySlot->received_lsn = received_lsn;
