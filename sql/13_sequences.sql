@@ -3,6 +3,8 @@
 -- reports them in a SEQUENCES record inside a replicated transaction: the
 -- last value each permanent sequence handed out, values of rolled-back
 -- transactions included; sequences that never handed one out are left out.
+-- Decoding through SQL flushes at every commit, as a caught-up walsender
+-- does, and so reports at every commit where a sequence moved.
 --
 CREATE TABLE seq_people (id serial PRIMARY KEY, v text);
 CREATE SEQUENCE seq_tickets START 1000 INCREMENT 10;
@@ -31,18 +33,19 @@ FROM data_embassy.inspect_frames(
 WHERE record_type IN ('BEGIN', 'INSERT', 'SEQUENCES', 'COMMIT')
 ORDER BY frame_seq, record_no;
 
--- the report comes again only once data_embassy.sequence_interval has
--- passed: within one decoding call and a long interval, once
-SET data_embassy.sequence_interval = '1h';
+-- later reports carry only the sequences that moved since the last one
+SELECT nextval('seq_tickets');
 INSERT INTO seq_people (v) VALUES ('c');
-INSERT INTO seq_people (v) VALUES ('d');
-SELECT count(*) FILTER (WHERE record_type = 'SEQUENCES') AS reports,
-	   count(*) FILTER (WHERE record_type = 'COMMIT') AS commits
+INSERT INTO seq_people (id, v) VALUES (1000, 'no sequence moved');
+SELECT record_type,
+	   (SELECT jsonb_agg(e ORDER BY e->>'name')
+		FROM jsonb_array_elements(detail->'sequences') e) AS sequences
 FROM data_embassy.inspect_frames(
 	ARRAY(SELECT data FROM pg_logical_slot_get_binary_changes('seq_slot', NULL, NULL,
 			'embassy_key', data_embassy.public_key())),
-	data_embassy.public_key());
-RESET data_embassy.sequence_interval;
+	data_embassy.public_key())
+WHERE record_type IN ('SEQUENCES', 'COMMIT')
+ORDER BY frame_seq, record_no;
 
 SELECT pg_drop_replication_slot('seq_slot');
 DROP TABLE seq_people;

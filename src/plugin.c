@@ -124,6 +124,7 @@ typedef struct DePluginData
 	XLogRecPtr	last_end_lsn;	/* end_lsn of the last frame */
 	TimestampTz last_position_at;	/* last position frame */
 	TimestampTz last_sequences_at;	/* last SEQUENCES record */
+	DeSeqReporter *sequences;	/* what was reported of the sequences */
 	int			changes_since_write;
 
 	XLogPageReadCB orig_page_read;	/* the walsender's page_read */
@@ -639,20 +640,31 @@ de_plugin_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	DePluginData *data = ctx->output_plugin_private;
 	MemoryContext old = MemoryContextSwitchTo(data->change_cxt);
 	bool		sent = data->begin_sent;
+	bool		caught_up;
 
 	/* lag tracking and keepalives, as pgoutput does at every commit */
 	OutputPluginUpdateProgress(ctx, !sent);
+
+	/* caught up: this commit is the latest there is, send it now */
+	caught_up = !data->walsender || txn->end_lsn >= GetFlushRecPtr(NULL);
 
 	if (sent)
 	{
 		TimestampTz now = GetCurrentTimestamp();
 
-		/* the sequences ride in a replicated transaction, now and then */
-		if (data->last_sequences_at == 0 ||
+		/*
+		 * The sequences that moved ride in the transaction: always when
+		 * caught up, so the last transaction before a quiet spell carries
+		 * them, and at most every sequence_interval while behind.
+		 */
+		if (caught_up ||
 			TimestampDifferenceExceeds(data->last_sequences_at, now,
 									   de_sequence_interval_ms))
 		{
-			de_sequences_write(&data->body, data->schema_oid);
+			if (data->sequences == NULL)
+				data->sequences = de_seqreport_create(ctx->context,
+													  data->schema_oid);
+			de_seqreport_write(data->sequences, &data->body);
 			data->last_sequences_at = now;
 		}
 		de_write_commit(&data->body, commit_lsn, txn->end_lsn,
@@ -669,9 +681,7 @@ de_plugin_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		data->last_commit_lsn = txn->end_lsn;
 
 	if (data->body.len > 0 &&
-		(!data->walsender ||
-		 data->body.len >= data->batch_bytes ||
-		 txn->end_lsn >= GetFlushRecPtr(NULL)))
+		(caught_up || data->body.len >= data->batch_bytes))
 		de_plugin_seal(ctx, data, 0, data->last_commit_lsn);
 
 	MemoryContextSwitchTo(old);

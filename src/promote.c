@@ -288,6 +288,32 @@ promote_commit_state(const char *name, XLogRecPtr applied, TimestampTz now)
 	return nseq;
 }
 
+/*
+ * promote_test_delay
+ *		Pause between stopping the worker and committing, so that crash
+ *		tests can kill the server in the middle (data_embassy.
+ *		test_promote_delay).  Signals do not cut it short.
+ */
+static void
+promote_test_delay(void)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													de_test_promote_delay_ms);
+
+	for (;;)
+	{
+		long		ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+														 until);
+
+		CHECK_FOR_INTERRUPTS();
+		if (ms <= 0)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
 typedef struct PromoteResult
 {
 	XLogRecPtr	applied;
@@ -317,7 +343,7 @@ promote_one(PromoteTarget *t, DeRegisterSlot *slot, int64 wait_ms,
 	}
 
 	if (de_test_promote_delay_ms > 0)
-		pg_usleep((long) de_test_promote_delay_ms * 1000L);
+		promote_test_delay();
 
 	/* What is applied is what the origin says is committed here. */
 	origin = replorigin_by_name(de_origin_name(MyDatabaseId, t->name), true);

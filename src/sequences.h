@@ -10,12 +10,20 @@
 
 #include "lib/stringinfo.h"
 
+/* Per-stream state: the sequences and the values last reported. */
+typedef struct DeSeqReporter DeSeqReporter;
+
+/* Sequences in skip_namespace (the extension's own) are never reported. */
+extern DeSeqReporter *de_seqreport_create(MemoryContext mcxt,
+										  Oid skip_namespace);
+
 /*
- * Append a SEQUENCES record with the last value every permanent user
- * sequence of this database has handed out (those that never handed one
- * out, and those in skip_namespace, are left out).  Returns the number of
- * sequences written; writes nothing when there are none.
+ * Append a SEQUENCES record with every permanent user sequence whose last
+ * value moved since this stream last reported it (sequences that never
+ * handed out a value are left out).  Must run in a transaction (a decoding
+ * callback's).  Returns the number of sequences written; writes nothing
+ * when none moved.
  */
-extern int	de_sequences_write(StringInfo out, Oid skip_namespace);
+extern int	de_seqreport_write(DeSeqReporter *reporter, StringInfo out);
 
 #endif							/* DE_SEQUENCES_H */

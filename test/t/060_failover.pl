@@ -155,8 +155,9 @@ DataEmbassy::wait_caught_up($reg3, $emb, 'crashy', embassy_db => 'crashy');
 my ($pout, $perr) = ('', '');
 my $h = IPC::Run::start(
 	[
-		'psql', '-X', '-d', $emb->connstr('crashy'), '-c',
-		"SET data_embassy.test_promote_delay = '5s'; SELECT * FROM data_embassy.promote('crashy')"
+		'psql', '-X', '-d', $emb->connstr('crashy'),
+		'-c', "SET data_embassy.test_promote_delay = '5s'",
+		'-c', "SELECT * FROM data_embassy.promote('crashy')"
 	],
 	'>', \$pout, '2>', \$perr);
 ok($emb->poll_query_until('crashy',
