@@ -6,6 +6,8 @@ PG_MAJOR=15
 PG_BINDIR=/usr/lib/postgresql/$PG_MAJOR/bin
 export PG_CONFIG=$PG_BINDIR/pg_config
 DE_PACKAGES="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-contrib libzstd-dev libssl-dev libipc-run-perl make gcc pkg-config"
+# the fuzzer (scripts/test.sh) needs clang's libFuzzer and sanitizer runtimes
+DE_TEST_PACKAGES="clang libclang-rt-14-dev"
 
 de_log() { printf '==> %s\n' "$*" >&2; }
 
@@ -18,7 +20,7 @@ de_as_root() {
 # the server and its headers are the same minor version.
 de_install_deps() {
 	local missing=""
-	for p in $DE_PACKAGES; do
+	for p in $DE_PACKAGES ${DE_EXTRA_PACKAGES:-}; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
 			missing="$missing $p"
 	done
@@ -31,7 +33,7 @@ de_install_deps() {
 	de_log "installing:${missing:- (upgrading server and headers together)}"
 	de_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	de_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-		-o Dpkg::Options::=--force-confold $DE_PACKAGES >/dev/null
+		-o Dpkg::Options::=--force-confold $DE_PACKAGES ${DE_EXTRA_PACKAGES:-} >/dev/null
 	# Debian starts a default cluster on install; we never use it.
 	de_as_root pg_ctlcluster $PG_MAJOR main stop 2>/dev/null || true
 }
@@ -53,7 +55,7 @@ de_run_user() {
 de_private_copy() {
 	local dest
 	dest=$(mktemp -d "${TMPDIR:-/tmp}/data_embassy.XXXXXX")
-	tar -C "$1" --exclude=./.git --exclude=./tmp_check --exclude=./results -cf - . | tar -C "$dest" -xf -
+	tar -C "$1" --exclude=./.git --exclude=./tmp_check --exclude=./results --exclude=./test/fuzz/build -cf - . | tar -C "$dest" -xf -
 	if [ "$(id -u)" = 0 ]; then chown -R postgres: "$dest"; fi
 	echo "$dest"
 }

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 #
-# Run every data_embassy test: the pg_regress suite (sql/, expected/) on a
-# temporary instance, then the TAP suite (test/t/) with its own clusters.
+# Run every data_embassy test: a bounded run of the frame and record fuzzer
+# (test/fuzz/), the pg_regress suite (sql/, expected/) on a temporary
+# instance, then the TAP suite (test/t/) with its own clusters.
 # Installs what is missing on Debian 12, builds and installs the extension,
 # and runs the clusters as a non-root user.
 #
 #	scripts/test.sh						everything
 #	scripts/test.sh test/t/010_stream.pl	one TAP test (and the regress suite)
+#	DE_FUZZ_SECONDS=600 scripts/test.sh		fuzz longer (0: replay the corpus only)
 #
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/scripts/common.sh"
 
-de_install_deps
+DE_EXTRA_PACKAGES=$DE_TEST_PACKAGES de_install_deps
 de_build_install "$top"
 
 work=$(de_private_copy "$top")
@@ -21,6 +23,9 @@ de_log "running tests in $work as $(de_run_user)"
 
 prove_tests=""
 if [ $# -gt 0 ]; then prove_tests="PROVE_TESTS=$*"; fi
+
+de_log "fuzzing frames and records for ${DE_FUZZ_SECONDS:-60} s"
+de_as_user bash "$work/test/fuzz/run.sh" "${DE_FUZZ_SECONDS:-60}"
 
 status=0
 de_as_user make -C "$work" -s installcheck PG_CONFIG="$PG_CONFIG" $prove_tests || status=$?
