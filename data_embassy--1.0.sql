@@ -233,8 +233,11 @@ GRANT EXECUTE ON FUNCTION generate_key(), public_key(),
 	add_embassy(text, text), drop_embassy(text),
 	add_register(text, text, text, boolean), drop_register(text),
 	pause_register(text), resume_register(text),
-	promote(text, interval), copy_frames(text)
+	promote(text, interval)
 	TO data_embassy_admin;
+
+/* copy_frames checks itself: superusers, admins and replication roles. */
+GRANT EXECUTE ON FUNCTION copy_frames(text) TO PUBLIC;
 GRANT SELECT ON embassy_pins TO data_embassy_admin;
 
 GRANT EXECUTE ON FUNCTION register_status(), frame_header(bytea) TO pg_monitor, data_embassy_admin;

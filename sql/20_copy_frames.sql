@@ -111,6 +111,13 @@ SET ROLE regress_de_copy_admin;
 SELECT count(*) > 0 AS frames FROM data_embassy.copy_frames(data_embassy.public_key());
 RESET ROLE;
 DROP ROLE regress_de_copy_admin;
+-- so may a replication role, the one an embassy connects as
+SELECT data_embassy.public_key() AS copy_key \gset
+CREATE ROLE regress_de_copy_repl REPLICATION;
+SET ROLE regress_de_copy_repl;
+SELECT count(*) > 0 AS frames FROM data_embassy.copy_frames(:'copy_key');
+RESET ROLE;
+DROP ROLE regress_de_copy_repl;
 
 \c :regress_db
 DROP DATABASE de_copy;

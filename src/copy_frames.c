@@ -38,6 +38,7 @@
 #include "executor/tuptable.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "replication/slot.h"
 #include "storage/lwlock.h"
 #include "storage/spin.h"
@@ -284,7 +285,23 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 		uint8		pub[DE_KEY_LEN];
 		MemoryContext old;
 
-		de_check_admin("copy tables to an embassy");
+		/*
+		 * A role that may replicate already sees every change of every
+		 * table through logical decoding; the frames are sealed for a
+		 * pinned embassy only.
+		 */
+		if (!has_rolreplication(GetUserId()))
+		{
+			Oid			admin = get_role_oid(DE_ADMIN_ROLE, true);
+
+			if (!superuser() &&
+				!(OidIsValid(admin) && has_privs_of_role(GetUserId(), admin)))
+				ereport(ERROR,
+						errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						errmsg("permission denied to copy tables to an embassy"),
+						errhint("Only superusers, roles with the REPLICATION attribute and members of role \"%s\" may do this.",
+								DE_ADMIN_ROLE));
+		}
 		de_key_from_text(keytext, "embassy_key", embassy_pub);
 		if (!de_pin_find(embassy_pub, NULL))
 			ereport(ERROR,
