@@ -40,7 +40,7 @@ cleanup() {
 trap cleanup EXIT
 
 opl=""
-if postgres --describe-config 2>/dev/null | grep -q '^output_plugin_libraries'; then
+if postgres --describe-config 2>/dev/null | grep '^output_plugin_libraries' >/dev/null; then
 	opl="output_plugin_libraries = 'pgoutput, test_decoding, data_embassy'"
 fi
 
