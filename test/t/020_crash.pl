@@ -39,8 +39,8 @@ COMMIT;
 });
 PostgreSQL::Test::Utils::append_to_file($large, q{
 BEGIN;
-INSERT INTO ledger (acct, amount) SELECT g % 100, 2 FROM generate_series(1, 20000) g;
-UPDATE accounts SET balance = balance + 200;
+INSERT INTO ledger (acct, amount) SELECT g % 100, 2 FROM generate_series(1, 5000) g;
+UPDATE accounts SET balance = balance + 100;
 COMMIT;
 });
 
@@ -53,7 +53,7 @@ sub start_load
 		[
 			'pgbench', '-n', '-c', '2', '-j', '2', '-T', $seconds,
 			'-h', $reg->host, '-p', $reg->port,
-			'-f', "$small\@200", '-f', "$large\@1", 'postgres'
+			'-f', "$small\@1000", '-f', "$large\@1", 'postgres'
 		],
 		'>', \$out, '2>', \$err);
 }
