@@ -430,7 +430,6 @@ static void
 stop_worker(const char *name)
 {
 	DeRegisterSlot *slot;
-	TimestampTz deadline;
 	pid_t		pid;
 
 	LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
@@ -454,32 +453,15 @@ stop_worker(const char *name)
 		drop_callback_registered = true;
 	}
 
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-										   DROP_STOP_TIMEOUT_MS);
-	for (;;)
-	{
-		CHECK_FOR_INTERRUPTS();
-
-		LWLockAcquire(DeShared->lock, LW_SHARED);
-		pid = (slot->in_use && slot->generation == drop_slot_generation) ?
-			slot->worker_pid : 0;
-		LWLockRelease(DeShared->lock);
-
-		if (pid == 0)
-			break;
-		if (GetCurrentTimestamp() >= deadline)
-			ereport(ERROR,
-					errcode(ERRCODE_OBJECT_IN_USE),
-					errmsg("could not stop the apply worker of register \"%s\"",
-						   name),
-					errdetail("Process %d did not exit within %d seconds.",
-							  (int) pid, DROP_STOP_TIMEOUT_MS / 1000));
-
-		(void) WaitLatch(MyLatch,
-						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 100, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-	}
+	pid = de_slot_wait_stopped(slot, drop_slot_generation,
+							   DROP_STOP_TIMEOUT_MS);
+	if (pid != 0)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_IN_USE),
+				errmsg("could not stop the apply worker of register \"%s\"",
+					   name),
+				errdetail("Process %d did not exit within %d seconds.",
+						  (int) pid, DROP_STOP_TIMEOUT_MS / 1000));
 }
 
 /*

@@ -203,36 +203,25 @@ promote_wait_catchup(PromoteTarget *t, DeRegisterSlot *slot, int64 wait_ms)
 static void
 promote_stop_worker(DeRegisterSlot *slot, const char *name)
 {
-	TimestampTz deadline;
+	uint32		generation;
+	pid_t		pid;
 
 	LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
 	slot->promoted = true;
+	generation = slot->generation;
 	if (slot->worker_latch)
 		SetLatch(slot->worker_latch);
 	LWLockRelease(DeShared->lock);
 	de_slot_set_state(slot, DE_STATE_PROMOTING, NULL);
 
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-										   PROMOTE_STOP_TIMEOUT_MS);
-	for (;;)
-	{
-		pid_t		pid;
-
-		CHECK_FOR_INTERRUPTS();
-		LWLockAcquire(DeShared->lock, LW_SHARED);
-		pid = slot->worker_pid;
-		LWLockRelease(DeShared->lock);
-		if (pid == 0)
-			break;
-		if (GetCurrentTimestamp() >= deadline)
-			ereport(ERROR,
-					errcode(ERRCODE_OBJECT_IN_USE),
-					errmsg("apply worker of register \"%s\" did not stop", name),
-					errdetail("Process %d is still running.", (int) pid));
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 20, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-	}
+	pid = de_slot_wait_stopped(slot, generation, PROMOTE_STOP_TIMEOUT_MS);
+	if (pid != 0)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_IN_USE),
+				errmsg("could not stop the apply worker of register \"%s\"",
+					   name),
+				errdetail("Process %d did not exit within %d seconds.",
+						  (int) pid, PROMOTE_STOP_TIMEOUT_MS / 1000));
 }
 
 /*

@@ -20,6 +20,7 @@
 #include "utils/builtins.h"
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
+#include "utils/wait_event.h"
 
 #include "data_embassy.h"
 #include "status.h"
@@ -403,4 +404,31 @@ data_embassy_register_status(PG_FUNCTION_ARGS)
 	}
 
 	return (Datum) 0;
+}
+
+pid_t
+de_slot_wait_stopped(DeRegisterSlot *slot, uint32 generation, int timeout_ms)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   timeout_ms);
+
+	for (;;)
+	{
+		pid_t		pid;
+
+		CHECK_FOR_INTERRUPTS();
+
+		LWLockAcquire(DeShared->lock, LW_SHARED);
+		pid = (slot->in_use && slot->generation == generation) ?
+			slot->worker_pid : 0;
+		LWLockRelease(DeShared->lock);
+
+		if (pid == 0 || GetCurrentTimestamp() >= deadline)
+			return pid;
+
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 20, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
 }

@@ -122,4 +122,12 @@ extern DeRegisterSlot *de_slot_attach(int index, uint32 generation);
 /* End the attachment early (also done automatically at exit). */
 extern void de_slot_detach(void);
 
+/*
+ * Wait, at most timeout_ms and checking for interrupts, until the slot (of
+ * this generation) has no worker.  Returns 0, or the pid of the worker that
+ * is still running when the time is up.
+ */
+extern pid_t de_slot_wait_stopped(DeRegisterSlot *slot, uint32 generation,
+								  int timeout_ms);
+
 #endif							/* DE_STATUS_H */
