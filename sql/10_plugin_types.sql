@@ -4,24 +4,6 @@
 -- come back out of inspect_frames() unchanged.
 --
 
--- frames decoded since the last call, in order
-CREATE FUNCTION de_frames(slot name, VARIADIC opts text[] DEFAULT '{}')
-RETURNS bytea[] LANGUAGE sql AS $$
-	SELECT coalesce(array_agg(c.data ORDER BY c.n), '{}')
-	FROM pg_logical_slot_get_binary_changes(slot, NULL, NULL,
-			VARIADIC ARRAY['embassy_key', data_embassy.public_key()] || opts)
-		WITH ORDINALITY AS c(lsn, xid, data, n)
-$$;
-
--- their records, without the LSNs, xids and times that vary between runs
-CREATE FUNCTION de_records(frames bytea[])
-RETURNS TABLE (rec text, relation text, detail jsonb) LANGUAGE sql AS $$
-	SELECT record_type, relation,
-		   CASE WHEN record_type IN ('BEGIN', 'COMMIT') THEN NULL ELSE detail END
-	FROM data_embassy.inspect_frames(frames, data_embassy.public_key())
-	ORDER BY frame_seq, record_no
-$$;
-
 CREATE TYPE de_mood AS ENUM ('sad', 'ok', 'happy');
 CREATE DOMAIN de_posint AS integer CHECK (VALUE > 0);
 CREATE TYPE de_pair AS (a integer, b text);
@@ -151,4 +133,3 @@ DROP TABLE f, de_types, de_nokey;
 DROP TYPE de_pair;
 DROP DOMAIN de_posint;
 DROP TYPE de_mood;
-DROP FUNCTION de_frames(name, text[]), de_records(bytea[]);

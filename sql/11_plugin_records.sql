@@ -4,22 +4,6 @@
 -- transaction spread over several frames, and the plugin's options.
 --
 
-CREATE FUNCTION de_frames(slot name, VARIADIC opts text[] DEFAULT '{}')
-RETURNS bytea[] LANGUAGE sql AS $$
-	SELECT coalesce(array_agg(c.data ORDER BY c.n), '{}')
-	FROM pg_logical_slot_get_binary_changes(slot, NULL, NULL,
-			VARIADIC ARRAY['embassy_key', data_embassy.public_key()] || opts)
-		WITH ORDINALITY AS c(lsn, xid, data, n)
-$$;
-
-CREATE FUNCTION de_records(frames bytea[])
-RETURNS TABLE (rec text, relation text, detail jsonb) LANGUAGE sql AS $$
-	SELECT record_type, relation,
-		   CASE WHEN record_type IN ('BEGIN', 'COMMIT') THEN NULL ELSE detail END
-	FROM data_embassy.inspect_frames(frames, data_embassy.public_key())
-	ORDER BY frame_seq, record_no
-$$;
-
 CREATE TABLE de_parent (id integer PRIMARY KEY, name text);
 CREATE TABLE de_child (id integer PRIMARY KEY,
 					   parent integer REFERENCES de_parent);
@@ -149,4 +133,3 @@ WHERE rec = 'INSERT';
 SELECT pg_drop_replication_slot('de_records');
 DROP TABLE f, de_child, de_parent, de_full, de_serial, de_unlogged, de_toast,
 	de_big;
-DROP FUNCTION de_frames(name, text[]), de_records(bytea[]);

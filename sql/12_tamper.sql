@@ -4,14 +4,6 @@
 -- sealed by another register is refused, with nothing of it returned.
 --
 
-CREATE FUNCTION de_frames(slot name, VARIADIC opts text[] DEFAULT '{}')
-RETURNS bytea[] LANGUAGE sql AS $$
-	SELECT coalesce(array_agg(c.data ORDER BY c.n), '{}')
-	FROM pg_logical_slot_get_binary_changes(slot, NULL, NULL,
-			VARIADIC ARRAY['embassy_key', data_embassy.public_key()] || opts)
-		WITH ORDINALITY AS c(lsn, xid, data, n)
-$$;
-
 -- open frames as a receiver would; say what went wrong, with its SQLSTATE
 CREATE FUNCTION de_open(frames bytea[], register_key text DEFAULT NULL)
 RETURNS text LANGUAGE plpgsql AS $$
@@ -115,4 +107,4 @@ DROP ROLE regress_de_tamper_admin;
 
 SELECT pg_drop_replication_slot('de_tamper');
 DROP TABLE a, b, de_secret;
-DROP FUNCTION de_frames(name, text[]), de_open(bytea[], text);
+DROP FUNCTION de_open(bytea[], text);
