@@ -200,6 +200,12 @@ decode_body(void *arg)
 				for (uint32 j = 0; j < rec.content_len; j++)
 					sum += (uint8) rec.content[j];
 				break;
+			case DE_REC_SEQUENCES:
+				for (int i = 0; i < rec.nsequences; i++)
+					sum += strlen(rec.seq_nspnames[i]) +
+						strlen(rec.seq_relnames[i]) +
+						(uint64) rec.seq_values[i];
+				break;
 			case DE_REC_BEGIN:
 			case DE_REC_COMMIT:
 			case DE_REC_COPY_END:
