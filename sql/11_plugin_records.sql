@@ -116,6 +116,8 @@ SELECT count(*) FROM pg_logical_slot_peek_binary_changes('de_records', NULL, NUL
 SELECT count(*) FROM pg_logical_slot_peek_binary_changes('de_records', NULL, NULL,
 	'embassy_key', data_embassy.public_key(), 'compression_level', '99');
 SELECT count(*) FROM pg_logical_slot_peek_binary_changes('de_records', NULL, NULL,
+	'embassy_key', data_embassy.public_key(), 'decoding_work_mem', '1kB');
+SELECT count(*) FROM pg_logical_slot_peek_binary_changes('de_records', NULL, NULL,
 	'embassy_key', data_embassy.public_key(), 'embassy_key', data_embassy.public_key());
 SELECT count(*) FROM pg_logical_slot_peek_binary_changes('de_records', NULL, NULL);
 SELECT count(*) FROM pg_logical_slot_peek_binary_changes('de_records', NULL, NULL,
@@ -125,10 +127,12 @@ SELECT count(*) FROM pg_logical_slot_peek_binary_changes('de_records', NULL, NUL
 -- the plugin writes binary: the text functions refuse it
 SELECT count(*) FROM pg_logical_slot_peek_changes('de_records', NULL, NULL,
 	'embassy_key', data_embassy.public_key());
--- good options still work
+-- good options still work; decoding_work_mem lasts for the decoding call
+SHOW logical_decoding_work_mem;
 SELECT rec, detail FROM de_records(de_frames('de_records',
-	'batch_size', '64', 'compression_level', '-5'))
+	'batch_size', '64', 'compression_level', '-5', 'decoding_work_mem', '1MB'))
 WHERE rec = 'INSERT';
+SHOW logical_decoding_work_mem;
 
 SELECT pg_drop_replication_slot('de_records');
 DROP TABLE f, de_child, de_parent, de_full, de_serial, de_unlogged, de_toast,

@@ -34,6 +34,7 @@ int			de_max_registers = 8;
 int			de_retry_interval_ms = 5000;
 int			de_status_interval_ms = 1000;
 int			de_sequence_interval_ms = 1000;
+int			de_decoding_work_mem_kb = 16384;
 
 bool		de_preloaded = false;
 
@@ -76,6 +77,15 @@ _PG_init(void)
 							1000, 10, 3600 * 1000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("data_embassy.decoding_work_mem",
+							"Sets the logical_decoding_work_mem an apply worker asks its register's walsender to use.",
+							"The walsender's reorder buffer holds this much of a large transaction before it spills to disk; 0 leaves the register's own setting.",
+							&de_decoding_work_mem_kb,
+							16384, 0, MAX_KILOBYTES,
+							PGC_SIGHUP,
+							GUC_UNIT_KB,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("data_embassy.sequence_interval",

@@ -10,6 +10,9 @@
  *							must be pinned with data_embassy.add_embassy()
  *		batch_size			frame size in kB (data_embassy.batch_size)
  *		compression_level	zstd level (data_embassy.compression_level)
+ *		decoding_work_mem	logical_decoding_work_mem for this stream, in kB:
+ *							the reorder buffer is the largest memory of a
+ *							walsender, and an embassy worker keeps it small
  *
  * NOTES
  *
@@ -233,6 +236,7 @@ de_plugin_parse_options(List *options, DePluginData *data)
 	bool		key_given = false;
 	bool		batch_given = false;
 	bool		level_given = false;
+	bool		workmem_given = false;
 
 	data->batch_bytes = de_batch_size_kb * 1024;
 	data->zstd_level = de_compression_level;
@@ -268,13 +272,33 @@ de_plugin_parse_options(List *options, DePluginData *data)
 			data->zstd_level = de_option_int(elem, 0, DE_LEVEL_MIN,
 											 DE_LEVEL_MAX);
 		}
+		else if (strcmp(elem->defname, "decoding_work_mem") == 0)
+		{
+			char		value[32];
+
+			if (workmem_given)
+				goto duplicate;
+			workmem_given = true;
+			snprintf(value, sizeof(value), "%dkB",
+					 de_option_int(elem, GUC_UNIT_KB, 64, MAX_KILOBYTES));
+
+			/*
+			 * A walsender decodes for this stream only; an SQL caller gets
+			 * the setting back at the end of its transaction.
+			 */
+			(void) set_config_option("logical_decoding_work_mem", value,
+									 PGC_USERSET, PGC_S_SESSION,
+									 am_walsender ? GUC_ACTION_SET : GUC_ACTION_LOCAL,
+									 true, 0, false);
+		}
 		else
 			ereport(ERROR,
 					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					errmsg("option \"%s\" is not recognized by output plugin \"%s\"",
 						   elem->defname, DE_PLUGIN_NAME),
-					errhint("Valid options are \"%s\", \"%s\" and \"%s\".",
-							"embassy_key", "batch_size", "compression_level"));
+					errhint("Valid options are \"%s\", \"%s\", \"%s\" and \"%s\".",
+							"embassy_key", "batch_size", "compression_level",
+							"decoding_work_mem"));
 		continue;
 
 duplicate:

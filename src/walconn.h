@@ -59,10 +59,14 @@ extern XLogRecPtr de_walconn_create_slot(DeWalConn *conn, const char *slot,
 extern void de_walconn_drop_slot(DeWalConn *conn, const char *slot,
 								 bool missing_ok);
 
-/* START_REPLICATION SLOT slot LOGICAL start ("embassy_key" 'key'). */
+/*
+ * START_REPLICATION SLOT slot LOGICAL start ("embassy_key" 'key'), with
+ * "decoding_work_mem" too when decoding_work_mem_kb > 0.
+ */
 extern void de_walconn_start_streaming(DeWalConn *conn, const char *slot,
 									   XLogRecPtr start,
-									   const char *embassy_key);
+									   const char *embassy_key,
+									   int decoding_work_mem_kb);
 
 /*
  * Receive one CopyData message without blocking.  Returns its length and

@@ -857,7 +857,7 @@ worker_stream(void)
 	last_persist_at = GetCurrentTimestamp();
 
 	de_walconn_start_streaming(stream_conn, reg.slot_name, stream_start,
-							   own_key_text);
+							   own_key_text, de_decoding_work_mem_kb);
 	ereport(DEBUG1,
 			errmsg_internal("register \"%s\": streaming from %X/%X",
 							register_name, LSN_FORMAT_ARGS(stream_start)));
