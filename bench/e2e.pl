@@ -1028,8 +1028,7 @@ sub oltp_run
 # A table of S rows in its own register database, copied at subscription /
 # add_register time into a fresh table at the embassy; timed from the call
 # until every row is there and the system streams.  Runs before the
-# streaming setup: data_embassy's slot name derives from the embassy's key,
-# so one embassy streams one database of a register cluster at a time.
+# streaming setup, so that nothing else decodes meanwhile.
 sub phase_copy
 {
 	my $S = $opt{copy_rows};
