@@ -278,6 +278,7 @@ static void apply_route_insert(ApplyRelState *state, TupleTableSlot *slot);
 static void apply_not_found(ApplyRelEntry *entry, const char *what);
 static void apply_store_flush_position(DeApply *apply, XLogRecPtr local_end,
 									   XLogRecPtr remote_end);
+static void apply_settle(DeApply *apply);
 
 /*
  * de_apply_create
@@ -636,6 +637,106 @@ de_apply_commit(DeApply *apply, XLogRecPtr remote_lsn,
 	MemoryContextSwitchTo(oldcxt);
 	error_context_stack = saved_stack;
 	apply->err_type = saved_type;
+}
+
+/*
+ * de_apply_stream_begin
+ *		Start the local transaction of a transaction the register streams
+ *		before its commit (stream.c): its commit LSN is not known yet, so
+ *		whether it was already applied is decided at its commit.
+ */
+void
+de_apply_stream_begin(DeApply *apply, TransactionId xid)
+{
+	if (apply->in_remote_xact || apply->copy_mode)
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("streamed transaction %u starts inside a transaction in stream of register \"%s\"",
+					   xid, apply->register_name));
+
+	apply->in_remote_xact = true;
+	apply->skipping = false;
+	apply->remote_final_lsn = InvalidXLogRecPtr;
+	apply->remote_commit_time = 0;
+	apply->remote_xid = xid;
+	apply_start_xact(apply);
+}
+
+/*
+ * apply_settle
+ *		Write buffered inserts and close the relations of the transaction,
+ *		before a subtransaction starts or ends: what they hold belongs to
+ *		the subtransaction's resource owner.
+ */
+static void
+apply_settle(DeApply *apply)
+{
+	if (apply->buffered != NULL)
+		apply_flush_inserts(apply);
+	apply_close_rels(apply);
+}
+
+/*
+ * de_apply_subxact_begin
+ *		Open a local subtransaction, so that a later rollback of the
+ *		register's subtransaction can undo what follows.
+ */
+void
+de_apply_subxact_begin(DeApply *apply)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	Assert(apply->in_remote_xact && IsTransactionState());
+	apply_settle(apply);
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * de_apply_subxact_rollback
+ *		Roll back the innermost "levels" local subtransactions.
+ */
+void
+de_apply_subxact_rollback(DeApply *apply, int levels)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	apply_settle(apply);
+	while (levels-- > 0)
+		RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * de_apply_subxact_release
+ *		Release the innermost "levels" local subtransactions into their
+ *		parents (before the commit).
+ */
+void
+de_apply_subxact_release(DeApply *apply, int levels)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	apply_settle(apply);
+	while (levels-- > 0)
+		ReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * de_apply_stream_abort
+ *		Throw away the local transaction of a streamed transaction, with any
+ *		subtransactions it has open.
+ */
+void
+de_apply_stream_abort(DeApply *apply)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	AbortOutOfAnyTransaction();
+	apply_forget_xact(apply, false);
+	MemoryContextReset(apply->row_cxt);
+	MemoryContextSwitchTo(oldcxt);
 }
 
 /*

@@ -28,6 +28,7 @@
 #include "access/detoast.h"
 #include "access/htup_details.h"
 #include "access/sysattr.h"
+#include "access/transam.h"
 #include "access/tupdesc.h"
 #include "catalog/pg_type.h"
 #include "nodes/bitmapset.h"
@@ -285,6 +286,52 @@ de_write_commit(StringInfo out, XLogRecPtr commit_lsn, XLogRecPtr end_lsn,
 {
 	codec_reserve(out, 1 + 8 + 8 + 8);
 	codec_put_u8(out, DE_REC_COMMIT);
+	codec_put_u64(out, commit_lsn);
+	codec_put_u64(out, end_lsn);
+	codec_put_u64(out, (uint64) commit_time);
+}
+
+void
+de_write_stream_start(StringInfo out, TransactionId xid, bool first)
+{
+	codec_reserve(out, 1 + 4 + 1);
+	codec_put_u8(out, DE_REC_STREAM_START);
+	codec_put_u32(out, xid);
+	codec_put_u8(out, first ? 1 : 0);
+}
+
+void
+de_write_subxact(StringInfo out, TransactionId xid)
+{
+	codec_reserve(out, 1 + 4);
+	codec_put_u8(out, DE_REC_SUBXACT);
+	codec_put_u32(out, xid);
+}
+
+void
+de_write_stream_stop(StringInfo out)
+{
+	codec_reserve(out, 1);
+	codec_put_u8(out, DE_REC_STREAM_STOP);
+}
+
+void
+de_write_stream_abort(StringInfo out, TransactionId xid, TransactionId subxid)
+{
+	codec_reserve(out, 1 + 4 + 4);
+	codec_put_u8(out, DE_REC_STREAM_ABORT);
+	codec_put_u32(out, xid);
+	codec_put_u32(out, subxid);
+}
+
+void
+de_write_stream_commit(StringInfo out, TransactionId xid,
+					   XLogRecPtr commit_lsn, XLogRecPtr end_lsn,
+					   TimestampTz commit_time)
+{
+	codec_reserve(out, 1 + 4 + 8 + 8 + 8);
+	codec_put_u8(out, DE_REC_STREAM_COMMIT);
+	codec_put_u32(out, xid);
 	codec_put_u64(out, commit_lsn);
 	codec_put_u64(out, end_lsn);
 	codec_put_u64(out, (uint64) commit_time);
@@ -936,6 +983,51 @@ de_read_record(DeReader *reader, DeRecord *rec)
 				break;
 			}
 
+		case DE_REC_STREAM_START:
+			{
+				uint8		first;
+
+				codec_need(reader, start, type, "the fields", 4 + 1);
+				rec->xid = codec_get_u32(reader);
+				first = codec_get_u8(reader);
+				if (first > 1)
+					codec_invalid(start, type, "flag", first);
+				rec->first = first == 1;
+				if (!TransactionIdIsNormal(rec->xid))
+					codec_invalid(start, type, "transaction id", rec->xid);
+				break;
+			}
+
+		case DE_REC_SUBXACT:
+			codec_need(reader, start, type, "the transaction id", 4);
+			rec->xid = codec_get_u32(reader);
+			if (!TransactionIdIsNormal(rec->xid))
+				codec_invalid(start, type, "transaction id", rec->xid);
+			break;
+
+		case DE_REC_STREAM_STOP:
+			break;
+
+		case DE_REC_STREAM_ABORT:
+			codec_need(reader, start, type, "the transaction ids", 4 + 4);
+			rec->xid = codec_get_u32(reader);
+			rec->subxid = codec_get_u32(reader);
+			if (!TransactionIdIsNormal(rec->xid))
+				codec_invalid(start, type, "transaction id", rec->xid);
+			if (!TransactionIdIsNormal(rec->subxid))
+				codec_invalid(start, type, "transaction id", rec->subxid);
+			break;
+
+		case DE_REC_STREAM_COMMIT:
+			codec_need(reader, start, type, "the fields", 4 + 8 + 8 + 8);
+			rec->xid = codec_get_u32(reader);
+			rec->lsn = codec_get_u64(reader);
+			rec->end_lsn = codec_get_u64(reader);
+			rec->commit_time = (TimestampTz) codec_get_u64(reader);
+			if (!TransactionIdIsNormal(rec->xid))
+				codec_invalid(start, type, "transaction id", rec->xid);
+			break;
+
 		default:
 			ereport(ERROR,
 					errcode(ERRCODE_DATA_CORRUPTED),
@@ -973,6 +1065,16 @@ de_record_type_name(char type)
 			return "COPY_END";
 		case DE_REC_SEQUENCES:
 			return "SEQUENCES";
+		case DE_REC_STREAM_START:
+			return "STREAM_START";
+		case DE_REC_SUBXACT:
+			return "SUBXACT";
+		case DE_REC_STREAM_STOP:
+			return "STREAM_STOP";
+		case DE_REC_STREAM_ABORT:
+			return "STREAM_ABORT";
+		case DE_REC_STREAM_COMMIT:
+			return "STREAM_COMMIT";
 		default:
 			return "unknown";
 	}

@@ -29,6 +29,22 @@
  *					(sequences that never handed one out are left out);
  *					written inside a transaction, before its COMMIT
  *
+ * Transactions streamed before their commit (the register's reorder buffer
+ * outgrew logical_decoding_work_mem, see stream.c) come in blocks; a block
+ * holds changes (RELATION, INSERT, UPDATE, DELETE, TRUNCATE, MESSAGE,
+ * SEQUENCES) of one transaction, and blocks of several transactions and
+ * whole transactions may alternate:
+ *
+ *	'S' STREAM_START	xid u32 (top-level), first u8 (1: the transaction's
+ *					first block)
+ *	'X' SUBXACT		xid u32: the changes that follow belong to this
+ *					(sub)transaction; written whenever it changes
+ *	'P' STREAM_STOP	ends a block
+ *	'A' STREAM_ABORT	xid u32, subxid u32: the subtransaction (or, when
+ *					subxid = xid, the whole transaction) rolled back;
+ *					everything from its first change on is void
+ *	'K' STREAM_COMMIT	xid u32, commit_lsn u64, end_lsn u64, commit_time i64
+ *
  *	tuple			natts u16, natts x { kind u8, [len u32, bytes] }
  *					kind 'n' NULL, 'u' unchanged TOAST value (not sent),
  *					'b' binary send format, 't' text output
@@ -65,6 +81,11 @@
 #define DE_REC_MESSAGE		'M'
 #define DE_REC_COPY_END		'E'
 #define DE_REC_SEQUENCES	'Q'
+#define DE_REC_STREAM_START	'S'
+#define DE_REC_SUBXACT		'X'
+#define DE_REC_STREAM_STOP	'P'
+#define DE_REC_STREAM_ABORT	'A'
+#define DE_REC_STREAM_COMMIT	'K'
 
 #define DE_COL_NULL			'n'
 #define DE_COL_UNCHANGED	'u'
@@ -139,6 +160,17 @@ extern void de_write_copy_end(StringInfo out, uint64 rows);
 extern void de_write_sequences(StringInfo out, int n, char **nspnames,
 							   char **relnames, const int64 *last_values);
 
+/* Streamed transactions (see the record list above). */
+extern void de_write_stream_start(StringInfo out, TransactionId xid,
+								  bool first);
+extern void de_write_subxact(StringInfo out, TransactionId xid);
+extern void de_write_stream_stop(StringInfo out);
+extern void de_write_stream_abort(StringInfo out, TransactionId xid,
+								  TransactionId subxid);
+extern void de_write_stream_commit(StringInfo out, TransactionId xid,
+								   XLogRecPtr commit_lsn, XLogRecPtr end_lsn,
+								   TimestampTz commit_time);
+
 /* ---------- reading (embassy side, inspection) ---------- */
 
 typedef struct DeValue
@@ -168,12 +200,14 @@ typedef struct DeRecord
 {
 	char		type;			/* DE_REC_* */
 
-	/* BEGIN, COMMIT, MESSAGE */
-	XLogRecPtr	lsn;			/* BEGIN final_lsn, COMMIT commit_lsn,
-								 * MESSAGE lsn */
-	XLogRecPtr	end_lsn;		/* COMMIT */
-	TimestampTz commit_time;	/* BEGIN, COMMIT */
-	TransactionId xid;			/* BEGIN */
+	/* BEGIN, COMMIT, MESSAGE, streaming records */
+	XLogRecPtr	lsn;			/* BEGIN final_lsn, (STREAM_)COMMIT
+								 * commit_lsn, MESSAGE lsn */
+	XLogRecPtr	end_lsn;		/* (STREAM_)COMMIT */
+	TimestampTz commit_time;	/* BEGIN, (STREAM_)COMMIT */
+	TransactionId xid;			/* BEGIN, STREAM_*, SUBXACT */
+	TransactionId subxid;		/* STREAM_ABORT */
+	bool		first;			/* STREAM_START */
 
 	/* RELATION, INSERT, UPDATE, DELETE */
 	Oid			relid;

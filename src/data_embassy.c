@@ -35,6 +35,7 @@ int			de_retry_interval_ms = 5000;
 int			de_status_interval_ms = 1000;
 int			de_sequence_interval_ms = 1000;
 int			de_decoding_work_mem_kb = 16384;
+bool		de_stream_in_progress = true;
 
 bool		de_preloaded = false;
 
@@ -87,6 +88,15 @@ _PG_init(void)
 							PGC_SIGHUP,
 							GUC_UNIT_KB,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("data_embassy.stream_in_progress",
+							 "Makes apply workers receive large transactions before they commit on the register.",
+							 "A transaction whose changes outgrow data_embassy.decoding_work_mem is streamed in blocks and applied as it arrives, instead of being spilled to disk by the register's walsender and sent after its commit.",
+							 &de_stream_in_progress,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomIntVariable("data_embassy.sequence_interval",
 							"Sets how often a register reports its sequences in the stream.",

@@ -431,6 +431,44 @@ inspect_record(InspectState *state, DeRecord *rec, Datum *values,
 			json_text_or_hex(&buf, rec->content, rec->content_len);
 			break;
 
+		case DE_REC_STREAM_START:
+			state->xid = rec->xid;
+			json_key(&buf, &first, "xid");
+			appendStringInfo(&buf, "%u", rec->xid);
+			json_key(&buf, &first, "first");
+			appendStringInfoString(&buf, rec->first ? "true" : "false");
+			break;
+
+		case DE_REC_SUBXACT:
+			json_key(&buf, &first, "subxid");
+			appendStringInfo(&buf, "%u", rec->xid);
+			break;
+
+		case DE_REC_STREAM_STOP:
+			break;
+
+		case DE_REC_STREAM_ABORT:
+			state->xid = rec->xid;
+			json_key(&buf, &first, "xid");
+			appendStringInfo(&buf, "%u", rec->xid);
+			json_key(&buf, &first, "subxid");
+			appendStringInfo(&buf, "%u", rec->subxid);
+			break;
+
+		case DE_REC_STREAM_COMMIT:
+			state->xid = rec->xid;
+			values[3] = LSNGetDatum(rec->lsn);
+			nulls[3] = false;
+			json_key(&buf, &first, "xid");
+			appendStringInfo(&buf, "%u", rec->xid);
+			json_key(&buf, &first, "commit_lsn");
+			json_lsn(&buf, rec->lsn);
+			json_key(&buf, &first, "end_lsn");
+			json_lsn(&buf, rec->end_lsn);
+			json_key(&buf, &first, "commit_time");
+			escape_json(&buf, timestamptz_to_str(rec->commit_time));
+			break;
+
 		case DE_REC_COPY_END:
 			json_key(&buf, &first, "rows");
 			appendStringInfo(&buf, UINT64_FORMAT, rec->rows);
@@ -469,7 +507,8 @@ inspect_record(InspectState *state, DeRecord *rec, Datum *values,
 	values[6] = DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
 	nulls[6] = false;
 
-	if (rec->type == DE_REC_COMMIT)
+	if (rec->type == DE_REC_COMMIT || rec->type == DE_REC_STREAM_STOP ||
+		rec->type == DE_REC_STREAM_ABORT || rec->type == DE_REC_STREAM_COMMIT)
 		state->xid = InvalidTransactionId;
 }
 

@@ -13,6 +13,10 @@
  *		decoding_work_mem	logical_decoding_work_mem for this stream, in kB:
  *							the reorder buffer is the largest memory of a
  *							walsender, and an embassy worker keeps it small
+ *		stream_in_progress	boolean, default off: send a transaction whose
+ *							changes outgrow decoding_work_mem before it
+ *							commits, in blocks (STREAM_START ... STREAM_STOP,
+ *							then STREAM_COMMIT or STREAM_ABORT; codec.h)
  *
  * NOTES
  *
@@ -62,6 +66,7 @@
 #include "replication/output_plugin.h"
 #include "replication/walsender.h"
 #include "storage/latch.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -123,6 +128,14 @@ typedef struct DePluginData
 	bool		in_txn;			/* between begin and commit callbacks */
 	bool		begin_sent;		/* BEGIN of the current txn is written */
 
+	/* streaming of in-progress transactions */
+	bool		stream_in_progress; /* the option */
+	bool		in_stream;		/* between stream_start and stream_stop */
+	bool		stream_block_sent;	/* STREAM_START of this block written */
+	bool		stream_first;	/* the block is the transaction's first */
+	TransactionId stream_xid;	/* top-level xid of the block */
+	TransactionId stream_subxid;	/* xid of the last change written */
+
 	XLogRecPtr	last_commit_lsn;	/* what the next frame lets be confirmed */
 	XLogRecPtr	last_end_lsn;	/* end_lsn of the last frame */
 	TimestampTz last_position_at;	/* last position frame */
@@ -157,6 +170,16 @@ static void de_plugin_message(LogicalDecodingContext *ctx,
 							  ReorderBufferTXN *txn, XLogRecPtr message_lsn,
 							  bool transactional, const char *prefix,
 							  Size message_size, const char *message);
+static void de_plugin_stream_start(LogicalDecodingContext *ctx,
+								   ReorderBufferTXN *txn);
+static void de_plugin_stream_stop(LogicalDecodingContext *ctx,
+								  ReorderBufferTXN *txn);
+static void de_plugin_stream_abort(LogicalDecodingContext *ctx,
+								   ReorderBufferTXN *txn,
+								   XLogRecPtr abort_lsn);
+static void de_plugin_stream_commit(LogicalDecodingContext *ctx,
+									ReorderBufferTXN *txn,
+									XLogRecPtr commit_lsn);
 static int	de_plugin_page_read(XLogReaderState *state,
 								XLogRecPtr targetPagePtr, int reqLen,
 								XLogRecPtr targetRecPtr, char *readBuf);
@@ -171,6 +194,15 @@ _PG_output_plugin_init(OutputPluginCallbacks *cb)
 	cb->message_cb = de_plugin_message;
 	cb->commit_cb = de_plugin_commit;
 	cb->shutdown_cb = de_plugin_shutdown;
+
+	/* in-progress transactions (only with the stream_in_progress option) */
+	cb->stream_start_cb = de_plugin_stream_start;
+	cb->stream_stop_cb = de_plugin_stream_stop;
+	cb->stream_abort_cb = de_plugin_stream_abort;
+	cb->stream_commit_cb = de_plugin_stream_commit;
+	cb->stream_change_cb = de_plugin_change;
+	cb->stream_truncate_cb = de_plugin_truncate;
+	cb->stream_message_cb = de_plugin_message;
 }
 
 /*
@@ -237,6 +269,7 @@ de_plugin_parse_options(List *options, DePluginData *data)
 	bool		batch_given = false;
 	bool		level_given = false;
 	bool		workmem_given = false;
+	bool		stream_given = false;
 
 	data->batch_bytes = de_batch_size_kb * 1024;
 	data->zstd_level = de_compression_level;
@@ -291,14 +324,26 @@ de_plugin_parse_options(List *options, DePluginData *data)
 									 am_walsender ? GUC_ACTION_SET : GUC_ACTION_LOCAL,
 									 true, 0, false);
 		}
+		else if (strcmp(elem->defname, "stream_in_progress") == 0)
+		{
+			if (stream_given)
+				goto duplicate;
+			stream_given = true;
+			if (!parse_bool(de_option_value(elem), &data->stream_in_progress))
+				ereport(ERROR,
+						errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("invalid value for option \"%s\": \"%s\"",
+							   elem->defname, de_option_value(elem)),
+						errhint("Use a boolean value."));
+		}
 		else
 			ereport(ERROR,
 					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					errmsg("option \"%s\" is not recognized by output plugin \"%s\"",
 						   elem->defname, DE_PLUGIN_NAME),
-					errhint("Valid options are \"%s\", \"%s\", \"%s\" and \"%s\".",
+					errhint("Valid options are \"%s\", \"%s\", \"%s\", \"%s\" and \"%s\".",
 							"embassy_key", "batch_size", "compression_level",
-							"decoding_work_mem"));
+							"decoding_work_mem", "stream_in_progress"));
 		continue;
 
 duplicate:
@@ -502,7 +547,8 @@ de_plugin_seal_if_full(LogicalDecodingContext *ctx, DePluginData *data)
 {
 	if (data->body.len < data->batch_bytes)
 		return false;
-	de_plugin_seal(ctx, data, data->begin_sent ? DE_FRAME_TXN_OPEN : 0,
+	de_plugin_seal(ctx, data,
+				   (data->begin_sent || data->in_stream) ? DE_FRAME_TXN_OPEN : 0,
 				   data->last_commit_lsn);
 	return true;
 }
@@ -521,9 +567,35 @@ de_plugin_progress(LogicalDecodingContext *ctx, DePluginData *data)
 	}
 }
 
+/*
+ * de_plugin_begin_if_needed
+ *		Before the first record of a transaction: its BEGIN, or in a block
+ *		of a streamed transaction the STREAM_START of the block, and a
+ *		SUBXACT whenever the (sub)transaction of the changes changes.
+ *		change_xid is the xid of the change, or invalid for records that
+ *		belong to whatever came before (messages).
+ */
 static void
-de_plugin_begin_if_needed(DePluginData *data, ReorderBufferTXN *txn)
+de_plugin_begin_if_needed(DePluginData *data, ReorderBufferTXN *txn,
+						  TransactionId change_xid)
 {
+	if (data->in_stream)
+	{
+		if (!data->stream_block_sent)
+		{
+			de_write_stream_start(&data->body, data->stream_xid,
+								  data->stream_first);
+			data->stream_block_sent = true;
+			data->stream_subxid = data->stream_xid;
+		}
+		if (TransactionIdIsValid(change_xid) &&
+			change_xid != data->stream_subxid)
+		{
+			de_write_subxact(&data->body, change_xid);
+			data->stream_subxid = change_xid;
+		}
+		return;
+	}
 	if (data->begin_sent)
 		return;
 	de_write_begin(&data->body, txn->final_lsn, txn->xact_time.commit_time,
@@ -551,9 +623,16 @@ de_plugin_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
 
 	/* creating the slot: nothing is decoded, there is nothing to check */
 	if (is_init)
+	{
+		ctx->streaming = false;
 		return;
+	}
 
 	de_plugin_parse_options(ctx->output_plugin_options, data);
+
+	/* in-progress transactions are streamed only to a client that asks */
+	if (!data->stream_in_progress)
+		ctx->streaming = false;
 
 	de_identity_require(priv, pub);
 
@@ -732,7 +811,7 @@ de_plugin_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			case REORDER_BUFFER_CHANGE_INSERT:
 				if (change->data.tp.newtuple == NULL)
 					break;
-				de_plugin_begin_if_needed(data, txn);
+				de_plugin_begin_if_needed(data, txn, change->txn->xid);
 				de_relentry_send(data, relation, entry);
 				de_write_insert(&data->body, &entry->ro,
 								&change->data.tp.newtuple->tuple);
@@ -744,7 +823,7 @@ de_plugin_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 					break;
 				if (!entry->has_identity)
 					de_relentry_warn_identity(entry, relation, "UPDATEs");
-				de_plugin_begin_if_needed(data, txn);
+				de_plugin_begin_if_needed(data, txn, change->txn->xid);
 				de_relentry_send(data, relation, entry);
 				de_write_update(&data->body, &entry->ro,
 								change->data.tp.oldtuple ?
@@ -761,7 +840,7 @@ de_plugin_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 					de_relentry_warn_identity(entry, relation, "DELETEs");
 					break;
 				}
-				de_plugin_begin_if_needed(data, txn);
+				de_plugin_begin_if_needed(data, txn, change->txn->xid);
 				de_relentry_send(data, relation, entry);
 				de_write_delete(&data->body, &entry->ro,
 								&change->data.tp.oldtuple->tuple, old_is_key);
@@ -799,7 +878,7 @@ de_plugin_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 
 		if (!entry->replicate)
 			continue;
-		de_plugin_begin_if_needed(data, txn);
+		de_plugin_begin_if_needed(data, txn, change->txn->xid);
 		de_relentry_send(data, relations[i], entry);
 		relids[nrelids++] = RelationGetRelid(relations[i]);
 	}
@@ -830,7 +909,7 @@ de_plugin_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 
 	if (transactional)
 	{
-		de_plugin_begin_if_needed(data, txn);
+		de_plugin_begin_if_needed(data, txn, InvalidTransactionId);
 		de_write_message(&data->body, message_lsn, true, prefix,
 						 message_size, message);
 		wrote = de_plugin_seal_if_full(ctx, data);
@@ -847,6 +926,120 @@ de_plugin_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 
 	if (!wrote)
 		de_plugin_progress(ctx, data);
+
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(data->change_cxt);
+}
+
+/* ---------- transactions streamed before their commit ---------- */
+
+/*
+ * de_plugin_stream_start
+ *		A block of an in-progress transaction begins.  STREAM_START is
+ *		written with the block's first record, so blocks of changes this
+ *		plugin does not replicate cost nothing on the wire.
+ */
+static void
+de_plugin_stream_start(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+{
+	DePluginData *data = ctx->output_plugin_private;
+
+	data->in_stream = true;
+	data->stream_block_sent = false;
+	data->stream_first = !rbtxn_is_streamed(txn);
+	data->stream_xid = txn->xid;
+	data->stream_subxid = InvalidTransactionId;
+}
+
+static void
+de_plugin_stream_stop(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+{
+	DePluginData *data = ctx->output_plugin_private;
+
+	if (data->stream_block_sent)
+		de_write_stream_stop(&data->body);
+	data->in_stream = false;
+	data->stream_block_sent = false;
+
+	/* called from SQL, nothing is held back between calls */
+	if (data->body.len > 0 &&
+		(!data->walsender || data->body.len >= data->batch_bytes))
+		de_plugin_seal(ctx, data, 0, data->last_commit_lsn);
+}
+
+/*
+ * de_plugin_stream_abort
+ *		A streamed transaction, or one of its subtransactions, rolled back.
+ */
+static void
+de_plugin_stream_abort(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+					   XLogRecPtr abort_lsn)
+{
+	DePluginData *data = ctx->output_plugin_private;
+	ReorderBufferTXN *toptxn = txn->toptxn ? txn->toptxn : txn;
+
+	de_write_stream_abort(&data->body, toptxn->xid, txn->xid);
+	if (!data->walsender || data->body.len >= data->batch_bytes)
+		de_plugin_seal(ctx, data, 0, data->last_commit_lsn);
+	else
+		de_plugin_progress(ctx, data);
+}
+
+/*
+ * de_plugin_stream_commit
+ *		A streamed transaction committed: everything of it has been sent in
+ *		blocks.  The sequences ride in a last block, as in de_plugin_commit.
+ */
+static void
+de_plugin_stream_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+						XLogRecPtr commit_lsn)
+{
+	DePluginData *data = ctx->output_plugin_private;
+	MemoryContext old = MemoryContextSwitchTo(data->change_cxt);
+	TimestampTz now = GetCurrentTimestamp();
+	bool		caught_up;
+
+	OutputPluginUpdateProgress(ctx, false);
+
+	caught_up = !data->walsender || txn->end_lsn >= GetFlushRecPtr(NULL);
+	if (caught_up ||
+		TimestampDifferenceExceeds(data->last_sequences_at, now,
+								   de_sequence_interval_ms))
+	{
+		int			saved_len = data->body.len;
+		bool		started = false;
+
+		/*
+		 * Unlike the commit callback, this one runs outside the decoder's
+		 * transaction; reading the catalog and the sequences needs one (it
+		 * writes nothing).
+		 */
+		if (!IsTransactionState())
+		{
+			StartTransactionCommand();
+			started = true;
+		}
+		if (data->sequences == NULL)
+			data->sequences = de_seqreport_create(ctx->context,
+												  data->schema_oid);
+		de_write_stream_start(&data->body, txn->xid, false);
+		if (de_seqreport_write(data->sequences, &data->body) > 0)
+			de_write_stream_stop(&data->body);
+		else
+			data->body.len = saved_len; /* nothing moved: no block */
+		if (started)
+			CommitTransactionCommand();
+		MemoryContextSwitchTo(data->change_cxt);
+		data->last_sequences_at = now;
+	}
+	de_write_stream_commit(&data->body, txn->xid, commit_lsn, txn->end_lsn,
+						   txn->xact_time.commit_time);
+
+	if (txn->end_lsn > data->last_commit_lsn)
+		data->last_commit_lsn = txn->end_lsn;
+
+	if (caught_up || data->body.len >= data->batch_bytes)
+		de_plugin_seal(ctx, data, 0, data->last_commit_lsn);
 
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(data->change_cxt);

@@ -792,7 +792,8 @@ de_walconn_drop_slot(DeWalConn *conn, const char *slot, bool missing_ok)
 void
 de_walconn_start_streaming(DeWalConn *conn, const char *slot,
 						   XLogRecPtr start, const char *embassy_key,
-						   int decoding_work_mem_kb)
+						   int decoding_work_mem_kb,
+						   bool stream_in_progress)
 {
 	char	   *what = psprintf("could not start streaming from replication slot \"%s\"",
 								slot);
@@ -803,10 +804,11 @@ de_walconn_start_streaming(DeWalConn *conn, const char *slot,
 	if (decoding_work_mem_kb > 0)
 		snprintf(workmem, sizeof(workmem), ", \"decoding_work_mem\" '%d'",
 				 decoding_work_mem_kb);
-	query = psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X (\"embassy_key\" %s%s)",
+	query = psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X (\"embassy_key\" %s%s%s)",
 					 walconn_quote_identifier(conn, slot),
 					 LSN_FORMAT_ARGS(start),
-					 walconn_quote_literal(conn, embassy_key), workmem);
+					 walconn_quote_literal(conn, embassy_key), workmem,
+					 stream_in_progress ? ", \"stream_in_progress\" 'on'" : "");
 	res = walconn_exec(conn, query, what);
 	pfree(query);
 	walconn_expect(conn, res, PGRES_COPY_BOTH, what);

@@ -61,12 +61,14 @@ extern void de_walconn_drop_slot(DeWalConn *conn, const char *slot,
 
 /*
  * START_REPLICATION SLOT slot LOGICAL start ("embassy_key" 'key'), with
- * "decoding_work_mem" too when decoding_work_mem_kb > 0.
+ * "decoding_work_mem" too when decoding_work_mem_kb > 0, and
+ * "stream_in_progress" 'on' when stream_in_progress.
  */
 extern void de_walconn_start_streaming(DeWalConn *conn, const char *slot,
 									   XLogRecPtr start,
 									   const char *embassy_key,
-									   int decoding_work_mem_kb);
+									   int decoding_work_mem_kb,
+									   bool stream_in_progress);
 
 /*
  * Receive one CopyData message without blocking.  Returns its length and

@@ -81,6 +81,7 @@
 #include "guard.h"
 #include "keys.h"
 #include "status.h"
+#include "stream.h"
 #include "walconn.h"
 #include "worker.h"
 
@@ -135,6 +136,7 @@ static char *own_key_text = NULL;
 
 static RepOriginId origin_id = InvalidRepOriginId;
 static DeApply *apply = NULL;
+static DeStream *streamed = NULL;
 
 static DeWalConn *stream_conn = NULL;
 static DeWalConn *copy_conn = NULL;
@@ -184,6 +186,7 @@ static void worker_publish(DeState state, bool contact, uint64 frames,
 static void worker_note_source(XLogRecPtr lsn);
 static void worker_frame_error_callback(void *arg);
 static void worker_close_connections(void);
+static void worker_replay_ping(void);
 
 /*
  * de_origin_name
@@ -406,6 +409,8 @@ worker_run(void)
 
 	worker_setup_origin(strcmp(reg.state, "init") == 0);
 	apply = de_apply_create(WorkerContext, register_name, origin_id);
+	streamed = de_stream_create(WorkerContext, apply, register_name,
+								worker_replay_ping);
 
 	for (;;)
 	{
@@ -748,6 +753,7 @@ worker_paused_loop(void)
 	TimestampTz next_identify = 0;
 
 	worker_close_connections();
+	de_stream_reset(streamed);
 	de_apply_reset_stream(apply);
 	MemoryContextSwitchTo(WorkerContext);
 	de_slot_set_state(MySlot, DE_STATE_PAUSED, NULL);
@@ -844,6 +850,7 @@ worker_stream(void)
 									  ALLOCSET_DEFAULT_SIZES);
 
 	/* a new stream: RELATION records and frame sequence start again */
+	de_stream_reset(streamed);
 	de_apply_reset_stream(apply);
 	MemoryContextSwitchTo(WorkerContext);
 	opener = de_opener_create(streamcxt, own_priv, register_pub,
@@ -857,7 +864,8 @@ worker_stream(void)
 	last_persist_at = GetCurrentTimestamp();
 
 	de_walconn_start_streaming(stream_conn, reg.slot_name, stream_start,
-							   own_key_text, de_decoding_work_mem_kb);
+							   own_key_text, de_decoding_work_mem_kb,
+							   de_stream_in_progress);
 	ereport(DEBUG1,
 			errmsg_internal("register \"%s\": streaming from %X/%X",
 							register_name, LSN_FORMAT_ARGS(stream_start)));
@@ -944,6 +952,7 @@ worker_stream(void)
 	/* paused: let go of the register, and of any half-applied transaction */
 	worker_persist_position(true);
 	worker_close_connections();
+	de_stream_reset(streamed);
 	de_apply_reset_stream(apply);
 	MemoryContextSwitchTo(WorkerContext);
 	MemoryContextDelete(streamcxt);
@@ -1076,9 +1085,17 @@ worker_apply_frame(DeOpener *opener, const char *frame, size_t len,
 		de_reader_init(&reader, plain.data, plain.len);
 		for (;;)
 		{
+			size_t		start = reader.pos;
+
 			MemoryContextSwitchTo(FrameContext);
 			if (!de_read_record(&reader, &rec))
 				break;
+
+			/* transactions streamed before their commit: stream.c */
+			if (stream &&
+				de_stream_record(streamed, &rec, plain.data + start,
+								 reader.pos - start))
+				continue;
 
 			if (rec.type == DE_REC_BEGIN)
 				open_xact_commit_time = rec.commit_time;
@@ -1120,6 +1137,17 @@ worker_apply_frame(DeOpener *opener, const char *frame, size_t len,
 	worker_publish(stream ? (catching_up ? DE_STATE_CATCHING_UP :
 							 DE_STATE_STREAMING) : DE_STATE_COPYING,
 				   true, 1, len, hdr.plain_len);
+}
+
+/*
+ * worker_replay_ping
+ *		During the replay of a long spooled transaction: tell the register
+ *		we are alive, so its walsender does not time out.
+ */
+static void
+worker_replay_ping(void)
+{
+	worker_send_feedback(true, false);
 }
 
 /*

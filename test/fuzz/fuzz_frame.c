@@ -209,6 +209,15 @@ decode_body(void *arg)
 			case DE_REC_BEGIN:
 			case DE_REC_COMMIT:
 			case DE_REC_COPY_END:
+			case DE_REC_STREAM_STOP:
+				break;
+			case DE_REC_STREAM_START:
+			case DE_REC_SUBXACT:
+			case DE_REC_STREAM_COMMIT:
+				sum += rec.xid;
+				break;
+			case DE_REC_STREAM_ABORT:
+				sum += rec.xid + rec.subxid;
 				break;
 			default:
 				fuzz_fail("decoder returned a record of an unknown type");

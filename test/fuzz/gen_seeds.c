@@ -260,6 +260,46 @@ body_changes(StringInfo s)
 	put_u32(s, 0);
 }
 
+/* A transaction streamed before its commit, in blocks. */
+static void
+body_streamed(StringInfo s)
+{
+	put_u8(s, DE_REC_STREAM_START);
+	put_u32(s, 900);
+	put_u8(s, 1);
+	rec_relation(s, 16400);
+	put_u8(s, DE_REC_INSERT);
+	put_u32(s, 16400);
+	tuple_full(s, 1, "streamed");
+	put_u8(s, DE_REC_SUBXACT);
+	put_u32(s, 901);
+	put_u8(s, DE_REC_UPDATE);
+	put_u32(s, 16400);
+	put_u8(s, DE_OLD_KEY);
+	tuple_full(s, 1, "key");
+	tuple_full(s, 1, "undone");
+	put_u8(s, DE_REC_STREAM_STOP);
+
+	put_u8(s, DE_REC_STREAM_ABORT);
+	put_u32(s, 900);
+	put_u32(s, 901);
+
+	put_u8(s, DE_REC_STREAM_START);
+	put_u32(s, 900);
+	put_u8(s, 0);
+	put_u8(s, DE_REC_DELETE);
+	put_u32(s, 16400);
+	put_u8(s, DE_OLD_KEY);
+	tuple_full(s, 1, "key");
+	put_u8(s, DE_REC_STREAM_STOP);
+
+	put_u8(s, DE_REC_STREAM_COMMIT);
+	put_u32(s, 900);
+	put_u64(s, 0x1003000);
+	put_u64(s, 0x1003100);
+	put_u64(s, 0);
+}
+
 /* An initial-copy body. */
 static void
 body_copy(StringInfo s)
@@ -360,6 +400,7 @@ main(int argc, char **argv)
 {
 	StringInfo	changes;
 	StringInfo	copy;
+	StringInfo	streamed;
 	StringInfo	empty;
 	StringInfo	b[4];
 
@@ -381,6 +422,9 @@ main(int argc, char **argv)
 
 	seed_decode("seed-decode-changes", changes);
 	seed_decode("seed-decode-copy", copy);
+	streamed = makeStringInfo();
+	body_streamed(streamed);
+	seed_decode("seed-decode-streamed", streamed);
 
 	b[0] = changes;
 	b[1] = empty;

@@ -1,0 +1,44 @@
+/*-------------------------------------------------------------------------
+ *
+ * stream.h
+ *		  Transactions the register streams before they commit, at the
+ *		  embassy: applied as they arrive when they have the worker to
+ *		  themselves, spooled to a temporary file and applied at their
+ *		  commit when not.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DE_STREAM_H
+#define DE_STREAM_H
+
+#include "apply.h"
+#include "codec.h"
+
+typedef struct DeStream DeStream;
+
+/* Called now and then during a long replay, to keep the connection alive. */
+typedef void (*DeStreamPing) (void);
+
+extern DeStream *de_stream_create(MemoryContext mcxt, DeApply *apply,
+								  const char *register_name,
+								  DeStreamPing ping);
+
+/*
+ * Look at one record of the stream before the apply does.  "raw" and
+ * "rawlen" are the record's bytes in the frame body.  Returns true when the
+ * record is taken care of (a streaming record, or a change of a spooled
+ * transaction); false when the caller must pass it to de_apply_record()
+ * (records outside streamed transactions, changes of the transaction
+ * being applied as it arrives, and RELATION records, which describe tables
+ * for everybody).
+ */
+extern bool de_stream_record(DeStream *stream, DeRecord *rec,
+							 const char *raw, size_t rawlen);
+
+/*
+ * A new stream: forget every streamed transaction and remove their spool
+ * files.  The caller resets the apply state (and its local transaction).
+ */
+extern void de_stream_reset(DeStream *stream);
+
+#endif							/* DE_STREAM_H */
