@@ -78,7 +78,8 @@ usage: bench/run.sh [options]        (or: perl bench/e2e.pl [options])
   --clients C --jobs J pgbench -c / -j                          [$opt{clients} / $opt{jobs}]
   --scale K            pgbench scale factor                     [$opt{scale}]
   --phases LIST        any of copy,bulk,oltp,mem                [$opt{phases}]
-  --systems LIST       bulk systems: native_bin,native_text,de,pglogical
+  --systems LIST       bulk systems: native_bin,native_text,de,pglogical and,
+                       not by default, native_stream (binary, streaming = on)
                        [all available]
   --oltp-systems LIST  OLTP systems besides the no-replication ceiling
                                                                 [$opt{oltp_systems}]
@@ -154,7 +155,13 @@ my $KNOWS_OPL = `$BINDIR/postgres --describe-config 2>/dev/null` =~ /^output_plu
 my $PG_VERSION = `$BINDIR/postgres --version` =~ s/\s+$//r;
 
 my @ALL_SYSTEMS = ('native_bin', 'de', 'native_text', 'pglogical');
+my @KNOWN_SYSTEMS = (@ALL_SYSTEMS, 'native_stream');
 my @SYSTEMS = $opt{systems} ? split(/,/, $opt{systems}) : @ALL_SYSTEMS;
+for my $s (@SYSTEMS)
+{
+	die "unknown system \"$s\" (known: @KNOWN_SYSTEMS)\n"
+	  unless grep { $_ eq $s } @KNOWN_SYSTEMS;
+}
 @SYSTEMS = grep { $_ ne 'de' || $HAVE_DE } @SYSTEMS;
 @SYSTEMS = grep { $_ ne 'pglogical' || $HAVE_PGL } @SYSTEMS;
 my @OLTP_SYSTEMS = grep { my $s = $_; grep { $_ eq $s } @SYSTEMS }
@@ -164,6 +171,7 @@ my $USE_PGL = grep { $_ eq 'pglogical' } @SYSTEMS;
 my %LABEL = (
 	native_bin  => 'native binary',
 	native_text => 'native text',
+	native_stream => 'native stream',
 	de          => 'data_embassy',
 	pglogical   => 'pglogical',
 	plain       => 'no replication');
@@ -455,6 +463,7 @@ EOF
 my %SYS = (
 	native_bin  => { rdb => 'bench_nb',  edb => 'emb_nb',  sub => 'sub_nb' },
 	native_text => { rdb => 'bench_nt',  edb => 'emb_nt',  sub => 'sub_nt' },
+	native_stream => { rdb => 'bench_ns', edb => 'emb_ns', sub => 'sub_ns' },
 	de          => { rdb => 'bench_de',  edb => 'emb_de',  reg => 'reg_de' },
 	pglogical   => { rdb => 'bench_pgl', edb => 'emb_pgl', sub => 'sub_pgl' },
 	plain       => { rdb => 'bench_plain' },
@@ -758,9 +767,10 @@ sub setup_streaming
 			if (is_native($s))
 			{
 				sql('reg', $r, 'CREATE PUBLICATION pub FOR ALL TABLES');
-				my $bin = $s eq 'native_bin' ? 'true' : 'false';
+				my $bin = $s eq 'native_text' ? 'false' : 'true';
+				my $stream = $s eq 'native_stream' ? 'on' : 'off';
 				sql('emb', $e, "CREATE SUBSCRIPTION $SYS{$s}{sub} CONNECTION '"
-					  . conninfo($r) . "' PUBLICATION pub WITH (binary = $bin, copy_data = true)");
+					  . conninfo($r) . "' PUBLICATION pub WITH (binary = $bin, streaming = $stream, copy_data = true)");
 			}
 			elsif ($s eq 'de')
 			{

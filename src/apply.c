@@ -88,6 +88,7 @@
 #include "codec.h"
 #include "data_embassy.h"
 #include "guard.h"
+#include "lookup.h"
 
 /* Inserts gathered before one table_multi_insert() (as COPY FROM does). */
 #define APPLY_MAX_BUFFERED_ROWS		1000
@@ -126,6 +127,7 @@ typedef struct ApplyRelState
 	TupleTableSlot *localslot;	/* the local row found for UPDATE/DELETE */
 	TupleTableSlot *rootslot;	/* partitioned: a partition row, root layout */
 	Oid			idxoid;			/* replica identity index or primary key */
+	DeIndexLookup *lookup;		/* lookups through it, made at first use */
 	bool		has_triggers;	/* wrap row operations in a trigger query */
 	bool		use_multi_insert;
 
@@ -263,9 +265,10 @@ static void apply_buffer_insert(DeApply *apply, ApplyRelEntry *entry,
 static void apply_flush_inserts(DeApply *apply);
 static void apply_begin_row(ApplyRelState *state);
 static void apply_end_row(ApplyRelState *state);
-static bool apply_find_tuple(Relation rel, Oid idxoid,
-							 TupleTableSlot *searchslot,
-							 TupleTableSlot *outslot);
+static bool apply_find_tuple(ApplyRelState *state);
+static bool apply_find_tuple_locked(Relation rel, Oid idxoid,
+									TupleTableSlot *searchslot,
+									TupleTableSlot *outslot);
 static void apply_check_updatable(ApplyRelEntry *entry);
 static ApplyPartSlots *apply_part_slots(ApplyRelState *state,
 										ResultRelInfo *partinfo);
@@ -1529,6 +1532,8 @@ apply_rel_close(ApplyRelEntry *entry)
 		FreeBulkInsertState(state->bistate);
 		table_finish_bulk_insert(state->rel, 0);
 	}
+	if (state->lookup != NULL)
+		de_lookup_end(state->lookup);
 	if (state->proute != NULL)
 		ExecCleanupTupleRouting(state->mtstate, state->proute);
 	EvalPlanQualEnd(&state->epqstate);
@@ -1935,18 +1940,60 @@ apply_flush_inserts(DeApply *apply)
 }
 
 /*
- * apply_find_tuple
- *		Find and lock the local row matching searchslot.
+ * apply_find_tuple_locked
+ *		Find and lock the local row matching searchslot, as PostgreSQL's own
+ *		apply does (partitions, tables without an identity index).
  */
 static bool
-apply_find_tuple(Relation rel, Oid idxoid, TupleTableSlot *searchslot,
-				 TupleTableSlot *outslot)
+apply_find_tuple_locked(Relation rel, Oid idxoid, TupleTableSlot *searchslot,
+						TupleTableSlot *outslot)
 {
 	if (OidIsValid(idxoid))
 		return RelationFindReplTupleByIndex(rel, idxoid, LockTupleExclusive,
 											searchslot, outslot);
 	return RelationFindReplTupleSeq(rel, LockTupleExclusive, searchslot,
 									outslot);
+}
+
+/*
+ * apply_find_tuple
+ *		Find the local row matching the state's remote slot, into its local
+ *		slot: through the identity index with a reused scan (lookup.c), or
+ *		with PostgreSQL's sequential search for REPLICA IDENTITY FULL.
+ */
+static bool
+apply_find_tuple(ApplyRelState *state)
+{
+	if (OidIsValid(state->idxoid))
+	{
+		if (state->lookup == NULL)
+		{
+			ResultRelInfo *relinfo = state->relinfo;
+			Relation	idxrel = NULL;
+			MemoryContext oldcxt;
+			int			i;
+
+			/* the executor opened the table's indexes */
+			for (i = 0; i < relinfo->ri_NumIndices; i++)
+				if (RelationGetRelid(relinfo->ri_IndexRelationDescs[i]) ==
+					state->idxoid)
+					idxrel = relinfo->ri_IndexRelationDescs[i];
+			if (idxrel == NULL)
+				return apply_find_tuple_locked(state->rel, state->idxoid,
+											   state->remoteslot,
+											   state->localslot);
+			oldcxt = MemoryContextSwitchTo(
+				AllocSetContextCreate(state->estate->es_query_cxt,
+									  "data_embassy index lookup",
+									  ALLOCSET_SMALL_SIZES));
+			state->lookup = de_lookup_create(state->rel, idxrel);
+			MemoryContextSwitchTo(oldcxt);
+		}
+		return de_lookup_find(state->lookup, state->remoteslot,
+							  state->localslot);
+	}
+	return apply_find_tuple_locked(state->rel, InvalidOid, state->remoteslot,
+								   state->localslot);
 }
 
 /*
@@ -2084,7 +2131,7 @@ apply_update_partitioned(DeApply *apply, ApplyRelEntry *entry,
 	TupleTableSlot *newpart;
 	MemoryContext oldcxt;
 
-	if (!apply_find_tuple(partrel, apply_identity_index(partrel), search,
+	if (!apply_find_tuple_locked(partrel, apply_identity_index(partrel), search,
 						  ps->found))
 		return false;
 
@@ -2135,7 +2182,7 @@ apply_delete_partitioned(ApplyRelState *state)
 												state->remoteslot);
 	bool		found;
 
-	found = apply_find_tuple(partrel, apply_identity_index(partrel), search,
+	found = apply_find_tuple_locked(partrel, apply_identity_index(partrel), search,
 							 ps->found);
 	if (found)
 		ExecSimpleRelationDelete(partinfo, state->estate, &state->epqstate,
@@ -2173,8 +2220,7 @@ apply_handle_update(DeApply *apply, DeRecord *rec)
 		found = apply_update_partitioned(apply, entry, state, &rec->newtup);
 	else
 	{
-		found = apply_find_tuple(state->rel, state->idxoid,
-								 state->remoteslot, state->localslot);
+		found = apply_find_tuple(state);
 		if (found)
 		{
 			apply_store_tuple(apply, entry, &rec->newtup, state->remoteslot,
@@ -2219,8 +2265,7 @@ apply_handle_delete(DeApply *apply, DeRecord *rec)
 		found = apply_delete_partitioned(state);
 	else
 	{
-		found = apply_find_tuple(state->rel, state->idxoid,
-								 state->remoteslot, state->localslot);
+		found = apply_find_tuple(state);
 		if (found)
 		{
 			EvalPlanQualSetSlot(&state->epqstate, state->localslot);

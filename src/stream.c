@@ -470,6 +470,14 @@ stream_flush_chunk(DeStream *stream)
 					   FilePathName(x->file), x->xid));
 	x->size += sizeof(len) + stream->chunk.len;
 	stream->chunk.len = 0;
+
+	/* a huge record made the buffer grow: give the memory back */
+	if (stream->chunk.maxlen > 4 * STREAM_CHUNK_BYTES)
+	{
+		pfree(stream->chunk.data);
+		stream->chunk.data = MemoryContextAlloc(stream->cxt, 8192);
+		stream->chunk.maxlen = 8192;
+	}
 }
 
 /* Void everything of the spool file from offset on. */
