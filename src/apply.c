@@ -696,33 +696,23 @@ de_apply_subxact_begin(DeApply *apply)
 }
 
 /*
- * de_apply_subxact_rollback
- *		Roll back the innermost "levels" local subtransactions.
+ * de_apply_subxact_end
+ *		End the innermost "levels" local subtransactions: roll them back, or
+ *		release them into their parents (before the commit).
  */
 void
-de_apply_subxact_rollback(DeApply *apply, int levels)
+de_apply_subxact_end(DeApply *apply, int levels, bool rollback)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 
 	apply_settle(apply);
 	while (levels-- > 0)
-		RollbackAndReleaseCurrentSubTransaction();
-	MemoryContextSwitchTo(oldcxt);
-}
-
-/*
- * de_apply_subxact_release
- *		Release the innermost "levels" local subtransactions into their
- *		parents (before the commit).
- */
-void
-de_apply_subxact_release(DeApply *apply, int levels)
-{
-	MemoryContext oldcxt = CurrentMemoryContext;
-
-	apply_settle(apply);
-	while (levels-- > 0)
-		ReleaseCurrentSubTransaction();
+	{
+		if (rollback)
+			RollbackAndReleaseCurrentSubTransaction();
+		else
+			ReleaseCurrentSubTransaction();
+	}
 	MemoryContextSwitchTo(oldcxt);
 }
 

@@ -73,14 +73,13 @@ extern void de_apply_commit(DeApply *apply, XLogRecPtr remote_lsn,
 /*
  * Transactions streamed before their commit (stream.c).  The local
  * transaction starts with de_apply_stream_begin(); subtransactions nest
- * with de_apply_subxact_begin() and end with de_apply_subxact_rollback() or
- * de_apply_subxact_release(); the top level ends with de_apply_commit() or
+ * with de_apply_subxact_begin() and end with de_apply_subxact_end(), rolled
+ * back or released; the top level ends with de_apply_commit() or
  * de_apply_stream_abort().
  */
 extern void de_apply_stream_begin(DeApply *apply, TransactionId xid);
 extern void de_apply_subxact_begin(DeApply *apply);
-extern void de_apply_subxact_rollback(DeApply *apply, int levels);
-extern void de_apply_subxact_release(DeApply *apply, int levels);
+extern void de_apply_subxact_end(DeApply *apply, int levels, bool rollback);
 extern void de_apply_stream_abort(DeApply *apply);
 
 /*

@@ -95,6 +95,14 @@ json_lsn(StringInfo buf, XLogRecPtr lsn)
 	appendStringInfo(buf, "\"%X/%X\"", LSN_FORMAT_ARGS(lsn));
 }
 
+/* A key whose value is a transaction id. */
+static void
+json_xid(StringInfo buf, bool *first, const char *key, TransactionId xid)
+{
+	json_key(buf, first, key);
+	appendStringInfo(buf, "%u", xid);
+}
+
 static void
 json_hex(StringInfo buf, const char *data, size_t len)
 {
@@ -328,10 +336,13 @@ inspect_record(InspectState *state, DeRecord *rec, Datum *values,
 			json_lsn(&buf, rec->lsn);
 			json_key(&buf, &first, "commit_time");
 			escape_json(&buf, timestamptz_to_str(rec->commit_time));
-			json_key(&buf, &first, "xid");
-			appendStringInfo(&buf, "%u", rec->xid);
+			json_xid(&buf, &first, "xid", rec->xid);
 			break;
 
+		case DE_REC_STREAM_COMMIT:
+			state->xid = rec->xid;
+			json_xid(&buf, &first, "xid", rec->xid);
+			/* FALLTHROUGH */
 		case DE_REC_COMMIT:
 			values[3] = LSNGetDatum(rec->lsn);
 			nulls[3] = false;
@@ -433,15 +444,13 @@ inspect_record(InspectState *state, DeRecord *rec, Datum *values,
 
 		case DE_REC_STREAM_START:
 			state->xid = rec->xid;
-			json_key(&buf, &first, "xid");
-			appendStringInfo(&buf, "%u", rec->xid);
+			json_xid(&buf, &first, "xid", rec->xid);
 			json_key(&buf, &first, "first");
 			appendStringInfoString(&buf, rec->first ? "true" : "false");
 			break;
 
 		case DE_REC_SUBXACT:
-			json_key(&buf, &first, "subxid");
-			appendStringInfo(&buf, "%u", rec->xid);
+			json_xid(&buf, &first, "subxid", rec->xid);
 			break;
 
 		case DE_REC_STREAM_STOP:
@@ -449,24 +458,8 @@ inspect_record(InspectState *state, DeRecord *rec, Datum *values,
 
 		case DE_REC_STREAM_ABORT:
 			state->xid = rec->xid;
-			json_key(&buf, &first, "xid");
-			appendStringInfo(&buf, "%u", rec->xid);
-			json_key(&buf, &first, "subxid");
-			appendStringInfo(&buf, "%u", rec->subxid);
-			break;
-
-		case DE_REC_STREAM_COMMIT:
-			state->xid = rec->xid;
-			values[3] = LSNGetDatum(rec->lsn);
-			nulls[3] = false;
-			json_key(&buf, &first, "xid");
-			appendStringInfo(&buf, "%u", rec->xid);
-			json_key(&buf, &first, "commit_lsn");
-			json_lsn(&buf, rec->lsn);
-			json_key(&buf, &first, "end_lsn");
-			json_lsn(&buf, rec->end_lsn);
-			json_key(&buf, &first, "commit_time");
-			escape_json(&buf, timestamptz_to_str(rec->commit_time));
+			json_xid(&buf, &first, "xid", rec->xid);
+			json_xid(&buf, &first, "subxid", rec->subxid);
 			break;
 
 		case DE_REC_COPY_END:

@@ -291,7 +291,7 @@ de_stream_record(DeStream *stream, DeRecord *rec, const char *raw,
 					{
 						int			levels = x->depth - x->subxacts[i].depth + 1;
 
-						de_apply_subxact_rollback(stream->apply, levels);
+						de_apply_subxact_end(stream->apply, levels, true);
 						x->depth -= levels;
 					}
 					stream_truncate(stream, x, x->subxacts[i].offset);
@@ -310,7 +310,7 @@ de_stream_record(DeStream *stream, DeRecord *rec, const char *raw,
 				return true;	/* nothing of it replicated */
 			if (x->direct)
 			{
-				de_apply_subxact_release(stream->apply, x->depth);
+				de_apply_subxact_end(stream->apply, x->depth, false);
 				x->depth = 0;
 				de_apply_commit(stream->apply, rec->end_lsn, rec->commit_time);
 				stream->direct = NULL;
