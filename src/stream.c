@@ -556,8 +556,10 @@ stream_replay(DeStream *stream, StreamXact *x, DeRecord *commit)
 					errcode(ERRCODE_DATA_CORRUPTED),
 					errmsg("spool file \"%s\" of streamed transaction %u is truncated",
 						   FilePathName(x->file), x->xid));
-		buf = palloc_extended(Max(len, 1), MCXT_ALLOC_HUGE);
+		/* the apply wants a byte after the last value, as a frame body has */
+		buf = palloc_extended((Size) len + 1, MCXT_ALLOC_HUGE);
 		stream_read(x, buf, len, offset);
+		buf[len] = '\0';
 		offset += len;
 
 		de_reader_init(&reader, buf, len);
