@@ -1514,6 +1514,7 @@ static void
 apply_rel_close(ApplyRelEntry *entry)
 {
 	ApplyRelState *state = entry->state;
+	ListCell   *lc;
 
 	Assert(state->nbuffered == 0);
 
@@ -1529,7 +1530,13 @@ apply_rel_close(ApplyRelEntry *entry)
 	EvalPlanQualEnd(&state->epqstate);
 	if (state->proute == NULL)
 		ExecCloseIndices(state->relinfo);
-	ExecCloseTrigTargetRelations(state->estate);
+	/*
+	 * The relations ExecGetTriggerResultRel() opened for triggers; what
+	 * ExecCloseTrigTargetRelations() does in 15.20, which earlier minor
+	 * releases lack.
+	 */
+	foreach(lc, state->estate->es_trig_target_relations)
+		table_close(((ResultRelInfo *) lfirst(lc))->ri_RelationDesc, NoLock);
 	ExecResetTupleTable(state->estate->es_tupleTable, false);
 	FreeExecutorState(state->estate);
 	table_close(state->rel, NoLock);
