@@ -62,6 +62,14 @@
 /* A replay pings the register at least this often. */
 #define STREAM_PING_MS			1000
 
+/*
+ * Local subtransactions a direct transaction may nest; a register
+ * transaction with more (a loop with an exception block in each turn, say)
+ * is spooled from then on.  Each level costs memory and, past 64, every
+ * snapshot in the embassy pays for the overflowed subtransaction cache.
+ */
+#define STREAM_MAX_DIRECT_DEPTH	64
+
 /* The first change of one register subtransaction. */
 typedef struct StreamSubxact
 {
@@ -246,6 +254,8 @@ de_stream_record(DeStream *stream, DeRecord *rec, const char *raw,
 					sub->xid = rec->xid;
 					sub->offset = x->size;
 					sub->depth = 0;
+					if (x->direct && x->depth >= STREAM_MAX_DIRECT_DEPTH)
+						stream_demote(stream, "too many subtransactions");
 					if (x->direct)
 					{
 						de_apply_subxact_begin(stream->apply);

@@ -150,6 +150,33 @@ $big->query_safe('COMMIT');
 DataEmbassy::wait_caught_up($reg, $emb, 'reg', msg => 'killed: caught up');
 DataEmbassy::compare_tables($reg, $emb, 'postgres');
 
+# 5b. A loop with an exception block in each turn: one subtransaction per
+# turn, some rolled back.  Past 64 nested local subtransactions the
+# transaction is spooled instead.
+$off = -s $emb->logfile;
+$reg->safe_psql('postgres', q{
+	DO $$
+	BEGIN
+		FOR i IN 1 .. 300 LOOP
+			BEGIN
+				INSERT INTO event (what) SELECT 'turn ' || i || '.' || g
+				FROM generate_series(1, 20) g;
+				IF i % 7 = 0 THEN
+					RAISE EXCEPTION 'undo turn %', i;
+				END IF;
+			EXCEPTION WHEN raise_exception THEN
+				NULL;
+			END;
+		END LOOP;
+	END
+	$$});
+DataEmbassy::wait_caught_up($reg, $emb, 'reg', msg => 'subtransactions: caught up');
+wait_log($off, qr/streamed transaction \d+ is spooled from now on: too many subtransactions/,
+	'subtransactions: spooled past 64 levels');
+is($emb->safe_psql('postgres', q{SELECT count(*) FROM event WHERE what LIKE 'turn %'}),
+	'5160', 'subtransactions: the turns kept, none of the undone');
+DataEmbassy::compare_tables($reg, $emb, 'postgres');
+
 # 6. Streaming switched off: large transactions come after their commit.
 $emb->append_conf('postgresql.conf', 'data_embassy.stream_in_progress = off');
 $emb->reload;
