@@ -55,15 +55,15 @@ for p in $required $wanted; do installed "$p" || missing="$missing $p"; done
 if [ -n "$missing" ]; then
 	log "installing:$missing"
 	if as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq; then
-		todo=""
+		installable=""
 		for p in $missing; do
-			if available "$p"; then todo="$todo $p"
+			if available "$p"; then installable="$installable $p"
 			else log "not in this Debian: $p (going on without it)"
 			fi
 		done
 		# shellcheck disable=SC2086
-		[ -z "$todo" ] || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			--no-install-recommends -o Dpkg::Options::=--force-confold $todo >/dev/null
+		[ -z "$installable" ] || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends -o Dpkg::Options::=--force-confold $installable >/dev/null
 		# Debian starts a default cluster on install; the benchmark never uses it.
 		as_root pg_ctlcluster 15 main stop 2>/dev/null || true
 	else

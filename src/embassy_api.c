@@ -453,15 +453,7 @@ stop_worker(const char *name)
 		drop_callback_registered = true;
 	}
 
-	pid = de_slot_wait_stopped(slot, drop_slot_generation,
-							   DROP_STOP_TIMEOUT_MS);
-	if (pid != 0)
-		ereport(ERROR,
-				errcode(ERRCODE_OBJECT_IN_USE),
-				errmsg("could not stop the apply worker of register \"%s\"",
-					   name),
-				errdetail("Process %d did not exit within %d seconds.",
-						  (int) pid, DROP_STOP_TIMEOUT_MS / 1000));
+	de_slot_wait_stopped(slot, drop_slot_generation, DROP_STOP_TIMEOUT_MS, name);
 }
 
 /*

@@ -204,7 +204,6 @@ static void
 promote_stop_worker(DeRegisterSlot *slot, const char *name)
 {
 	uint32		generation;
-	pid_t		pid;
 
 	LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
 	slot->promoted = true;
@@ -214,14 +213,7 @@ promote_stop_worker(DeRegisterSlot *slot, const char *name)
 	LWLockRelease(DeShared->lock);
 	de_slot_set_state(slot, DE_STATE_PROMOTING, NULL);
 
-	pid = de_slot_wait_stopped(slot, generation, PROMOTE_STOP_TIMEOUT_MS);
-	if (pid != 0)
-		ereport(ERROR,
-				errcode(ERRCODE_OBJECT_IN_USE),
-				errmsg("could not stop the apply worker of register \"%s\"",
-					   name),
-				errdetail("Process %d did not exit within %d seconds.",
-						  (int) pid, PROMOTE_STOP_TIMEOUT_MS / 1000));
+	de_slot_wait_stopped(slot, generation, PROMOTE_STOP_TIMEOUT_MS, name);
 }
 
 /*

@@ -406,8 +406,9 @@ data_embassy_register_status(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-pid_t
-de_slot_wait_stopped(DeRegisterSlot *slot, uint32 generation, int timeout_ms)
+void
+de_slot_wait_stopped(DeRegisterSlot *slot, uint32 generation, int timeout_ms,
+					 const char *register_name)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													   timeout_ms);
@@ -423,8 +424,15 @@ de_slot_wait_stopped(DeRegisterSlot *slot, uint32 generation, int timeout_ms)
 			slot->worker_pid : 0;
 		LWLockRelease(DeShared->lock);
 
-		if (pid == 0 || GetCurrentTimestamp() >= deadline)
-			return pid;
+		if (pid == 0)
+			return;
+		if (GetCurrentTimestamp() >= deadline)
+			ereport(ERROR,
+					errcode(ERRCODE_OBJECT_IN_USE),
+					errmsg("could not stop the apply worker of register \"%s\"",
+						   register_name),
+					errdetail("Process %d did not exit within %d seconds.",
+							  (int) pid, timeout_ms / 1000));
 
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

@@ -124,10 +124,10 @@ extern void de_slot_detach(void);
 
 /*
  * Wait, at most timeout_ms and checking for interrupts, until the slot (of
- * this generation) has no worker.  Returns 0, or the pid of the worker that
- * is still running when the time is up.
+ * this generation) has no worker; raise ERROR naming the register when the
+ * worker is still running at the end.
  */
-extern pid_t de_slot_wait_stopped(DeRegisterSlot *slot, uint32 generation,
-								  int timeout_ms);
+extern void de_slot_wait_stopped(DeRegisterSlot *slot, uint32 generation,
+								 int timeout_ms, const char *register_name);
 
 #endif							/* DE_STATUS_H */

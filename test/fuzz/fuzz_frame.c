@@ -60,7 +60,7 @@ static const int decoder_codes[] = {
 };
 
 /*
- * Is this errcode allowed?  FUZZ_ALLOW_CODE=XXXXX in the environment adds
+ * Is this errcode allowed?  FUZZ_ALLOW_CODE=<SQLSTATE> in the environment adds
  * one more (for a run that should look past a known deviation).
  */
 static bool
