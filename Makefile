@@ -10,7 +10,10 @@
 EXTENSION = data_embassy
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
 MODULE_big = data_embassy
-OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+# src/ holds the module entry; src/seal/ the frame format and its
+# cryptography, src/register/ the register side, src/embassy/ the embassy side.
+SRCS = $(sort $(wildcard src/*.c src/*/*.c))
+OBJS = $(patsubst %.c,%.o,$(SRCS))
 DATA = $(EXTENSION)--$(EXTVERSION).sql
 PGFILEDESC = "data_embassy - sealed logical replication to a data embassy"
 
@@ -29,7 +32,7 @@ PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
 
 PG_CPPFLAGS = -std=gnu11 -Wall -Wextra -Wno-unused-parameter \
 	-Wno-missing-field-initializers -Wno-sign-compare \
-	-Wno-cast-function-type -I$(libpq_srcdir)
+	-Wno-cast-function-type -I$(srcdir)/src -I$(libpq_srcdir)
 SHLIB_LINK_INTERNAL = $(libpq)
 SHLIB_LINK = -lzstd -lcrypto
 
@@ -42,7 +45,7 @@ PROVE_FLAGS = -I $(CURDIR)/test/lib
 
 # Every object depends on every private header: there are few and they change
 # together.
-$(OBJS): $(wildcard src/*.h)
+$(OBJS): $(wildcard src/*.h src/*/*.h)
 
 regress.conf: test/regress.conf.in
 	cp $< $@

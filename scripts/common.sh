@@ -3,7 +3,11 @@
 # (PostgreSQL refuses to run as root).
 
 PG_MAJOR=15
-PG_BINDIR=/usr/lib/postgresql/$PG_MAJOR/bin
+# DE_PG_BINDIR: another server's bin directory, for example a copy of
+# Debian's /usr/lib/postgresql/15 and /usr/share/postgresql/15 under one
+# prefix (PostgreSQL finds its files relative to its binaries), so that
+# several work trees can build, install and test at once.
+PG_BINDIR=${DE_PG_BINDIR:-/usr/lib/postgresql/$PG_MAJOR/bin}
 export PG_CONFIG=$PG_BINDIR/pg_config
 DE_PACKAGES="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-contrib libzstd-dev libssl-dev libipc-run-perl make gcc pkg-config"
 # the fuzzer (scripts/test.sh) needs clang's libFuzzer and sanitizer runtimes

@@ -21,10 +21,10 @@
 #include "utils/guc.h"
 
 #include "data_embassy.h"
-#include "guard.h"
-#include "launcher.h"
-#include "promote.h"
-#include "status.h"
+#include "embassy/guard.h"
+#include "embassy/launcher.h"
+#include "embassy/promote.h"
+#include "embassy/status.h"
 
 PG_MODULE_MAGIC;
 

@@ -36,9 +36,9 @@
 #include "lib/stringinfo.h"
 #include "utils/memutils.h"
 
-#include "codec.h"
-#include "crypto.h"
-#include "frame.h"
+#include "seal/codec.h"
+#include "seal/crypto.h"
+#include "seal/frame.h"
 
 #include "fuzz_keys.h"
 #include "pg_shim.h"

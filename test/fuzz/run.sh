@@ -6,7 +6,7 @@
 #   SECONDS   how long to fuzz (default 60); 0 only replays the corpus
 #   --seeds   regenerate the seed-* files of test/fuzz/corpus/ first
 #
-# Builds src/frame.c, src/codec.c and src/crypto.c with the shim
+# Builds src/seal/frame.c, src/seal/codec.c and src/seal/crypto.c with the shim
 # (pg_shim.c, pg_stubs.c) and the target (fuzz_frame.c) under clang's
 # -fsanitize=fuzzer,address,undefined in test/fuzz/build/, replays every
 # input in test/fuzz/corpus/ (seeds and every crash found so far), then
@@ -85,7 +85,7 @@ LIBS="-lzstd -lcrypto"
 
 echo "run.sh: building with $CC in $build"
 objs=()
-for src in "$root/src/frame.c" "$root/src/codec.c" "$root/src/crypto.c" \
+for src in "$root/src/seal/frame.c" "$root/src/seal/codec.c" "$root/src/seal/crypto.c" \
 	"$here/pg_shim.c" "$here/pg_stubs.c"; do
 	obj=$build/$(basename "$src" .c).o
 	"$CC" $CFLAGS $SAN -fsanitize=fuzzer-no-link -c "$src" -o "$obj"

@@ -59,9 +59,9 @@
 #include "utils/timestamp.h"
 
 #include "data_embassy.h"
-#include "keys.h"
-#include "launcher.h"
-#include "status.h"
+#include "seal/keys.h"
+#include "embassy/launcher.h"
+#include "embassy/status.h"
 
 #define DE_LIBRARY_NAME			"data_embassy"
 #define DE_DATABASES_FILE		DE_KEY_DIR "/databases"

@@ -39,7 +39,7 @@
  * record) before it is written; a replay reads one chunk at a time.
  *
  * IDENTIFICATION
- *		  src/stream.c
+ *		  src/embassy/stream.c
  *
  *-------------------------------------------------------------------------
  */
@@ -54,7 +54,7 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
-#include "stream.h"
+#include "embassy/stream.h"
 
 /* A chunk is written once it holds this many bytes of records. */
 #define STREAM_CHUNK_BYTES		(256 * 1024)

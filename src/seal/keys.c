@@ -26,7 +26,7 @@
  * key is kept in process memory.
  *
  * IDENTIFICATION
- *		  src/keys.c
+ *		  src/seal/keys.c
  *
  *-------------------------------------------------------------------------
  */
@@ -42,7 +42,7 @@
 #include "utils/builtins.h"
 
 #include "data_embassy.h"
-#include "keys.h"
+#include "seal/keys.h"
 
 static void de_key_check_usable(const uint8 *pub, const char *what);
 

@@ -45,7 +45,7 @@
  *	  store_flush_position()/get_flush_position() do.
  *
  * IDENTIFICATION
- *		  src/apply.c
+ *		  src/embassy/apply.c
  *
  *-------------------------------------------------------------------------
  */
@@ -84,11 +84,11 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
-#include "apply.h"
-#include "codec.h"
+#include "embassy/apply.h"
+#include "seal/codec.h"
 #include "data_embassy.h"
-#include "guard.h"
-#include "lookup.h"
+#include "embassy/guard.h"
+#include "embassy/lookup.h"
 
 /* Inserts gathered before one table_multi_insert() (as COPY FROM does). */
 #define APPLY_MAX_BUFFERED_ROWS		1000

@@ -45,8 +45,8 @@
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
-#include "codec.h"
-#include "sequences.h"
+#include "seal/codec.h"
+#include "register/sequences.h"
 
 /* The special-space marker of a sequence page (commands/sequence.c). */
 #define DE_SEQ_MAGIC	0x1717

@@ -45,7 +45,7 @@
 #include "access/xlogdefs.h"
 #include "lib/stringinfo.h"
 
-#include "crypto.h"
+#include "seal/crypto.h"
 
 #define DE_FRAME_MAGIC			"DEMB"
 #define DE_FRAME_VERSION		1

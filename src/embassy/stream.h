@@ -11,8 +11,8 @@
 #ifndef DE_STREAM_H
 #define DE_STREAM_H
 
-#include "apply.h"
-#include "codec.h"
+#include "embassy/apply.h"
+#include "seal/codec.h"
 
 typedef struct DeStream DeStream;
 

@@ -20,7 +20,7 @@
  * while decoding, so it scans the table directly instead of using SPI.
  *
  * IDENTIFICATION
- *		  src/pins.c
+ *		  src/register/pins.c
  *
  *-------------------------------------------------------------------------
  */
@@ -44,8 +44,8 @@
 #include "utils/syscache.h"
 
 #include "data_embassy.h"
-#include "keys.h"
-#include "pins.h"
+#include "seal/keys.h"
+#include "register/pins.h"
 
 PG_FUNCTION_INFO_V1(data_embassy_add_embassy);
 PG_FUNCTION_INFO_V1(data_embassy_drop_embassy);

@@ -21,7 +21,7 @@
  * does not exist in this database.
  *
  * IDENTIFICATION
- *		  src/copy_frames.c
+ *		  src/register/copy_frames.c
  *
  *-------------------------------------------------------------------------
  */
@@ -47,12 +47,12 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
-#include "codec.h"
+#include "seal/codec.h"
 #include "data_embassy.h"
-#include "frame.h"
-#include "keys.h"
-#include "pins.h"
-#include "plugin.h"
+#include "seal/frame.h"
+#include "seal/keys.h"
+#include "register/pins.h"
+#include "register/plugin.h"
 
 PG_FUNCTION_INFO_V1(data_embassy_copy_frames);
 

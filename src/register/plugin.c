@@ -48,7 +48,7 @@
  * database encoding, which is the default.
  *
  * IDENTIFICATION
- *		  src/plugin.c
+ *		  src/register/plugin.c
  *
  *-------------------------------------------------------------------------
  */
@@ -76,13 +76,13 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
-#include "codec.h"
+#include "seal/codec.h"
 #include "data_embassy.h"
-#include "frame.h"
-#include "keys.h"
-#include "pins.h"
-#include "plugin.h"
-#include "sequences.h"
+#include "seal/frame.h"
+#include "seal/keys.h"
+#include "register/pins.h"
+#include "register/plugin.h"
+#include "register/sequences.h"
 
 /* Changes without a write after which the walsender is given a chance to
  * send keepalives (as PG15's pgoutput does). */

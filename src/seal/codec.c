@@ -40,7 +40,7 @@
 #include "utils/relcache.h"
 #include "utils/uuid.h"
 
-#include "codec.h"
+#include "seal/codec.h"
 
 /* ---------- writing helpers ---------- */
 

@@ -22,7 +22,7 @@
  * increment.
  *
  * IDENTIFICATION
- *		  src/lookup.c
+ *		  src/embassy/lookup.c
  *
  *-------------------------------------------------------------------------
  */
@@ -37,7 +37,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
-#include "lookup.h"
+#include "embassy/lookup.h"
 
 struct DeIndexLookup
 {

@@ -16,7 +16,7 @@
  * failure in errdetail.
  *
  * IDENTIFICATION
- *		  src/crypto.c
+ *		  src/seal/crypto.c
  *
  *-------------------------------------------------------------------------
  */
@@ -28,7 +28,7 @@
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 
-#include "crypto.h"
+#include "seal/crypto.h"
 
 struct DeAead
 {

@@ -8,7 +8,7 @@
 #ifndef DE_PINS_H
 #define DE_PINS_H
 
-#include "crypto.h"
+#include "seal/crypto.h"
 
 /*
  * Is this embassy key pinned in the current database?  Reads the pins

@@ -39,7 +39,7 @@
 #include "utils/snapmgr.h"
 
 #include "data_embassy.h"
-#include "guard.h"
+#include "embassy/guard.h"
 
 #define GUARD_TABLE		"replicated_relations"
 

@@ -23,7 +23,7 @@
  * This is the only file that includes libpq-fe.h.
  *
  * IDENTIFICATION
- *		  src/walconn.c
+ *		  src/embassy/walconn.c
  *
  *-------------------------------------------------------------------------
  */
@@ -43,7 +43,7 @@
 #include "utils/wait_event.h"
 
 #include "data_embassy.h"
-#include "walconn.h"
+#include "embassy/walconn.h"
 
 /* Defaults added when the user's conninfo does not set them. */
 #define WALCONN_CONNECT_TIMEOUT		"30"

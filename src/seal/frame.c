@@ -20,7 +20,7 @@
  * becomes the stream's key context once the frame has been authenticated.
  *
  * IDENTIFICATION
- *		  src/frame.c
+ *		  src/seal/frame.c
  *
  *-------------------------------------------------------------------------
  */
@@ -31,7 +31,7 @@
 #include "port/pg_bswap.h"
 #include "utils/memutils.h"
 
-#include "frame.h"
+#include "seal/frame.h"
 
 /* HKDF info prefix; followed by sysid, dboid and kind */
 #define DE_FRAME_INFO		"data_embassy frame v1"

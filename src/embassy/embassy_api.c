@@ -38,12 +38,12 @@
 #include "utils/timestamp.h"
 
 #include "data_embassy.h"
-#include "guard.h"
-#include "keys.h"
-#include "launcher.h"
-#include "status.h"
-#include "walconn.h"
-#include "worker.h"
+#include "embassy/guard.h"
+#include "seal/keys.h"
+#include "embassy/launcher.h"
+#include "embassy/status.h"
+#include "embassy/walconn.h"
+#include "embassy/worker.h"
 
 /* How long drop_register waits for the apply worker to exit. */
 #define DROP_STOP_TIMEOUT_MS	30000

@@ -15,7 +15,7 @@
  * RELATION record names, then with its output function, as a JSON string.
  *
  * IDENTIFICATION
- *		  src/inspect.c
+ *		  src/seal/inspect.c
  *
  *-------------------------------------------------------------------------
  */
@@ -39,10 +39,10 @@
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
 
-#include "codec.h"
+#include "seal/codec.h"
 #include "data_embassy.h"
-#include "frame.h"
-#include "keys.h"
+#include "seal/frame.h"
+#include "seal/keys.h"
 
 PG_FUNCTION_INFO_V1(data_embassy_inspect_frames);
 PG_FUNCTION_INFO_V1(data_embassy_frame_header);

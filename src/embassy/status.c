@@ -23,7 +23,7 @@
 #include "utils/wait_event.h"
 
 #include "data_embassy.h"
-#include "status.h"
+#include "embassy/status.h"
 
 #define DE_SHMEM_NAME		"data_embassy"
 #define DE_TRANCHE_NAME		"data_embassy"

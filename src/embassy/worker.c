@@ -45,7 +45,7 @@
  *	  frame, so memory is bounded by the frame, not the transaction.
  *
  * IDENTIFICATION
- *		  src/worker.c
+ *		  src/embassy/worker.c
  *
  *-------------------------------------------------------------------------
  */
@@ -74,16 +74,16 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "apply.h"
-#include "codec.h"
+#include "embassy/apply.h"
+#include "seal/codec.h"
 #include "data_embassy.h"
-#include "frame.h"
-#include "guard.h"
-#include "keys.h"
-#include "status.h"
-#include "stream.h"
-#include "walconn.h"
-#include "worker.h"
+#include "seal/frame.h"
+#include "embassy/guard.h"
+#include "seal/keys.h"
+#include "embassy/status.h"
+#include "embassy/stream.h"
+#include "embassy/walconn.h"
+#include "embassy/worker.h"
 
 /* How often a paused worker asks the register for its WAL position. */
 #define WORKER_PAUSED_IDENTIFY_MS	5000

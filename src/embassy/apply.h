@@ -24,7 +24,7 @@
 #include "access/xlogdefs.h"
 #include "replication/origin.h"
 
-#include "codec.h"
+#include "seal/codec.h"
 
 typedef struct DeApply DeApply;
 

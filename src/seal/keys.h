@@ -13,7 +13,7 @@
 #ifndef DE_KEYS_H
 #define DE_KEYS_H
 
-#include "crypto.h"
+#include "seal/crypto.h"
 
 #define DE_KEY_DIR			"data_embassy"
 #define DE_KEY_FILE			"data_embassy/identity.key"

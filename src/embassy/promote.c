@@ -37,12 +37,12 @@
 #include "utils/timestamp.h"
 
 #include "data_embassy.h"
-#include "guard.h"
-#include "launcher.h"
-#include "promote.h"
-#include "status.h"
-#include "walconn.h"
-#include "worker.h"
+#include "embassy/guard.h"
+#include "embassy/launcher.h"
+#include "embassy/promote.h"
+#include "embassy/status.h"
+#include "embassy/walconn.h"
+#include "embassy/worker.h"
 
 int			de_promote_sequence_margin = 1000;
 int			de_test_promote_delay_ms = 0;
