@@ -175,6 +175,19 @@ CREATE FUNCTION resume_register(name text) RETURNS void
 AS 'MODULE_PATHNAME', 'data_embassy_resume_register'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
+/* Start the worker now instead of after its backoff; false if running. */
+CREATE FUNCTION retry_register(name text) RETURNS boolean
+AS 'MODULE_PATHNAME', 'data_embassy_retry_register'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+/*
+ * Copy the register again into emptied tables (one transaction: until it
+ * commits the replica keeps what it had).
+ */
+CREATE FUNCTION resync_register(name text) RETURNS void
+AS 'MODULE_PATHNAME', 'data_embassy_resync_register'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
 CREATE FUNCTION register_status(
 	OUT register text, OUT database name, OUT state text, OUT worker_pid integer,
 	OUT source_lsn pg_lsn, OUT received_lsn pg_lsn, OUT applied_lsn pg_lsn,
@@ -233,6 +246,7 @@ GRANT EXECUTE ON FUNCTION generate_key(), public_key(),
 	add_embassy(text, text), drop_embassy(text),
 	add_register(text, text, text, boolean), drop_register(text),
 	pause_register(text), resume_register(text),
+	retry_register(text), resync_register(text),
 	promote(text, interval)
 	TO data_embassy_admin;
 

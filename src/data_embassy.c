@@ -149,29 +149,6 @@ _PG_init(void)
 }
 
 /*
- * de_check_admin
- *		Refuse unless the current user may configure data_embassy.
- */
-void
-de_check_admin(const char *action)
-{
-	Oid			admin;
-
-	if (superuser())
-		return;
-
-	admin = get_role_oid(DE_ADMIN_ROLE, true);
-	if (OidIsValid(admin) && has_privs_of_role(GetUserId(), admin))
-		return;
-
-	ereport(ERROR,
-			errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			errmsg("permission denied to %s", action),
-			errhint("Only superusers and members of role \"%s\" may do this.",
-					DE_ADMIN_ROLE));
-}
-
-/*
  * de_require_preloaded
  *		Embassy-side functions need the shared memory and launcher that only
  *		exist when the library is preloaded.

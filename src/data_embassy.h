@@ -26,12 +26,6 @@ extern bool de_stream_in_progress;	/* data_embassy.stream_in_progress */
 /* True in a process of a server that preloaded the library. */
 extern bool de_preloaded;
 
-/*
- * Raise ERROR unless the current user is a superuser or a member of
- * data_embassy_admin; "action" completes "permission denied to ...".
- */
-extern void de_check_admin(const char *action);
-
 /* Raise ERROR unless the library was preloaded (embassy-side functions). */
 extern void de_require_preloaded(void);
 

@@ -9,7 +9,8 @@
  * launcher to read it again when the transaction commits; the launcher then
  * starts, holds or stops the apply workers.  The table is readable only by
  * its owner because conninfo may hold a password, so the functions read and
- * write it as the owner once the caller has passed de_check_admin().
+ * write it through catalog.c, as the owner, once the caller has passed
+ * de_check_admin().
  *
  * drop_register cannot be undone: it stops the worker, drops the
  * replication slot on the register (or says how to drop it by hand when the
@@ -38,12 +39,14 @@
 #include "utils/timestamp.h"
 
 #include "data_embassy.h"
+#include "embassy/catalog.h"
 #include "embassy/guard.h"
-#include "seal/keys.h"
 #include "embassy/launcher.h"
 #include "embassy/status.h"
 #include "embassy/walconn.h"
 #include "embassy/worker.h"
+#include "privilege.h"
+#include "seal/keys.h"
 
 /* How long drop_register waits for the apply worker to exit. */
 #define DROP_STOP_TIMEOUT_MS	30000
@@ -57,138 +60,13 @@ PG_FUNCTION_INFO_V1(data_embassy_add_register);
 PG_FUNCTION_INFO_V1(data_embassy_drop_register);
 PG_FUNCTION_INFO_V1(data_embassy_pause_register);
 PG_FUNCTION_INFO_V1(data_embassy_resume_register);
+PG_FUNCTION_INFO_V1(data_embassy_retry_register);
+PG_FUNCTION_INFO_V1(data_embassy_resync_register);
 
-/*
- * api_register_name
- *		The register name in argument argno, checked: not NULL, not empty,
- *		short enough for a slot, and made of letters, digits, '_', '-' and
- *		'.' only.
- */
-static char *
-api_register_name(FunctionCallInfo fcinfo, int argno)
-{
-	char	   *name;
-	const char *p;
-
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				errmsg("register name must not be null"));
-
-	name = text_to_cstring(PG_GETARG_TEXT_PP(argno));
-	if (name[0] == '\0')
-		ereport(ERROR,
-				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("register name must not be empty"));
-	if (strlen(name) >= NAMEDATALEN)
-		ereport(ERROR,
-				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("register name \"%s\" is too long", name),
-				errdetail("Register names are at most %d bytes long.",
-						  NAMEDATALEN - 1));
-	for (p = name; *p != '\0'; p++)
-	{
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-			  (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' ||
-			  *p == '.'))
-			ereport(ERROR,
-					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					errmsg("register name \"%s\" contains an invalid character",
-						   name),
-					errhint("Register names may contain only letters, digits, underscores, hyphens and periods."));
-	}
-	return name;
-}
-
-/*
- * api_begin
- *		Become the owner of data_embassy.registers and connect to SPI.  The
- *		caller has checked its privileges; the previous user is restored by
- *		api_end() or by transaction abort.  Memory allocated in between is
- *		freed by api_end().
- */
-static void
-api_begin(Oid *save_userid, int *save_sec_context)
-{
-	Oid			relid;
-	HeapTuple	tuple;
-	Oid			owner;
-
-	relid = get_relname_relid("registers", de_schema_oid(false));
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				errcode(ERRCODE_UNDEFINED_TABLE),
-				errmsg("relation \"%s.%s\" does not exist",
-					   DE_SCHEMA_NAME, "registers"));
-
-	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(tuple))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
-	ReleaseSysCache(tuple);
-
-	GetUserIdAndSecContext(save_userid, save_sec_context);
-	SetUserIdAndSecContext(owner,
-						   *save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-}
-
-static void
-api_end(Oid save_userid, int save_sec_context)
-{
-	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-}
-
-/*
- * api_exec
- *		Run a statement on the registers table with text parameters; NULL
- *		array entries are SQL NULLs.  Returns the number of rows.
- */
-static uint64
-api_exec(const char *sql, int expected, int nargs, Oid *types,
-		 Datum *values, const char *nulls)
-{
-	int			ret;
-
-	ret = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-	if (ret != expected)
-		elog(ERROR, "could not run \"%s\": %s", sql,
-			 SPI_result_code_string(ret));
-	return SPI_processed;
-}
-
-/* Text column "col" of row "row" of the last SPI result, palloc'd. */
-static char *
-api_text(int row, int col)
-{
-	char	   *value = SPI_getvalue(SPI_tuptable->vals[row],
-									 SPI_tuptable->tupdesc, col);
-
-	return value ? value : pstrdup("");
-}
-
-static bool
-api_bool(int row, int col)
-{
-	bool		isnull;
-	Datum		value;
-
-	value = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
-						  col, &isnull);
-	return !isnull && DatumGetBool(value);
-}
-
-static void
-raise_unknown_register(const char *name)
-{
-	ereport(ERROR,
-			errcode(ERRCODE_UNDEFINED_OBJECT),
-			errmsg("register \"%s\" does not exist", name),
-			errhint("The registers of this database are listed in data_embassy.lag."));
-}
+/* The register resync_register restarts at commit (-1: none). */
+static bool resync_callback_registered = false;
+static int	resync_slot_index = -1;
+static uint32 resync_slot_generation = 0;
 
 /*
  * warn_if_no_free_slot
@@ -229,15 +107,11 @@ data_embassy_add_register(PG_FUNCTION_ARGS)
 	uint8		priv[DE_KEY_LEN];
 	uint8		own_pub[DE_KEY_LEN];
 	uint8		register_pub[DE_KEY_LEN];
-	Oid			save_userid;
-	int			save_sec_context;
-	Oid			types[4] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID};
-	Datum		values[4];
 
 	de_require_preloaded();
 	de_check_admin("add a register");
 
-	name = api_register_name(fcinfo, 0);
+	name = de_name_arg(fcinfo, 0, DE_NAME_REGISTER);
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -272,35 +146,7 @@ data_embassy_add_register(PG_FUNCTION_ARGS)
 				errmsg("register_key is this embassy's own public key"),
 				errhint("Pass the key that data_embassy.public_key() returns on the register."));
 
-	api_begin(&save_userid, &save_sec_context);
-
-	values[0] = CStringGetTextDatum(name);
-	if (api_exec("SELECT 1 FROM " DE_SCHEMA_NAME ".registers WHERE name = $1 "
-				 "FOR UPDATE",
-				 SPI_OK_SELECT, 1, types, values, NULL) > 0)
-		ereport(ERROR,
-				errcode(ERRCODE_DUPLICATE_OBJECT),
-				errmsg("register \"%s\" already exists", name));
-
-	values[0] = CStringGetTextDatum(key_text);
-	if (api_exec("SELECT name FROM " DE_SCHEMA_NAME ".registers "
-				 "WHERE register_key = $1",
-				 SPI_OK_SELECT, 1, types, values, NULL) > 0)
-		ereport(ERROR,
-				errcode(ERRCODE_DUPLICATE_OBJECT),
-				errmsg("register key is already used by register \"%s\"",
-					   api_text(0, 1)));
-
-	values[0] = CStringGetTextDatum(name);
-	values[1] = CStringGetTextDatum(conninfo);
-	values[2] = CStringGetTextDatum(key_text);
-	values[3] = BoolGetDatum(copy_data);
-	api_exec("INSERT INTO " DE_SCHEMA_NAME ".registers "
-			 "(name, conninfo, register_key, copy_data, state) "
-			 "VALUES ($1, $2, $3, $4, 'init')",
-			 SPI_OK_INSERT, 4, types, values, NULL);
-
-	api_end(save_userid, save_sec_context);
+	de_catalog_insert_register(name, conninfo, key_text, copy_data);
 
 	warn_if_no_free_slot();
 	de_launcher_rescan_at_commit();
@@ -316,51 +162,35 @@ static void
 set_paused(FunctionCallInfo fcinfo, bool paused)
 {
 	char	   *name;
-	Oid			save_userid;
-	int			save_sec_context;
-	Oid			types[2] = {TEXTOID, BOOLOID};
-	Datum		values[2];
-	bool		was_paused;
-	bool		promoted;
+	DeRegister *reg;
 
 	de_require_preloaded();
 	de_check_admin(paused ? "pause a register" : "resume a register");
 
-	name = api_register_name(fcinfo, 0);
+	name = de_name_arg(fcinfo, 0, DE_NAME_REGISTER);
 
-	api_begin(&save_userid, &save_sec_context);
-
-	values[0] = CStringGetTextDatum(name);
-	if (api_exec("SELECT paused, state = 'promoted' FROM " DE_SCHEMA_NAME
-				 ".registers WHERE name = $1 FOR NO KEY UPDATE",
-				 SPI_OK_SELECT, 1, types, values, NULL) == 0)
-		raise_unknown_register(name);
-	was_paused = api_bool(0, 1);
-	promoted = api_bool(0, 2);
-
-	if (promoted)
+	/* waits for a drop_register of the same register */
+	reg = de_catalog_get_register(name, DE_LOCK_NO_KEY_UPDATE, false);
+	if (reg->phase == DE_PHASE_PROMOTED)
 		ereport(ERROR,
 				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				errmsg("register \"%s\" has been promoted", name),
-				errdetail("A promoted register has no apply worker to %s.",
-						  paused ? "pause" : "resume"));
+				paused ?
+				errdetail("A promoted register has no apply worker to pause.") :
+				errdetail("A promoted register has no apply worker to resume."));
 
-	if (was_paused == paused)
+	if (reg->paused == paused)
 	{
-		api_end(save_userid, save_sec_context);
-		ereport(NOTICE,
-				errmsg(paused ? "register \"%s\" is already paused" :
-					   "register \"%s\" is not paused", name));
+		if (paused)
+			ereport(NOTICE,
+					errmsg("register \"%s\" is already paused", name));
+		else
+			ereport(NOTICE,
+					errmsg("register \"%s\" is not paused", name));
 		return;
 	}
 
-	values[1] = BoolGetDatum(paused);
-	api_exec("UPDATE " DE_SCHEMA_NAME ".registers SET paused = $2 "
-			 "WHERE name = $1",
-			 SPI_OK_UPDATE, 2, types, values, NULL);
-
-	api_end(save_userid, save_sec_context);
-
+	de_catalog_set_paused(name, paused);
 	de_launcher_rescan_at_commit();
 }
 
@@ -463,51 +293,29 @@ stop_worker(const char *name)
  *		how to drop it by hand; the rest of drop_register goes on.
  */
 static void
+drop_slot_on(DeWalConn *conn, void *arg)
+{
+	de_walconn_drop_slot(conn, (const char *) arg, true);
+}
+
+static void
 drop_remote_slot(const char *name, const char *conninfo, const char *slot_name)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	DeWalConn  *volatile conn = NULL;
+	ErrorData  *edata;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
+	edata = de_walconn_try(conninfo, "data_embassy drop_register",
+						   drop_slot_on, (void *) slot_name);
+	if (edata == NULL)
+		return;
 
-	PG_TRY();
-	{
-		conn = de_walconn_connect(conninfo, true, "data_embassy drop_register");
-		de_walconn_drop_slot(conn, slot_name, true);
-		de_walconn_close(conn);
-		conn = NULL;
-
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-
-		if (conn != NULL)
-			de_walconn_close(conn);
-
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-
-		ereport(WARNING,
-				errcode(edata->sqlerrcode),
-				errmsg("could not drop replication slot of register \"%s\"",
-					   name),
-				errdetail("%s", edata->message),
-				errhint("Replication slot \"%s\" keeps WAL on the register until it is dropped there: run \"SELECT pg_catalog.pg_drop_replication_slot('%s')\" on the register (%s).",
-						slot_name, slot_name, de_conninfo_redact(conninfo)));
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
+	ereport(WARNING,
+			errcode(edata->sqlerrcode),
+			errmsg("could not drop replication slot of register \"%s\"",
+				   name),
+			errdetail("%s", edata->message),
+			errhint("Replication slot \"%s\" keeps WAL on the register until it is dropped there: run \"SELECT pg_catalog.pg_drop_replication_slot('%s')\" on the register (%s).",
+					slot_name, slot_name, de_conninfo_redact(conninfo)));
+	FreeErrorData(edata);
 }
 
 /*
@@ -520,18 +328,13 @@ Datum
 data_embassy_drop_register(PG_FUNCTION_ARGS)
 {
 	char	   *name;
-	char	   *conninfo;
-	char	   *slot_name;
 	char	   *origin;
-	Oid			save_userid;
-	int			save_sec_context;
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1];
+	DeRegister *reg;
 
 	de_require_preloaded();
 	de_check_admin("drop a register");
 
-	name = api_register_name(fcinfo, 0);
+	name = de_name_arg(fcinfo, 0, DE_NAME_REGISTER);
 
 	PreventInTransactionBlock(true, "data_embassy.drop_register()");
 
@@ -539,34 +342,173 @@ data_embassy_drop_register(PG_FUNCTION_ARGS)
 	 * Lock the row FOR UPDATE: pause and resume wait for us, and the
 	 * launcher's scans see that the register is being dropped.
 	 */
-	api_begin(&save_userid, &save_sec_context);
-	values[0] = CStringGetTextDatum(name);
-	if (api_exec("SELECT conninfo, slot_name FROM " DE_SCHEMA_NAME
-				 ".registers WHERE name = $1 FOR UPDATE",
-				 SPI_OK_SELECT, 1, types, values, NULL) == 0)
-		raise_unknown_register(name);
-	conninfo = MemoryContextStrdup(TopTransactionContext, api_text(0, 1));
-	slot_name = MemoryContextStrdup(TopTransactionContext, api_text(0, 2));
-	api_end(save_userid, save_sec_context);
+	reg = de_catalog_get_register(name, DE_LOCK_UPDATE, false);
 
 	stop_worker(name);
 
 	/* a register never connected to has no slot */
-	if (slot_name[0] != '\0')
-		drop_remote_slot(name, conninfo, slot_name);
+	if (reg->slot_name != NULL && reg->slot_name[0] != '\0')
+		drop_remote_slot(name, reg->conninfo, reg->slot_name);
 
 	origin = de_origin_name(MyDatabaseId, name);
 	replorigin_drop_by_name(origin, true, false);
 
-	api_begin(&save_userid, &save_sec_context);
-	values[0] = CStringGetTextDatum(name);
-	api_exec("DELETE FROM " DE_SCHEMA_NAME ".registers WHERE name = $1",
-			 SPI_OK_DELETE, 1, types, values, NULL);
-	api_end(save_userid, save_sec_context);
+	de_catalog_delete_register(name);
 
 	/* the register's tables are no longer guarded */
 	de_guard_invalidate();
 	de_launcher_rescan_at_commit();
 
+	PG_RETURN_VOID();
+}
+
+/*
+ * active_register
+ *		The register called name, locked FOR NO KEY UPDATE (so that a
+ *		concurrent drop_register waits or wins), which must not be promoted;
+ *		"action" completes "cannot ... a promoted register".
+ */
+static DeRegister *
+active_register(const char *name, const char *action)
+{
+	DeRegister *reg = de_catalog_get_register(name, DE_LOCK_NO_KEY_UPDATE,
+											  false);
+
+	if (reg->phase == DE_PHASE_PROMOTED)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("register \"%s\" has been promoted", name),
+				errdetail("A promoted register is not replicated any more; there is nothing to %s.",
+						  action));
+	return reg;
+}
+
+/*
+ * data_embassy_retry_register
+ *		Start the register's worker now instead of waiting out the backoff
+ *		after failures (for example after fixing a table at the embassy).
+ *		Returns whether a start was brought forward: false when the worker
+ *		is running anyway.
+ */
+Datum
+data_embassy_retry_register(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	DeRegister *reg;
+	DeRegisterSlot *slot;
+	bool		waiting = false;
+
+	de_require_preloaded();
+	de_check_admin("retry a register");
+
+	name = de_name_arg(fcinfo, 0, DE_NAME_REGISTER);
+	reg = active_register(name, "retry");
+	if (reg->paused)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("register \"%s\" is paused", name),
+				errhint("Resume it with data_embassy.resume_register('%s').",
+						name));
+
+	LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
+	slot = de_slot_find(MyDatabaseId, name);
+	if (slot != NULL && slot->worker_pid == 0 && !slot->drop_requested)
+	{
+		slot->failures = 0;
+		slot->next_start = 0;
+		waiting = true;
+		if (DeShared->launcher_latch != NULL)
+			SetLatch(DeShared->launcher_latch);
+	}
+	LWLockRelease(DeShared->lock);
+
+	if (waiting)
+		ereport(LOG,
+				errmsg("register \"%s\": retry requested by user \"%s\"",
+					   name, GetUserNameFromId(GetUserId(), false)));
+	else
+		ereport(NOTICE,
+				errmsg("the worker of register \"%s\" is running; there is nothing to retry",
+					   name));
+	PG_RETURN_BOOL(waiting);
+}
+
+/*
+ * resync_xact_callback
+ *		At commit of resync_register, make the register's worker start over
+ *		(it then finds the register back in phase init); at abort, nothing.
+ */
+static void
+resync_xact_callback(XactEvent event, void *arg)
+{
+	DeRegisterSlot *slot;
+
+	if (resync_slot_index < 0)
+		return;
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT)
+		return;
+
+	if (event == XACT_EVENT_COMMIT)
+	{
+		LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
+		slot = &DeShared->slots[resync_slot_index];
+		if (slot->in_use && slot->generation == resync_slot_generation)
+		{
+			slot->failures = 0;
+			slot->next_start = 0;
+			if (slot->worker_pid != 0)
+			{
+				slot->restart_requested = true;
+				if (slot->worker_latch != NULL)
+					SetLatch(slot->worker_latch);
+			}
+		}
+		if (DeShared->launcher_latch != NULL)
+			SetLatch(DeShared->launcher_latch);
+		LWLockRelease(DeShared->lock);
+	}
+	resync_slot_index = -1;
+}
+
+/*
+ * data_embassy_resync_register
+ *		Copy the register again: a new slot on the register, a new sealed
+ *		initial copy, and the tables here emptied and refilled in the copy's
+ *		own transaction.  Until that transaction commits the replica keeps
+ *		what it had, readable and promotable.  The way back after the
+ *		register lost the WAL this embassy needed, or after a drift.
+ */
+Datum
+data_embassy_resync_register(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	DeRegisterSlot *slot;
+
+	de_require_preloaded();
+	de_check_admin("resync a register");
+
+	name = de_name_arg(fcinfo, 0, DE_NAME_REGISTER);
+	(void) active_register(name, "copy again");
+	de_catalog_set_resync(name);
+
+	LWLockAcquire(DeShared->lock, LW_SHARED);
+	slot = de_slot_find(MyDatabaseId, name);
+	if (slot != NULL)
+	{
+		resync_slot_index = slot - DeShared->slots;
+		resync_slot_generation = slot->generation;
+	}
+	LWLockRelease(DeShared->lock);
+
+	if (!resync_callback_registered)
+	{
+		RegisterXactCallback(resync_xact_callback, NULL);
+		resync_callback_registered = true;
+	}
+
+	ereport(LOG,
+			errmsg("register \"%s\": a new initial copy was requested by user \"%s\"",
+				   name, GetUserNameFromId(GetUserId(), false)));
+	de_launcher_rescan_at_commit();
 	PG_RETURN_VOID();
 }

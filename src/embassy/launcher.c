@@ -41,7 +41,6 @@
 #include "access/xact.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
-#include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -59,9 +58,11 @@
 #include "utils/timestamp.h"
 
 #include "data_embassy.h"
-#include "seal/keys.h"
+#include "embassy/catalog.h"
 #include "embassy/launcher.h"
 #include "embassy/status.h"
+#include "privilege.h"
+#include "seal/keys.h"
 
 #define DE_LIBRARY_NAME			"data_embassy"
 #define DE_DATABASES_FILE		DE_KEY_DIR "/databases"
@@ -478,15 +479,11 @@ de_launcher_register(void)
  * ----------------------------------------------------------------
  */
 
-/* One row of data_embassy.registers, as the scan worker needs it. */
+/* A register as the scan worker sees it. */
 typedef struct DeRegisterRow
 {
-	char	   *name;
+	DeRegister *reg;
 	bool		busy;			/* locked by drop_register, or just deleted */
-	bool		paused;
-	bool		promoted;
-	TimestampTz promoted_at;
-	XLogRecPtr	promoted_lsn;
 } DeRegisterRow;
 
 /*
@@ -514,72 +511,35 @@ scan_worker_exit(int code, Datum arg)
 static DeRegisterRow *
 read_registers(int *nrows)
 {
-	MemoryContext callercxt = CurrentMemoryContext;
+	List	   *regs = de_catalog_list_registers(false);
+	List	   *unlocked;
 	DeRegisterRow *rows;
-	uint64		i;
-	int			ret;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-
-	ret = SPI_execute("SELECT name, paused, state = 'promoted', "
-					  "promoted_at, promoted_lsn "
-					  "FROM " DE_SCHEMA_NAME ".registers",
-					  false, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read the registers table: %s",
-			 SPI_result_code_string(ret));
-
-	rows = MemoryContextAllocZero(callercxt,
-								  sizeof(DeRegisterRow) * (SPI_processed + 1));
-	for (i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tuple = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		Datum		value;
-
-		value = SPI_getbinval(tuple, desc, 1, &isnull);
-		rows[i].name = MemoryContextStrdup(callercxt,
-										   TextDatumGetCString(value));
-		value = SPI_getbinval(tuple, desc, 2, &isnull);
-		rows[i].paused = !isnull && DatumGetBool(value);
-		value = SPI_getbinval(tuple, desc, 3, &isnull);
-		rows[i].promoted = !isnull && DatumGetBool(value);
-		value = SPI_getbinval(tuple, desc, 4, &isnull);
-		rows[i].promoted_at = isnull ? 0 : DatumGetTimestampTz(value);
-		value = SPI_getbinval(tuple, desc, 5, &isnull);
-		rows[i].promoted_lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(value);
-	}
-	*nrows = (int) SPI_processed;
+	ListCell   *lc;
+	int			i = 0;
 
 	/*
 	 * drop_register locks its row FOR UPDATE before it stops the worker, and
-	 * nothing else locks rows that strongly; so the rows this cannot lock are
-	 * being dropped (or were deleted since the first query), and must neither
-	 * get a slot nor bring a slot being dropped back to work.
+	 * nothing else locks rows that strongly; so the rows that cannot be
+	 * locked now are being dropped (or were deleted since the first query),
+	 * and must neither get a slot nor bring a slot being dropped back to
+	 * work.
 	 */
-	for (i = 0; i < *nrows; i++)
-		rows[i].busy = true;
-	ret = SPI_execute("SELECT name FROM " DE_SCHEMA_NAME ".registers "
-					  "FOR KEY SHARE SKIP LOCKED",
-					  false, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not lock the registers table: %s",
-			 SPI_result_code_string(ret));
-	for (i = 0; i < SPI_processed; i++)
+	unlocked = de_catalog_lock_registers();
+
+	rows = palloc0(sizeof(DeRegisterRow) * (list_length(regs) + 1));
+	foreach(lc, regs)
 	{
-		char	   *name = SPI_getvalue(SPI_tuptable->vals[i],
-										SPI_tuptable->tupdesc, 1);
-		int			j;
+		DeRegister *reg = lfirst(lc);
+		ListCell   *lc2;
 
-		for (j = 0; j < *nrows; j++)
-			if (strcmp(rows[j].name, name) == 0)
-				rows[j].busy = false;
+		rows[i].reg = reg;
+		rows[i].busy = true;
+		foreach(lc2, unlocked)
+			if (strcmp(reg->name, lfirst(lc2)) == 0)
+				rows[i].busy = false;
+		i++;
 	}
-
-	SPI_finish();
-
+	*nrows = i;
 	return rows;
 }
 
@@ -594,19 +554,20 @@ init_slot_locked(DeRegisterSlot *slot, Oid dboid, const DeRegisterRow *row)
 	slot->in_use = true;
 	slot->generation++;
 	slot->dboid = dboid;
-	strlcpy(slot->name, row->name, NAMEDATALEN);
-	slot->paused = row->paused;
-	slot->promoted = row->promoted;
+	strlcpy(slot->name, row->reg->name, NAMEDATALEN);
+	slot->paused = row->reg->paused;
+	slot->promoted = (row->reg->phase == DE_PHASE_PROMOTED);
 	slot->drop_requested = false;
+	slot->restart_requested = false;
 	slot->worker_pid = 0;
 	slot->worker_latch = NULL;
 	slot->failures = 0;
 	slot->next_start = 0;
 
 	SpinLockAcquire(&slot->mutex);
-	if (row->promoted)
+	if (row->reg->phase == DE_PHASE_PROMOTED)
 		slot->state = DE_STATE_PROMOTED;
-	else if (row->paused)
+	else if (row->reg->paused)
 		slot->state = DE_STATE_PAUSED;
 	else
 		slot->state = DE_STATE_INITIALIZING;
@@ -622,8 +583,8 @@ init_slot_locked(DeRegisterSlot *slot, Oid dboid, const DeRegisterRow *row)
 	slot->wire_bytes = 0;
 	slot->plain_bytes = 0;
 	slot->last_error[0] = '\0';
-	slot->promoted_at = row->promoted_at;
-	slot->promoted_lsn = row->promoted_lsn;
+	slot->promoted_at = row->reg->promoted_at;
+	slot->promoted_lsn = row->reg->promoted_lsn;
 	SpinLockRelease(&slot->mutex);
 }
 
@@ -637,10 +598,10 @@ update_slot_locked(DeRegisterSlot *slot, const DeRegisterRow *row)
 {
 	bool		idle = (slot->worker_pid == 0);
 
-	if (slot->paused != row->paused)
+	if (slot->paused != row->reg->paused)
 	{
-		slot->paused = row->paused;
-		if (!row->paused)
+		slot->paused = row->reg->paused;
+		if (!row->reg->paused)
 		{
 			/* resumed: start again without waiting out earlier failures */
 			slot->failures = 0;
@@ -648,7 +609,7 @@ update_slot_locked(DeRegisterSlot *slot, const DeRegisterRow *row)
 		}
 		if (idle && !slot->promoted)
 			de_slot_set_state(slot,
-							  row->paused ? DE_STATE_PAUSED : DE_STATE_INITIALIZING,
+							  row->reg->paused ? DE_STATE_PAUSED : DE_STATE_INITIALIZING,
 							  NULL);
 
 		/* the worker holds or resumes on its own; tell it now */
@@ -661,7 +622,7 @@ update_slot_locked(DeRegisterSlot *slot, const DeRegisterRow *row)
 	 * itself while it runs and lowers it again if it fails, so a row not yet
 	 * promoted must not clear it.
 	 */
-	if (row->promoted && !slot->promoted)
+	if ((row->reg->phase == DE_PHASE_PROMOTED) && !slot->promoted)
 	{
 		slot->promoted = true;
 		if (slot->worker_latch != NULL)
@@ -670,8 +631,8 @@ update_slot_locked(DeRegisterSlot *slot, const DeRegisterRow *row)
 		{
 			SpinLockAcquire(&slot->mutex);
 			slot->state = DE_STATE_PROMOTED;
-			slot->promoted_at = row->promoted_at;
-			slot->promoted_lsn = row->promoted_lsn;
+			slot->promoted_at = row->reg->promoted_at;
+			slot->promoted_lsn = row->reg->promoted_lsn;
 			SpinLockRelease(&slot->mutex);
 		}
 	}
@@ -697,10 +658,10 @@ reconcile_slots(Oid dboid, DeRegisterRow *rows, int nrows)
 		DeRegisterSlot *slot;
 		int			j;
 
-		if (strlen(rows[i].name) >= NAMEDATALEN)
+		if (strlen(rows[i].reg->name) >= NAMEDATALEN)
 			continue;
 
-		slot = de_slot_find(dboid, rows[i].name);
+		slot = de_slot_find(dboid, rows[i].reg->name);
 		if (slot != NULL)
 		{
 			seen[slot - DeShared->slots] = true;
@@ -729,7 +690,7 @@ reconcile_slots(Oid dboid, DeRegisterRow *rows, int nrows)
 		}
 		if (slot == NULL)
 		{
-			unplaced = lappend(unplaced, rows[i].name);
+			unplaced = lappend(unplaced, rows[i].reg->name);
 			continue;
 		}
 		init_slot_locked(slot, dboid, &rows[i]);
@@ -752,11 +713,11 @@ reconcile_slots(Oid dboid, DeRegisterRow *rows, int nrows)
 
 	for (i = 0; i < nrows; i++)
 	{
-		if (strlen(rows[i].name) >= NAMEDATALEN)
+		if (strlen(rows[i].reg->name) >= NAMEDATALEN)
 			ereport(WARNING,
 					errcode(ERRCODE_NAME_TOO_LONG),
 					errmsg("data_embassy register name \"%s\" is too long and is ignored",
-						   rows[i].name));
+						   rows[i].reg->name));
 	}
 	if (unplaced != NIL)
 	{
@@ -789,6 +750,7 @@ de_scan_worker_main(Datum main_arg)
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid,
 											  BGWORKER_BYPASS_ALLOWCONN);
+	de_background_session_settings();
 
 	StartTransactionCommand();
 	pgstat_report_activity(STATE_RUNNING, "reading data_embassy registers");
@@ -997,6 +959,13 @@ reap_apply_workers(TimestampTz now)
 			{
 				/* the slot can be freed once the register's row is gone */
 				queue_rescan_locked(slot->dboid);
+			}
+			else if (slot->restart_requested)
+			{
+				/* asked to start over (resync_register): no backoff */
+				slot->restart_requested = false;
+				slot->failures = 0;
+				slot->next_start = 0;
 			}
 			else if (!slot->promoted)
 			{

@@ -26,7 +26,6 @@
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -37,12 +36,14 @@
 #include "utils/timestamp.h"
 
 #include "data_embassy.h"
+#include "embassy/catalog.h"
 #include "embassy/guard.h"
 #include "embassy/launcher.h"
 #include "embassy/promote.h"
 #include "embassy/status.h"
 #include "embassy/walconn.h"
 #include "embassy/worker.h"
+#include "privilege.h"
 
 int			de_promote_sequence_margin = 1000;
 int			de_test_promote_delay_ms = 0;
@@ -54,68 +55,61 @@ PG_FUNCTION_INFO_V1(data_embassy_promote);
 
 typedef struct PromoteTarget
 {
-	char	   *name;
-	char	   *conninfo;
-	bool		promoted;
+	DeRegister *reg;
+	DeRegisterSlot *slot;		/* NULL if the register has no slot */
+	bool		stopped;		/* we flagged the slot promoted */
+	XLogRecPtr	applied;
+	XLogRecPtr	source;
+	TimestampTz now;
 } PromoteTarget;
 
 /*
  * promote_targets
  *		The registers to promote: the one named (which must exist and not be
  *		promoted yet), or every register of this database not yet promoted.
+ *		Their rows are locked FOR UPDATE until the end of the transaction,
+ *		so a concurrent promote() of the same register waits for this one
+ *		and then finds it promoted; and drop_register waits too.
  */
 static pg_noinline List *
 promote_targets(const char *name)
 {
+	List	   *names = NIL;
 	List	   *targets = NIL;
-	Datum		arg;
-	Oid			argtype = TEXTOID;
-	int			ret;
-	uint64		i;
+	ListCell   *lc;
 
-	SPI_connect();
 	if (name)
-	{
-		arg = CStringGetTextDatum(name);
-		ret = SPI_execute_with_args("SELECT name, conninfo, state = 'promoted' "
-									"FROM data_embassy.registers WHERE name = $1",
-									1, &argtype, &arg, NULL, true, 0);
-	}
+		names = list_make1(pstrdup(name));
 	else
-		ret = SPI_execute("SELECT name, conninfo, state = 'promoted' "
-						  "FROM data_embassy.registers "
-						  "WHERE state <> 'promoted' ORDER BY name",
-						  true, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read data_embassy.registers: %s",
-			 SPI_result_code_string(ret));
-
-	for (i = 0; i < SPI_processed; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		PromoteTarget *t = MemoryContextAlloc(TopTransactionContext,
-											  sizeof(PromoteTarget));
-		bool		isnull;
+		foreach(lc, de_catalog_list_registers(true))
+			names = lappend(names, ((DeRegister *) lfirst(lc))->name);
+	}
 
-		t->name = MemoryContextStrdup(TopTransactionContext,
-									  SPI_getvalue(tup, desc, 1));
-		t->conninfo = MemoryContextStrdup(TopTransactionContext,
-										  SPI_getvalue(tup, desc, 2));
-		t->promoted = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
+	foreach(lc, names)
+	{
+		const char *n = lfirst(lc);
+		PromoteTarget *t;
+		DeRegister *reg;
+
+		reg = de_catalog_get_register(n, DE_LOCK_UPDATE, name == NULL);
+		if (reg == NULL)
+			continue;			/* dropped meanwhile */
+		if (reg->phase == DE_PHASE_PROMOTED)
+		{
+			if (name == NULL)
+				continue;		/* promoted meanwhile */
+			ereport(ERROR,
+					errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					errmsg("register \"%s\" is already promoted", n),
+					errdetail("It was promoted at %s, at register LSN %X/%X.",
+							  timestamptz_to_str(reg->promoted_at),
+							  LSN_FORMAT_ARGS(reg->promoted_lsn)));
+		}
+		t = palloc0(sizeof(PromoteTarget));
+		t->reg = reg;
 		targets = lappend(targets, t);
 	}
-	SPI_finish();
-
-	if (name && targets == NIL)
-		ereport(ERROR,
-				errcode(ERRCODE_UNDEFINED_OBJECT),
-				errmsg("register \"%s\" does not exist", name),
-				errhint("The registers of this database are listed in data_embassy.lag."));
-	if (name && ((PromoteTarget *) linitial(targets))->promoted)
-		ereport(ERROR,
-				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				errmsg("register \"%s\" is already promoted", name));
 	return targets;
 }
 
@@ -135,39 +129,35 @@ slot_positions(DeRegisterSlot *slot, XLogRecPtr *applied, XLogRecPtr *source)
  *		applied that far, or the time is up.  Returns the position asked
  *		for, or InvalidXLogRecPtr if the register could not be reached.
  */
+static void
+identify_on(DeWalConn *conn, void *arg)
+{
+	uint64		sysid;
+	TimeLineID	tli;
+
+	de_walconn_identify(conn, &sysid, &tli, (XLogRecPtr *) arg);
+}
+
 static XLogRecPtr
 promote_wait_catchup(PromoteTarget *t, DeRegisterSlot *slot, int64 wait_ms)
 {
 	XLogRecPtr	target = InvalidXLogRecPtr;
 	TimestampTz deadline;
-	MemoryContext oldcxt = CurrentMemoryContext;
+	ErrorData  *edata;
 
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
 
-	PG_TRY();
+	edata = de_walconn_try(t->reg->conninfo, "data_embassy promote",
+						   identify_on, &target);
+	if (edata != NULL)
 	{
-		DeWalConn  *conn = de_walconn_connect(t->conninfo, true,
-											  "data_embassy promote");
-		uint64		sysid;
-		TimeLineID	tli;
-
-		de_walconn_identify(conn, &sysid, &tli, &target);
-		de_walconn_close(conn);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
 		ereport(NOTICE,
 				errmsg("register \"%s\" cannot be reached; promoting with what was received",
-					   t->name),
+					   t->reg->name),
 				errdetail("%s", edata->message));
+		FreeErrorData(edata);
 		return InvalidXLogRecPtr;
 	}
-	PG_END_TRY();
 
 	if (slot == NULL)
 		return target;
@@ -185,7 +175,7 @@ promote_wait_catchup(PromoteTarget *t, DeRegisterSlot *slot, int64 wait_ms)
 		{
 			ereport(NOTICE,
 					errmsg("register \"%s\" did not catch up within the wait; promoting at %X/%X, %X/%X was asked for",
-						   t->name, LSN_FORMAT_ARGS(applied),
+						   t->reg->name, LSN_FORMAT_ARGS(applied),
 						   LSN_FORMAT_ARGS(target)));
 			break;
 		}
@@ -224,48 +214,18 @@ promote_stop_worker(DeRegisterSlot *slot, const char *name)
 static uint64
 promote_commit_state(const char *name, XLogRecPtr applied, TimestampTz now)
 {
-	Oid			types[4] = {TEXTOID, TIMESTAMPTZOID, LSNOID, INT8OID};
-	Datum		args[4];
-	int			ret;
 	uint64		nseq;
 
-	args[0] = CStringGetTextDatum(name);
-	args[1] = TimestampTzGetDatum(now);
-	args[2] = LSNGetDatum(applied);
-	args[3] = Int64GetDatum(de_promote_sequence_margin);
-
-	SPI_connect();
-	ret = SPI_execute_with_args("UPDATE data_embassy.registers "
-								"SET state = 'promoted', paused = false, "
-								"promoted_at = $2, promoted_lsn = $3 "
-								"WHERE name = $1",
-								3, types, args, NULL, false, 0);
-	if (ret != SPI_OK_UPDATE || SPI_processed != 1)
-		elog(ERROR, "could not mark register \"%s\" promoted", name);
+	de_catalog_set_promoted(name, now, applied);
 
 	/*
 	 * Each replicated sequence goes past both its own value and the last
 	 * value the register reported, by the margin.
 	 */
-	ret = SPI_execute_with_args("SELECT pg_catalog.setval(s.relid::regclass, "
-								"  greatest(coalesce(pg_catalog.pg_sequence_last_value(s.relid::regclass), 0), "
-								"           s.last_value) + $4) "
-								"FROM data_embassy.replicated_sequences s "
-								"JOIN pg_catalog.pg_class c ON c.oid = s.relid "
-								"WHERE s.register = $1",
-								4, types, args, NULL, false, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not advance the sequences of register \"%s\"", name);
-	nseq = SPI_processed;
+	nseq = de_catalog_advance_sequences(name, de_promote_sequence_margin);
 
-	ret = SPI_execute_with_args("DELETE FROM data_embassy.replicated_relations "
-								"WHERE register = $1",
-								1, types, args, NULL, false, 0);
-	if (ret != SPI_OK_DELETE)
-		elog(ERROR, "could not lift the write guard of register \"%s\"", name);
-	SPI_finish();
-
-	de_guard_invalidate();
+	/* lifts the write guard */
+	de_catalog_clear_relations(name);
 	return nseq;
 }
 
@@ -295,48 +255,68 @@ promote_test_delay(void)
 	}
 }
 
-typedef struct PromoteResult
-{
-	XLogRecPtr	applied;
-	XLogRecPtr	source;
-	TimestampTz now;
-} PromoteResult;
-
 /*
  * promote_one
  *		Steps 1 to 3 for one register; the caller undoes the worker stop if
- *		this fails.
+ *		this or a later register fails.
  */
 static void
-promote_one(PromoteTarget *t, DeRegisterSlot *slot, int64 wait_ms,
-			PromoteResult *res)
+promote_one(PromoteTarget *t, int64 wait_ms)
 {
 	XLogRecPtr	target = InvalidXLogRecPtr;
 	RepOriginId origin;
 
-	res->source = InvalidXLogRecPtr;
+	t->source = InvalidXLogRecPtr;
 	if (wait_ms > 0)
-		target = promote_wait_catchup(t, slot, wait_ms);
-	if (slot)
+		target = promote_wait_catchup(t, t->slot, wait_ms);
+	if (t->slot)
 	{
-		promote_stop_worker(slot, t->name);
-		slot_positions(slot, &res->applied, &res->source);
+		t->stopped = true;
+		promote_stop_worker(t->slot, t->reg->name);
+		slot_positions(t->slot, &t->applied, &t->source);
 	}
 
 	if (de_test_promote_delay_ms > 0)
 		promote_test_delay();
 
 	/* What is applied is what the origin says is committed here. */
-	origin = replorigin_by_name(de_origin_name(MyDatabaseId, t->name), true);
-	res->applied = (origin != InvalidRepOriginId) ?
+	origin = replorigin_by_name(de_origin_name(MyDatabaseId, t->reg->name),
+								true);
+	t->applied = (origin != InvalidRepOriginId) ?
 		replorigin_get_progress(origin, false) : InvalidXLogRecPtr;
-	if (target > res->source)
-		res->source = target;
-	if (res->source < res->applied)
-		res->source = res->applied;
+	if (target > t->source)
+		t->source = target;
+	if (t->source < t->applied)
+		t->source = t->applied;
 
-	res->now = GetCurrentTimestamp();
-	(void) promote_commit_state(t->name, res->applied, res->now);
+	t->now = GetCurrentTimestamp();
+	(void) promote_commit_state(t->reg->name, t->applied, t->now);
+}
+
+/*
+ * promote_undo_stops
+ *		Not promoted after all: let the workers we stopped run again.
+ */
+static void
+promote_undo_stops(List *targets)
+{
+	ListCell   *lc;
+	bool		any = false;
+
+	LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
+	foreach(lc, targets)
+	{
+		PromoteTarget *t = lfirst(lc);
+
+		if (t->stopped)
+		{
+			t->slot->promoted = false;
+			any = true;
+		}
+	}
+	LWLockRelease(DeShared->lock);
+	if (any)
+		de_launcher_wakeup();
 }
 
 Datum
@@ -372,58 +352,59 @@ data_embassy_promote(PG_FUNCTION_ARGS)
 		ereport(NOTICE,
 				errmsg("no register of this database is waiting to be promoted"));
 
+	/*
+	 * Every register named is promoted in this one transaction, or none is:
+	 * a failure on any of them puts the workers stopped so far back to work
+	 * and rolls back the state of all.
+	 */
+	PG_TRY();
+	{
+		foreach(lc, targets)
+		{
+			PromoteTarget *t = lfirst(lc);
+
+			LWLockAcquire(DeShared->lock, LW_SHARED);
+			t->slot = de_slot_find(MyDatabaseId, t->reg->name);
+			LWLockRelease(DeShared->lock);
+
+			promote_one(t, wait_ms);
+		}
+	}
+	PG_CATCH();
+	{
+		promote_undo_stops(targets);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
 	foreach(lc, targets)
 	{
 		PromoteTarget *t = lfirst(lc);
-		DeRegisterSlot *slot;
-		PromoteResult res;
 		Datum		values[5];
 		bool		nulls[5] = {false};
 
-		LWLockAcquire(DeShared->lock, LW_SHARED);
-		slot = de_slot_find(MyDatabaseId, t->name);
-		LWLockRelease(DeShared->lock);
-
-		PG_TRY();
+		if (t->slot)
 		{
-			promote_one(t, slot, wait_ms, &res);
-		}
-		PG_CATCH();
-		{
-			/* Not promoted after all: let the worker run again. */
-			if (slot)
-			{
-				LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
-				slot->promoted = false;
-				LWLockRelease(DeShared->lock);
-				de_launcher_wakeup();
-			}
-			PG_RE_THROW();
-		}
-		PG_END_TRY();
-
-		if (slot)
-		{
-			SpinLockAcquire(&slot->mutex);
-			slot->promoted_at = res.now;
-			slot->promoted_lsn = res.applied;
-			SpinLockRelease(&slot->mutex);
-			de_slot_set_state(slot, DE_STATE_PROMOTED, NULL);
+			SpinLockAcquire(&t->slot->mutex);
+			t->slot->promoted_at = t->now;
+			t->slot->promoted_lsn = t->applied;
+			SpinLockRelease(&t->slot->mutex);
+			de_slot_set_state(t->slot, DE_STATE_PROMOTED, NULL);
 		}
 
-		values[0] = CStringGetTextDatum(t->name);
-		values[1] = TimestampTzGetDatum(res.now);
-		values[2] = LSNGetDatum(res.applied);
-		nulls[2] = XLogRecPtrIsInvalid(res.applied);
-		values[3] = LSNGetDatum(res.source);
-		nulls[3] = XLogRecPtrIsInvalid(res.source);
-		values[4] = Int64GetDatum(res.source > res.applied ?
-								  (int64) (res.source - res.applied) : 0);
+		values[0] = CStringGetTextDatum(t->reg->name);
+		values[1] = TimestampTzGetDatum(t->now);
+		values[2] = LSNGetDatum(t->applied);
+		nulls[2] = XLogRecPtrIsInvalid(t->applied);
+		values[3] = LSNGetDatum(t->source);
+		nulls[3] = XLogRecPtrIsInvalid(t->source);
+		values[4] = Int64GetDatum(t->source > t->applied ?
+								  (int64) (t->source - t->applied) : 0);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 
 		ereport(LOG,
-				errmsg("data_embassy: register \"%s\" promoted at %X/%X",
-					   t->name, LSN_FORMAT_ARGS(res.applied)));
+				errmsg("register \"%s\" promoted at register LSN %X/%X",
+					   t->reg->name, LSN_FORMAT_ARGS(t->applied)));
 	}
 
 	de_launcher_rescan_at_commit();

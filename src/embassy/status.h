@@ -7,7 +7,8 @@
  * Locking protocol:
  *	- DeShared->lock (LWLock) guards slot allocation and the control fields
  *	  of every slot (in_use, generation, dboid, name, paused, promoted,
- *	  drop_requested, worker_pid, worker_latch, failures, next_start) and the
+ *	  drop_requested, restart_requested, worker_pid, worker_latch, failures,
+ *	  next_start) and the
  *	  database lists.  Take it shared to read, exclusive to change.
  *	- Each slot's mutex (spinlock) guards its progress fields (state ...
  *	  last_error).  Only the slot's own worker writes them (and the launcher
@@ -51,6 +52,7 @@ typedef struct DeRegisterSlot
 	bool		paused;
 	bool		promoted;
 	bool		drop_requested;
+	bool		restart_requested;	/* resync_register: start over now */
 	pid_t		worker_pid;		/* 0 when no worker runs */
 	Latch	   *worker_latch;
 	int			failures;		/* consecutive failed runs, for backoff */

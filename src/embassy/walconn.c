@@ -31,6 +31,7 @@
 
 #include <ctype.h>
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "common/connect.h"
 #include "lib/stringinfo.h"
@@ -39,6 +40,7 @@
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
@@ -620,6 +622,55 @@ de_walconn_close(DeWalConn *conn)
 }
 
 /*
+ * de_walconn_try
+ *		Open a replication connection, run fn on it and close it, inside a
+ *		subtransaction.  Returns NULL on success; on failure the connection
+ *		is closed, the subtransaction rolled back, the error flushed and a
+ *		copy of it returned (in the caller's memory context), for callers
+ *		that go on without the register (drop_register, promote).
+ */
+ErrorData *
+de_walconn_try(const char *conninfo, const char *appname,
+			   void (*fn) (DeWalConn *conn, void *arg), void *arg)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	DeWalConn  *volatile conn = NULL;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+
+	PG_TRY();
+	{
+		conn = de_walconn_connect(conninfo, true, appname);
+		fn(conn, arg);
+		de_walconn_close(conn);
+		conn = NULL;
+
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+
+		if (conn != NULL)
+			de_walconn_close(conn);
+
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_END_TRY();
+
+	return edata;
+}
+
+/*
  * de_walconn_identify
  *		IDENTIFY_SYSTEM.
  */
@@ -685,27 +736,36 @@ de_walconn_database_oid(DeWalConn *conn)
 }
 
 /*
- * de_walconn_slot_exists
- *		Is there a replication slot of this name on the register?
+ * de_walconn_slot_status
+ *		The state of our replication slot on the register: missing, usable,
+ *		or lost (invalidated by max_slot_wal_keep_size: the WAL it needs is
+ *		gone).
  */
-bool
-de_walconn_slot_exists(DeWalConn *conn, const char *slot)
+DeRemoteSlotStatus
+de_walconn_slot_status(DeWalConn *conn, const char *slot)
 {
 	const char *what = "could not look up a replication slot on the register";
+	DeRemoteSlotStatus status = DE_REMOTE_SLOT_MISSING;
 	PGresult   *res;
 	char	   *query;
-	bool		found;
 
-	query = psprintf("SELECT 1 FROM pg_catalog.pg_replication_slots "
-					 "WHERE slot_name = %s",
+	query = psprintf("SELECT wal_status FROM pg_catalog.pg_replication_slots "
+					 "WHERE slot_name OPERATOR(pg_catalog.=) %s",
 					 walconn_quote_literal(conn, slot));
 	res = walconn_exec(conn, query, what);
 	walconn_expect(conn, res, PGRES_TUPLES_OK, what);
-	found = PQntuples(res) > 0;
+	if (PQntuples(res) > 0)
+	{
+		const char *wal_status = PQgetisnull(res, 0, 0) ? "" :
+			PQgetvalue(res, 0, 0);
+
+		status = (strcmp(wal_status, "lost") == 0) ?
+			DE_REMOTE_SLOT_LOST : DE_REMOTE_SLOT_USABLE;
+	}
 	PQclear(res);
 	pfree(query);
 
-	return found;
+	return status;
 }
 
 /*

@@ -37,6 +37,14 @@ extern DeWalConn *de_walconn_connect(const char *conninfo, bool replication,
 									 const char *appname);
 extern void de_walconn_close(DeWalConn *conn);
 
+/*
+ * Connect (replication mode), run fn, close, all in a subtransaction.
+ * Returns NULL, or the error that fn or the connection raised (flushed).
+ */
+extern ErrorData *de_walconn_try(const char *conninfo, const char *appname,
+								 void (*fn) (DeWalConn *conn, void *arg),
+								 void *arg);
+
 /* IDENTIFY_SYSTEM: system identifier, timeline, current flush LSN. */
 extern void de_walconn_identify(DeWalConn *conn, uint64 *sysid,
 								TimeLineID *tli, XLogRecPtr *xlogpos);
@@ -45,7 +53,15 @@ extern void de_walconn_identify(DeWalConn *conn, uint64 *sysid,
 extern Oid	de_walconn_database_oid(DeWalConn *conn);
 
 /* Does a replication slot of this name exist on the register? */
-extern bool de_walconn_slot_exists(DeWalConn *conn, const char *slot);
+typedef enum DeRemoteSlotStatus
+{
+	DE_REMOTE_SLOT_MISSING,
+	DE_REMOTE_SLOT_USABLE,
+	DE_REMOTE_SLOT_LOST			/* invalidated: its WAL is gone */
+} DeRemoteSlotStatus;
+
+extern DeRemoteSlotStatus de_walconn_slot_status(DeWalConn *conn,
+												 const char *slot);
 
 /*
  * CREATE_REPLICATION_SLOT slot LOGICAL data_embassy, exporting a snapshot

@@ -70,20 +70,23 @@
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "embassy/apply.h"
-#include "seal/codec.h"
 #include "data_embassy.h"
-#include "seal/frame.h"
+#include "embassy/apply.h"
+#include "embassy/catalog.h"
 #include "embassy/guard.h"
-#include "seal/keys.h"
 #include "embassy/status.h"
 #include "embassy/stream.h"
 #include "embassy/walconn.h"
 #include "embassy/worker.h"
+#include "privilege.h"
+#include "seal/codec.h"
+#include "seal/frame.h"
+#include "seal/keys.h"
 
 /* How often a paused worker asks the register for its WAL position. */
 #define WORKER_PAUSED_IDENTIFY_MS	5000
@@ -100,31 +103,18 @@
 #define KEEPALIVE_SIZE				(1 + 8 + 8 + 1)
 #define STATUS_UPDATE_SIZE			(1 + 8 + 8 + 8 + 8 + 1)
 
-/* The register's row of data_embassy.registers. */
-typedef struct WorkerRegister
-{
-	char	   *conninfo;
-	char	   *register_key;
-	bool		copy_data;
-	char	   *slot_name;
-	char	   *state;			/* 'init', 'streaming' or 'promoted' */
-	bool		paused;
-	bool		pinned;			/* register_sysid and register_dboid known */
-	uint64		sysid;
-	Oid			dboid;
-} WorkerRegister;
-
 /* What a worker must do about the control flags of its slot. */
 typedef enum WorkerControl
 {
 	WORKER_RUN,
 	WORKER_PAUSE,
-	WORKER_STOP					/* dropped or promoted: exit 0 */
+	WORKER_STOP					/* dropped, promoted or to start over: exit 0 */
 } WorkerControl;
 
 static DeRegisterSlot *MySlot = NULL;
 static char register_name[NAMEDATALEN];
-static WorkerRegister reg;
+/* the register's row of data_embassy.registers, in WorkerContext */
+static DeRegister reg;
 
 static MemoryContext WorkerContext = NULL;
 static MemoryContext FrameContext = NULL;
@@ -174,8 +164,10 @@ static void worker_connect(void);
 static void worker_check_identity(uint64 sysid, Oid dboid, bool pin);
 static void worker_set_streaming(void);
 static void worker_initial_sync(void);
+static void worker_empty_replica(void);
 static void worker_paused_loop(void);
 static void worker_stream(void);
+static void worker_check_remote_slot(void);
 static void worker_apply_frame(DeOpener *opener, const char *frame,
 							   size_t len, bool stream);
 static void worker_handle_message(DeOpener *opener, char *buf, int len);
@@ -244,6 +236,7 @@ de_apply_worker_main(Datum main_arg)
 	SetConfigOption("session_replication_role", "replica",
 					PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	de_background_session_settings();
 	de_guard_exempt = true;
 
 	PG_TRY();
@@ -361,7 +354,8 @@ worker_control(void)
 	WorkerControl result = WORKER_RUN;
 
 	LWLockAcquire(DeShared->lock, LW_SHARED);
-	if (MySlot->drop_requested || MySlot->promoted)
+	if (MySlot->drop_requested || MySlot->promoted ||
+		MySlot->restart_requested)
 		result = WORKER_STOP;
 	else if (MySlot->paused)
 		result = WORKER_PAUSE;
@@ -394,9 +388,9 @@ worker_run(void)
 	}
 
 	/* a promoted register is never connected to again */
-	if (strcmp(reg.state, "promoted") == 0 || worker_control() == WORKER_STOP)
+	if (reg.phase == DE_PHASE_PROMOTED || worker_control() == WORKER_STOP)
 	{
-		if (strcmp(reg.state, "promoted") == 0)
+		if (reg.phase == DE_PHASE_PROMOTED)
 			de_slot_set_state(MySlot, DE_STATE_PROMOTED, NULL);
 		proc_exit(0);
 	}
@@ -407,7 +401,7 @@ worker_run(void)
 	own_key_text = MemoryContextStrdup(WorkerContext, de_key_to_text(own_pub));
 	de_key_from_text(reg.register_key, "register_key", register_pub);
 
-	worker_setup_origin(strcmp(reg.state, "init") == 0);
+	worker_setup_origin(reg.phase == DE_PHASE_INIT);
 	apply = de_apply_create(WorkerContext, register_name, origin_id);
 	streamed = de_stream_create(WorkerContext, apply, register_name,
 								worker_replay_ping);
@@ -425,7 +419,7 @@ worker_run(void)
 		}
 
 		worker_connect();
-		if (strcmp(reg.state, "init") == 0)
+		if (reg.phase == DE_PHASE_INIT)
 			worker_initial_sync();
 		worker_stream();
 	}
@@ -439,65 +433,22 @@ worker_run(void)
 static bool
 worker_load_register(void)
 {
-	bool		found = false;
+	DeRegister *row;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 
-	if (OidIsValid(de_schema_oid(true)))
-	{
-		Oid			argtypes[1] = {TEXTOID};
-		Datum		args[1];
-		int			ret;
-
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-
-		args[0] = CStringGetTextDatum(register_name);
-		ret = SPI_execute_with_args("SELECT conninfo, register_key, copy_data, "
-									"slot_name::text, state, paused, "
-									"register_sysid::text, register_dboid "
-									"FROM " DE_SCHEMA_NAME ".registers "
-									"WHERE name = $1",
-									1, argtypes, args, NULL, true, 1);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "could not read register \"%s\": %s",
-				 register_name, SPI_result_code_string(ret));
-
-		if (SPI_processed == 1)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[0];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			MemoryContext oldcxt = MemoryContextSwitchTo(WorkerContext);
-			bool		isnull;
-			char	   *sysid;
-			Datum		d;
-
-			reg.conninfo = SPI_getvalue(tup, desc, 1);
-			reg.register_key = SPI_getvalue(tup, desc, 2);
-			reg.copy_data = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
-			reg.slot_name = SPI_getvalue(tup, desc, 4);
-			reg.state = SPI_getvalue(tup, desc, 5);
-			d = SPI_getbinval(tup, desc, 6, &isnull);
-			reg.paused = !isnull && DatumGetBool(d);
-			sysid = SPI_getvalue(tup, desc, 7);
-			d = SPI_getbinval(tup, desc, 8, &isnull);
-			reg.dboid = isnull ? InvalidOid : DatumGetObjectId(d);
-			reg.pinned = sysid != NULL && OidIsValid(reg.dboid);
-			reg.sysid = sysid ? strtou64(sysid, NULL, 10) : 0;
-			MemoryContextSwitchTo(oldcxt);
-			found = true;
-		}
-
-		SPI_finish();
-	}
+	MemoryContextSwitchTo(WorkerContext);
+	row = de_catalog_get_register(register_name, DE_LOCK_NONE, true);
+	if (row != NULL)
+		reg = *row;
 
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(WorkerContext);
 
-	return found;
+	return row != NULL;
 }
 
 /*
@@ -589,31 +540,7 @@ worker_check_identity(uint64 sysid, Oid dboid, bool pin)
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	{
-		Oid			argtypes[4] = {TEXTOID, TEXTOID, OIDOID, TEXTOID};
-		Datum		args[4];
-		char		sysid_text[32];
-		int			ret;
-
-		snprintf(sysid_text, sizeof(sysid_text), UINT64_FORMAT, sysid);
-		args[0] = CStringGetTextDatum(register_name);
-		args[1] = CStringGetTextDatum(sysid_text);
-		args[2] = ObjectIdGetDatum(dboid);
-		args[3] = CStringGetTextDatum(reg.slot_name);
-
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		ret = SPI_execute_with_args("UPDATE " DE_SCHEMA_NAME ".registers "
-									"SET register_sysid = $2::numeric, "
-									"register_dboid = $3, "
-									"slot_name = $4::pg_catalog.name "
-									"WHERE name = $1",
-									4, argtypes, args, NULL, false, 0);
-		if (ret != SPI_OK_UPDATE)
-			elog(ERROR, "could not record the identity of register \"%s\": %s",
-				 register_name, SPI_result_code_string(ret));
-		SPI_finish();
-	}
+	de_catalog_set_identity(register_name, sysid, dboid, reg.slot_name);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(WorkerContext);
@@ -630,24 +557,61 @@ worker_check_identity(uint64 sysid, Oid dboid, bool pin)
 static void
 worker_set_streaming(void)
 {
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		args[1];
+	PushActiveSnapshot(GetTransactionSnapshot());
+	de_catalog_set_streaming(register_name);
+	PopActiveSnapshot();
+}
+
+/*
+ * worker_empty_replica
+ *		A copy again (resync_register): empty the tables that replicate
+ *		this register, in the copy's transaction, so that the copy either
+ *		replaces their rows or, if it fails, leaves them as they were.
+ *		A first copy finds no table recorded yet.
+ */
+static void
+worker_empty_replica(void)
+{
+	List	   *relids;
+	StringInfoData sql;
+	ListCell   *lc;
 	int			ret;
 
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	args[0] = CStringGetTextDatum(register_name);
-	ret = SPI_execute_with_args("UPDATE " DE_SCHEMA_NAME ".registers "
-								"SET state = 'streaming' WHERE name = $1",
-								1, argtypes, args, NULL, false, 0);
-	if (ret != SPI_OK_UPDATE || SPI_processed != 1)
-		ereport(ERROR,
-				errcode(ERRCODE_UNDEFINED_OBJECT),
-				errmsg("register \"%s\" does not exist any more",
-					   register_name));
-	SPI_finish();
+	relids = de_catalog_register_relations(register_name);
+
+	initStringInfo(&sql);
+	foreach(lc, relids)
+	{
+		Oid			relid = lfirst_oid(lc);
+		char	   *nspname;
+		char	   *relname;
+
+		/* dropped here meanwhile */
+		relname = get_rel_name(relid);
+		nspname = get_namespace_name(get_rel_namespace(relid));
+		if (relname == NULL || nspname == NULL)
+			continue;
+
+		appendStringInfo(&sql, "%s%s", sql.len == 0 ? "TRUNCATE ONLY " : ", ",
+						 quote_qualified_identifier(nspname, relname));
+	}
+
+	if (sql.len > 0)
+	{
+		ereport(LOG,
+				errmsg("register \"%s\": emptying %d tables for a new copy",
+					   register_name, list_length(relids)));
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		ret = SPI_execute(sql.data, false, 0);
+		if (ret != SPI_OK_UTILITY)
+			elog(ERROR, "could not empty the tables of register \"%s\": %s",
+				 register_name, SPI_result_code_string(ret));
+		SPI_finish();
+	}
 	PopActiveSnapshot();
+	pfree(sql.data);
 }
 
 /*
@@ -663,7 +627,8 @@ worker_initial_sync(void)
 	char	   *snapshot = NULL;
 
 	/* an earlier run that failed before its commit left its slot */
-	if (de_walconn_slot_exists(stream_conn, reg.slot_name))
+	if (de_walconn_slot_status(stream_conn, reg.slot_name) !=
+		DE_REMOTE_SLOT_MISSING)
 	{
 		ereport(LOG,
 				errmsg("dropping replication slot \"%s\" of an unfinished first run of register \"%s\"",
@@ -699,6 +664,7 @@ worker_initial_sync(void)
 								  reg.sysid, reg.dboid);
 
 		de_apply_copy_begin(apply);
+		worker_empty_replica();
 		while ((frame = de_walconn_copy_next(copy_conn, &len)) != NULL)
 		{
 			CHECK_FOR_INTERRUPTS();
@@ -731,12 +697,45 @@ worker_initial_sync(void)
 	de_apply_commit(apply, consistent, GetCurrentTimestamp());
 	MemoryContextSwitchTo(WorkerContext);
 
-	reg.state = MemoryContextStrdup(WorkerContext, "streaming");
+	reg.phase = DE_PHASE_STREAMING;
 
 	ereport(LOG,
 			errmsg("register \"%s\" is ready to stream from %X/%X%s",
 				   register_name, LSN_FORMAT_ARGS(consistent),
 				   reg.copy_data ? " after its initial copy" : ""));
+}
+
+/*
+ * worker_check_remote_slot
+ *		Before streaming: is our slot still on the register, with the WAL
+ *		we need?  A slot dropped there, or invalidated because the embassy
+ *		was away longer than the register's max_slot_wal_keep_size allows,
+ *		cannot be streamed from again; only a new copy can catch up.  The
+ *		data here stay as they were, readable and promotable.  (What the
+ *		register answers here is outside the seal: a forged answer can only
+ *		stop replication, which the views then show.)
+ */
+static void
+worker_check_remote_slot(void)
+{
+	DeRemoteSlotStatus status;
+
+	status = de_walconn_slot_status(stream_conn, reg.slot_name);
+	if (status == DE_REMOTE_SLOT_USABLE)
+		return;
+
+	ereport(ERROR,
+			errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			errmsg("register \"%s\" no longer holds the WAL this embassy needs; a re-copy is required",
+				   register_name),
+			status == DE_REMOTE_SLOT_LOST ?
+			errdetail("Replication slot \"%s\" on the register was invalidated, most likely because the embassy was away longer than the register's \"max_slot_wal_keep_size\" allows.",
+					  reg.slot_name) :
+			errdetail("Replication slot \"%s\" does not exist on the register any more.",
+					  reg.slot_name),
+			errhint("The replica keeps its data as of register LSN %X/%X and can be promoted.  To copy the register again, run data_embassy.resync_register('%s').",
+					LSN_FORMAT_ARGS(replorigin_session_get_progress(false)),
+					register_name));
 }
 
 /*
@@ -863,6 +862,7 @@ worker_stream(void)
 	last_feedback_at = 0;
 	last_persist_at = GetCurrentTimestamp();
 
+	worker_check_remote_slot();
 	de_walconn_start_streaming(stream_conn, reg.slot_name, stream_start,
 							   own_key_text, de_decoding_work_mem_kb,
 							   de_stream_in_progress);

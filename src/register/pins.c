@@ -44,6 +44,7 @@
 #include "utils/syscache.h"
 
 #include "data_embassy.h"
+#include "privilege.h"
 #include "seal/keys.h"
 #include "register/pins.h"
 

@@ -42,6 +42,7 @@
 #include "utils/builtins.h"
 
 #include "data_embassy.h"
+#include "privilege.h"
 #include "seal/keys.h"
 
 static void de_key_check_usable(const uint8 *pub, const char *what);

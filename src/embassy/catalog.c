@@ -1,0 +1,570 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.c
+ *		  The embassy's catalog: every SQL statement on
+ *		  data_embassy.registers, replicated_relations and
+ *		  replicated_sequences.
+ *
+ * The tables are created by the extension script; their owner is the role
+ * that created the extension, and only that owner may read them (conninfo
+ * can hold a password).  Callers check their own caller first (SQL
+ * functions: de_check_admin); the statements here then run as the owner,
+ * restricted, with a search_path of pg_catalog (privilege.c), so an
+ * operator or function of the caller's, or a search_path set on the
+ * database, cannot take part.  Operators are qualified all the same.
+ *
+ * registers.state holds the phase as text ('init', 'streaming',
+ * 'promoted'); de_register_phase_name() is the one place that spells it.
+ *
+ * IDENTIFICATION
+ *		  src/embassy/catalog.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+#include "utils/lsyscache.h"
+#include "utils/pg_lsn.h"
+
+#include "data_embassy.h"
+#include "embassy/catalog.h"
+#include "embassy/guard.h"
+#include "privilege.h"
+
+#define REGISTERS			DE_SCHEMA_NAME ".registers"
+#define RELATIONS			DE_SCHEMA_NAME ".replicated_relations"
+#define SEQUENCES			DE_SCHEMA_NAME ".replicated_sequences"
+
+/* The columns of a register row, as every SELECT below lists them. */
+#define REGISTER_COLUMNS \
+	"name, conninfo, register_key, copy_data, slot_name::pg_catalog.text, " \
+	"state, paused, register_sysid::pg_catalog.text, register_dboid, " \
+	"promoted_at, promoted_lsn"
+#define Anum_reg_name			1
+#define Anum_reg_conninfo		2
+#define Anum_reg_register_key	3
+#define Anum_reg_copy_data		4
+#define Anum_reg_slot_name		5
+#define Anum_reg_state			6
+#define Anum_reg_paused			7
+#define Anum_reg_sysid			8
+#define Anum_reg_dboid			9
+#define Anum_reg_promoted_at	10
+#define Anum_reg_promoted_lsn	11
+#define Natts_reg				11
+
+static const char *const phase_names[] = {
+	[DE_PHASE_INIT] = "init",
+	[DE_PHASE_STREAMING] = "streaming",
+	[DE_PHASE_PROMOTED] = "promoted",
+};
+
+const char *
+de_register_phase_name(DeRegisterPhase phase)
+{
+	Assert(phase >= DE_PHASE_INIT && phase <= DE_PHASE_PROMOTED);
+	return phase_names[phase];
+}
+
+static DeRegisterPhase
+phase_from_name(const char *name)
+{
+	for (int i = 0; i < lengthof(phase_names); i++)
+		if (strcmp(phase_names[i], name) == 0)
+			return (DeRegisterPhase) i;
+	elog(ERROR, "unknown register state \"%s\"", name);
+	return DE_PHASE_INIT;		/* keep compiler quiet */
+}
+
+/*
+ * catalog_begin
+ *		Privileged SQL on the registers table (see privilege.c).  Returns
+ *		false, doing nothing, when the extension is not installed here and
+ *		missing_ok.
+ */
+static bool
+catalog_begin(DePrivilegedSql *save, bool missing_ok)
+{
+	Oid			nsp = de_schema_oid(missing_ok);
+	Oid			relid;
+
+	if (!OidIsValid(nsp))
+		return false;
+	relid = get_relname_relid("registers", nsp);
+	if (!OidIsValid(relid))
+	{
+		if (missing_ok)
+			return false;
+		ereport(ERROR,
+				errcode(ERRCODE_UNDEFINED_TABLE),
+				errmsg("relation \"%s\" does not exist", REGISTERS));
+	}
+	de_privileged_sql_begin(relid, save);
+	return true;
+}
+
+/* Text of column col of row row of the last result, or NULL. */
+static char *
+result_text(MemoryContext cxt, int row, int col)
+{
+	char	   *value = SPI_getvalue(SPI_tuptable->vals[row],
+									 SPI_tuptable->tupdesc, col);
+
+	return value ? MemoryContextStrdup(cxt, value) : NULL;
+}
+
+static Datum
+result_datum(int row, int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+						 col, isnull);
+}
+
+/* Row row of the last result as a register, in cxt. */
+static DeRegister *
+result_register(MemoryContext cxt, int row)
+{
+	DeRegister *reg = MemoryContextAllocZero(cxt, sizeof(DeRegister));
+	char	   *sysid;
+	char	   *state;
+	bool		isnull;
+	Datum		d;
+
+	StaticAssertStmt(Natts_reg == Anum_reg_promoted_lsn,
+					 "REGISTER_COLUMNS and its column numbers disagree");
+
+	reg->name = result_text(cxt, row, Anum_reg_name);
+	reg->conninfo = result_text(cxt, row, Anum_reg_conninfo);
+	reg->register_key = result_text(cxt, row, Anum_reg_register_key);
+	d = result_datum(row, Anum_reg_copy_data, &isnull);
+	reg->copy_data = !isnull && DatumGetBool(d);
+	reg->slot_name = result_text(cxt, row, Anum_reg_slot_name);
+	state = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+						 Anum_reg_state);
+	reg->phase = phase_from_name(state ? state : "");
+	d = result_datum(row, Anum_reg_paused, &isnull);
+	reg->paused = !isnull && DatumGetBool(d);
+	sysid = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+						 Anum_reg_sysid);
+	reg->sysid = sysid ? strtou64(sysid, NULL, 10) : 0;
+	d = result_datum(row, Anum_reg_dboid, &isnull);
+	reg->dboid = isnull ? InvalidOid : DatumGetObjectId(d);
+	reg->pinned = sysid != NULL && OidIsValid(reg->dboid);
+	d = result_datum(row, Anum_reg_promoted_at, &isnull);
+	reg->promoted_at = isnull ? 0 : DatumGetTimestampTz(d);
+	d = result_datum(row, Anum_reg_promoted_lsn, &isnull);
+	reg->promoted_lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(d);
+	return reg;
+}
+
+DeRegister *
+de_catalog_get_register(const char *name, DeRowLock lock, bool missing_ok)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	DePrivilegedSql save;
+	DeRegister *reg = NULL;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	const char *sql;
+
+	if (!catalog_begin(&save, missing_ok))
+		return NULL;
+
+	switch (lock)
+	{
+		case DE_LOCK_NONE:
+			sql = "SELECT " REGISTER_COLUMNS " FROM " REGISTERS
+				" WHERE name OPERATOR(pg_catalog.=) $1";
+			break;
+		case DE_LOCK_KEY_SHARE:
+			sql = "SELECT " REGISTER_COLUMNS " FROM " REGISTERS
+				" WHERE name OPERATOR(pg_catalog.=) $1 FOR KEY SHARE";
+			break;
+		case DE_LOCK_NO_KEY_UPDATE:
+			sql = "SELECT " REGISTER_COLUMNS " FROM " REGISTERS
+				" WHERE name OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE";
+			break;
+		case DE_LOCK_UPDATE:
+		default:
+			sql = "SELECT " REGISTER_COLUMNS " FROM " REGISTERS
+				" WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE";
+			break;
+	}
+
+	values[0] = CStringGetTextDatum(name);
+	if (de_privileged_sql_exec(sql, SPI_OK_SELECT, 1, types, values, NULL) > 0)
+		reg = result_register(cxt, 0);
+	de_privileged_sql_end(&save);
+
+	if (reg == NULL && !missing_ok)
+		ereport(ERROR,
+				errcode(ERRCODE_UNDEFINED_OBJECT),
+				errmsg("register \"%s\" does not exist", name),
+				errhint("The registers of this database are listed in data_embassy.lag."));
+	return reg;
+}
+
+List *
+de_catalog_list_registers(bool only_active)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	DePrivilegedSql save;
+	List	   *result = NIL;
+	uint64		n;
+
+	if (!catalog_begin(&save, true))
+		return NIL;
+
+	if (only_active)
+		n = de_privileged_sql_exec("SELECT " REGISTER_COLUMNS " FROM " REGISTERS
+								   " WHERE state OPERATOR(pg_catalog.<>) 'promoted'"
+								   " ORDER BY name",
+								   SPI_OK_SELECT, 0, NULL, NULL, NULL);
+	else
+		n = de_privileged_sql_exec("SELECT " REGISTER_COLUMNS " FROM " REGISTERS
+								   " ORDER BY name",
+								   SPI_OK_SELECT, 0, NULL, NULL, NULL);
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		DeRegister *reg = result_register(cxt, (int) i);
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		result = lappend(result, reg);
+		MemoryContextSwitchTo(old);
+	}
+	de_privileged_sql_end(&save);
+	return result;
+}
+
+List *
+de_catalog_lock_registers(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	DePrivilegedSql save;
+	List	   *result = NIL;
+	uint64		n;
+
+	if (!catalog_begin(&save, true))
+		return NIL;
+
+	/*
+	 * drop_register locks its row FOR UPDATE before it stops the worker,
+	 * and nothing else locks rows that strongly.
+	 */
+	n = de_privileged_sql_exec("SELECT name FROM " REGISTERS
+							   " FOR KEY SHARE SKIP LOCKED",
+							   SPI_OK_SELECT, 0, NULL, NULL, NULL);
+	for (uint64 i = 0; i < n; i++)
+	{
+		char	   *name = result_text(cxt, (int) i, 1);
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		result = lappend(result, name);
+		MemoryContextSwitchTo(old);
+	}
+	de_privileged_sql_end(&save);
+	return result;
+}
+
+void
+de_catalog_insert_register(const char *name, const char *conninfo,
+						   const char *register_key, bool copy_data)
+{
+	DePrivilegedSql save;
+	Oid			types[4] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID};
+	Datum		values[4];
+
+	(void) catalog_begin(&save, false);
+
+	values[0] = CStringGetTextDatum(name);
+	if (de_privileged_sql_exec("SELECT 1 FROM " REGISTERS
+							   " WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+							   SPI_OK_SELECT, 1, types, values, NULL) > 0)
+		ereport(ERROR,
+				errcode(ERRCODE_DUPLICATE_OBJECT),
+				errmsg("register \"%s\" already exists", name));
+
+	values[0] = CStringGetTextDatum(register_key);
+	if (de_privileged_sql_exec("SELECT name FROM " REGISTERS
+							   " WHERE register_key OPERATOR(pg_catalog.=) $1",
+							   SPI_OK_SELECT, 1, types, values, NULL) > 0)
+		ereport(ERROR,
+				errcode(ERRCODE_DUPLICATE_OBJECT),
+				errmsg("register key is already used by register \"%s\"",
+					   SPI_getvalue(SPI_tuptable->vals[0],
+									SPI_tuptable->tupdesc, 1)));
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = CStringGetTextDatum(conninfo);
+	values[2] = CStringGetTextDatum(register_key);
+	values[3] = BoolGetDatum(copy_data);
+	(void) de_privileged_sql_exec("INSERT INTO " REGISTERS
+								  " (name, conninfo, register_key, copy_data, state)"
+								  " VALUES ($1, $2, $3, $4, 'init')",
+								  SPI_OK_INSERT, 4, types, values, NULL);
+	de_privileged_sql_end(&save);
+}
+
+void
+de_catalog_delete_register(const char *name)
+{
+	DePrivilegedSql save;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+
+	(void) catalog_begin(&save, false);
+	values[0] = CStringGetTextDatum(name);
+	(void) de_privileged_sql_exec("DELETE FROM " REGISTERS
+								  " WHERE name OPERATOR(pg_catalog.=) $1",
+								  SPI_OK_DELETE, 1, types, values, NULL);
+	de_privileged_sql_end(&save);
+}
+
+void
+de_catalog_set_paused(const char *name, bool paused)
+{
+	DePrivilegedSql save;
+	Oid			types[2] = {TEXTOID, BOOLOID};
+	Datum		values[2];
+
+	(void) catalog_begin(&save, false);
+	values[0] = CStringGetTextDatum(name);
+	values[1] = BoolGetDatum(paused);
+	(void) de_privileged_sql_exec("UPDATE " REGISTERS " SET paused = $2"
+								  " WHERE name OPERATOR(pg_catalog.=) $1",
+								  SPI_OK_UPDATE, 2, types, values, NULL);
+	de_privileged_sql_end(&save);
+}
+
+void
+de_catalog_set_identity(const char *name, uint64 sysid, Oid dboid,
+						const char *slot_name)
+{
+	DePrivilegedSql save;
+	Oid			types[4] = {TEXTOID, TEXTOID, OIDOID, TEXTOID};
+	Datum		values[4];
+	char		sysid_text[32];
+
+	snprintf(sysid_text, sizeof(sysid_text), UINT64_FORMAT, sysid);
+
+	(void) catalog_begin(&save, false);
+	values[0] = CStringGetTextDatum(name);
+	values[1] = CStringGetTextDatum(sysid_text);
+	values[2] = ObjectIdGetDatum(dboid);
+	values[3] = CStringGetTextDatum(slot_name);
+	(void) de_privileged_sql_exec("UPDATE " REGISTERS
+								  " SET register_sysid = $2::pg_catalog.numeric,"
+								  " register_dboid = $3,"
+								  " slot_name = $4::pg_catalog.name"
+								  " WHERE name OPERATOR(pg_catalog.=) $1",
+								  SPI_OK_UPDATE, 4, types, values, NULL);
+	de_privileged_sql_end(&save);
+}
+
+void
+de_catalog_set_streaming(const char *name)
+{
+	DePrivilegedSql save;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	uint64		n;
+
+	(void) catalog_begin(&save, false);
+	values[0] = CStringGetTextDatum(name);
+	n = de_privileged_sql_exec("UPDATE " REGISTERS " SET state = 'streaming'"
+							   " WHERE name OPERATOR(pg_catalog.=) $1",
+							   SPI_OK_UPDATE, 1, types, values, NULL);
+	de_privileged_sql_end(&save);
+
+	if (n != 1)
+		ereport(ERROR,
+				errcode(ERRCODE_UNDEFINED_OBJECT),
+				errmsg("register \"%s\" does not exist any more", name));
+}
+
+void
+de_catalog_set_resync(const char *name)
+{
+	DePrivilegedSql save;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	uint64		n;
+
+	(void) catalog_begin(&save, false);
+	values[0] = CStringGetTextDatum(name);
+	n = de_privileged_sql_exec("UPDATE " REGISTERS
+							   " SET state = 'init', copy_data = true"
+							   " WHERE name OPERATOR(pg_catalog.=) $1",
+							   SPI_OK_UPDATE, 1, types, values, NULL);
+	de_privileged_sql_end(&save);
+
+	if (n != 1)
+		ereport(ERROR,
+				errcode(ERRCODE_UNDEFINED_OBJECT),
+				errmsg("register \"%s\" does not exist any more", name));
+}
+
+void
+de_catalog_set_promoted(const char *name, TimestampTz at, XLogRecPtr lsn)
+{
+	DePrivilegedSql save;
+	Oid			types[3] = {TEXTOID, TIMESTAMPTZOID, LSNOID};
+	Datum		values[3];
+	uint64		n;
+
+	(void) catalog_begin(&save, false);
+	values[0] = CStringGetTextDatum(name);
+	values[1] = TimestampTzGetDatum(at);
+	values[2] = LSNGetDatum(lsn);
+	n = de_privileged_sql_exec("UPDATE " REGISTERS
+							   " SET state = 'promoted', paused = false,"
+							   " promoted_at = $2, promoted_lsn = $3"
+							   " WHERE name OPERATOR(pg_catalog.=) $1",
+							   SPI_OK_UPDATE, 3, types, values, NULL);
+	de_privileged_sql_end(&save);
+
+	if (n != 1)
+		ereport(ERROR,
+				errcode(ERRCODE_UNDEFINED_OBJECT),
+				errmsg("register \"%s\" does not exist any more", name));
+}
+
+char *
+de_catalog_relation_register(Oid relid)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	DePrivilegedSql save;
+	Oid			types[1] = {OIDOID};
+	Datum		values[1];
+	char	   *result = NULL;
+
+	(void) catalog_begin(&save, false);
+	values[0] = ObjectIdGetDatum(relid);
+	if (de_privileged_sql_exec("SELECT register FROM " RELATIONS
+							   " WHERE relid OPERATOR(pg_catalog.=) $1",
+							   SPI_OK_SELECT, 1, types, values, NULL) > 0)
+		result = result_text(cxt, 0, 1);
+	de_privileged_sql_end(&save);
+	return result;
+}
+
+void
+de_catalog_add_relation(const char *register_name, Oid relid)
+{
+	DePrivilegedSql save;
+	Oid			types[2] = {TEXTOID, OIDOID};
+	Datum		values[2];
+
+	(void) catalog_begin(&save, false);
+	values[0] = CStringGetTextDatum(register_name);
+	values[1] = ObjectIdGetDatum(relid);
+	(void) de_privileged_sql_exec("INSERT INTO " RELATIONS " (register, relid)"
+								  " VALUES ($1, $2)",
+								  SPI_OK_INSERT, 2, types, values, NULL);
+	de_privileged_sql_end(&save);
+
+	de_guard_invalidate();
+}
+
+List *
+de_catalog_register_relations(const char *register_name)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	DePrivilegedSql save;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	List	   *result = NIL;
+	uint64		n;
+
+	(void) catalog_begin(&save, false);
+	values[0] = CStringGetTextDatum(register_name);
+	n = de_privileged_sql_exec("SELECT relid FROM " RELATIONS
+							   " WHERE register OPERATOR(pg_catalog.=) $1"
+							   " ORDER BY relid",
+							   SPI_OK_SELECT, 1, types, values, NULL);
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		Oid			relid = DatumGetObjectId(result_datum((int) i, 1, &isnull));
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		result = lappend_oid(result, relid);
+		MemoryContextSwitchTo(old);
+	}
+	de_privileged_sql_end(&save);
+	return result;
+}
+
+void
+de_catalog_clear_relations(const char *register_name)
+{
+	DePrivilegedSql save;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+
+	(void) catalog_begin(&save, false);
+	values[0] = CStringGetTextDatum(register_name);
+	(void) de_privileged_sql_exec("DELETE FROM " RELATIONS
+								  " WHERE register OPERATOR(pg_catalog.=) $1",
+								  SPI_OK_DELETE, 1, types, values, NULL);
+	de_privileged_sql_end(&save);
+
+	de_guard_invalidate();
+}
+
+void
+de_catalog_report_sequence(const char *register_name, Oid relid,
+						   int64 last_value)
+{
+	DePrivilegedSql save;
+	Oid			types[3] = {TEXTOID, OIDOID, INT8OID};
+	Datum		values[3];
+
+	(void) catalog_begin(&save, false);
+	values[0] = CStringGetTextDatum(register_name);
+	values[1] = ObjectIdGetDatum(relid);
+	values[2] = Int64GetDatum(last_value);
+	(void) de_privileged_sql_exec("INSERT INTO " SEQUENCES " AS s"
+								  " (register, relid, last_value)"
+								  " VALUES ($1, $2, $3) ON CONFLICT (relid) DO UPDATE"
+								  " SET register = excluded.register,"
+								  " last_value = pg_catalog.int8larger(s.last_value,"
+								  " excluded.last_value)",
+								  SPI_OK_INSERT, 3, types, values, NULL);
+
+	/* never backwards: setval semantics would allow it */
+	(void) de_privileged_sql_exec("SELECT pg_catalog.setval($2, $3, true)"
+								  " WHERE pg_catalog.pg_sequence_last_value($2) IS NULL"
+								  " OR pg_catalog.pg_sequence_last_value($2)"
+								  " OPERATOR(pg_catalog.<) $3",
+								  SPI_OK_SELECT, 3, types, values, NULL);
+	de_privileged_sql_end(&save);
+}
+
+uint64
+de_catalog_advance_sequences(const char *register_name, int64 margin)
+{
+	DePrivilegedSql save;
+	Oid			types[2] = {TEXTOID, INT8OID};
+	Datum		values[2];
+	uint64		n;
+
+	(void) catalog_begin(&save, false);
+	values[0] = CStringGetTextDatum(register_name);
+	values[1] = Int64GetDatum(margin);
+	n = de_privileged_sql_exec("SELECT pg_catalog.setval(s.relid::pg_catalog.regclass,"
+							   " pg_catalog.int8larger(COALESCE("
+							   "pg_catalog.pg_sequence_last_value(s.relid::pg_catalog.regclass), 0),"
+							   " s.last_value) OPERATOR(pg_catalog.+) $2)"
+							   " FROM " SEQUENCES " s"
+							   " JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.relid"
+							   " WHERE s.register OPERATOR(pg_catalog.=) $1",
+							   SPI_OK_SELECT, 2, types, values, NULL);
+	de_privileged_sql_end(&save);
+	return n;
+}

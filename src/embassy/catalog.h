@@ -1,0 +1,137 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.h
+ *		  The embassy's catalog: data_embassy.registers and its companions
+ *		  replicated_relations and replicated_sequences.
+ *
+ * Every SQL statement on these tables lives in catalog.c, as core keeps
+ * pg_subscription's in pg_subscription.c.  The functions run their SQL as
+ * the owner of the tables, under SECURITY_RESTRICTED_OPERATION, with a
+ * search_path of pg_catalog only (see de_privileged_sql_begin()), so the
+ * caller's identity, search_path and the database's settings cannot change
+ * what they do.  Each must be called inside a transaction with a snapshot
+ * set where it reads or writes (the callers are SQL functions and the
+ * worker's and launcher's own transactions).  Results are allocated in the
+ * caller's memory context.
+ *
+ * IDENTIFICATION
+ *		  src/embassy/catalog.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DE_CATALOG_H
+#define DE_CATALOG_H
+
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+#include "nodes/pg_list.h"
+
+/* registers.state: where a register is in its life. */
+typedef enum DeRegisterPhase
+{
+	DE_PHASE_INIT,				/* added; no initial sync committed yet */
+	DE_PHASE_STREAMING,			/* initial sync done; streaming */
+	DE_PHASE_PROMOTED			/* failed over: never connected to again */
+} DeRegisterPhase;
+
+/* One row of data_embassy.registers. */
+typedef struct DeRegister
+{
+	char	   *name;
+	char	   *conninfo;
+	char	   *register_key;	/* canonical text */
+	bool		copy_data;
+	char	   *slot_name;		/* NULL until the first connection */
+	DeRegisterPhase phase;
+	bool		paused;
+	bool		pinned;			/* sysid and dboid known */
+	uint64		sysid;
+	Oid			dboid;
+	TimestampTz promoted_at;	/* 0 unless promoted */
+	XLogRecPtr	promoted_lsn;	/* invalid unless promoted */
+} DeRegister;
+
+/* Row locks that de_catalog_get_register() can take. */
+typedef enum DeRowLock
+{
+	DE_LOCK_NONE,
+	DE_LOCK_KEY_SHARE,
+	DE_LOCK_NO_KEY_UPDATE,		/* pause/resume: waits for drop_register */
+	DE_LOCK_UPDATE				/* drop_register, promote */
+} DeRowLock;
+
+extern const char *de_register_phase_name(DeRegisterPhase phase);
+
+/*
+ * The register of this database called name, or NULL when there is none
+ * (with missing_ok; otherwise ERRCODE_UNDEFINED_OBJECT "register ... does
+ * not exist").  The extension missing from the database counts as missing.
+ */
+extern DeRegister *de_catalog_get_register(const char *name, DeRowLock lock,
+										   bool missing_ok);
+
+/* Every register of this database, by name; only_active: not promoted. */
+extern List *de_catalog_list_registers(bool only_active);
+
+/*
+ * The names of the registers whose rows can be key-share locked now
+ * (without waiting): those not being dropped.  Takes the locks.
+ */
+extern List *de_catalog_lock_registers(void);
+
+/*
+ * Insert a new register in phase init.  ERRCODE_DUPLICATE_OBJECT when the
+ * name or the key is taken.
+ */
+extern void de_catalog_insert_register(const char *name, const char *conninfo,
+									   const char *register_key,
+									   bool copy_data);
+extern void de_catalog_delete_register(const char *name);
+extern void de_catalog_set_paused(const char *name, bool paused);
+
+/* The first connection pins the register's identity and names the slot. */
+extern void de_catalog_set_identity(const char *name, uint64 sysid, Oid dboid,
+									const char *slot_name);
+
+/* Phase streaming; ERRCODE_UNDEFINED_OBJECT if the row is gone. */
+extern void de_catalog_set_streaming(const char *name);
+
+/*
+ * Back to phase init with copy_data, for resync_register: the worker copies
+ * the register again.  ERRCODE_UNDEFINED_OBJECT if the row is gone.
+ */
+extern void de_catalog_set_resync(const char *name);
+
+/* Phase promoted with its time and LSN (the fence). */
+extern void de_catalog_set_promoted(const char *name, TimestampTz at,
+									XLogRecPtr lsn);
+
+/*
+ * replicated_relations: the register relid is the replica of, or NULL;
+ * and a new entry.
+ */
+extern char *de_catalog_relation_register(Oid relid);
+extern void de_catalog_add_relation(const char *register_name, Oid relid);
+
+/* The local tables that are replicas of the register (OIDs). */
+extern List *de_catalog_register_relations(const char *register_name);
+
+/* Forget the register's relations (promote lifts the write guard). */
+extern void de_catalog_clear_relations(const char *register_name);
+
+/*
+ * replicated_sequences: remember the register's last value of sequence
+ * relid (never lower than remembered) and move the local sequence forward
+ * to it.
+ */
+extern void de_catalog_report_sequence(const char *register_name, Oid relid,
+									   int64 last_value);
+
+/*
+ * Move every replicated sequence of the register past both its own value
+ * and the register's last reported one, by margin.  Returns how many.
+ */
+extern uint64 de_catalog_advance_sequences(const char *register_name,
+										   int64 margin);
+
+#endif							/* DE_CATALOG_H */
