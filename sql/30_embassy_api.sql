@@ -88,6 +88,11 @@ SELECT data_embassy.pause_register('nope');
 SELECT data_embassy.resume_register('nope');
 SELECT data_embassy.drop_register('nope');
 SELECT data_embassy.drop_register(NULL);
+SELECT data_embassy.retry_register('nope');
+SELECT data_embassy.retry_register(NULL);
+SELECT data_embassy.resync_register('nope');
+SELECT data_embassy.resync_register(NULL);
+SELECT data_embassy.resync_register('bad name');
 
 -- drop_register cannot be rolled back
 BEGIN;
@@ -102,6 +107,8 @@ SET ROLE regress_de_api_plain;
 SELECT data_embassy.add_register('r2', :'conninfo', repeat('cd', 32));
 SELECT data_embassy.pause_register('r1');
 SELECT data_embassy.drop_register('r1');
+SELECT data_embassy.retry_register('r1');
+SELECT data_embassy.resync_register('r1');
 SELECT count(*) FROM data_embassy.lag;
 RESET ROLE;
 -- EXECUTE alone is not enough
@@ -116,6 +123,27 @@ SELECT data_embassy.pause_register('r1');
 SELECT data_embassy.resume_register('r1');
 SELECT conninfo FROM data_embassy.registers;
 RESET ROLE;
+-- a hostile search_path: an "=" of the caller's that would run with the
+-- table owner's rights if the extension's SQL used it
+CREATE SCHEMA regress_de_evil;
+CREATE FUNCTION regress_de_evil.texteq(text, text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE NOTICE 'hijacked as %', current_user;
+	RETURN pg_catalog.texteq($1, $2);
+END $$;
+CREATE OPERATOR regress_de_evil.= (LEFTARG = text, RIGHTARG = text,
+								   FUNCTION = regress_de_evil.texteq);
+GRANT USAGE ON SCHEMA regress_de_evil TO PUBLIC;
+SET ROLE regress_de_api_admin;
+SET search_path = regress_de_evil, pg_catalog;
+SELECT 'a'::text = 'a'::text AS evil_operator_in_effect;
+SELECT data_embassy.pause_register('r1');
+SELECT data_embassy.resume_register('r1');
+SELECT data_embassy.retry_register('nope');
+RESET search_path;
+RESET ROLE;
+DROP SCHEMA regress_de_evil CASCADE;
 -- pg_monitor reads the lag view
 SET ROLE regress_de_api_monitor;
 SELECT register, database = current_database() AS this_database FROM data_embassy.lag;

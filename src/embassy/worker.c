@@ -139,6 +139,7 @@ static XLogRecPtr stream_start = InvalidXLogRecPtr;
 static bool first_frame = true;
 static bool catching_up = false;
 static bool failures_reset = false;
+static bool logged_caught_up = false;	/* "caught up" logged on this connection */
 static TimestampTz last_commit_time = 0;
 static TimestampTz open_xact_commit_time = 0;
 static TimestampTz behind_since = 0;
@@ -305,6 +306,15 @@ worker_on_error(void)
 	LWLockReleaseAll();
 	FlushErrorState();
 
+	if (state == DE_STATE_DISCONNECTED)
+		ereport(LOG,
+				errmsg("register \"%s\": disconnected from the register; the worker will try again",
+					   register_name));
+	else
+		ereport(LOG,
+				errmsg("register \"%s\": the worker stopped on an error; it will try again",
+					   register_name));
+
 	worker_close_connections();
 
 	proc_exit(1);
@@ -341,6 +351,21 @@ worker_exit_stopped(void)
 		worker_persist_position(true);
 	worker_close_connections();
 	AbortOutOfAnyTransaction();
+
+	LWLockAcquire(DeShared->lock, LW_SHARED);
+	if (MySlot->drop_requested)
+		ereport(LOG,
+				errmsg("register \"%s\": worker stopped, the register is being dropped",
+					   register_name));
+	else if (MySlot->promoted)
+		ereport(LOG,
+				errmsg("register \"%s\": worker stopped for promotion",
+					   register_name));
+	else
+		ereport(LOG,
+				errmsg("register \"%s\": worker stopped to start over",
+					   register_name));
+	LWLockRelease(DeShared->lock);
 	proc_exit(0);
 }
 
@@ -415,6 +440,9 @@ worker_run(void)
 		if (ctl == WORKER_PAUSE)
 		{
 			worker_paused_loop();
+			if (worker_control() == WORKER_RUN)
+				ereport(LOG,
+						errmsg("register \"%s\": resumed", register_name));
 			continue;
 		}
 
@@ -504,6 +532,11 @@ worker_connect(void)
 
 	worker_check_identity(sysid, dboid, true);
 	worker_note_source(xlogpos);
+	logged_caught_up = false;
+
+	ereport(LOG,
+			errmsg("register \"%s\": connected to the register (system identifier %llu, database OID %u, timeline %u)",
+				   register_name, (unsigned long long) sysid, dboid, tli));
 }
 
 /*
@@ -647,6 +680,9 @@ worker_initial_sync(void)
 		int			len;
 
 		de_slot_set_state(MySlot, DE_STATE_COPYING, NULL);
+		ereport(LOG,
+				errmsg("register \"%s\": initial copy started at register LSN %X/%X",
+					   register_name, LSN_FORMAT_ARGS(consistent)));
 
 		/*
 		 * The snapshot lives until the next command on the replication
@@ -756,6 +792,8 @@ worker_paused_loop(void)
 	de_apply_reset_stream(apply);
 	MemoryContextSwitchTo(WorkerContext);
 	de_slot_set_state(MySlot, DE_STATE_PAUSED, NULL);
+	ereport(LOG,
+			errmsg("register \"%s\": paused", register_name));
 
 	for (;;)
 	{
@@ -1284,6 +1322,17 @@ worker_publish(DeState state, bool contact, uint64 frames, uint64 wire,
 		behind_since = 0;
 
 	pending_since = de_apply_in_transaction(apply) ? open_xact_commit_time : 0;
+
+	/* once per connection: the first time nothing is left to apply */
+	if (!logged_caught_up && state == DE_STATE_STREAMING &&
+		!XLogRecPtrIsInvalid(source_lsn) && !XLogRecPtrIsInvalid(applied) &&
+		applied >= source_lsn)
+	{
+		logged_caught_up = true;
+		ereport(LOG,
+				errmsg("register \"%s\": caught up with the register at %X/%X",
+					   register_name, LSN_FORMAT_ARGS(applied)));
+	}
 
 	SpinLockAcquire(&MySlot->mutex);
 	if (MySlot->state != DE_STATE_PROMOTING)

@@ -96,6 +96,12 @@ is(DataEmbassy::lag_row($emb, 'r')->{last_error}, '', 'last_error cleared');
 cmp_ok($emb->safe_psql('postgres', "SELECT last_value FROM s"), '>=', 10,
 	'sequence carried over');
 
+# Pause and resume, for the log.
+$emb->safe_psql('postgres', "SELECT data_embassy.pause_register('r')");
+ok(DataEmbassy::wait_state($emb, 'r', 'paused'), 'paused');
+$emb->safe_psql('postgres', "SELECT data_embassy.resume_register('r')");
+ok(DataEmbassy::wait_state($emb, 'r', 'streaming'), 'resumed');
+
 # --- a slot dropped on the register by hand ---
 $slot = $emb->safe_psql('postgres',
 	"SELECT slot_name FROM data_embassy.registers WHERE name = 'r'");
@@ -118,6 +124,20 @@ is(DataEmbassy::table_digest($emb, 'postgres', 't'), $before,
 	'the promoted data are what was replicated');
 $emb->safe_psql('postgres', "INSERT INTO t VALUES (-1, 'written after promotion')");
 pass('writable after promotion');
+
+# What happened is in the embassy's log, one line per event, naming the
+# register.
+my $log = slurp_file($emb->logfile);
+foreach my $event ('connected to the register \(system identifier',
+	'initial copy started at register LSN',
+	'caught up with the register at',
+	'the worker stopped on an error; it will try again',
+	'a new initial copy was requested by user',
+	'paused', 'resumed')
+{
+	like($log, qr/register "r": $event/, "logged: $event");
+}
+like($log, qr/register "r" promoted at register LSN/, 'logged: the promotion');
 
 $emb->stop;
 $reg->stop;
