@@ -5,11 +5,24 @@
  *
  * This is the embassy's counterpart of PostgreSQL's own apply worker
  * (replication/logical/worker.c): the records of a register's stream are
- * turned into tuples and written through the replication routines of the
- * executor (execReplication.c), with index maintenance, constraints, and
- * the triggers that fire with session_replication_role = replica.
+ * turned into tuples and written at executor level, as the replication
+ * routines of execReplication.c do, with index maintenance and the
+ * triggers that fire with session_replication_role = replica.
  *
  * NOTES
+ *	  What the register committed.  Rows are stored as the register
+ *	  committed them.  CHECK constraints are not evaluated (the register
+ *	  decided on them: a row older than a NOT VALID constraint, or one that a
+ *	  constraint only the embassy has would refuse, is still the register's
+ *	  row); NOT NULL is, since a NULL cannot be stored in such a column at
+ *	  all, and its error names the register's table and the row.  Stored
+ *	  generated columns keep the values the register sent (it may have
+ *	  computed them from tableoid, or with a function that differs here);
+ *	  only those a register did not send are computed.  So inserts and
+ *	  updates go through apply_insert_row() and apply_update_row(), which do
+ *	  what ExecSimpleRelationInsert() and ExecSimpleRelationUpdate() do
+ *	  except ExecComputeStoredGenerated() and ExecConstraints().
+ *
  *	  Relation map.  RELATION records fill a hash keyed by the register's
  *	  relation OID with the remote description.  The local side (table OID,
  *	  column map, type input and receive functions, replica identity) is
@@ -244,6 +257,8 @@ struct DeApply
 	ApplyRelEntry *err_rel;
 	int			err_att;
 	TupleTableSlot *err_slot;	/* the row at hand, local layout, or NULL */
+	bool		err_describing; /* describing err_slot (an error there must
+								 * not describe it again) */
 
 	struct DeApply *next;		/* all apply states of this process */
 };
@@ -470,6 +485,7 @@ de_apply_record(DeApply *apply, DeRecord *rec)
 	apply->err_rel = NULL;
 	apply->err_att = -1;
 	apply->err_slot = NULL;
+	apply->err_describing = false;
 	errcallback.callback = apply_error_callback;
 	errcallback.arg = apply;
 	errcallback.previous = error_context_stack;
@@ -552,6 +568,7 @@ de_apply_frame_end(DeApply *apply)
 
 	apply->err_type = DE_REC_INSERT;
 	apply->err_slot = NULL;
+	apply->err_describing = false;
 	errcallback.callback = apply_error_callback;
 	errcallback.arg = apply;
 	errcallback.previous = error_context_stack;
@@ -958,15 +975,17 @@ apply_error_callback(void *arg)
 		else
 			appendStringInfo(&buf, _(" to table \"%s.%s\""),
 							 rel->nspname, rel->relname);
-		if (apply->err_slot != NULL)
+		if (apply->err_slot != NULL && !apply->err_describing)
 		{
 			StringInfoData key;
 
+			apply->err_describing = true;
 			initStringInfo(&key);
 			apply_describe_row(rel, apply->err_slot, &key);
 			if (key.len > 0)
 				appendStringInfo(&buf, _(" row %s"), key.data);
 			pfree(key.data);
+			apply->err_describing = false;
 		}
 	}
 	if (apply->copy_mode)
@@ -1977,7 +1996,9 @@ apply_check_not_null(DeApply *apply, ApplyRelEntry *entry,
 			continue;
 
 		initStringInfo(&key);
+		apply->err_describing = true;
 		apply_describe_row(entry, apply->err_slot, &key);
+		apply->err_describing = false;
 		ereport(ERROR,
 				errcode(ERRCODE_NOT_NULL_VIOLATION),
 				errmsg("null value in column \"%s\" of relation \"%s\" violates not-null constraint",

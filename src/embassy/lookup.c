@@ -297,17 +297,25 @@ de_seqlookup_find(DeSeqLookup *lookup, TupleTableSlot *searchslot,
 	TransactionId xwait;
 	bool		found;
 
+	/*
+	 * The scan's state lives across rows, in the lookup's context; the
+	 * comparisons (which may detoast) allocate in the caller's, which is
+	 * reset after every record.
+	 */
 	oldcxt = MemoryContextSwitchTo(lookup->cxt);
 	if (lookup->scan == NULL)
 	{
 		lookup->scan = table_beginscan(lookup->rel, &lookup->dirty, 0, NULL);
 		lookup->scanslot = table_slot_create(lookup->rel, NULL);
 	}
+	MemoryContextSwitchTo(oldcxt);
 
 retry:
 	found = false;
 	xwait = InvalidTransactionId;
+	oldcxt = MemoryContextSwitchTo(lookup->cxt);
 	table_rescan(lookup->scan, NULL);
+	MemoryContextSwitchTo(oldcxt);
 	while (table_scan_getnextslot(lookup->scan, ForwardScanDirection,
 								  lookup->scanslot))
 	{
@@ -323,12 +331,9 @@ retry:
 	/* Another transaction is inserting, changing or locking it: wait. */
 	if (TransactionIdIsValid(xwait))
 	{
-		MemoryContextSwitchTo(oldcxt);
 		XactLockTableWait(xwait, NULL, NULL, XLTW_None);
-		MemoryContextSwitchTo(lookup->cxt);
 		goto retry;
 	}
-	MemoryContextSwitchTo(oldcxt);
 
 	if (found)
 	{
