@@ -5,11 +5,24 @@
  *
  * This is the embassy's counterpart of PostgreSQL's own apply worker
  * (replication/logical/worker.c): the records of a register's stream are
- * turned into tuples and written through the replication routines of the
- * executor (execReplication.c), with index maintenance, constraints, and
- * the triggers that fire with session_replication_role = replica.
+ * turned into tuples and written at executor level, as the replication
+ * routines of execReplication.c do, with index maintenance and the
+ * triggers that fire with session_replication_role = replica.
  *
  * NOTES
+ *	  What the register committed.  Rows are stored as the register
+ *	  committed them.  CHECK constraints are not evaluated (the register
+ *	  decided on them: a row older than a NOT VALID constraint, or one that a
+ *	  constraint only the embassy has would refuse, is still the register's
+ *	  row); NOT NULL is, since a NULL cannot be stored in such a column at
+ *	  all, and its error names the register's table and the row.  Stored
+ *	  generated columns keep the values the register sent (it may have
+ *	  computed them from tableoid, or with a function that differs here);
+ *	  only those a register did not send are computed.  So inserts and
+ *	  updates go through apply_insert_row() and apply_update_row(), which do
+ *	  what ExecSimpleRelationInsert() and ExecSimpleRelationUpdate() do
+ *	  except ExecComputeStoredGenerated() and ExecConstraints().
+ *
  *	  Relation map.  RELATION records fill a hash keyed by the register's
  *	  relation OID with the remote description.  The local side (table OID,
  *	  column map, type input and receive functions, replica identity) is
@@ -69,6 +82,7 @@
 #include "executor/nodeModifyTable.h"
 #include "executor/spi.h"
 #include "lib/ilist.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
@@ -76,6 +90,7 @@
 #include "replication/origin.h"
 #include "rewrite/rewriteHandler.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -114,6 +129,8 @@ typedef struct ApplyPartSlots
 	Oid			relid;
 	TupleTableSlot *found;		/* the local row found for UPDATE/DELETE */
 	TupleTableSlot *tuple;		/* a row in the partition's layout */
+	bool	   *compare;		/* columns to compare, partition's layout */
+	DeSeqLookup *seqlookup;		/* REPLICA IDENTITY FULL without an index */
 } ApplyPartSlots;
 
 /* A relation opened in the current local transaction. */
@@ -128,6 +145,8 @@ typedef struct ApplyRelState
 	TupleTableSlot *rootslot;	/* partitioned: a partition row, root layout */
 	Oid			idxoid;			/* replica identity index or primary key */
 	DeIndexLookup *lookup;		/* lookups through it, made at first use */
+	DeSeqLookup *seqlookup;		/* without one, made at first use */
+	bool	   *compare;		/* local columns the search row has */
 	bool		has_triggers;	/* wrap row operations in a trigger query */
 	bool		use_multi_insert;
 
@@ -135,6 +154,14 @@ typedef struct ApplyRelState
 	int			ndefaults;
 	int		   *defmap;
 	ExprState **defexprs;
+
+	/*
+	 * Stored generated columns the register does not send (a register whose
+	 * plugin predates sending them): computed here, as PostgreSQL does.
+	 */
+	int			ngenerated;
+	int		   *genmap;
+	ExprState **genexprs;
 
 	/* multi-insert buffer */
 	TupleTableSlot **bufslots;
@@ -170,6 +197,12 @@ typedef struct ApplyRelEntry
 	int			local_natts;
 	int		   *attrmap;		/* local offset -> remote index, or -1 */
 	bool		updatable;
+	int			nnotnull;		/* local NOT NULL columns */
+	int		   *notnull;		/* their local offsets */
+	int			nkeyatts;		/* local columns that identify a row */
+	int		   *keyatts;		/* their local offsets, for messages */
+	FmgrInfo   *keyout;			/* their output functions */
+	DeRowCompare *rowcmp;		/* REPLICA IDENTITY FULL: how rows compare */
 
 	/* open in the current local transaction, or NULL */
 	ApplyRelState *state;
@@ -223,6 +256,9 @@ struct DeApply
 	char		err_type;
 	ApplyRelEntry *err_rel;
 	int			err_att;
+	TupleTableSlot *err_slot;	/* the row at hand, local layout, or NULL */
+	bool		err_describing; /* describing err_slot (an error there must
+								 * not describe it again) */
 
 	struct DeApply *next;		/* all apply states of this process */
 };
@@ -260,15 +296,28 @@ static void apply_store_tuple(DeApply *apply, ApplyRelEntry *entry,
 static Datum apply_convert_value(DeApply *apply, ApplyRelEntry *entry,
 								 int remoteatt, DeValue *val);
 static void apply_fill_defaults(ApplyRelState *state, TupleTableSlot *slot);
+static void apply_fill_generated(ApplyRelState *state, TupleTableSlot *slot);
+static void apply_check_not_null(DeApply *apply, ApplyRelEntry *entry,
+								 ResultRelInfo *relinfo,
+								 TupleTableSlot *slot);
+static void apply_insert_row(DeApply *apply, ApplyRelEntry *entry,
+							 ResultRelInfo *relinfo, TupleTableSlot *slot);
+static void apply_update_row(DeApply *apply, ApplyRelEntry *entry,
+							 ResultRelInfo *relinfo,
+							 TupleTableSlot *searchslot,
+							 TupleTableSlot *slot);
+static void apply_describe_row(ApplyRelEntry *entry, TupleTableSlot *slot,
+							   StringInfo buf);
 static void apply_buffer_insert(DeApply *apply, ApplyRelEntry *entry,
 								DeTuple *tup);
 static void apply_flush_inserts(DeApply *apply);
 static void apply_begin_row(ApplyRelState *state);
 static void apply_end_row(ApplyRelState *state);
-static bool apply_find_tuple(ApplyRelState *state);
-static bool apply_find_tuple_locked(Relation rel, Oid idxoid,
-									TupleTableSlot *searchslot,
-									TupleTableSlot *outslot);
+static bool apply_find_tuple(ApplyRelEntry *entry, ApplyRelState *state);
+static bool apply_find_in_partition(ApplyRelState *state,
+									ResultRelInfo *partinfo,
+									ApplyPartSlots *ps,
+									TupleTableSlot *searchslot);
 static void apply_check_updatable(ApplyRelEntry *entry);
 static ApplyPartSlots *apply_part_slots(ApplyRelState *state,
 										ResultRelInfo *partinfo);
@@ -277,7 +326,8 @@ static TupleTableSlot *apply_to_partition(ApplyRelState *state,
 										  TupleTableSlot *slot);
 static ResultRelInfo *apply_find_partition(ApplyRelState *state,
 										   TupleTableSlot *slot);
-static void apply_route_insert(ApplyRelState *state, TupleTableSlot *slot);
+static void apply_route_insert(DeApply *apply, ApplyRelEntry *entry,
+							   TupleTableSlot *slot);
 static void apply_not_found(ApplyRelEntry *entry, const char *what);
 static void apply_store_flush_position(DeApply *apply, XLogRecPtr local_end,
 									   XLogRecPtr remote_end);
@@ -434,6 +484,8 @@ de_apply_record(DeApply *apply, DeRecord *rec)
 	apply->err_type = rec->type;
 	apply->err_rel = NULL;
 	apply->err_att = -1;
+	apply->err_slot = NULL;
+	apply->err_describing = false;
 	errcallback.callback = apply_error_callback;
 	errcallback.arg = apply;
 	errcallback.previous = error_context_stack;
@@ -499,6 +551,7 @@ de_apply_record(DeApply *apply, DeRecord *rec)
 	error_context_stack = errcallback.previous;
 	apply->err_type = 0;
 	apply->err_rel = NULL;
+	apply->err_slot = NULL;
 }
 
 /*
@@ -514,6 +567,8 @@ de_apply_frame_end(DeApply *apply)
 		return;
 
 	apply->err_type = DE_REC_INSERT;
+	apply->err_slot = NULL;
+	apply->err_describing = false;
 	errcallback.callback = apply_error_callback;
 	errcallback.arg = apply;
 	errcallback.previous = error_context_stack;
@@ -576,6 +631,7 @@ de_apply_commit(DeApply *apply, XLogRecPtr remote_lsn,
 
 	/* Called for a COMMIT record, the context is already there. */
 	apply->err_type = DE_REC_COMMIT;
+	apply->err_slot = NULL;
 	if (saved_stack == NULL || saved_stack->callback != apply_error_callback ||
 		saved_stack->arg != apply)
 	{
@@ -831,9 +887,70 @@ apply_store_flush_position(DeApply *apply, XLogRecPtr local_end,
 	apply->nflush_positions++;
 }
 
+/* At most this many bytes of a value, and values, name a row in messages. */
+#define APPLY_DESCRIBE_VALUE_BYTES	64
+#define APPLY_DESCRIBE_MAX_COLUMNS	16
+
+/*
+ * apply_describe_row
+ *		Append "(a, b)=(1, x)": the identity columns of the row in slot (the
+ *		local layout of entry's table), or nothing when that is not known.
+ *		Values are cut at APPLY_DESCRIBE_VALUE_BYTES bytes (on a character
+ *		boundary).  The slot holds values already converted, so only output
+ *		functions run, as for PostgreSQL's own key descriptions.
+ */
+static void
+apply_describe_row(ApplyRelEntry *entry, TupleTableSlot *slot, StringInfo buf)
+{
+	TupleDesc	desc;
+	int			n;
+	int			i;
+
+	if (slot == NULL || TTS_EMPTY(slot) || !entry->local_valid ||
+		entry->nkeyatts == 0 || entry->keyatts == NULL ||
+		slot->tts_tupleDescriptor->natts != entry->local_natts)
+		return;
+
+	desc = slot->tts_tupleDescriptor;
+	n = Min(entry->nkeyatts, APPLY_DESCRIBE_MAX_COLUMNS);
+	slot_getallattrs(slot);
+
+	appendStringInfoChar(buf, '(');
+	for (i = 0; i < n; i++)
+		appendStringInfo(buf, "%s%s", i > 0 ? ", " : "",
+						 quote_identifier(NameStr(TupleDescAttr(desc, entry->keyatts[i])->attname)));
+	if (n < entry->nkeyatts)
+		appendStringInfoString(buf, ", ...");
+	appendStringInfoString(buf, ")=(");
+	for (i = 0; i < n; i++)
+	{
+		int			att = entry->keyatts[i];
+
+		if (i > 0)
+			appendStringInfoString(buf, ", ");
+		if (slot->tts_isnull[att])
+			appendStringInfoString(buf, "null");
+		else
+		{
+			char	   *v = OutputFunctionCall(&entry->keyout[i],
+											   slot->tts_values[att]);
+			int			len = strlen(v);
+			int			cut = pg_mbcliplen(v, len, APPLY_DESCRIBE_VALUE_BYTES);
+
+			appendBinaryStringInfo(buf, v, cut);
+			if (cut < len)
+				appendStringInfoString(buf, "...");
+			pfree(v);
+		}
+	}
+	if (n < entry->nkeyatts)
+		appendStringInfoString(buf, ", ...");
+	appendStringInfoChar(buf, ')');
+}
+
 /*
  * apply_error_callback
- *		Name the register, the record, the table and the column.
+ *		Name the register, the record, the table, the column and the row.
  */
 static void
 apply_error_callback(void *arg)
@@ -858,6 +975,18 @@ apply_error_callback(void *arg)
 		else
 			appendStringInfo(&buf, _(" to table \"%s.%s\""),
 							 rel->nspname, rel->relname);
+		if (apply->err_slot != NULL && !apply->err_describing)
+		{
+			StringInfoData key;
+
+			apply->err_describing = true;
+			initStringInfo(&key);
+			apply_describe_row(rel, apply->err_slot, &key);
+			if (key.len > 0)
+				appendStringInfo(&buf, _(" row %s"), key.data);
+			pfree(key.data);
+			apply->err_describing = false;
+		}
 	}
 	if (apply->copy_mode)
 		appendStringInfoString(&buf, _(" during the initial copy"));
@@ -1076,6 +1205,12 @@ apply_handle_relation(DeApply *apply, DeRecord *rec)
 	entry->attrmap = NULL;
 	entry->local_natts = 0;
 	entry->updatable = false;
+	entry->nnotnull = 0;
+	entry->notnull = NULL;
+	entry->nkeyatts = 0;
+	entry->keyatts = NULL;
+	entry->keyout = NULL;
+	entry->rowcmp = NULL;
 }
 
 /*
@@ -1160,6 +1295,8 @@ apply_map_relation(DeApply *apply, ApplyRelEntry *entry, Relation rel)
 											   ALLOCSET_SMALL_SIZES);
 	else
 		MemoryContextReset(entry->map_cxt);
+	entry->nkeyatts = 0;
+	entry->nnotnull = 0;
 	oldcxt = MemoryContextSwitchTo(entry->map_cxt);
 
 	entry->local_natts = desc->natts;
@@ -1197,12 +1334,10 @@ apply_map_relation(DeApply *apply, ApplyRelEntry *entry, Relation rel)
 					errmsg("replication target table \"%s.%s\" has no column \"%s\"",
 						   entry->nspname, entry->relname, ratt->name),
 					errhint("The register's table has this column; add it at the embassy."));
-		if (att->attgenerated)
-			ereport(ERROR,
-					errcode(ERRCODE_UNDEFINED_COLUMN),
-					errmsg("column \"%s\" of replication target table \"%s.%s\" is a generated column",
-						   ratt->name, entry->nspname, entry->relname),
-					errdetail("The register sends values for this column."));
+		/*
+		 * A generated column here takes the value the register sent, which
+		 * is what the register stored (see apply_insert_row()).
+		 */
 		if (entry->attrmap[j] >= 0)
 			ereport(ERROR,
 					errcode(ERRCODE_PROTOCOL_VIOLATION),
@@ -1258,6 +1393,8 @@ apply_map_relation(DeApply *apply, ApplyRelEntry *entry, Relation rel)
 		if (idkey == NULL && entry->replident != REPLICA_IDENTITY_FULL)
 			entry->updatable = false;
 	}
+	entry->keyatts = palloc(sizeof(int) * Max(desc->natts, 1));
+	entry->nkeyatts = 0;
 	i = -1;
 	while ((i = bms_next_member(idkey, i)) >= 0)
 	{
@@ -1269,12 +1406,45 @@ apply_map_relation(DeApply *apply, ApplyRelEntry *entry, Relation rel)
 					errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					errmsg("replication target table \"%s.%s\" uses system columns in its REPLICA IDENTITY index",
 						   entry->nspname, entry->relname));
+		entry->keyatts[entry->nkeyatts++] = AttrNumberGetAttrOffset(attnum);
 		remote = entry->attrmap[AttrNumberGetAttrOffset(attnum)];
 		if (remote < 0 || !entry->atts[remote].is_key)
-		{
 			entry->updatable = false;
-			break;
-		}
+	}
+
+	/*
+	 * Without an identity index here, rows are found by comparing the
+	 * columns the register sent (REPLICA IDENTITY FULL), which then also
+	 * name a row in messages.
+	 */
+	entry->rowcmp = NULL;
+	if (idkey == NULL)
+	{
+		entry->rowcmp = de_rowcmp_create(desc);
+		for (i = 0; i < desc->natts; i++)
+			if (entry->attrmap[i] >= 0)
+				entry->keyatts[entry->nkeyatts++] = i;
+	}
+	entry->keyout = palloc(sizeof(FmgrInfo) * Max(entry->nkeyatts, 1));
+	for (i = 0; i < entry->nkeyatts; i++)
+	{
+		Oid			outfn;
+		bool		isvarlena;
+
+		getTypeOutputInfo(TupleDescAttr(desc, entry->keyatts[i])->atttypid,
+						  &outfn, &isvarlena);
+		fmgr_info_cxt(outfn, &entry->keyout[i], entry->map_cxt);
+	}
+
+	/* NOT NULL is checked on applied rows (CHECK constraints are not). */
+	entry->notnull = palloc(sizeof(int) * Max(desc->natts, 1));
+	entry->nnotnull = 0;
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attnotnull && !att->attisdropped)
+			entry->notnull[entry->nnotnull++] = i;
 	}
 
 	MemoryContextSwitchTo(oldcxt);
@@ -1475,27 +1645,40 @@ apply_rel_open(DeApply *apply, ApplyRelEntry *entry)
 			state->bistate = GetBulkInsertState();
 	}
 
-	/* Defaults of the local columns the register does not send. */
+	/*
+	 * Defaults and generation expressions of the local columns the register
+	 * does not send.
+	 */
 	state->defmap = palloc(sizeof(int) * Max(desc->natts, 1));
 	state->defexprs = palloc(sizeof(ExprState *) * Max(desc->natts, 1));
+	state->genmap = palloc(sizeof(int) * Max(desc->natts, 1));
+	state->genexprs = palloc(sizeof(ExprState *) * Max(desc->natts, 1));
 	for (i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 		Expr	   *defexpr;
 
-		if (att->attisdropped || att->attgenerated ||
-			entry->attrmap[i] >= 0)
+		if (att->attisdropped || entry->attrmap[i] >= 0)
 			continue;
 
 		defexpr = (Expr *) build_column_default(rel, i + 1);
-		if (defexpr != NULL)
+		if (defexpr == NULL)
+			continue;
+		defexpr = expression_planner(defexpr);
+		if (att->attgenerated)
 		{
-			defexpr = expression_planner(defexpr);
+			state->genexprs[state->ngenerated] = ExecInitExpr(defexpr, NULL);
+			state->genmap[state->ngenerated] = i;
+			state->ngenerated++;
+		}
+		else
+		{
 			state->defexprs[state->ndefaults] = ExecInitExpr(defexpr, NULL);
 			state->defmap[state->ndefaults] = i;
 			state->ndefaults++;
 		}
 	}
+	state->compare = palloc0(sizeof(bool) * Max(desc->natts, 1));
 
 	MemoryContextSwitchTo(apply->xact_cxt);
 	apply->open_rels = lappend(apply->open_rels, entry);
@@ -1525,6 +1708,15 @@ apply_rel_close(ApplyRelEntry *entry)
 	}
 	if (state->lookup != NULL)
 		de_lookup_end(state->lookup);
+	if (state->seqlookup != NULL)
+		de_seqlookup_end(state->seqlookup);
+	foreach(lc, state->partslots)
+	{
+		ApplyPartSlots *ps = (ApplyPartSlots *) lfirst(lc);
+
+		if (ps->seqlookup != NULL)
+			de_seqlookup_end(ps->seqlookup);
+	}
 	if (state->proute != NULL)
 		ExecCleanupTupleRouting(state->mtstate, state->proute);
 	EvalPlanQualEnd(&state->epqstate);
@@ -1627,7 +1819,9 @@ apply_convert_value(DeApply *apply, ApplyRelEntry *entry, int remoteatt,
  * sent: unchanged TOAST values keep the local value (as core's
  * slot_modify_data does).  Without, columns not sent are NULL (defaults
  * come later for inserts); an unchanged TOAST value is then allowed only
- * in a search tuple, where it cannot be a key.
+ * in a search tuple, where it cannot be a key.  For a search tuple, the
+ * state's compare[] notes the local columns the register gave a value (or
+ * a NULL) for: the columns a row search compares.
  */
 static void
 apply_store_tuple(DeApply *apply, ApplyRelEntry *entry, DeTuple *tup,
@@ -1635,6 +1829,7 @@ apply_store_tuple(DeApply *apply, ApplyRelEntry *entry, DeTuple *tup,
 				  bool is_search)
 {
 	int			natts = slot->tts_tupleDescriptor->natts;
+	bool	   *compare = is_search ? entry->state->compare : NULL;
 	Datum	   *values;
 	bool	   *isnull;
 	int			i;
@@ -1661,6 +1856,8 @@ apply_store_tuple(DeApply *apply, ApplyRelEntry *entry, DeTuple *tup,
 		memset(values, 0, sizeof(Datum) * natts);
 		memset(isnull, true, sizeof(bool) * natts);
 	}
+	if (compare != NULL)
+		memset(compare, false, sizeof(bool) * natts);
 
 	for (i = 0; i < tup->natts; i++)
 	{
@@ -1672,6 +1869,8 @@ apply_store_tuple(DeApply *apply, ApplyRelEntry *entry, DeTuple *tup,
 			case DE_COL_NULL:
 				values[att] = (Datum) 0;
 				isnull[att] = true;
+				if (compare != NULL)
+					compare[att] = true;
 				break;
 			case DE_COL_UNCHANGED:
 				if (oldslot != NULL)
@@ -1689,6 +1888,8 @@ apply_store_tuple(DeApply *apply, ApplyRelEntry *entry, DeTuple *tup,
 			case DE_COL_BINARY:
 				values[att] = apply_convert_value(apply, entry, i, val);
 				isnull[att] = false;
+				if (compare != NULL)
+					compare[att] = true;
 				break;
 			default:
 				ereport(ERROR,
@@ -1724,6 +1925,172 @@ apply_fill_defaults(ApplyRelState *state, TupleTableSlot *slot)
 		slot->tts_values[att] = ExecEvalExpr(state->defexprs[i], econtext,
 											 &slot->tts_isnull[att]);
 	}
+}
+
+/*
+ * apply_fill_generated
+ *		Compute the stored generated columns the register did not send, as
+ *		ExecComputeStoredGenerated() does.  A register that sends them (every
+ *		register running this version) leaves nothing to do: the values it
+ *		stored are applied as they are, whatever the expression would give
+ *		here (tableoid differs, a function may have changed).
+ */
+static void
+apply_fill_generated(ApplyRelState *state, TupleTableSlot *slot)
+{
+	TupleDesc	desc = slot->tts_tupleDescriptor;
+	ExprContext *econtext;
+	int			i;
+
+	if (state->ngenerated == 0)
+		return;
+
+	slot_getallattrs(slot);
+	slot->tts_tableOid = RelationGetRelid(state->rel);
+	econtext = GetPerTupleExprContext(state->estate);
+	econtext->ecxt_scantuple = slot;
+	for (i = 0; i < state->ngenerated; i++)
+	{
+		int			att = state->genmap[i];
+		Form_pg_attribute attr = TupleDescAttr(desc, att);
+		bool		isnull;
+		Datum		value;
+
+		value = ExecEvalExpr(state->genexprs[i], econtext, &isnull);
+		if (!isnull)
+			value = datumCopy(value, attr->attbyval, attr->attlen);
+		slot->tts_values[att] = value;
+		slot->tts_isnull[att] = isnull;
+	}
+}
+
+/*
+ * apply_check_not_null
+ *		The one constraint checked on applied rows: a NULL in a column that
+ *		is NOT NULL here cannot be stored.  CHECK constraints are not
+ *		evaluated: the register decided on them when it committed the row
+ *		(a row older than a NOT VALID constraint, a constraint the embassy
+ *		alone has), and the embassy keeps what the register committed.
+ */
+static void
+apply_check_not_null(DeApply *apply, ApplyRelEntry *entry,
+					 ResultRelInfo *relinfo, TupleTableSlot *slot)
+{
+	Relation	rel = relinfo->ri_RelationDesc;
+	TupleDesc	desc = RelationGetDescr(rel);
+	bool		same = (RelationGetRelid(rel) == entry->localrelid);
+	int			n = same ? entry->nnotnull : desc->natts;
+	int			i;
+
+	if (desc->constr == NULL || !desc->constr->has_not_null)
+		return;
+
+	for (i = 0; i < n; i++)
+	{
+		int			att = same ? entry->notnull[i] : i;
+		Form_pg_attribute attr = TupleDescAttr(desc, att);
+		StringInfoData key;
+
+		if (!attr->attnotnull || attr->attisdropped ||
+			!slot_attisnull(slot, att + 1))
+			continue;
+
+		initStringInfo(&key);
+		apply->err_describing = true;
+		apply_describe_row(entry, apply->err_slot, &key);
+		apply->err_describing = false;
+		ereport(ERROR,
+				errcode(ERRCODE_NOT_NULL_VIOLATION),
+				errmsg("null value in column \"%s\" of relation \"%s\" violates not-null constraint",
+					   NameStr(attr->attname), RelationGetRelationName(rel)),
+				key.len > 0 ?
+				errdetail("Register \"%s\" committed a null value in column \"%s\" of its table \"%s.%s\", in the row %s.",
+						  apply->register_name, NameStr(attr->attname),
+						  entry->nspname, entry->relname, key.data) :
+				errdetail("Register \"%s\" committed a null value in column \"%s\" of its table \"%s.%s\".",
+						  apply->register_name, NameStr(attr->attname),
+						  entry->nspname, entry->relname),
+				errhint("Make the column nullable at the embassy, as it is at the register."),
+				errtablecol(rel, att + 1));
+	}
+}
+
+/*
+ * apply_insert_row
+ *		Insert one row as ExecSimpleRelationInsert() does, except that the
+ *		row is stored as the register committed it: stored generated columns
+ *		keep the register's values, and CHECK constraints are not evaluated
+ *		(only NOT NULL, see apply_check_not_null()).
+ */
+static void
+apply_insert_row(DeApply *apply, ApplyRelEntry *entry,
+				 ResultRelInfo *relinfo, TupleTableSlot *slot)
+{
+	ApplyRelState *state = entry->state;
+	EState	   *estate = state->estate;
+	Relation	rel = relinfo->ri_RelationDesc;
+	List	   *recheck = NIL;
+
+	CheckCmdReplicaIdentity(rel, CMD_INSERT);
+
+	if (relinfo->ri_TrigDesc && relinfo->ri_TrigDesc->trig_insert_before_row &&
+		!ExecBRInsertTriggers(estate, relinfo, slot))
+		return;					/* a trigger said "do nothing" */
+
+	/* partitions get their generated columns in the root's layout */
+	if (relinfo == state->relinfo)
+		apply_fill_generated(state, slot);
+	apply_check_not_null(apply, entry, relinfo, slot);
+	if (rel->rd_rel->relispartition)
+		ExecPartitionCheck(relinfo, slot, estate, true);
+
+	simple_table_tuple_insert(rel, slot);
+	if (relinfo->ri_NumIndices > 0)
+		recheck = ExecInsertIndexTuples(relinfo, slot, estate, false, false,
+										NULL, NIL);
+	ExecARInsertTriggers(estate, relinfo, slot, recheck, NULL);
+	list_free(recheck);
+}
+
+/*
+ * apply_update_row
+ *		Update the row found in searchslot to slot, as
+ *		ExecSimpleRelationUpdate() does, with the same exceptions as
+ *		apply_insert_row().
+ */
+static void
+apply_update_row(DeApply *apply, ApplyRelEntry *entry,
+				 ResultRelInfo *relinfo, TupleTableSlot *searchslot,
+				 TupleTableSlot *slot)
+{
+	ApplyRelState *state = entry->state;
+	EState	   *estate = state->estate;
+	Relation	rel = relinfo->ri_RelationDesc;
+	ItemPointer tid = &searchslot->tts_tid;
+	List	   *recheck = NIL;
+	bool		update_indexes;
+
+	CheckCmdReplicaIdentity(rel, CMD_UPDATE);
+
+	if (relinfo->ri_TrigDesc && relinfo->ri_TrigDesc->trig_update_before_row &&
+		!ExecBRUpdateTriggers(estate, &state->epqstate, relinfo, tid, NULL,
+							  slot, NULL))
+		return;					/* a trigger said "do nothing" */
+
+	if (relinfo == state->relinfo)
+		apply_fill_generated(state, slot);
+	apply_check_not_null(apply, entry, relinfo, slot);
+	if (rel->rd_rel->relispartition)
+		ExecPartitionCheck(relinfo, slot, estate, true);
+
+	simple_table_tuple_update(rel, tid, slot, estate->es_snapshot,
+							  &update_indexes);
+	if (relinfo->ri_NumIndices > 0 && update_indexes)
+		recheck = ExecInsertIndexTuples(relinfo, slot, estate, true, false,
+										NULL, NIL);
+	ExecARUpdateTriggers(estate, relinfo, NULL, NULL, tid, NULL, slot,
+						 recheck, NULL, false);
+	list_free(recheck);
 }
 
 /*
@@ -1781,11 +2148,15 @@ apply_handle_insert(DeApply *apply, DeRecord *rec)
 	apply_store_tuple(apply, entry, &rec->newtup, state->remoteslot, NULL,
 					  false);
 	apply_fill_defaults(state, state->remoteslot);
+	apply->err_slot = state->remoteslot;
 	if (state->proute != NULL)
-		apply_route_insert(state, state->remoteslot);
+	{
+		apply_fill_generated(state, state->remoteslot);
+		apply_route_insert(apply, entry, state->remoteslot);
+	}
 	else
-		ExecSimpleRelationInsert(state->relinfo, state->estate,
-								 state->remoteslot);
+		apply_insert_row(apply, entry, state->relinfo, state->remoteslot);
+	apply->err_slot = NULL;
 	apply_end_row(state);
 
 	apply->xact_rows++;
@@ -1852,7 +2223,7 @@ apply_buffer_insert(DeApply *apply, ApplyRelEntry *entry, DeTuple *tup)
  *
  * Only tables without firing insert row triggers are buffered, so no
  * trigger is called here; constraints and stored generated columns are
- * handled as in ExecSimpleRelationInsert().
+ * handled as in apply_insert_row().
  */
 static void
 apply_flush_inserts(DeApply *apply)
@@ -1887,14 +2258,14 @@ apply_flush_inserts(DeApply *apply)
 	{
 		TupleTableSlot *slot = state->bufslots[i];
 
-		if (rel->rd_att->constr && rel->rd_att->constr->has_generated_stored)
-			ExecComputeStoredGenerated(relinfo, estate, slot, CMD_INSERT);
-		if (rel->rd_att->constr)
-			ExecConstraints(relinfo, slot, estate);
+		apply->err_slot = slot;
+		apply_fill_generated(state, slot);
+		apply_check_not_null(apply, entry, relinfo, slot);
 		if (rel->rd_rel->relispartition)
 			ExecPartitionCheck(relinfo, slot, estate, true);
 		ResetPerTupleExprContext(estate);
 	}
+	apply->err_slot = NULL;
 
 	table_multi_insert(rel, state->bufslots, nrows, estate->es_output_cid,
 					   0, state->bistate);
@@ -1907,9 +2278,11 @@ apply_flush_inserts(DeApply *apply)
 		{
 			List	   *recheck;
 
+			apply->err_slot = slot;
 			recheck = ExecInsertIndexTuples(relinfo, slot, estate,
 											false, false, NULL, NIL);
 			list_free(recheck);
+			apply->err_slot = NULL;
 		}
 		ExecClearTuple(slot);
 		ResetPerTupleExprContext(estate);
@@ -1937,29 +2310,55 @@ apply_flush_inserts(DeApply *apply)
 }
 
 /*
- * apply_find_tuple_locked
- *		Find and lock the local row matching searchslot, as PostgreSQL's own
- *		apply does (partitions, tables without an identity index).
+ * apply_find_in_partition
+ *		Find the local row matching searchslot (the partition's layout) in
+ *		a partition: through its identity index and locked, as PostgreSQL's
+ *		own apply does, or, without one, by comparing the columns the
+ *		register sent (lookup.c).
  */
 static bool
-apply_find_tuple_locked(Relation rel, Oid idxoid, TupleTableSlot *searchslot,
-						TupleTableSlot *outslot)
+apply_find_in_partition(ApplyRelState *state, ResultRelInfo *partinfo,
+						ApplyPartSlots *ps, TupleTableSlot *searchslot)
 {
+	Relation	partrel = partinfo->ri_RelationDesc;
+	Oid			idxoid = apply_identity_index(partrel);
+	TupleConversionMap *map = partinfo->ri_RootToPartitionMap;
+	int			natts = RelationGetDescr(partrel)->natts;
+	int			i;
+
 	if (OidIsValid(idxoid))
-		return RelationFindReplTupleByIndex(rel, idxoid, LockTupleExclusive,
-											searchslot, outslot);
-	return RelationFindReplTupleSeq(rel, LockTupleExclusive, searchslot,
-									outslot);
+		return RelationFindReplTupleByIndex(partrel, idxoid,
+											LockTupleExclusive,
+											searchslot, ps->found);
+
+	if (ps->seqlookup == NULL)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(state->estate->es_query_cxt);
+
+		ps->compare = palloc0(sizeof(bool) * Max(natts, 1));
+		ps->seqlookup = de_seqlookup_create(partrel,
+											de_rowcmp_create(RelationGetDescr(partrel)));
+		MemoryContextSwitchTo(oldcxt);
+	}
+	for (i = 0; i < natts; i++)
+	{
+		AttrNumber	rootatt = (map != NULL) ? map->attrMap->attnums[i] : i + 1;
+
+		ps->compare[i] = (rootatt > 0 && state->compare[rootatt - 1]);
+	}
+	return de_seqlookup_find(ps->seqlookup, searchslot, ps->compare,
+							 ps->found);
 }
 
 /*
  * apply_find_tuple
  *		Find the local row matching the state's remote slot, into its local
- *		slot: through the identity index with a reused scan (lookup.c), or
- *		with PostgreSQL's sequential search for REPLICA IDENTITY FULL.
+ *		slot: through the identity index with a reused scan, or, for
+ *		REPLICA IDENTITY FULL without one, by comparing the columns the
+ *		register sent (both in lookup.c).
  */
 static bool
-apply_find_tuple(ApplyRelState *state)
+apply_find_tuple(ApplyRelEntry *entry, ApplyRelState *state)
 {
 	if (OidIsValid(state->idxoid))
 	{
@@ -1976,9 +2375,10 @@ apply_find_tuple(ApplyRelState *state)
 					state->idxoid)
 					idxrel = relinfo->ri_IndexRelationDescs[i];
 			if (idxrel == NULL)
-				return apply_find_tuple_locked(state->rel, state->idxoid,
-											   state->remoteslot,
-											   state->localslot);
+				return RelationFindReplTupleByIndex(state->rel, state->idxoid,
+													LockTupleExclusive,
+													state->remoteslot,
+													state->localslot);
 			oldcxt = MemoryContextSwitchTo(
 				AllocSetContextCreate(state->estate->es_query_cxt,
 									  "data_embassy index lookup",
@@ -1989,8 +2389,27 @@ apply_find_tuple(ApplyRelState *state)
 		return de_lookup_find(state->lookup, state->remoteslot,
 							  state->localslot);
 	}
-	return apply_find_tuple_locked(state->rel, InvalidOid, state->remoteslot,
-								   state->localslot);
+
+	if (state->seqlookup == NULL)
+	{
+		MemoryContext oldcxt;
+
+		/* the comparison is made when the table is mapped without index */
+		if (entry->rowcmp == NULL)
+		{
+			oldcxt = MemoryContextSwitchTo(entry->map_cxt);
+			entry->rowcmp = de_rowcmp_create(RelationGetDescr(state->rel));
+			MemoryContextSwitchTo(oldcxt);
+		}
+		oldcxt = MemoryContextSwitchTo(
+			AllocSetContextCreate(state->estate->es_query_cxt,
+								  "data_embassy row search",
+								  ALLOCSET_SMALL_SIZES));
+		state->seqlookup = de_seqlookup_create(state->rel, entry->rowcmp);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	return de_seqlookup_find(state->seqlookup, state->remoteslot,
+							 state->compare, state->localslot);
 }
 
 /*
@@ -2052,6 +2471,8 @@ apply_part_slots(ApplyRelState *state, ResultRelInfo *partinfo)
 	ps->relid = RelationGetRelid(partrel);
 	ps->found = table_slot_create(partrel, &state->estate->es_tupleTable);
 	ps->tuple = table_slot_create(partrel, &state->estate->es_tupleTable);
+	ps->compare = NULL;
+	ps->seqlookup = NULL;
 	state->partslots = lappend(state->partslots, ps);
 	MemoryContextSwitchTo(oldcxt);
 	return ps;
@@ -2100,12 +2521,13 @@ apply_to_partition(ApplyRelState *state, ResultRelInfo *partinfo,
  *		Insert a row of the root's layout into its partition.
  */
 static void
-apply_route_insert(ApplyRelState *state, TupleTableSlot *slot)
+apply_route_insert(DeApply *apply, ApplyRelEntry *entry, TupleTableSlot *slot)
 {
+	ApplyRelState *state = entry->state;
 	ResultRelInfo *partinfo = apply_find_partition(state, slot);
 
-	ExecSimpleRelationInsert(partinfo, state->estate,
-							 apply_to_partition(state, partinfo, slot));
+	apply_insert_row(apply, entry, partinfo,
+					 apply_to_partition(state, partinfo, slot));
 }
 
 /*
@@ -2119,7 +2541,6 @@ apply_update_partitioned(DeApply *apply, ApplyRelEntry *entry,
 						 ApplyRelState *state, DeTuple *newtup)
 {
 	ResultRelInfo *partinfo = apply_find_partition(state, state->remoteslot);
-	Relation	partrel = partinfo->ri_RelationDesc;
 	ApplyPartSlots *ps = apply_part_slots(state, partinfo);
 	TupleTableSlot *search = apply_to_partition(state, partinfo,
 												state->remoteslot);
@@ -2128,8 +2549,7 @@ apply_update_partitioned(DeApply *apply, ApplyRelEntry *entry,
 	TupleTableSlot *newpart;
 	MemoryContext oldcxt;
 
-	if (!apply_find_tuple_locked(partrel, apply_identity_index(partrel), search,
-						  ps->found))
+	if (!apply_find_in_partition(state, partinfo, ps, search))
 		return false;
 
 	/*
@@ -2146,19 +2566,20 @@ apply_update_partitioned(DeApply *apply, ApplyRelEntry *entry,
 	else
 		oldroot = ps->found;
 	apply_store_tuple(apply, entry, newtup, state->remoteslot, oldroot, false);
+	apply_fill_generated(state, state->remoteslot);
+	apply->err_slot = state->remoteslot;
 
 	newpart = apply_to_partition(state, partinfo, state->remoteslot);
 	if (ExecPartitionCheck(partinfo, newpart, state->estate, false))
 	{
 		EvalPlanQualSetSlot(&state->epqstate, newpart);
-		ExecSimpleRelationUpdate(partinfo, state->estate, &state->epqstate,
-								 ps->found, newpart);
+		apply_update_row(apply, entry, partinfo, ps->found, newpart);
 	}
 	else
 	{
 		ExecSimpleRelationDelete(partinfo, state->estate, &state->epqstate,
 								 ps->found);
-		apply_route_insert(state, state->remoteslot);
+		apply_route_insert(apply, entry, state->remoteslot);
 	}
 	ExecClearTuple(ps->found);
 	ExecClearTuple(ps->tuple);
@@ -2173,14 +2594,12 @@ static bool
 apply_delete_partitioned(ApplyRelState *state)
 {
 	ResultRelInfo *partinfo = apply_find_partition(state, state->remoteslot);
-	Relation	partrel = partinfo->ri_RelationDesc;
 	ApplyPartSlots *ps = apply_part_slots(state, partinfo);
 	TupleTableSlot *search = apply_to_partition(state, partinfo,
 												state->remoteslot);
 	bool		found;
 
-	found = apply_find_tuple_locked(partrel, apply_identity_index(partrel), search,
-							 ps->found);
+	found = apply_find_in_partition(state, partinfo, ps, search);
 	if (found)
 		ExecSimpleRelationDelete(partinfo, state->estate, &state->epqstate,
 								 ps->found);
@@ -2212,28 +2631,30 @@ apply_handle_update(DeApply *apply, DeRecord *rec)
 
 	apply_begin_row(state);
 	apply_store_tuple(apply, entry, searchtup, state->remoteslot, NULL, true);
+	apply->err_slot = state->remoteslot;
 
 	if (state->proute != NULL)
 		found = apply_update_partitioned(apply, entry, state, &rec->newtup);
 	else
 	{
-		found = apply_find_tuple(state);
+		found = apply_find_tuple(entry, state);
 		if (found)
 		{
+			apply->err_slot = NULL;
 			apply_store_tuple(apply, entry, &rec->newtup, state->remoteslot,
 							  state->localslot, false);
+			apply->err_slot = state->remoteslot;
 			EvalPlanQualSetSlot(&state->epqstate, state->remoteslot);
-			ExecSimpleRelationUpdate(state->relinfo, state->estate,
-									 &state->epqstate, state->localslot,
-									 state->remoteslot);
+			apply_update_row(apply, entry, state->relinfo, state->localslot,
+							 state->remoteslot);
 		}
 	}
-	apply_end_row(state);
-
 	if (found)
 		apply->xact_rows++;
 	else
 		apply_not_found(entry, "updated");
+	apply->err_slot = NULL;
+	apply_end_row(state);
 }
 
 /*
@@ -2257,12 +2678,13 @@ apply_handle_delete(DeApply *apply, DeRecord *rec)
 	apply_begin_row(state);
 	apply_store_tuple(apply, entry, &rec->oldtup, state->remoteslot, NULL,
 					  true);
+	apply->err_slot = state->remoteslot;
 
 	if (state->proute != NULL)
 		found = apply_delete_partitioned(state);
 	else
 	{
-		found = apply_find_tuple(state);
+		found = apply_find_tuple(entry, state);
 		if (found)
 		{
 			EvalPlanQualSetSlot(&state->epqstate, state->localslot);
@@ -2270,12 +2692,12 @@ apply_handle_delete(DeApply *apply, DeRecord *rec)
 									 &state->epqstate, state->localslot);
 		}
 	}
-	apply_end_row(state);
-
 	if (found)
 		apply->xact_rows++;
 	else
 		apply_not_found(entry, "deleted");
+	apply->err_slot = NULL;
+	apply_end_row(state);
 }
 
 /*

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * lookup.c
- *		  Finding the local row of an UPDATE or DELETE through the table's
- *		  identity index, with one index scan kept open per table.
+ *		  Finding the local row of an UPDATE or DELETE: through the table's
+ *		  identity index, with one index scan kept open per table, or by
+ *		  comparing whole rows (REPLICA IDENTITY FULL without an index).
  *
  * PostgreSQL's RelationFindReplTupleByIndex() (execReplication.c), which
  * native logical replication uses for every UPDATE and DELETE, opens the
@@ -21,6 +22,18 @@
  * worker's own transaction has written so far without a command counter
  * increment.
  *
+ * A table with REPLICA IDENTITY FULL and no identity index at the embassy
+ * is searched sequentially for a row equal to the one the register sent.
+ * PostgreSQL 15's RelationFindReplTupleSeq() compares with each type's
+ * default equality operator and gives up ("could not identify an equality
+ * operator") on types that have none: point, box, polygon, circle, line,
+ * lseg, path, xml, and arrays and composites of them.  Here such columns
+ * are compared by the binary image of their values (datum_image_eq(), as
+ * record_image_eq() does), which the register's values, sent in the types'
+ * own send format and rebuilt by their receive functions, reproduce; the
+ * comparison functions are looked up once per relation, not per row, and
+ * only the columns the register sent are compared.
+ *
  * IDENTIFICATION
  *		  src/embassy/lookup.c
  *
@@ -31,11 +44,16 @@
 #include "access/genam.h"
 #include "access/relscan.h"
 #include "access/stratnum.h"
+#include "access/tableam.h"
 #include "executor/executor.h"
+#include "miscadmin.h"
 #include "nodes/lockoptions.h"
+#include "storage/lmgr.h"
+#include "utils/datum.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/typcache.h"
 
 #include "embassy/lookup.h"
 
@@ -49,6 +67,33 @@ struct DeIndexLookup
 	AttrNumber *attnos;			/* table column of each index column */
 	SnapshotData dirty;
 	IndexScanDesc scan;			/* begun at the first lookup */
+};
+
+/* How one column is compared. */
+typedef struct DeColumnCompare
+{
+	bool		skip;			/* dropped column */
+	bool		use_eq;			/* true: eqfn; false: binary image */
+	bool		typbyval;
+	int16		typlen;
+	Oid			collation;
+	FmgrInfo	eqfn;
+} DeColumnCompare;
+
+struct DeRowCompare
+{
+	int			natts;
+	DeColumnCompare *cols;
+};
+
+struct DeSeqLookup
+{
+	MemoryContext cxt;			/* the scan's memory */
+	Relation	rel;
+	const DeRowCompare *cmp;
+	SnapshotData dirty;
+	TableScanDesc scan;			/* begun at the first lookup */
+	TupleTableSlot *scanslot;
 };
 
 DeIndexLookup *
@@ -149,4 +194,163 @@ de_lookup_end(DeIndexLookup *lookup)
 	if (lookup->scan != NULL)
 		index_endscan(lookup->scan);
 	lookup->scan = NULL;
+}
+
+/*
+ * de_rowcmp_create
+ *		Look up, once, how each column of a layout is compared.
+ */
+DeRowCompare *
+de_rowcmp_create(TupleDesc desc)
+{
+	DeRowCompare *cmp = palloc(sizeof(DeRowCompare));
+	int			i;
+
+	cmp->natts = desc->natts;
+	cmp->cols = palloc0(sizeof(DeColumnCompare) * Max(desc->natts, 1));
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		DeColumnCompare *col = &cmp->cols[i];
+		TypeCacheEntry *typentry;
+
+		if (att->attisdropped)
+		{
+			col->skip = true;
+			continue;
+		}
+		col->typbyval = att->attbyval;
+		col->typlen = att->attlen;
+		col->collation = att->attcollation;
+
+		/* the default btree opclass's equality, else the hash opclass's */
+		typentry = lookup_type_cache(att->atttypid, TYPECACHE_EQ_OPR_FINFO);
+		if (OidIsValid(typentry->eq_opr_finfo.fn_oid))
+		{
+			col->use_eq = true;
+			fmgr_info_copy(&col->eqfn, &typentry->eq_opr_finfo,
+						   CurrentMemoryContext);
+		}
+	}
+	return cmp;
+}
+
+/*
+ * rowcmp_equal
+ *		Are two rows equal in the columns to compare?  NULL equals NULL, as
+ *		PostgreSQL's tuples_equal() has it.
+ */
+static bool
+rowcmp_equal(const DeRowCompare *cmp, const bool *compare,
+			 TupleTableSlot *a, TupleTableSlot *b)
+{
+	int			i;
+
+	slot_getallattrs(a);
+	slot_getallattrs(b);
+	for (i = 0; i < cmp->natts; i++)
+	{
+		const DeColumnCompare *col = &cmp->cols[i];
+		Datum		va;
+		Datum		vb;
+
+		if (col->skip || !compare[i])
+			continue;
+		if (a->tts_isnull[i] != b->tts_isnull[i])
+			return false;
+		if (a->tts_isnull[i])
+			continue;
+		va = a->tts_values[i];
+		vb = b->tts_values[i];
+		if (col->use_eq)
+		{
+			if (!DatumGetBool(FunctionCall2Coll((FmgrInfo *) &col->eqfn,
+												col->collation, va, vb)))
+				return false;
+		}
+		else if (!datum_image_eq(va, vb, col->typbyval, col->typlen))
+			return false;
+	}
+	return true;
+}
+
+DeSeqLookup *
+de_seqlookup_create(Relation rel, const DeRowCompare *cmp)
+{
+	DeSeqLookup *lookup = palloc0(sizeof(DeSeqLookup));
+
+	if (cmp->natts != RelationGetDescr(rel)->natts)
+		elog(ERROR, "row comparison of %d columns does not fit relation \"%s\"",
+			 cmp->natts, RelationGetRelationName(rel));
+	lookup->cxt = CurrentMemoryContext;
+	lookup->rel = rel;
+	lookup->cmp = cmp;
+	InitDirtySnapshot(lookup->dirty);
+	return lookup;
+}
+
+bool
+de_seqlookup_find(DeSeqLookup *lookup, TupleTableSlot *searchslot,
+				  const bool *compare, TupleTableSlot *outslot)
+{
+	MemoryContext oldcxt;
+	TransactionId xwait;
+	bool		found;
+
+	/*
+	 * The scan's state lives across rows, in the lookup's context; the
+	 * comparisons (which may detoast) allocate in the caller's, which is
+	 * reset after every record.
+	 */
+	oldcxt = MemoryContextSwitchTo(lookup->cxt);
+	if (lookup->scan == NULL)
+	{
+		lookup->scan = table_beginscan(lookup->rel, &lookup->dirty, 0, NULL);
+		lookup->scanslot = table_slot_create(lookup->rel, NULL);
+	}
+	MemoryContextSwitchTo(oldcxt);
+
+retry:
+	found = false;
+	xwait = InvalidTransactionId;
+	oldcxt = MemoryContextSwitchTo(lookup->cxt);
+	table_rescan(lookup->scan, NULL);
+	MemoryContextSwitchTo(oldcxt);
+	while (table_scan_getnextslot(lookup->scan, ForwardScanDirection,
+								  lookup->scanslot))
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (!rowcmp_equal(lookup->cmp, compare, lookup->scanslot, searchslot))
+			continue;
+		xwait = TransactionIdIsValid(lookup->dirty.xmin) ?
+			lookup->dirty.xmin : lookup->dirty.xmax;
+		found = true;
+		break;
+	}
+
+	/* Another transaction is inserting, changing or locking it: wait. */
+	if (TransactionIdIsValid(xwait))
+	{
+		XactLockTableWait(xwait, NULL, NULL, XLTW_None);
+		goto retry;
+	}
+
+	if (found)
+	{
+		ExecCopySlot(outslot, lookup->scanslot);
+		ExecMaterializeSlot(outslot);
+	}
+	ExecClearTuple(lookup->scanslot);
+	return found;
+}
+
+void
+de_seqlookup_end(DeSeqLookup *lookup)
+{
+	if (lookup->scan != NULL)
+		table_endscan(lookup->scan);
+	if (lookup->scanslot != NULL)
+		ExecDropSingleTupleTableSlot(lookup->scanslot);
+	lookup->scan = NULL;
+	lookup->scanslot = NULL;
 }

@@ -234,7 +234,12 @@ de_relout_build(DeRelOut *ro, Relation rel, MemoryContext mcxt)
 		Oid			fnoid;
 		bool		isvarlena;
 
-		if (att->attisdropped || att->attgenerated)
+		/*
+		 * Stored generated columns travel like any other: the embassy keeps
+		 * the values the register stored rather than computing its own
+		 * (an expression may use tableoid, or a function that changed).
+		 */
+		if (att->attisdropped)
 		{
 			col->live = false;
 			continue;

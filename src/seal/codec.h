@@ -49,9 +49,13 @@
  *					kind 'n' NULL, 'u' unchanged TOAST value (not sent),
  *					'b' binary send format, 't' text output
  *
- * Only live columns travel (not dropped, not generated), in attribute
- * order.  A RELATION record precedes the first change of a relation in a
- * stream and is sent again after the relation changes.
+ * Only live columns travel (not dropped), in attribute order; stored
+ * generated columns travel too, with the values the register stored, so
+ * that the embassy need not compute them again.  (Registers before this
+ * change left generated columns out, and the embassy computes the ones it
+ * does not receive; the layout of the records is the same, and the frame
+ * version did not change.)  A RELATION record precedes the first change of
+ * a relation in a stream and is sent again after the relation changes.
  *
  * Binary format is used for built-in types, enums, and domains over them;
  * other types (composites, arrays of non-built-in types, extension types)
@@ -106,7 +110,7 @@
 /* How one attribute of a relation is written. */
 typedef struct DeColumnOut
 {
-	bool		live;			/* false: dropped or generated, not sent */
+	bool		live;			/* false: dropped, not sent */
 	char		format;			/* DE_COL_BINARY or DE_COL_TEXT */
 	bool		is_varlena;		/* attlen == -1 */
 	FmgrInfo	outfn;			/* typsend or typoutput */
