@@ -54,7 +54,11 @@ SELECT data_embassy.add_register('r1', :'conninfo', :'rkey', NULL);
 SELECT count(*) AS no_rows_yet FROM data_embassy.registers;
 
 -- a good one; keys are stored in lower case
-SELECT data_embassy.add_register('r1', :'conninfo', upper(:'rkey'), false);
+-- (the statement's text, which holds the password, is not shown to
+-- pg_stat_activity's readers)
+SELECT (SELECT query LIKE '%secret%' FROM pg_stat_activity
+		WHERE pid = pg_backend_pid()) AS password_shown
+FROM data_embassy.add_register('r1', :'conninfo', upper(:'rkey'), false) a;
 SELECT name, register_key = :'rkey' AS key_ok, copy_data, state, paused,
 	   slot_name IS NULL AS slot_named_at_first_connect
 FROM data_embassy.registers;

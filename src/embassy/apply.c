@@ -80,7 +80,6 @@
 #include "executor/execPartition.h"
 #include "executor/executor.h"
 #include "executor/nodeModifyTable.h"
-#include "executor/spi.h"
 #include "lib/ilist.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
@@ -100,6 +99,7 @@
 #include "utils/snapmgr.h"
 
 #include "embassy/apply.h"
+#include "embassy/catalog.h"
 #include "seal/codec.h"
 #include "data_embassy.h"
 #include "embassy/guard.h"
@@ -1458,55 +1458,23 @@ apply_map_relation(DeApply *apply, ApplyRelEntry *entry, Relation rel)
 static void
 apply_record_replicated(DeApply *apply, Oid localrelid)
 {
-	Oid			argtypes[2] = {TEXTOID, OIDOID};
-	Datum		args[2];
-	char	   *sql;
-	int			ret;
+	char	   *owner;
 	MemoryContext oldcxt;
 
 	if (hash_search(apply->recorded, &localrelid, HASH_FIND, NULL) != NULL ||
 		list_member_oid(apply->pending_recorded, localrelid))
 		return;
 
-	args[0] = CStringGetTextDatum(apply->register_name);
-	args[1] = ObjectIdGetDatum(localrelid);
-
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-
-	sql = psprintf("SELECT register FROM %s.replicated_relations WHERE relid = $1",
-				   quote_identifier(DE_SCHEMA_NAME));
-	ret = SPI_execute_with_args(sql, 1, &argtypes[1], &args[1], NULL,
-								false, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read replicated_relations: %s",
-			 SPI_result_code_string(ret));
-
-	if (SPI_processed > 0)
-	{
-		char	   *owner = SPI_getvalue(SPI_tuptable->vals[0],
-										 SPI_tuptable->tupdesc, 1);
-
-		if (owner == NULL || strcmp(owner, apply->register_name) != 0)
-			ereport(ERROR,
-					errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					errmsg("table \"%s\" is already replicated from register \"%s\"",
-						   get_rel_name(localrelid), owner ? owner : ""),
-					errdetail("A table can be the replica of one register only."));
-	}
-	else
-	{
-		sql = psprintf("INSERT INTO %s.replicated_relations (register, relid) VALUES ($1, $2)",
-					   quote_identifier(DE_SCHEMA_NAME));
-		ret = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 0);
-		if (ret != SPI_OK_INSERT)
-			elog(ERROR, "could not insert into replicated_relations: %s",
-				 SPI_result_code_string(ret));
-		de_guard_invalidate();
-	}
-
-	SPI_finish();
+	owner = de_catalog_relation_register(localrelid);
+	if (owner == NULL)
+		de_catalog_add_relation(apply->register_name, localrelid);
+	else if (strcmp(owner, apply->register_name) != 0)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("table \"%s\" is already replicated from register \"%s\"",
+					   get_rel_name(localrelid), owner),
+				errdetail("A table can be the replica of one register only."));
 	PopActiveSnapshot();
 
 	oldcxt = MemoryContextSwitchTo(apply->cxt);
@@ -2809,34 +2777,17 @@ apply_handle_message(DeApply *apply, DeRecord *rec)
 static void
 apply_handle_sequences(DeApply *apply, DeRecord *rec)
 {
-	Oid			argtypes[3] = {TEXTOID, OIDOID, INT8OID};
-	char	   *upsert;
-	char	   *advance;
 	int			i;
 
 	if (!apply_check_change(apply, rec))
 		return;
 
-	upsert = psprintf("INSERT INTO %s.replicated_sequences AS s (register, relid, last_value) "
-					  "VALUES ($1, $2, $3) ON CONFLICT (relid) DO UPDATE "
-					  "SET register = excluded.register, "
-					  "last_value = GREATEST(s.last_value, excluded.last_value)",
-					  quote_identifier(DE_SCHEMA_NAME));
-	advance = "SELECT pg_catalog.setval($2, $3, true) "
-		"WHERE pg_catalog.pg_sequence_last_value($2) IS NULL "
-		"   OR pg_catalog.pg_sequence_last_value($2) < $3";
-
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-
 	for (i = 0; i < rec->nsequences; i++)
 	{
 		Oid			nsp = get_namespace_oid(rec->seq_nspnames[i], true);
 		Oid			relid = OidIsValid(nsp) ?
 			get_relname_relid(rec->seq_relnames[i], nsp) : InvalidOid;
-		Datum		args[3];
-		int			ret;
 
 		if (!OidIsValid(relid) || get_rel_relkind(relid) != RELKIND_SEQUENCE)
 		{
@@ -2845,24 +2796,9 @@ apply_handle_sequences(DeApply *apply, DeRecord *rec)
 				 rec->seq_relnames[i]);
 			continue;
 		}
-
-		args[0] = CStringGetTextDatum(apply->register_name);
-		args[1] = ObjectIdGetDatum(relid);
-		args[2] = Int64GetDatum(rec->seq_values[i]);
-
-		ret = SPI_execute_with_args(upsert, 3, argtypes, args, NULL, false, 0);
-		if (ret != SPI_OK_INSERT)
-			elog(ERROR, "could not record sequence \"%s.%s\": %s",
-				 rec->seq_nspnames[i], rec->seq_relnames[i],
-				 SPI_result_code_string(ret));
-		ret = SPI_execute_with_args(advance, 3, argtypes, args, NULL, false, 0);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "could not advance sequence \"%s.%s\": %s",
-				 rec->seq_nspnames[i], rec->seq_relnames[i],
-				 SPI_result_code_string(ret));
+		de_catalog_report_sequence(apply->register_name, relid,
+								   rec->seq_values[i]);
 	}
-
-	SPI_finish();
 	PopActiveSnapshot();
 	CommandCounterIncrement();
 }

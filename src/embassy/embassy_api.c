@@ -32,6 +32,7 @@
 #include "pgstat.h"
 #include "replication/origin.h"
 #include "storage/latch.h"
+#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -67,6 +68,23 @@ PG_FUNCTION_INFO_V1(data_embassy_resync_register);
 static bool resync_callback_registered = false;
 static int	resync_slot_index = -1;
 static uint32 resync_slot_generation = 0;
+
+/*
+ * hide_statement_text
+ *		The statement that calls add_register carries a connection string,
+ *		which may hold a password: show pg_monitor (pg_stat_activity) and
+ *		the server log (the STATEMENT line of an error) a placeholder
+ *		instead.  (log_statement, if set, has logged the text already.)
+ */
+static void
+hide_statement_text(void)
+{
+	static const char placeholder[] =
+		"SELECT data_embassy.add_register(...) -- statement text hidden: it holds a connection string";
+
+	debug_query_string = placeholder;
+	pgstat_report_activity(STATE_RUNNING, placeholder);
+}
 
 /*
  * warn_if_no_free_slot
@@ -118,6 +136,7 @@ data_embassy_add_register(PG_FUNCTION_ARGS)
 				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				errmsg("conninfo must not be null"));
 	conninfo = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	hide_statement_text();
 	de_conninfo_validate(conninfo);
 
 	if (PG_ARGISNULL(2))
@@ -147,6 +166,14 @@ data_embassy_add_register(PG_FUNCTION_ARGS)
 				errhint("Pass the key that data_embassy.public_key() returns on the register."));
 
 	de_catalog_insert_register(name, conninfo, key_text, copy_data);
+
+	if (de_conninfo_has_password(conninfo))
+		ereport(WARNING,
+				errcode(ERRCODE_WARNING),
+				errmsg("the connection string of register \"%s\" holds a password",
+					   name),
+				errdetail("It is stored in data_embassy.registers, and so in every backup of this database."),
+				errhint("Keep the password in a password file (the \"passfile\" connection option) or use certificate authentication instead."));
 
 	warn_if_no_free_slot();
 	de_launcher_rescan_at_commit();

@@ -160,6 +160,32 @@ de_conninfo_validate(const char *conninfo)
 }
 
 /*
+ * de_conninfo_has_password
+ *		Does conninfo (which must parse) carry a password?
+ */
+bool
+de_conninfo_has_password(const char *conninfo)
+{
+	PQconninfoOption *opts;
+	bool		found = false;
+	char	   *err = NULL;
+
+	opts = PQconninfoParse(conninfo, &err);
+	if (opts == NULL)
+	{
+		if (err)
+			PQfreemem(err);
+		return false;
+	}
+	for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
+		if (strcmp(o->keyword, "password") == 0 && o->val != NULL &&
+			o->val[0] != '\0')
+			found = true;
+	PQconninfoFree(opts);
+	return found;
+}
+
+/*
  * de_conninfo_redact
  *		The options of conninfo as "keyword=value" pairs, secrets masked.
  *		A string that does not parse is not shown at all.

@@ -26,6 +26,9 @@ typedef struct DeWalConn DeWalConn;
  */
 extern void de_conninfo_validate(const char *conninfo);
 
+/* Does a (valid) conninfo carry a password? */
+extern bool de_conninfo_has_password(const char *conninfo);
+
 /* Copy of conninfo with every password value replaced by "********". */
 extern char *de_conninfo_redact(const char *conninfo);
 
