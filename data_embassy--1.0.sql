@@ -80,7 +80,10 @@ CREATE VIEW embassies AS
 		   r.replay_lag,
 		   CASE WHEN s.restart_lsn IS NOT NULL
 				THEN (c.current_lsn - s.restart_lsn)::bigint
-		   END AS retained_wal_bytes
+		   END AS retained_wal_bytes,
+		   s.wal_status,
+		   s.safe_wal_size,
+		   r.sync_state
 	FROM embassy_pins p
 		 CROSS JOIN LATERAL
 			(SELECT CASE WHEN pg_catalog.pg_is_in_recovery()
