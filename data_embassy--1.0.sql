@@ -45,6 +45,18 @@ CREATE TABLE embassy_pins (
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now()
 ) WITH (user_catalog_table = true);
 
+/*
+ * Every write to the pins tells every backend to look again whether
+ * embassies are pinned here (the refusal of keyless UPDATE and DELETE).
+ */
+CREATE FUNCTION pins_changed() RETURNS trigger
+AS 'MODULE_PATHNAME', 'data_embassy_pins_changed'
+LANGUAGE C;
+
+CREATE TRIGGER pins_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON embassy_pins
+	FOR EACH STATEMENT EXECUTE FUNCTION pins_changed();
+
 CREATE FUNCTION add_embassy(name text, embassy_key text) RETURNS text
 AS 'MODULE_PATHNAME', 'data_embassy_add_embassy'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
@@ -68,7 +80,10 @@ CREATE VIEW embassies AS
 		   r.replay_lag,
 		   CASE WHEN s.restart_lsn IS NOT NULL
 				THEN (c.current_lsn - s.restart_lsn)::bigint
-		   END AS retained_wal_bytes
+		   END AS retained_wal_bytes,
+		   s.wal_status,
+		   s.safe_wal_size,
+		   r.sync_state
 	FROM embassy_pins p
 		 CROSS JOIN LATERAL
 			(SELECT CASE WHEN pg_catalog.pg_is_in_recovery()
@@ -78,6 +93,45 @@ CREATE VIEW embassies AS
 		 LEFT JOIN pg_catalog.pg_replication_slots s
 			ON s.slot_name = p.slot_name AND s.database = pg_catalog.current_database()
 		 LEFT JOIN pg_catalog.pg_stat_replication r ON r.pid = s.active_pid;
+
+-------------------------------------------------------------------------------
+-- Register side: tables without a replica identity
+-------------------------------------------------------------------------------
+
+/*
+ * Replicated tables whose UPDATE and DELETE an embassy could not locate:
+ * REPLICA IDENTITY DEFAULT without a usable primary key, NOTHING, or an
+ * identity index that is gone.
+ */
+CREATE FUNCTION keyless_tables_list(OUT schema name, OUT "table" name,
+	OUT replica_identity text, OUT reason text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'data_embassy_keyless_tables'
+LANGUAGE C STRICT VOLATILE;
+
+CREATE VIEW keyless_tables AS
+	SELECT schema, "table", replica_identity, reason
+	FROM keyless_tables_list();
+
+/*
+ * Opt-in: new replicated tables without a primary key get REPLICA IDENTITY
+ * FULL.  The event trigger exists disabled; set_keyless_identity_full()
+ * enables and disables it.
+ */
+CREATE FUNCTION keyless_identity_full() RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'data_embassy_keyless_identity_full'
+LANGUAGE C;
+
+CREATE EVENT TRIGGER data_embassy_keyless_identity_full
+	ON ddl_command_end
+	WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO',
+				 'ALTER TABLE')
+	EXECUTE FUNCTION keyless_identity_full();
+ALTER EVENT TRIGGER data_embassy_keyless_identity_full DISABLE;
+
+CREATE FUNCTION set_keyless_identity_full(enable boolean) RETURNS void
+AS 'MODULE_PATHNAME', 'data_embassy_set_keyless_identity_full'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
 -------------------------------------------------------------------------------
 -- Register side: initial copy and inspection
@@ -244,6 +298,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION generate_key(), public_key(),
 	add_embassy(text, text), drop_embassy(text),
+	set_keyless_identity_full(boolean),
 	add_register(text, text, text, boolean), drop_register(text),
 	pause_register(text), resume_register(text),
 	retry_register(text), resync_register(text),
@@ -254,5 +309,7 @@ GRANT EXECUTE ON FUNCTION generate_key(), public_key(),
 GRANT EXECUTE ON FUNCTION copy_frames(text) TO PUBLIC;
 GRANT SELECT ON embassy_pins TO data_embassy_admin;
 
-GRANT EXECUTE ON FUNCTION register_status(), frame_header(bytea) TO pg_monitor, data_embassy_admin;
-GRANT SELECT ON embassies, lag, failover_status TO pg_monitor, data_embassy_admin;
+GRANT EXECUTE ON FUNCTION register_status(), frame_header(bytea),
+	keyless_tables_list() TO pg_monitor, data_embassy_admin;
+GRANT SELECT ON embassies, keyless_tables, lag, failover_status
+	TO pg_monitor, data_embassy_admin;

@@ -25,6 +25,7 @@
 #include "embassy/launcher.h"
 #include "embassy/promote.h"
 #include "embassy/status.h"
+#include "register/keyless.h"
 
 PG_MODULE_MAGIC;
 
@@ -124,6 +125,14 @@ _PG_init(void)
 							PGC_SUSET,
 							GUC_UNIT_MS | GUC_NOT_IN_SAMPLE,
 							NULL, NULL, NULL);
+
+	/*
+	 * At a register, refuse UPDATE and DELETE that no embassy could apply,
+	 * in every backend that loads the library (shared_preload_libraries,
+	 * session_preload_libraries, or a call of one of its functions).
+	 */
+	if (!IsBinaryUpgrade)
+		de_keyless_install();
 
 	if (!process_shared_preload_libraries_in_progress || IsBinaryUpgrade)
 	{

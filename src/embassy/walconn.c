@@ -38,6 +38,7 @@
 #include "libpq-fe.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "postmaster/bgworker.h"
 #include "storage/latch.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -479,6 +480,31 @@ walconn_parse_lsn(const char *str, const char *what)
 }
 
 /*
+ * walconn_notice_receiver
+ *		Notices and warnings the register sends (the output plugin's, for
+ *		example) would otherwise go to stderr, that is into this server's
+ *		log, on every reconnect: keep them at DEBUG1, with the register's
+ *		name when this is its apply worker.
+ */
+static void
+walconn_notice_receiver(void *arg, const PGresult *res)
+{
+	const char *prefix = "data_embassy register ";
+	char	   *msg = pchomp(PQresultErrorMessage(res));
+
+	if (MyBgworkerEntry != NULL &&
+		strncmp(MyBgworkerEntry->bgw_name, prefix, strlen(prefix)) == 0)
+		ereport(DEBUG1,
+				errmsg_internal("message from register \"%s\": %s",
+								MyBgworkerEntry->bgw_name + strlen(prefix),
+								msg));
+	else
+		ereport(DEBUG1,
+				errmsg_internal("message from the register: %s", msg));
+	pfree(msg);
+}
+
+/*
  * de_walconn_connect
  *		Connect to the register.
  *
@@ -533,6 +559,7 @@ de_walconn_connect(const char *conninfo, bool replication,
 				errcode(ERRCODE_OUT_OF_MEMORY),
 				errmsg("out of memory"));
 	}
+	PQsetNoticeReceiver(conn->conn, walconn_notice_receiver, NULL);
 
 	/* whatever goes wrong, do not leave the connection behind */
 	PG_TRY();

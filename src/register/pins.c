@@ -46,6 +46,7 @@
 #include "data_embassy.h"
 #include "privilege.h"
 #include "seal/keys.h"
+#include "register/keyless.h"
 #include "register/pins.h"
 
 PG_FUNCTION_INFO_V1(data_embassy_add_embassy);
@@ -299,6 +300,9 @@ data_embassy_add_embassy(PG_FUNCTION_ARGS)
 
 	SPI_finish();
 	de_pins_restore_user(&saved);
+
+	/* tables whose UPDATE and DELETE this embassy could not apply */
+	de_keyless_warn();
 
 	PG_RETURN_TEXT_P(cstring_to_text(slot_name));
 }

@@ -70,6 +70,7 @@
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
@@ -80,6 +81,7 @@
 #include "data_embassy.h"
 #include "seal/frame.h"
 #include "seal/keys.h"
+#include "register/keyless.h"
 #include "register/pins.h"
 #include "register/plugin.h"
 #include "register/sequences.h"
@@ -105,7 +107,8 @@ typedef struct DeRelEntry
 	bool		replicate;		/* passes de_class_is_replicated() */
 	bool		has_identity;	/* UPDATE/DELETE can be located remotely */
 	bool		sent;			/* RELATION written in this stream */
-	bool		warned;			/* warned about missing identity */
+	bool		warned;			/* warned about missing identity (once per
+								 * stream, not once per rebuild) */
 	MemoryContext cxt;			/* holds ro */
 	DeRelOut	ro;
 } DeRelEntry;
@@ -435,6 +438,7 @@ de_relentry_get(DePluginData *data, Relation rel)
 	if (!found)
 	{
 		entry->valid = false;
+		entry->warned = false;	/* kept across rebuilds: once per stream */
 		entry->cxt = NULL;
 		memset(&entry->ro, 0, sizeof(DeRelOut));
 	}
@@ -452,12 +456,9 @@ de_relentry_get(DePluginData *data, Relation rel)
 		/* an invalidation arriving while we build marks it invalid again */
 		entry->valid = true;
 		entry->sent = false;
-		entry->warned = false;
 		entry->replicate = de_class_is_replicated(relid, rel->rd_rel,
 												  data->schema_oid);
-		entry->has_identity =
-			rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL ||
-			OidIsValid(RelationGetReplicaIndex(rel));
+		entry->has_identity = de_rel_has_identity(rel);
 		if (entry->replicate)
 			de_relout_build(&entry->ro, rel, entry->cxt);
 	}
@@ -475,17 +476,22 @@ de_relentry_send(DePluginData *data, Relation rel, DeRelEntry *entry)
 	entry->sent = true;
 }
 
-/* A relation whose rows cannot be found remotely: say so once. */
+/*
+ * A relation whose rows cannot be found remotely: say so once per stream,
+ * not at every change (the flag survives rebuilds of the entry).
+ */
 static void
-de_relentry_warn_identity(DeRelEntry *entry, Relation rel, const char *what)
+de_relentry_warn_identity(DeRelEntry *entry, Relation rel)
 {
 	if (entry->warned)
 		return;
 	entry->warned = true;
 	ereport(WARNING,
 			errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-			errmsg("table \"%s\" has no replica identity, so its %s cannot be replicated",
-				   RelationGetRelationName(rel), what),
+			errmsg("table \"%s.%s\" has no replica identity, so its UPDATEs and DELETEs cannot be replicated",
+				   get_namespace_name(RelationGetNamespace(rel)),
+				   RelationGetRelationName(rel)),
+			errdetail("This warning is given once per table and stream."),
 			errhint("Add a primary key to the table or set its REPLICA IDENTITY to FULL."));
 }
 
@@ -822,7 +828,7 @@ de_plugin_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 				if (change->data.tp.newtuple == NULL)
 					break;
 				if (!entry->has_identity)
-					de_relentry_warn_identity(entry, relation, "UPDATEs");
+					de_relentry_warn_identity(entry, relation);
 				de_plugin_begin_if_needed(data, txn, change->txn->xid);
 				de_relentry_send(data, relation, entry);
 				de_write_update(&data->body, &entry->ro,
@@ -837,7 +843,7 @@ de_plugin_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 				if (change->data.tp.oldtuple == NULL)
 				{
 					/* no replica identity: the row cannot be named */
-					de_relentry_warn_identity(entry, relation, "DELETEs");
+					de_relentry_warn_identity(entry, relation);
 					break;
 				}
 				de_plugin_begin_if_needed(data, txn, change->txn->xid);

@@ -51,7 +51,8 @@ my $KNOWS_OPL = _knows_output_plugin_libraries();
 
 A started register cluster (wal_level = logical) with the extension
 created in database "postgres" and an identity key.  preload => 1 also
-preloads the library (a register does not need it).
+preloads the library (a register does not need it); init_extra => [...]
+passes options to initdb (for example ['--wal-segsize=1']).
 
 =cut
 
@@ -59,7 +60,8 @@ sub register_node
 {
 	my ($name, %opts) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init(allows_streaming => 'logical');
+	$node->init(allows_streaming => 'logical',
+		extra => $opts{init_extra} // []);
 	my $conf = qq{
 max_replication_slots = 10
 max_wal_senders = 10
