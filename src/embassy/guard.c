@@ -128,8 +128,8 @@ guard_load(void)
 		bool		found;
 
 		/*
-		 * Both columns are NOT NULL; should a superuser have changed that,
-		 * a row without a register or a table names nothing to guard.
+		 * Both columns are NOT NULL; should a superuser have changed that, a
+		 * row without a register or a table names nothing to guard.
 		 */
 		if (reg_isnull || relid_isnull)
 			continue;
