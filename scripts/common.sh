@@ -45,9 +45,9 @@ de_install_deps() {
 # Build and install the extension from the tree in $1.
 de_build_install() {
 	de_log "building data_embassy"
-	make -C "$1" -s -j"$(nproc)" PG_CONFIG="$PG_CONFIG"
+	make -C "$1" -s -j"$(nproc)" PG_CONFIG="$PG_CONFIG" PG_CFLAGS="${PG_CFLAGS:-}"
 	de_log "installing data_embassy into $($PG_CONFIG --pkglibdir)"
-	de_as_root make -C "$1" -s install PG_CONFIG="$PG_CONFIG" >/dev/null
+	de_as_root make -C "$1" -s install PG_CONFIG="$PG_CONFIG" PG_CFLAGS="${PG_CFLAGS:-}" >/dev/null
 }
 
 # The user clusters run as: ourselves, or "postgres" when we are root.

@@ -117,14 +117,23 @@ guard_load(void)
 	scan = systable_beginscan(rel, InvalidOid, false, NULL, 0, NULL);
 	while (HeapTupleIsValid(tup = systable_getnext(scan)))
 	{
-		bool		isnull;
-		Datum		reg = heap_getattr(tup, 1, RelationGetDescr(rel), &isnull);
-		Datum		relid = heap_getattr(tup, 2, RelationGetDescr(rel), &isnull);
+		bool		reg_isnull;
+		bool		relid_isnull;
+		Datum		reg = heap_getattr(tup, 1, RelationGetDescr(rel),
+									   &reg_isnull);
+		Datum		relid_datum = heap_getattr(tup, 2, RelationGetDescr(rel),
+											   &relid_isnull);
+		Oid			relid;
 		GuardEntry *entry;
 		bool		found;
 
-		if (isnull)
+		/*
+		 * Both columns are NOT NULL; should a superuser have changed that, a
+		 * row without a register or a table names nothing to guard.
+		 */
+		if (reg_isnull || relid_isnull)
 			continue;
+		relid = DatumGetObjectId(relid_datum);
 		entry = hash_search(guard_hash, &relid, HASH_ENTER, &found);
 		strlcpy(entry->register_name, TextDatumGetCString(reg), NAMEDATALEN);
 	}

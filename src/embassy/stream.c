@@ -451,13 +451,36 @@ stream_demote(DeStream *stream, const char *why)
 	stream->direct = NULL;
 }
 
+/*
+ * stream_write
+ *		Write exactly len bytes at offset, or fail.  A short write is an
+ *		error like a failed one: FileWrite sets errno to ENOSPC when the
+ *		kernel wrote less without saying why (a full disk, or a file size
+ *		limit, as the postmaster ignores SIGXFSZ).
+ */
+static void
+stream_write(StreamXact *x, char *buf, int len, off_t offset)
+{
+	int			rc;
+
+	errno = 0;
+	rc = FileWrite(x->file, buf, len, offset, WAIT_EVENT_BUFFILE_WRITE);
+	if (rc == len)
+		return;
+	if (rc >= 0 && errno == 0)
+		errno = ENOSPC;
+	ereport(ERROR,
+			errcode_for_file_access(),
+			errmsg("could not write to spool file \"%s\" of streamed transaction %u: %m",
+				   FilePathName(x->file), x->xid));
+}
+
 /* Write the pending records of the current block as one chunk. */
 static void
 stream_flush_chunk(DeStream *stream)
 {
 	StreamXact *x = stream->block;
 	uint32		len;
-	int			rc;
 
 	if (x == NULL || stream->chunk.len == 0)
 		return;
@@ -466,18 +489,9 @@ stream_flush_chunk(DeStream *stream)
 		x->file = OpenTemporaryFile(true);
 
 	len = pg_hton32((uint32) stream->chunk.len);
-	rc = FileWrite(x->file, (char *) &len, sizeof(len), x->size,
-				   WAIT_EVENT_BUFFILE_WRITE);
-	if (rc == sizeof(len))
-		rc = FileWrite(x->file, stream->chunk.data, stream->chunk.len,
-					   x->size + sizeof(len), WAIT_EVENT_BUFFILE_WRITE);
-	if (rc != stream->chunk.len && rc != sizeof(len))
-		rc = -1;
-	if (rc < 0)
-		ereport(ERROR,
-				errcode_for_file_access(),
-				errmsg("could not write to spool file \"%s\" of streamed transaction %u: %m",
-					   FilePathName(x->file), x->xid));
+	stream_write(x, (char *) &len, sizeof(len), x->size);
+	stream_write(x, stream->chunk.data, stream->chunk.len,
+				 x->size + sizeof(len));
 	x->size += sizeof(len) + stream->chunk.len;
 	stream->chunk.len = 0;
 
