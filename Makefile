@@ -31,9 +31,7 @@ REGRESS_OPTS = --temp-config=regress.conf --temp-instance=./tmp_check \
 # instance configured as the regress suite's (its own directory: the TAP
 # suite logs under tmp_check).  installcheck runs them after the regress
 # suite and before the TAP suite.
-ISOLATION = keys_generate add_register_race drop_pause_race
-# Not yet in the list: promote_race (two promote() of one register both
-# succeed; the spec's expected output is the correct behaviour).
+ISOLATION = keys_generate add_register_race drop_pause_race promote_race
 ISOLATION_OPTS = --temp-config=regress.conf --temp-instance=./tmp_check_iso \
 	--load-extension=$(EXTENSION)
 

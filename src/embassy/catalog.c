@@ -281,9 +281,18 @@ de_catalog_insert_register(const char *name, const char *conninfo,
 
 	(void) catalog_begin(&save, false);
 
+	/*
+	 * One add_register at a time, so that the loser of two adding the same
+	 * name or key waits for the winner and then sees its row.  The mode
+	 * lets readers and the launcher's key-share locks through.
+	 */
+	(void) de_privileged_sql_exec("LOCK TABLE " REGISTERS
+								  " IN SHARE ROW EXCLUSIVE MODE",
+								  SPI_OK_UTILITY, 0, NULL, NULL, NULL);
+
 	values[0] = CStringGetTextDatum(name);
 	if (de_privileged_sql_exec("SELECT 1 FROM " REGISTERS
-							   " WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+							   " WHERE name OPERATOR(pg_catalog.=) $1",
 							   SPI_OK_SELECT, 1, types, values, NULL) > 0)
 		ereport(ERROR,
 				errcode(ERRCODE_DUPLICATE_OBJECT),
