@@ -62,6 +62,7 @@
 #include "utils/syscache.h"
 
 #include "data_embassy.h"
+#include "privilege.h"
 #include "register/keyless.h"
 #include "register/plugin.h"
 
