@@ -41,7 +41,7 @@ trap cleanup EXIT
 
 opl=""
 if postgres --describe-config 2>/dev/null | grep '^output_plugin_libraries' >/dev/null; then
-	opl="output_plugin_libraries = 'pgoutput, test_decoding, data_embassy'"
+	opl="output_plugin_libraries = 'data_embassy'"
 fi
 
 say "register site: initdb on 127.0.0.1:$REG_PORT"

@@ -37,6 +37,36 @@ INSERT INTO guard_local VALUES (1);
 INSERT INTO guard_orphan VALUES (1);
 SELECT id FROM guard_orphan;
 
+-- what TRUNCATE and ALTER TABLE reach beyond the names they are given
+CREATE TABLE guard_parent (id int PRIMARY KEY);
+CREATE TABLE guard_child () INHERITS (guard_parent);
+CREATE TABLE guard_ref (id int PRIMARY KEY);
+CREATE TABLE guard_fk (id int REFERENCES guard_ref);
+CREATE SEQUENCE guard_seq;
+INSERT INTO data_embassy.replicated_relations
+VALUES ('g1', 'guard_child'::regclass), ('g1', 'guard_fk'::regclass);
+INSERT INTO data_embassy.replicated_sequences
+VALUES ('g1', 'guard_seq'::regclass, 10);
+\c
+\set VERBOSITY terse
+-- through an inheritance parent, and through CASCADE
+TRUNCATE guard_parent;
+TRUNCATE ONLY guard_parent;
+TRUNCATE guard_ref CASCADE;
+-- a rewrite of every row with an expression of its own
+ALTER TABLE guard_child ALTER COLUMN id TYPE bigint USING id + 1;
+ALTER TABLE guard_parent ALTER COLUMN id TYPE bigint USING id * 2;
+-- a plain type change (what follows a change at the register) is allowed
+ALTER TABLE guard_fk ALTER COLUMN id TYPE int;
+-- a replicated sequence cannot be altered
+ALTER SEQUENCE guard_seq INCREMENT BY -1;
+ALTER SEQUENCE guard_seq CYCLE;
+DELETE FROM data_embassy.replicated_relations
+WHERE relid IN ('guard_child'::regclass, 'guard_fk'::regclass);
+DELETE FROM data_embassy.replicated_sequences;
+DROP TABLE guard_parent, guard_child, guard_fk, guard_ref;
+DROP SEQUENCE guard_seq;
+
 -- put the table back as the extension made it; the guard follows at once
 DELETE FROM data_embassy.replicated_relations
 WHERE register IS NULL OR register = 'g1';
@@ -44,6 +74,22 @@ ALTER TABLE data_embassy.replicated_relations
 	ALTER COLUMN register SET NOT NULL;
 INSERT INTO guard_replica VALUES (4);
 SELECT id FROM guard_replica ORDER BY id;
+
+-- promote() moves replicated sequences past the register's values, but
+-- never past their maximum (a warning says so), and lifts the guard
+CREATE SEQUENCE guard_big MAXVALUE 100;
+SELECT setval('guard_big', 95);
+INSERT INTO data_embassy.replicated_sequences
+VALUES ('g1', 'guard_big'::regclass, 90);
+\c
+\set VERBOSITY default
+ALTER SEQUENCE guard_big MAXVALUE 200;
+SELECT register, applied_lsn FROM data_embassy.promote('g1');
+SELECT last_value FROM guard_big;
+ALTER SEQUENCE guard_big MAXVALUE 200;
+INSERT INTO guard_replica VALUES (5);
+DROP SEQUENCE guard_big;
+\set VERBOSITY terse
 
 SET client_min_messages = error;
 SELECT data_embassy.drop_register('g1');

@@ -521,6 +521,9 @@ de_catalog_clear_relations(const char *register_name)
 	(void) de_privileged_sql_exec("DELETE FROM " RELATIONS
 								  " WHERE register OPERATOR(pg_catalog.=) $1",
 								  SPI_OK_DELETE, 1, types, values, NULL);
+	(void) de_privileged_sql_exec("DELETE FROM " SEQUENCES
+								  " WHERE register OPERATOR(pg_catalog.=) $1",
+								  SPI_OK_DELETE, 1, types, values, NULL);
 	de_privileged_sql_end(&save);
 
 	de_guard_invalidate();
@@ -543,8 +546,19 @@ de_catalog_report_sequence(const char *register_name, Oid relid,
 								  " VALUES ($1, $2, $3) ON CONFLICT (relid) DO UPDATE"
 								  " SET register = excluded.register,"
 								  " last_value = pg_catalog.int8larger(s.last_value,"
-								  " excluded.last_value)",
-								  SPI_OK_INSERT, 3, types, values, NULL);
+								  " excluded.last_value)"
+								  " RETURNING s.xmax::pg_catalog.text"
+								  " OPERATOR(pg_catalog.=) '0'",
+								  SPI_OK_INSERT_RETURNING, 3, types, values, NULL);
+	/* a sequence new to the guard (xmax 0: inserted, not updated) */
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		inserted = result_datum(0, 1, &isnull);
+
+		if (!isnull && DatumGetBool(inserted))
+			de_guard_invalidate();
+	}
 
 	/* never backwards: setval semantics would allow it */
 	(void) de_privileged_sql_exec("SELECT pg_catalog.setval($2, $3, true)"
@@ -566,14 +580,47 @@ de_catalog_advance_sequences(const char *register_name, int64 margin)
 	(void) catalog_begin(&save, false);
 	values[0] = CStringGetTextDatum(register_name);
 	values[1] = Int64GetDatum(margin);
-	n = de_privileged_sql_exec("SELECT pg_catalog.setval(s.relid::pg_catalog.regclass,"
-							   " pg_catalog.int8larger(COALESCE("
-							   "pg_catalog.pg_sequence_last_value(s.relid::pg_catalog.regclass), 0),"
-							   " s.last_value) OPERATOR(pg_catalog.+) $2)"
+
+	/*
+	 * The target is the larger of the local and the reported value plus the
+	 * margin, but never past the sequence's maximum (computed so that it
+	 * cannot overflow).
+	 */
+	n = de_privileged_sql_exec("SELECT s.relid::pg_catalog.regclass::pg_catalog.text,"
+							   " pg_catalog.setval(s.relid::pg_catalog.regclass, t.target),"
+							   " t.clamped, q.seqmax"
 							   " FROM " SEQUENCES " s"
-							   " JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.relid"
-							   " WHERE s.register OPERATOR(pg_catalog.=) $1",
+							   " JOIN pg_catalog.pg_sequence q"
+							   "   ON q.seqrelid OPERATOR(pg_catalog.=) s.relid"
+							   " CROSS JOIN LATERAL (SELECT pg_catalog.int8larger(COALESCE("
+							   "   pg_catalog.pg_sequence_last_value(s.relid::pg_catalog.regclass), 0),"
+							   "   s.last_value) AS base) b"
+							   " CROSS JOIN LATERAL (SELECT"
+							   "   b.base OPERATOR(pg_catalog.>) (q.seqmax OPERATOR(pg_catalog.-) $2)"
+							   "     AS clamped,"
+							   "   CASE WHEN b.base OPERATOR(pg_catalog.>) (q.seqmax OPERATOR(pg_catalog.-) $2)"
+							   "        THEN q.seqmax ELSE b.base OPERATOR(pg_catalog.+) $2 END"
+							   "     AS target) t"
+							   " WHERE s.register OPERATOR(pg_catalog.=) $1"
+							   " ORDER BY 1",
 							   SPI_OK_SELECT, 2, types, values, NULL);
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		if (DatumGetBool(result_datum((int) i, 3, &isnull)))
+			ereport(WARNING,
+					errcode(ERRCODE_SEQUENCE_GENERATOR_LIMIT_EXCEEDED),
+					errmsg("sequence \"%s\" of register \"%s\" was set to its maximum value",
+						   SPI_getvalue(SPI_tuptable->vals[i],
+										SPI_tuptable->tupdesc, 1),
+						   register_name),
+					errdetail("Its last value plus \"%s\" would pass the maximum %s.",
+							  "data_embassy.promote_sequence_margin",
+							  SPI_getvalue(SPI_tuptable->vals[i],
+										   SPI_tuptable->tupdesc, 4)),
+					errhint("nextval() fails until the sequence is altered, for example with ALTER SEQUENCE ... MAXVALUE."));
+	}
 	de_privileged_sql_end(&save);
 	return n;
 }

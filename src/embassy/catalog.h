@@ -116,7 +116,10 @@ extern void de_catalog_add_relation(const char *register_name, Oid relid);
 /* The local tables that are replicas of the register (OIDs). */
 extern List *de_catalog_register_relations(const char *register_name);
 
-/* Forget the register's relations (promote lifts the write guard). */
+/*
+ * Forget the register's relations and sequences: promote lifts the write
+ * guard (after de_catalog_advance_sequences).
+ */
 extern void de_catalog_clear_relations(const char *register_name);
 
 /*

@@ -3,11 +3,18 @@
  * guard.c
  *		  The write guard at the embassy.
  *
- * Tables listed in data_embassy.replicated_relations belong to a register
- * that has not been promoted: they change only through that register's
- * apply worker.  Every other session, superusers included, gets an error on
- * INSERT, UPDATE, DELETE, MERGE, TRUNCATE and COPY FROM.  Reads are never
- * blocked.
+ * Tables listed in data_embassy.replicated_relations, and sequences listed
+ * in data_embassy.replicated_sequences, belong to a register that has not
+ * been promoted: they change only through that register's apply worker.
+ * Every other session, superusers included, gets an error on INSERT,
+ * UPDATE, DELETE, MERGE, COPY FROM, on TRUNCATE (also when it reaches the
+ * table through an inheritance parent or CASCADE), on ALTER TABLE ...
+ * ALTER COLUMN ... TYPE ... USING (which rewrites every row with an
+ * expression of its own), and on ALTER SEQUENCE of a replicated sequence.
+ * Reads are never blocked.  nextval() and setval() of a replicated
+ * sequence are not refused: promote() moves every such sequence past both
+ * its own value and the register's, so they cannot make promote() hand out
+ * a value the register used.
  *
  * Cost: a query that modifies nothing returns from the hook after one
  * comparison.  A modifying query looks its target up in a per-backend hash
@@ -23,6 +30,7 @@
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "catalog/heap.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_inherits.h"
 #include "commands/copy.h"
@@ -42,6 +50,21 @@
 #include "embassy/guard.h"
 
 #define GUARD_TABLE		"replicated_relations"
+#define GUARD_SEQUENCES	"replicated_sequences"
+
+/* What a refused command would have done, for the message. */
+typedef enum GuardAction
+{
+	GUARD_INSERT,
+	GUARD_UPDATE,
+	GUARD_DELETE,
+	GUARD_MERGE,
+	GUARD_MODIFY,
+	GUARD_TRUNCATE,
+	GUARD_COPY,
+	GUARD_REWRITE,
+	GUARD_ALTER_SEQUENCE
+} GuardAction;
 
 bool		de_guard_exempt = false;
 
@@ -93,6 +116,7 @@ guard_load(void)
 	Relation	rel;
 	SysScanDesc scan;
 	HeapTuple	tup;
+	Oid			seq_table;
 
 	if (guard_hash != NULL)
 		hash_destroy(guard_hash);
@@ -139,6 +163,33 @@ guard_load(void)
 	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
+
+	/* replicated sequences: register (1), relid (2) as well */
+	seq_table = get_relname_relid(GUARD_SEQUENCES, nsp);
+	if (!OidIsValid(seq_table))
+		return;
+	rel = table_open(seq_table, AccessShareLock);
+	scan = systable_beginscan(rel, InvalidOid, false, NULL, 0, NULL);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		bool		reg_isnull;
+		bool		relid_isnull;
+		Datum		reg = heap_getattr(tup, 1, RelationGetDescr(rel),
+									   &reg_isnull);
+		Datum		relid_datum = heap_getattr(tup, 2, RelationGetDescr(rel),
+											   &relid_isnull);
+		Oid			relid;
+		GuardEntry *entry;
+		bool		found;
+
+		if (reg_isnull || relid_isnull)
+			continue;
+		relid = DatumGetObjectId(relid_datum);
+		entry = hash_search(guard_hash, &relid, HASH_ENTER, &found);
+		strlcpy(entry->register_name, TextDatumGetCString(reg), NAMEDATALEN);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
 }
 
 /*
@@ -177,12 +228,13 @@ guard_lookup(Oid relid)
 
 /*
  * guard_check
- *		Refuse "action" on relid if it is a replica.
+ *		Refuse action on relid if it is a replica.
  */
 static void
-guard_check(Oid relid, const char *action)
+guard_check(Oid relid, GuardAction action)
 {
 	const char *reg;
+	char	   *name;
 
 	if (!OidIsValid(relid))
 		return;
@@ -190,33 +242,133 @@ guard_check(Oid relid, const char *action)
 	if (reg == NULL)
 		return;
 
+	name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+									  get_rel_name(relid));
 	ereport(ERROR,
 			errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-			errmsg("cannot %s table \"%s\"", action,
-				   quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-											  get_rel_name(relid))),
+			action == GUARD_INSERT ?
+			errmsg("cannot insert into table \"%s\"", name) :
+			action == GUARD_UPDATE ?
+			errmsg("cannot update table \"%s\"", name) :
+			action == GUARD_DELETE ?
+			errmsg("cannot delete from table \"%s\"", name) :
+			action == GUARD_MERGE ?
+			errmsg("cannot merge into table \"%s\"", name) :
+			action == GUARD_TRUNCATE ?
+			errmsg("cannot truncate table \"%s\"", name) :
+			action == GUARD_COPY ?
+			errmsg("cannot copy into table \"%s\"", name) :
+			action == GUARD_REWRITE ?
+			errmsg("cannot rewrite the rows of table \"%s\"", name) :
+			action == GUARD_ALTER_SEQUENCE ?
+			errmsg("cannot alter sequence \"%s\"", name) :
+			errmsg("cannot modify table \"%s\"", name),
+			action == GUARD_ALTER_SEQUENCE ?
+			errdetail("The sequence is a replica of register \"%s\" and changes only through its apply worker.",
+					  reg) :
 			errdetail("The table is a replica of register \"%s\" and changes only through its apply worker.",
 					  reg),
 			errhint("To make the embassy's copy writable, promote the register: SELECT data_embassy.promote('%s');",
 					reg));
 }
 
-static const char *
+static GuardAction
 guard_action(CmdType op)
 {
 	switch (op)
 	{
 		case CMD_INSERT:
-			return "insert into";
+			return GUARD_INSERT;
 		case CMD_UPDATE:
-			return "update";
+			return GUARD_UPDATE;
 		case CMD_DELETE:
-			return "delete from";
+			return GUARD_DELETE;
 		case CMD_MERGE:
-			return "merge into";
+			return GUARD_MERGE;
 		default:
-			return "modify";
+			return GUARD_MODIFY;
 	}
+}
+
+/*
+ * guard_check_truncate
+ *		TRUNCATE empties more than it names: the children of a table named
+ *		without ONLY, and with CASCADE every table that references one
+ *		emptied, transitively (as ExecuteTruncate expands it).
+ */
+static void
+guard_check_truncate(TruncateStmt *stmt)
+{
+	List	   *relids = NIL;
+	ListCell   *lc;
+
+	foreach(lc, stmt->relations)
+	{
+		RangeVar   *rv = lfirst_node(RangeVar, lc);
+		Oid			relid = RangeVarGetRelid(rv, NoLock, true);
+
+		if (!OidIsValid(relid))
+			continue;
+		if (rv->inh && has_subclass(relid))
+			relids = list_concat_unique_oid(relids,
+											find_all_inheritors(relid, NoLock,
+																NULL));
+		else
+			relids = list_append_unique_oid(relids, relid);
+	}
+
+	if (stmt->behavior == DROP_CASCADE)
+	{
+		for (;;)
+		{
+			List	   *more = heap_truncate_find_FKs(relids);
+			int			before = list_length(relids);
+
+			relids = list_concat_unique_oid(relids, more);
+			if (list_length(relids) == before)
+				break;
+		}
+	}
+
+	foreach(lc, relids)
+		guard_check(lfirst_oid(lc), GUARD_TRUNCATE);
+}
+
+/*
+ * guard_check_alter_table
+ *		ALTER COLUMN ... TYPE ... USING rewrites every row with an expression
+ *		of its own; without USING the conversion is the type's cast, as it is
+ *		at the register when its schema changes, and is allowed.
+ */
+static void
+guard_check_alter_table(AlterTableStmt *stmt)
+{
+	Oid			relid;
+	ListCell   *lc;
+	bool		rewrites = false;
+
+	relid = RangeVarGetRelid(stmt->relation, NoLock, true);
+	if (!OidIsValid(relid))
+		return;
+
+	foreach(lc, stmt->cmds)
+	{
+		AlterTableCmd *cmd = lfirst_node(AlterTableCmd, lc);
+
+		if (cmd->subtype == AT_AlterColumnType &&
+			((ColumnDef *) cmd->def)->raw_default != NULL)
+			rewrites = true;
+	}
+	if (!rewrites)
+		return;
+
+	if (stmt->relation->inh && has_subclass(relid))
+	{
+		foreach(lc, find_all_inheritors(relid, NoLock, NULL))
+			guard_check(lfirst_oid(lc), GUARD_REWRITE);
+	}
+	else
+		guard_check(relid, GUARD_REWRITE);
 }
 
 static void
@@ -254,22 +406,21 @@ guard_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	if (!de_guard_exempt)
 	{
 		if (IsA(parsetree, TruncateStmt))
-		{
-			ListCell   *lc;
-
-			foreach(lc, ((TruncateStmt *) parsetree)->relations)
-				guard_check(RangeVarGetRelid(lfirst_node(RangeVar, lc),
-											 NoLock, true),
-							"truncate");
-		}
+			guard_check_truncate((TruncateStmt *) parsetree);
 		else if (IsA(parsetree, CopyStmt))
 		{
 			CopyStmt   *copy = (CopyStmt *) parsetree;
 
 			if (copy->is_from && copy->relation)
 				guard_check(RangeVarGetRelid(copy->relation, NoLock, true),
-							"copy into");
+							GUARD_COPY);
 		}
+		else if (IsA(parsetree, AlterTableStmt))
+			guard_check_alter_table((AlterTableStmt *) parsetree);
+		else if (IsA(parsetree, AlterSeqStmt))
+			guard_check(RangeVarGetRelid(((AlterSeqStmt *) parsetree)->sequence,
+										 NoLock, true),
+						GUARD_ALTER_SEQUENCE);
 	}
 
 	if (prev_ProcessUtility)

@@ -32,6 +32,24 @@ $reg->safe_psql('postgres', q{
 	INSERT INTO child SELECT g, g FROM generate_series(1, 50) g;
 	SELECT nextval('s') FROM generate_series(1, 10);
 });
+# The embassy database's owner sets a search_path with an "=" of its own;
+# the workers' SQL must not pick it up.
+$emb->safe_psql('postgres', q{
+	CREATE SCHEMA evil;
+	CREATE FUNCTION evil.texteq(text, text) RETURNS boolean
+	LANGUAGE plpgsql AS $$
+	BEGIN
+		IF (SELECT backend_type FROM pg_catalog.pg_stat_activity
+			WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid())
+		   OPERATOR(pg_catalog.<>) 'client backend' THEN
+			RAISE LOG 'hijacked as %', current_user;
+		END IF;
+		RETURN pg_catalog.texteq($1, $2);
+	END $$;
+	CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text,
+							FUNCTION = evil.texteq);
+	ALTER DATABASE postgres SET search_path = evil, public, pg_catalog;
+});
 DataEmbassy::link_sites($reg, $emb, 'r');
 ok(DataEmbassy::wait_state($emb, 'r', 'streaming'), 'streaming after the copy');
 DataEmbassy::wait_caught_up($reg, $emb, 'r');
@@ -138,6 +156,8 @@ foreach my $event ('connected to the register \(system identifier',
 	like($log, qr/register "r": $event/, "logged: $event");
 }
 like($log, qr/register "r" promoted at register LSN/, 'logged: the promotion');
+unlike($log, qr/hijacked/,
+	"no worker ran the database owner's operator");
 
 $emb->stop;
 $reg->stop;
