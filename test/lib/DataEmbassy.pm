@@ -84,7 +84,9 @@ log_min_messages = info
 =item embassy_node(name, %opts)
 
 A started embassy cluster that preloads the library, with the extension
-in database "postgres" and an identity key.
+in database "postgres" and an identity key.  register_too => 1 also makes
+it ready to be a register after a promotion (wal_level = logical, slots,
+walsenders, output_plugin_libraries), as the failback runbook asks.
 
 =cut
 
@@ -100,6 +102,13 @@ data_embassy.retry_interval = 500ms
 data_embassy.status_interval = 200ms
 log_min_messages = info
 };
+	if ($opts{register_too})
+	{
+		$conf .= "wal_level = logical\nmax_replication_slots = 10\n"
+		  . "max_wal_senders = 10\nwal_sender_timeout = 30s\n";
+		$conf .= "output_plugin_libraries = 'data_embassy'\n"
+		  if $KNOWS_OPL;
+	}
 	$conf .= $opts{extra_conf} if $opts{extra_conf};
 	$node->append_conf('postgresql.conf', $conf);
 	$node->start;
