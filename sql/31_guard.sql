@@ -6,7 +6,7 @@
 --
 \set conninfo 'host=/nonexistent port=1 dbname=postgres'
 \set VERBOSITY terse
-SELECT data_embassy.add_register('g1', :'conninfo', repeat('ef', 32));
+SELECT data_embassy.add_register('g1', :'conninfo', repeat('ef', 31) || '6f');
 
 CREATE TABLE guard_replica (id int);
 CREATE TABLE guard_local (id int);

@@ -67,7 +67,15 @@ FROM (VALUES
 	('key with spaces', quote_literal('bad'), quote_literal(' ' || repeat('6b', 31) || ' ')),
 	('key with semicolon', quote_literal('bad'), quote_literal(repeat('6b', 31) || ';x')),
 	('duplicate name', quote_literal('self'), quote_literal(:'okkey')),
-	('duplicate key', quote_literal('other'), quote_literal(:'ownkey'))
+	('duplicate key', quote_literal('other'), quote_literal(:'ownkey')),
+	-- the same key in another form: bit 255 set, or u = p + 9 (the base
+	-- point 9 not reduced)
+	('key with bit 255 set', quote_literal('bad'),
+	 quote_literal(overlay(:'okkey' placing
+		lpad(to_hex(('x' || substr(:'okkey', 63, 2))::bit(8)::int | 128), 2, '0')
+		from 63 for 2))),
+	('key not below 2^255-19', quote_literal('bad'),
+	 quote_literal('f6' || repeat('ff', 30) || '7f'))
 ) AS v(label, name, key)
 ORDER BY v.label;
 

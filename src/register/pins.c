@@ -61,11 +61,6 @@ PG_FUNCTION_INFO_V1(data_embassy_drop_embassy);
 #define Natts_de_pins_min			2
 
 /* Saved identity while the table is changed as its owner. */
-typedef struct DePinsOwner
-{
-	Oid			save_userid;
-	int			save_sec_context;
-} DePinsOwner;
 
 /*
  * de_pins_relid
@@ -150,90 +145,6 @@ de_pin_find(const uint8 *embassy_pub, char **pin_name)
 }
 
 /*
- * de_pin_check_name
- *		Embassy names are short identifiers: ASCII letters, digits, '_',
- *		'-' and '.', at most NAMEDATALEN - 1 bytes.
- */
-static void
-de_pin_check_name(const char *name)
-{
-	size_t		len;
-
-	if (name == NULL)
-		ereport(ERROR,
-				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				errmsg("embassy name must not be null"));
-
-	len = strlen(name);
-	if (len == 0)
-		ereport(ERROR,
-				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("embassy name must not be empty"));
-	if (len > NAMEDATALEN - 1)
-		ereport(ERROR,
-				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("embassy name is too long"),
-				errdetail("The name is %zu bytes long; at most %d bytes are allowed.",
-						  len, NAMEDATALEN - 1));
-
-	for (const char *p = name; *p; p++)
-	{
-		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-			(*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.')
-			continue;
-		ereport(ERROR,
-				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("invalid embassy name \"%s\"", name),
-				errdetail("Embassy names may contain only ASCII letters, digits, underscores (_), hyphens (-) and periods (.)."));
-	}
-}
-
-/*
- * de_pins_become_owner
- *		Act as the owner of embassy_pins until de_pins_restore_user().  An
- *		ERROR in between restores the identity at transaction abort.
- */
-static void
-de_pins_become_owner(DePinsOwner *saved)
-{
-	Oid			relid = de_pins_relid();
-	HeapTuple	tup;
-	Oid			owner;
-
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-
-	GetUserIdAndSecContext(&saved->save_userid, &saved->save_sec_context);
-	SetUserIdAndSecContext(owner,
-						   saved->save_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-}
-
-static void
-de_pins_restore_user(const DePinsOwner *saved)
-{
-	SetUserIdAndSecContext(saved->save_userid, saved->save_sec_context);
-}
-
-/* Run one statement through SPI; elog on an unexpected result code. */
-static void
-de_pins_spi(const char *sql, int nargs, Oid *argtypes, Datum *values,
-			int expected)
-{
-	int			ret;
-
-	ret = SPI_execute_with_args(sql, nargs, argtypes, values, NULL,
-								false, 0);
-	if (ret != expected)
-		elog(ERROR, "SPI_execute_with_args failed for \"%s\": %s",
-			 sql, SPI_result_code_string(ret));
-}
-
-/*
  * data_embassy_add_embassy
  *		SQL: add_embassy(name text, embassy_key text) -> text.  Pin an
  *		embassy's public key and return the slot name it will use.
@@ -246,14 +157,13 @@ data_embassy_add_embassy(PG_FUNCTION_ARGS)
 	uint8		pub[DE_KEY_LEN];
 	char	   *canonical;
 	char	   *slot_name;
-	DePinsOwner saved;
+	DePrivilegedSql saved;
 	Oid			argtypes[3] = {TEXTOID, TEXTOID, NAMEOID};
 	Datum		values[3];
 
 	de_check_admin("add an embassy");
 
-	name = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
-	de_pin_check_name(name);
+	name = de_name_arg(fcinfo, 0, DE_NAME_EMBASSY);
 
 	keytext = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	de_key_from_text(keytext, "embassy_key", pub);
@@ -264,27 +174,26 @@ data_embassy_add_embassy(PG_FUNCTION_ARGS)
 	values[1] = CStringGetTextDatum(canonical);
 	values[2] = DirectFunctionCall1(namein, CStringGetDatum(slot_name));
 
-	de_pins_become_owner(&saved);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	de_privileged_sql_begin(de_pins_relid(), &saved);
 
 	/* serialises add_embassy and drop_embassy; readers are not blocked */
-	de_pins_spi("LOCK TABLE " DE_PINS_QUALIFIED " IN SHARE ROW EXCLUSIVE MODE",
-				0, NULL, NULL, SPI_OK_UTILITY);
+	(void) de_privileged_sql_exec("LOCK TABLE " DE_PINS_QUALIFIED
+								  " IN SHARE ROW EXCLUSIVE MODE",
+								  SPI_OK_UTILITY, 0, NULL, NULL, NULL);
 
-	de_pins_spi("SELECT name FROM " DE_PINS_QUALIFIED
-				" WHERE name OPERATOR(pg_catalog.=) $1",
-				1, argtypes, values, SPI_OK_SELECT);
+	(void) de_privileged_sql_exec("SELECT name FROM " DE_PINS_QUALIFIED
+								  " WHERE name OPERATOR(pg_catalog.=) $1",
+								  SPI_OK_SELECT, 1, argtypes, values, NULL);
 	if (SPI_processed > 0)
 		ereport(ERROR,
 				errcode(ERRCODE_DUPLICATE_OBJECT),
 				errmsg("embassy \"%s\" already exists", name));
 
-	de_pins_spi("SELECT name FROM " DE_PINS_QUALIFIED
-				" WHERE pg_catalog.lower(embassy_key)"
-				" OPERATOR(pg_catalog.=) $2"
-				" OR slot_name OPERATOR(pg_catalog.=) $3",
-				3, argtypes, values, SPI_OK_SELECT);
+	(void) de_privileged_sql_exec("SELECT name FROM " DE_PINS_QUALIFIED
+								  " WHERE pg_catalog.lower(embassy_key)"
+								  " OPERATOR(pg_catalog.=) $2"
+								  " OR slot_name OPERATOR(pg_catalog.=) $3",
+								  SPI_OK_SELECT, 3, argtypes, values, NULL);
 	if (SPI_processed > 0)
 		ereport(ERROR,
 				errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -294,12 +203,12 @@ data_embassy_add_embassy(PG_FUNCTION_ARGS)
 									   SPI_tuptable->tupdesc, 1)),
 				errhint("An embassy is pinned once; drop it with data_embassy.drop_embassy() to pin its key under another name."));
 
-	de_pins_spi("INSERT INTO " DE_PINS_QUALIFIED
-				" (name, embassy_key, slot_name) VALUES ($1, $2, $3)",
-				3, argtypes, values, SPI_OK_INSERT);
+	(void) de_privileged_sql_exec("INSERT INTO " DE_PINS_QUALIFIED
+								  " (name, embassy_key, slot_name)"
+								  " VALUES ($1, $2, $3)",
+								  SPI_OK_INSERT, 3, argtypes, values, NULL);
 
-	SPI_finish();
-	de_pins_restore_user(&saved);
+	de_privileged_sql_end(&saved);
 
 	/* tables whose UPDATE and DELETE this embassy could not apply */
 	de_keyless_warn();
@@ -363,29 +272,26 @@ data_embassy_drop_embassy(PG_FUNCTION_ARGS)
 {
 	char	   *name;
 	char	   *slot_name;
-	DePinsOwner saved;
+	DePrivilegedSql saved;
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1];
 	MemoryContext caller_cxt = CurrentMemoryContext;
 
 	de_check_admin("drop an embassy");
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				errmsg("embassy name must not be null"));
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	name = de_name_arg(fcinfo, 0, DE_NAME_EMBASSY);
 	values[0] = CStringGetTextDatum(name);
 
-	de_pins_become_owner(&saved);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	de_privileged_sql_begin(de_pins_relid(), &saved);
 
-	de_pins_spi("LOCK TABLE " DE_PINS_QUALIFIED " IN SHARE ROW EXCLUSIVE MODE",
-				0, NULL, NULL, SPI_OK_UTILITY);
-	de_pins_spi("DELETE FROM " DE_PINS_QUALIFIED
-				" WHERE name OPERATOR(pg_catalog.=) $1 RETURNING slot_name",
-				1, argtypes, values, SPI_OK_DELETE_RETURNING);
+	(void) de_privileged_sql_exec("LOCK TABLE " DE_PINS_QUALIFIED
+								  " IN SHARE ROW EXCLUSIVE MODE",
+								  SPI_OK_UTILITY, 0, NULL, NULL, NULL);
+	(void) de_privileged_sql_exec("DELETE FROM " DE_PINS_QUALIFIED
+								  " WHERE name OPERATOR(pg_catalog.=) $1"
+								  " RETURNING slot_name",
+								  SPI_OK_DELETE_RETURNING, 1, argtypes, values,
+								  NULL);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -394,8 +300,7 @@ data_embassy_drop_embassy(PG_FUNCTION_ARGS)
 									SPI_getvalue(SPI_tuptable->vals[0],
 												 SPI_tuptable->tupdesc, 1));
 
-	SPI_finish();
-	de_pins_restore_user(&saved);
+	de_privileged_sql_end(&saved);
 
 	de_pins_drop_slot(slot_name, name);
 

@@ -46,6 +46,7 @@
 #include "seal/keys.h"
 
 static void de_key_check_usable(const uint8 *pub, const char *what);
+static bool de_key_is_canonical(const uint8 *pub);
 
 PG_FUNCTION_INFO_V1(data_embassy_generate_key);
 PG_FUNCTION_INFO_V1(data_embassy_public_key);
@@ -171,7 +172,37 @@ de_key_from_text(const char *text, const char *what, uint8 *pub)
 				errhint("Public keys are the %d hexadecimal digits that data_embassy.public_key() returns.",
 						DE_KEY_TEXT_LEN));
 
+	if (!de_key_is_canonical(pub))
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("invalid %s", what),
+				errdetail("The key is not in canonical form: its highest bit is set or its value is not below 2^255 - 19, so another text names the same key."),
+				errhint("Pass the key exactly as data_embassy.public_key() returns it."));
+
 	de_key_check_usable(pub, what);
+}
+
+/*
+ * de_key_is_canonical
+ *		X25519 ignores bit 255 of a public key and reduces a value u >= p
+ *		(p = 2^255 - 19) modulo p, so one key has several 32-byte forms.
+ *		Only the canonical one (bit 255 clear, u < p) is accepted, so that a
+ *		key has one text and one slot name.  The encoding is little-endian.
+ */
+static bool
+de_key_is_canonical(const uint8 *pub)
+{
+	int			i;
+
+	if (pub[31] & 0x80)
+		return false;
+	/* u >= p iff u is 2^255 - 19 .. 2^255 - 1: 0x7f, thirty 0xff, >= 0xed */
+	if (pub[31] != 0x7f || pub[0] < 0xed)
+		return true;
+	for (i = 1; i < 31; i++)
+		if (pub[i] != 0xff)
+			return true;
+	return false;
 }
 
 /* errcontext for the usability check of a public key */
