@@ -198,6 +198,20 @@ CREATE TABLE registers (
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
+/*
+ * Every promotion, kept after drop_register: when, at which register LSN,
+ * what the embassy knew it was missing, and who asked.
+ */
+CREATE TABLE promotions (
+	register	text NOT NULL,
+	promoted_at timestamptz NOT NULL,
+	promoted_lsn pg_lsn,
+	source_lsn	pg_lsn,
+	unreplicated_bytes bigint,
+	promoted_by name NOT NULL,
+	PRIMARY KEY (register, promoted_at)
+);
+
 /* Local tables that a register replicates into (filled by the worker). */
 CREATE TABLE replicated_relations (
 	register	text NOT NULL REFERENCES registers (name) ON DELETE CASCADE,
@@ -266,12 +280,15 @@ CREATE VIEW failover_status AS
 		   state NOT IN ('promoted', 'promoting') AS can_promote,
 		   last_message_at AS last_contact_at,
 		   source_lsn, applied_lsn,
-		   CASE WHEN state = 'promoted' THEN 0
+		   CASE WHEN state = 'promoted'
+				THEN (SELECT p.unreplicated_bytes FROM promotions p
+					  WHERE p.register OPERATOR(pg_catalog.=) s.register
+					  ORDER BY p.promoted_at DESC LIMIT 1)
 				WHEN source_lsn IS NOT NULL AND applied_lsn IS NOT NULL
 				THEN GREATEST(source_lsn - applied_lsn, 0)::bigint
 		   END AS unreplicated_bytes,
 		   promoted_at, promoted_lsn
-	FROM register_status()
+	FROM register_status() s
 	WHERE database = pg_catalog.current_database();
 
 /* What promote() returns, one row per register promoted. */
@@ -311,5 +328,5 @@ GRANT SELECT ON embassy_pins TO data_embassy_admin;
 
 GRANT EXECUTE ON FUNCTION register_status(), frame_header(bytea),
 	keyless_tables_list() TO pg_monitor, data_embassy_admin;
-GRANT SELECT ON embassies, keyless_tables, lag, failover_status
+GRANT SELECT ON embassies, keyless_tables, lag, failover_status, promotions
 	TO pg_monitor, data_embassy_admin;

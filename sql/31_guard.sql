@@ -86,6 +86,11 @@ VALUES ('g1', 'guard_big'::regclass, 90);
 ALTER SEQUENCE guard_big MAXVALUE 200;
 SELECT register, applied_lsn FROM data_embassy.promote('g1');
 SELECT last_value FROM guard_big;
+-- the promotion is recorded, and the record outlives drop_register
+SELECT register, promoted_lsn, source_lsn, unreplicated_bytes,
+	   promoted_by = current_user AS by_me
+FROM data_embassy.promotions;
+SELECT register, state, unreplicated_bytes FROM data_embassy.failover_status;
 ALTER SEQUENCE guard_big MAXVALUE 200;
 INSERT INTO guard_replica VALUES (5);
 DROP SEQUENCE guard_big;
@@ -94,4 +99,41 @@ DROP SEQUENCE guard_big;
 SET client_min_messages = error;
 SELECT data_embassy.drop_register('g1');
 RESET client_min_messages;
+SELECT register FROM data_embassy.promotions;
 DROP TABLE guard_replica, guard_local, guard_orphan;
+
+-- a database whose transactions are read-only by default: the launcher's
+-- workers still read and write their own state
+DO $$
+BEGIN
+	EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only = on',
+				   current_database());
+END
+$$;
+\c
+SET default_transaction_read_only = off;
+SELECT data_embassy.add_register('ro', 'host=/nonexistent port=1 dbname=postgres',
+								 repeat('ef', 31) || '6f');
+DO $$
+DECLARE
+	listed boolean := false;
+BEGIN
+	FOR i IN 1..300 LOOP
+		SELECT EXISTS (SELECT FROM data_embassy.lag WHERE register = 'ro')
+		INTO listed;
+		EXIT WHEN listed;
+		PERFORM pg_sleep(0.1);
+		PERFORM pg_stat_clear_snapshot();
+	END LOOP;
+	RAISE NOTICE 'register listed under default_transaction_read_only: %', listed;
+END
+$$;
+SET client_min_messages = error;
+SELECT data_embassy.drop_register('ro');
+RESET client_min_messages;
+DO $$
+BEGIN
+	EXECUTE format('ALTER DATABASE %I RESET default_transaction_read_only',
+				   current_database());
+END
+$$;

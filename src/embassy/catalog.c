@@ -2,8 +2,8 @@
  *
  * catalog.c
  *		  The embassy's catalog: every SQL statement on
- *		  data_embassy.registers, replicated_relations and
- *		  replicated_sequences.
+ *		  data_embassy.registers, replicated_relations,
+ *		  replicated_sequences and promotions.
  *
  * The tables are created by the extension script; their owner is the role
  * that created the extension, and only that owner may read them (conninfo
@@ -25,6 +25,7 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 #include "utils/lsyscache.h"
@@ -38,6 +39,7 @@
 #define REGISTERS			DE_SCHEMA_NAME ".registers"
 #define RELATIONS			DE_SCHEMA_NAME ".replicated_relations"
 #define SEQUENCES			DE_SCHEMA_NAME ".replicated_sequences"
+#define PROMOTIONS			DE_SCHEMA_NAME ".promotions"
 
 /* The columns of a register row, as every SELECT below lists them. */
 #define REGISTER_COLUMNS \
@@ -419,28 +421,47 @@ de_catalog_set_resync(const char *name)
 }
 
 void
-de_catalog_set_promoted(const char *name, TimestampTz at, XLogRecPtr lsn)
+de_catalog_set_promoted(const char *name, TimestampTz at, XLogRecPtr lsn,
+						XLogRecPtr source_lsn)
 {
 	DePrivilegedSql save;
-	Oid			types[3] = {TEXTOID, TIMESTAMPTZOID, LSNOID};
-	Datum		values[3];
+	Oid			types[5] = {TEXTOID, TIMESTAMPTZOID, LSNOID, LSNOID, NAMEOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	uint64		n;
 
-	(void) catalog_begin(&save, false);
 	values[0] = CStringGetTextDatum(name);
 	values[1] = TimestampTzGetDatum(at);
 	values[2] = LSNGetDatum(lsn);
+	nulls[2] = XLogRecPtrIsInvalid(lsn) ? 'n' : ' ';
+	values[3] = LSNGetDatum(source_lsn);
+	nulls[3] = XLogRecPtrIsInvalid(source_lsn) ? 'n' : ' ';
+	/* the user who called promote(), not the owner it runs as */
+	values[4] = DirectFunctionCall1(namein,
+									CStringGetDatum(GetUserNameFromId(GetUserId(),
+																	  false)));
+
+	(void) catalog_begin(&save, false);
 	n = de_privileged_sql_exec("UPDATE " REGISTERS
 							   " SET state = 'promoted', paused = false,"
 							   " promoted_at = $2, promoted_lsn = $3"
 							   " WHERE name OPERATOR(pg_catalog.=) $1",
-							   SPI_OK_UPDATE, 3, types, values, NULL);
-	de_privileged_sql_end(&save);
-
+							   SPI_OK_UPDATE, 3, types, values, nulls);
 	if (n != 1)
 		ereport(ERROR,
 				errcode(ERRCODE_UNDEFINED_OBJECT),
 				errmsg("register \"%s\" does not exist any more", name));
+
+	(void) de_privileged_sql_exec("INSERT INTO " PROMOTIONS
+								  " (register, promoted_at, promoted_lsn, source_lsn,"
+								  " unreplicated_bytes, promoted_by)"
+								  " VALUES ($1, $2, $3, $4,"
+								  " CASE WHEN $3 IS NULL OR $4 IS NULL THEN NULL"
+								  " WHEN $4 OPERATOR(pg_catalog.>) $3"
+								  " THEN ($4 OPERATOR(pg_catalog.-) $3)::pg_catalog.int8"
+								  " ELSE 0 END, $5)",
+								  SPI_OK_INSERT, 5, types, values, nulls);
+	de_privileged_sql_end(&save);
 }
 
 char *

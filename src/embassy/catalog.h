@@ -102,9 +102,13 @@ extern void de_catalog_set_streaming(const char *name);
  */
 extern void de_catalog_set_resync(const char *name);
 
-/* Phase promoted with its time and LSN (the fence). */
+/*
+ * Phase promoted with its time and LSN (the fence), and a row in
+ * data_embassy.promotions that outlives the register (with source_lsn, the
+ * register's position as far as known, and the current user).
+ */
 extern void de_catalog_set_promoted(const char *name, TimestampTz at,
-									XLogRecPtr lsn);
+									XLogRecPtr lsn, XLogRecPtr source_lsn);
 
 /*
  * replicated_relations: the register relid is the replica of, or NULL;

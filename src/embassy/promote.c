@@ -212,11 +212,12 @@ promote_stop_worker(DeRegisterSlot *slot, const char *name)
  *		guard.  Returns the number of sequences advanced.
  */
 static uint64
-promote_commit_state(const char *name, XLogRecPtr applied, TimestampTz now)
+promote_commit_state(const char *name, XLogRecPtr applied,
+					 XLogRecPtr source, TimestampTz now)
 {
 	uint64		nseq;
 
-	de_catalog_set_promoted(name, now, applied);
+	de_catalog_set_promoted(name, now, applied, source);
 
 	/*
 	 * Each replicated sequence goes past both its own value and the last
@@ -290,7 +291,8 @@ promote_one(PromoteTarget *t, int64 wait_ms)
 		t->source = t->applied;
 
 	t->now = GetCurrentTimestamp();
-	(void) promote_commit_state(t->reg->name, t->applied, t->now);
+	(void) promote_commit_state(t->reg->name, t->applied, t->source,
+								t->now);
 }
 
 /*
@@ -398,8 +400,10 @@ data_embassy_promote(PG_FUNCTION_ARGS)
 		nulls[2] = XLogRecPtrIsInvalid(t->applied);
 		values[3] = LSNGetDatum(t->source);
 		nulls[3] = XLogRecPtrIsInvalid(t->source);
+		/* unknown unless both positions are known */
 		values[4] = Int64GetDatum(t->source > t->applied ?
 								  (int64) (t->source - t->applied) : 0);
+		nulls[4] = nulls[2] || nulls[3];
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 
 		ereport(LOG,
