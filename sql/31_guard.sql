@@ -90,7 +90,21 @@ SELECT last_value FROM guard_big;
 SELECT register, promoted_lsn, source_lsn, unreplicated_bytes,
 	   promoted_by = current_user AS by_me
 FROM data_embassy.promotions;
-SELECT register, state, unreplicated_bytes FROM data_embassy.failover_status;
+-- (the launcher shows the promoted register within seconds)
+DO $$
+DECLARE
+	r record;
+BEGIN
+	FOR i IN 1..300 LOOP
+		SELECT register, state, unreplicated_bytes INTO r
+		FROM data_embassy.failover_status WHERE register = 'g1';
+		EXIT WHEN FOUND;
+		PERFORM pg_sleep(0.1);
+	END LOOP;
+	RAISE NOTICE 'failover_status: %, unreplicated_bytes unknown: %',
+		r.state, r.unreplicated_bytes IS NULL;
+END
+$$;
 ALTER SEQUENCE guard_big MAXVALUE 200;
 INSERT INTO guard_replica VALUES (5);
 DROP SEQUENCE guard_big;

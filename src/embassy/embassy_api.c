@@ -52,10 +52,22 @@
 /* How long drop_register waits for the apply worker to exit. */
 #define DROP_STOP_TIMEOUT_MS	30000
 
-/* The slot drop_register is stopping, for the transaction callback. */
-static bool drop_callback_registered = false;
-static int	drop_slot_index = -1;
-static uint32 drop_slot_generation = 0;
+/*
+ * What the transaction callback must do to a register's slot at commit or
+ * abort: the slot drop_register is stopping, or the one resync_register
+ * restarts.
+ */
+typedef struct PendingSlot
+{
+	int			index;			/* -1: none */
+	uint32		generation;
+} PendingSlot;
+
+static bool xact_callback_registered = false;
+static PendingSlot drop_pending = {-1, 0};
+static PendingSlot resync_pending = {-1, 0};
+
+static void api_xact_callback(XactEvent event, void *arg);
 
 PG_FUNCTION_INFO_V1(data_embassy_add_register);
 PG_FUNCTION_INFO_V1(data_embassy_drop_register);
@@ -63,11 +75,6 @@ PG_FUNCTION_INFO_V1(data_embassy_pause_register);
 PG_FUNCTION_INFO_V1(data_embassy_resume_register);
 PG_FUNCTION_INFO_V1(data_embassy_retry_register);
 PG_FUNCTION_INFO_V1(data_embassy_resync_register);
-
-/* The register resync_register restarts at commit (-1: none). */
-static bool resync_callback_registered = false;
-static int	resync_slot_index = -1;
-static uint32 resync_slot_generation = 0;
 
 /*
  * hide_statement_text
@@ -246,34 +253,80 @@ data_embassy_resume_register(PG_FUNCTION_ARGS)
 }
 
 /*
- * drop_xact_callback
- *		At abort the slot drop_register was stopping goes back to work.  At
- *		commit it stays marked (the lag view no longer shows it) until the
- *		launcher's next scan, which no longer finds the row, frees it.
- *		Nothing here can fail.
+ * pending_slot_locked
+ *		The slot a PendingSlot names, if it still holds that register.
+ *		Caller holds DeShared->lock.
  */
-static void
-drop_xact_callback(XactEvent event, void *arg)
+static DeRegisterSlot *
+pending_slot_locked(const PendingSlot *pending)
 {
 	DeRegisterSlot *slot;
 
-	if (drop_slot_index < 0)
-		return;
+	Assert(LWLockHeldByMe(DeShared->lock));
+	if (pending->index < 0)
+		return NULL;
+	slot = &DeShared->slots[pending->index];
+	if (!slot->in_use || slot->generation != pending->generation)
+		return NULL;
+	return slot;
+}
+
+/*
+ * remember_slot
+ *		Note a slot for the transaction callback.
+ */
+static void
+remember_slot(PendingSlot *pending, DeRegisterSlot *slot)
+{
+	pending->index = slot - DeShared->slots;
+	pending->generation = slot->generation;
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(api_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+}
+
+/*
+ * api_xact_callback
+ *		drop_register: at abort the slot it was stopping goes back to work;
+ *		at commit it stays marked (the lag view no longer shows it) until
+ *		the launcher's next scan, which no longer finds the row, frees it.
+ *		resync_register: at commit the worker starts over at once (it then
+ *		finds the register back in phase init).  Nothing here can fail.
+ */
+static void
+api_xact_callback(XactEvent event, void *arg)
+{
+	DeRegisterSlot *slot;
+
 	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT)
 		return;
+	if (drop_pending.index < 0 && resync_pending.index < 0)
+		return;
 
-	if (event == XACT_EVENT_ABORT)
+	LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
+	if (event == XACT_EVENT_ABORT &&
+		(slot = pending_slot_locked(&drop_pending)) != NULL)
+		slot->drop_requested = false;
+	if (event == XACT_EVENT_COMMIT &&
+		(slot = pending_slot_locked(&resync_pending)) != NULL)
 	{
-		LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
-		slot = &DeShared->slots[drop_slot_index];
-		if (slot->in_use && slot->generation == drop_slot_generation)
-			slot->drop_requested = false;
-		if (DeShared->launcher_latch != NULL)
-			SetLatch(DeShared->launcher_latch);
-		LWLockRelease(DeShared->lock);
+		slot->failures = 0;
+		slot->next_start = 0;
+		if (slot->worker_pid != 0)
+		{
+			slot->restart_requested = true;
+			if (slot->worker_latch != NULL)
+				SetLatch(slot->worker_latch);
+		}
 	}
+	if (DeShared->launcher_latch != NULL)
+		SetLatch(DeShared->launcher_latch);
+	LWLockRelease(DeShared->lock);
 
-	drop_slot_index = -1;
+	drop_pending.index = -1;
+	resync_pending.index = -1;
 }
 
 /*
@@ -297,20 +350,14 @@ stop_worker(const char *name)
 		return;
 	}
 	slot->drop_requested = true;
-	drop_slot_index = slot - DeShared->slots;
-	drop_slot_generation = slot->generation;
+	remember_slot(&drop_pending, slot);
 	pid = slot->worker_pid;
 	if (pid != 0)
 		kill(pid, SIGTERM);
 	LWLockRelease(DeShared->lock);
 
-	if (!drop_callback_registered)
-	{
-		RegisterXactCallback(drop_xact_callback, NULL);
-		drop_callback_registered = true;
-	}
-
-	de_slot_wait_stopped(slot, drop_slot_generation, DROP_STOP_TIMEOUT_MS, name);
+	de_slot_wait_stopped(slot, drop_pending.generation, DROP_STOP_TIMEOUT_MS,
+						 name);
 }
 
 /*
@@ -461,43 +508,6 @@ data_embassy_retry_register(PG_FUNCTION_ARGS)
 }
 
 /*
- * resync_xact_callback
- *		At commit of resync_register, make the register's worker start over
- *		(it then finds the register back in phase init); at abort, nothing.
- */
-static void
-resync_xact_callback(XactEvent event, void *arg)
-{
-	DeRegisterSlot *slot;
-
-	if (resync_slot_index < 0)
-		return;
-	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT)
-		return;
-
-	if (event == XACT_EVENT_COMMIT)
-	{
-		LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
-		slot = &DeShared->slots[resync_slot_index];
-		if (slot->in_use && slot->generation == resync_slot_generation)
-		{
-			slot->failures = 0;
-			slot->next_start = 0;
-			if (slot->worker_pid != 0)
-			{
-				slot->restart_requested = true;
-				if (slot->worker_latch != NULL)
-					SetLatch(slot->worker_latch);
-			}
-		}
-		if (DeShared->launcher_latch != NULL)
-			SetLatch(DeShared->launcher_latch);
-		LWLockRelease(DeShared->lock);
-	}
-	resync_slot_index = -1;
-}
-
-/*
  * data_embassy_resync_register
  *		Copy the register again: a new slot on the register, a new sealed
  *		initial copy, and the tables here emptied and refilled in the copy's
@@ -521,17 +531,8 @@ data_embassy_resync_register(PG_FUNCTION_ARGS)
 	LWLockAcquire(DeShared->lock, LW_SHARED);
 	slot = de_slot_find(MyDatabaseId, name);
 	if (slot != NULL)
-	{
-		resync_slot_index = slot - DeShared->slots;
-		resync_slot_generation = slot->generation;
-	}
+		remember_slot(&resync_pending, slot);
 	LWLockRelease(DeShared->lock);
-
-	if (!resync_callback_registered)
-	{
-		RegisterXactCallback(resync_xact_callback, NULL);
-		resync_callback_registered = true;
-	}
 
 	ereport(LOG,
 			errmsg("register \"%s\": a new initial copy was requested by user \"%s\"",

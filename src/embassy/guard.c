@@ -104,18 +104,56 @@ guard_relcache_callback(Datum arg, Oid relid)
 }
 
 /*
+ * guard_load_table
+ *		Add the rows of one of our tables, whose first two columns are the
+ *		register (text) and the relation (oid), to the guarded set.
+ */
+static void
+guard_load_table(Oid tableoid)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	HeapTuple	tup;
+
+	rel = table_open(tableoid, AccessShareLock);
+	scan = systable_beginscan(rel, InvalidOid, false, NULL, 0, NULL);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		bool		reg_isnull;
+		bool		relid_isnull;
+		Datum		reg = heap_getattr(tup, 1, RelationGetDescr(rel),
+									   &reg_isnull);
+		Datum		relid_datum = heap_getattr(tup, 2, RelationGetDescr(rel),
+											   &relid_isnull);
+		Oid			relid;
+		GuardEntry *entry;
+		bool		found;
+
+		/*
+		 * Both columns are NOT NULL; should a superuser have changed that, a
+		 * row without a register or a relation names nothing to guard.
+		 */
+		if (reg_isnull || relid_isnull)
+			continue;
+		relid = DatumGetObjectId(relid_datum);
+		entry = hash_search(guard_hash, &relid, HASH_ENTER, &found);
+		strlcpy(entry->register_name, TextDatumGetCString(reg), NAMEDATALEN);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+}
+
+/*
  * guard_load
- *		Read data_embassy.replicated_relations into the backend-local hash.
- *		A database without the extension guards nothing.
+ *		Read data_embassy.replicated_relations and replicated_sequences into
+ *		the backend-local hash.  A database without the extension guards
+ *		nothing.
  */
 static void
 guard_load(void)
 {
 	HASHCTL		ctl;
 	Oid			nsp;
-	Relation	rel;
-	SysScanDesc scan;
-	HeapTuple	tup;
 	Oid			seq_table;
 
 	if (guard_hash != NULL)
@@ -136,60 +174,11 @@ guard_load(void)
 	guard_table_oid = get_relname_relid(GUARD_TABLE, nsp);
 	if (!OidIsValid(guard_table_oid))
 		return;
+	guard_load_table(guard_table_oid);
 
-	rel = table_open(guard_table_oid, AccessShareLock);
-	scan = systable_beginscan(rel, InvalidOid, false, NULL, 0, NULL);
-	while (HeapTupleIsValid(tup = systable_getnext(scan)))
-	{
-		bool		reg_isnull;
-		bool		relid_isnull;
-		Datum		reg = heap_getattr(tup, 1, RelationGetDescr(rel),
-									   &reg_isnull);
-		Datum		relid_datum = heap_getattr(tup, 2, RelationGetDescr(rel),
-											   &relid_isnull);
-		Oid			relid;
-		GuardEntry *entry;
-		bool		found;
-
-		/*
-		 * Both columns are NOT NULL; should a superuser have changed that, a
-		 * row without a register or a table names nothing to guard.
-		 */
-		if (reg_isnull || relid_isnull)
-			continue;
-		relid = DatumGetObjectId(relid_datum);
-		entry = hash_search(guard_hash, &relid, HASH_ENTER, &found);
-		strlcpy(entry->register_name, TextDatumGetCString(reg), NAMEDATALEN);
-	}
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-
-	/* replicated sequences: register (1), relid (2) as well */
 	seq_table = get_relname_relid(GUARD_SEQUENCES, nsp);
-	if (!OidIsValid(seq_table))
-		return;
-	rel = table_open(seq_table, AccessShareLock);
-	scan = systable_beginscan(rel, InvalidOid, false, NULL, 0, NULL);
-	while (HeapTupleIsValid(tup = systable_getnext(scan)))
-	{
-		bool		reg_isnull;
-		bool		relid_isnull;
-		Datum		reg = heap_getattr(tup, 1, RelationGetDescr(rel),
-									   &reg_isnull);
-		Datum		relid_datum = heap_getattr(tup, 2, RelationGetDescr(rel),
-											   &relid_isnull);
-		Oid			relid;
-		GuardEntry *entry;
-		bool		found;
-
-		if (reg_isnull || relid_isnull)
-			continue;
-		relid = DatumGetObjectId(relid_datum);
-		entry = hash_search(guard_hash, &relid, HASH_ENTER, &found);
-		strlcpy(entry->register_name, TextDatumGetCString(reg), NAMEDATALEN);
-	}
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
+	if (OidIsValid(seq_table))
+		guard_load_table(seq_table);
 }
 
 /*
