@@ -5,68 +5,47 @@
  *		  keeps one apply worker running per register slot.
  *
  * Registers are rows of data_embassy.registers in each database that
- * installed the extension.  The launcher cannot read those tables itself,
- * so the databases that may hold registers are listed in the file
- * $PGDATA/data_embassy/databases, and for each database whose table may
- * have changed the launcher starts a short-lived "scan" worker that
- * connects to it, reads the table and reconciles the slots of that database
- * in shared memory.  SQL functions that change registers ask for such a
- * rescan when their transaction commits.
+ * installed the extension.  The launcher cannot read those tables itself:
+ * the databases that may hold registers are listed in a file
+ * (databases.c), and for each database whose table may have changed the
+ * launcher starts a short-lived scan worker (scan.c) that reads the table
+ * and reconciles the slots of that database in shared memory.  SQL
+ * functions that change registers ask for such a rescan when their
+ * transaction commits (de_launcher_rescan_at_commit).
  *
  * The main loop then starts an apply worker for every slot that wants one,
  * notices when a worker exits and delays its restart with an exponential
- * backoff.
+ * backoff, frees the slots of databases that left the list, and forgets
+ * databases that were dropped.
  *
- * Life of a slot:
- *	- A scan that finds a register without a slot takes a free one, bumps
- *	  its generation and resets its progress.  Workers are started with the
- *	  generation and attach only if it still matches (de_slot_attach), so a
- *	  worker started for an earlier occupant of the slot goes away.
- *	- drop_register, a scan that no longer finds the row, or a database that
- *	  leaves the list set drop_requested and stop the worker; the lag view
- *	  hides the slot from then on.  A scan frees it once the row is gone and
- *	  no worker runs.
- *	- A row that drop_register has locked is "busy": it gets no slot and
- *	  does not bring its slot back to work, so a scan that raced with the
- *	  drop cannot restart the worker.
+ * IDENTIFICATION
+ *		  src/embassy/launcher.c
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include <fcntl.h>
 #include <signal.h>
-#include <unistd.h>
 
 #include "access/xact.h"
-#include "commands/dbcommands.h"
-#include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
-#include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
-#include "storage/proc.h"
 #include "tcop/tcopprot.h"
-#include "utils/builtins.h"
 #include "utils/memutils.h"
-#include "utils/pg_lsn.h"
-#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "data_embassy.h"
-#include "embassy/catalog.h"
+#include "embassy/databases.h"
 #include "embassy/launcher.h"
+#include "embassy/scan.h"
 #include "embassy/status.h"
-#include "privilege.h"
-#include "seal/keys.h"
 
 #define DE_LIBRARY_NAME			"data_embassy"
-#define DE_DATABASES_FILE		DE_KEY_DIR "/databases"
-#define DE_DATABASES_TMP_FILE	DE_KEY_DIR "/databases.tmp"
 
 /* Longest the launcher sleeps when nothing is due. */
 #define DE_LAUNCHER_NAPTIME_MS	60000
@@ -92,7 +71,6 @@ typedef struct DeScanState
 } DeScanState;
 
 PGDLLEXPORT void de_launcher_main(Datum main_arg);
-PGDLLEXPORT void de_scan_worker_main(Datum main_arg);
 
 /* Backend state for de_launcher_rescan_at_commit(). */
 static bool xact_callback_registered = false;
@@ -105,271 +83,7 @@ static int	nscan_states = 0;
 static bool worker_slots_warned = false;
 static int	last_nfree = 0;
 
-/* Scan worker state. */
-static bool scan_done = false;
-
 static void de_launcher_xact_callback(XactEvent event, void *arg);
-
-/* ----------------------------------------------------------------
- * The list of databases
- * ----------------------------------------------------------------
- */
-
-/*
- * database_index_locked
- *		Position of dboid in DeShared->databases, or -1.
- */
-static int
-database_index_locked(Oid dboid)
-{
-	int			i;
-
-	for (i = 0; i < DeShared->ndatabases; i++)
-		if (DeShared->databases[i] == dboid)
-			return i;
-	return -1;
-}
-
-/*
- * databases_load_locked
- *		Read the file of databases into shared memory, once per server
- *		start.  The caller holds DeShared->lock exclusively.
- */
-static void
-databases_load_locked(void)
-{
-	FILE	   *file;
-	char		line[64];
-
-	if (DeShared->databases_loaded)
-		return;
-
-	file = AllocateFile(DE_DATABASES_FILE, "r");
-	if (file == NULL)
-	{
-		if (errno != ENOENT)
-			ereport(ERROR,
-					errcode_for_file_access(),
-					errmsg("could not open file \"%s\": %m",
-						   DE_DATABASES_FILE));
-		DeShared->ndatabases = 0;
-		DeShared->databases_loaded = true;
-		return;
-	}
-
-	DeShared->ndatabases = 0;
-	while (fgets(line, sizeof(line), file) != NULL)
-	{
-		char	   *end;
-		unsigned long value;
-
-		errno = 0;
-		value = strtoul(line, &end, 10);
-		if (errno != 0 || end == line || (*end != '\n' && *end != '\0') ||
-			value == 0 || value > PG_UINT32_MAX)
-		{
-			ereport(WARNING,
-					errcode(ERRCODE_DATA_CORRUPTED),
-					errmsg("ignoring invalid line in file \"%s\"",
-						   DE_DATABASES_FILE));
-			continue;
-		}
-		if (database_index_locked((Oid) value) >= 0)
-			continue;
-		if (DeShared->ndatabases >= DE_MAX_DATABASES)
-			break;
-		DeShared->databases[DeShared->ndatabases++] = (Oid) value;
-	}
-	if (ferror(file))
-		ereport(ERROR,
-				errcode_for_file_access(),
-				errmsg("could not read file \"%s\": %m", DE_DATABASES_FILE));
-	FreeFile(file);
-
-	DeShared->databases_loaded = true;
-}
-
-/*
- * databases_write
- *		Replace the file of databases with the given list, atomically and
- *		durably.
- */
-static void
-databases_write(const Oid *databases, int ndatabases)
-{
-	StringInfoData buf;
-	int			fd;
-	int			i;
-
-	initStringInfo(&buf);
-	for (i = 0; i < ndatabases; i++)
-		appendStringInfo(&buf, "%u\n", databases[i]);
-
-	if (MakePGDirectory(DE_KEY_DIR) < 0 && errno != EEXIST)
-		ereport(ERROR,
-				errcode_for_file_access(),
-				errmsg("could not create directory \"%s\": %m", DE_KEY_DIR));
-
-	fd = OpenTransientFile(DE_DATABASES_TMP_FILE,
-						   O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
-	if (fd < 0)
-		ereport(ERROR,
-				errcode_for_file_access(),
-				errmsg("could not create file \"%s\": %m",
-					   DE_DATABASES_TMP_FILE));
-
-	errno = 0;
-	if (write(fd, buf.data, buf.len) != buf.len)
-	{
-		/* if write didn't set errno, assume problem is no disk space */
-		if (errno == 0)
-			errno = ENOSPC;
-		ereport(ERROR,
-				errcode_for_file_access(),
-				errmsg("could not write file \"%s\": %m",
-					   DE_DATABASES_TMP_FILE));
-	}
-	if (pg_fsync(fd) != 0)
-		ereport(ERROR,
-				errcode_for_file_access(),
-				errmsg("could not fsync file \"%s\": %m",
-					   DE_DATABASES_TMP_FILE));
-	if (CloseTransientFile(fd) != 0)
-		ereport(ERROR,
-				errcode_for_file_access(),
-				errmsg("could not close file \"%s\": %m",
-					   DE_DATABASES_TMP_FILE));
-
-	(void) durable_rename(DE_DATABASES_TMP_FILE, DE_DATABASES_FILE, ERROR);
-
-	pfree(buf.data);
-}
-
-/*
- * queue_rescan_locked
- *		Ask for the registers of dboid to be read again.  The caller holds
- *		DeShared->lock exclusively.  Cannot fail.
- */
-static void
-queue_rescan_locked(Oid dboid)
-{
-	int			i;
-
-	for (i = 0; i < DeShared->nrescan; i++)
-		if (DeShared->rescan[i] == dboid)
-			return;
-	if (DeShared->nrescan < DE_MAX_DATABASES)
-		DeShared->rescan[DeShared->nrescan++] = dboid;
-}
-
-/* Rescan every listed database; caller holds DeShared->lock exclusively. */
-static void
-queue_rescan_all_locked(void)
-{
-	int			i;
-
-	for (i = 0; i < DeShared->ndatabases; i++)
-		queue_rescan_locked(DeShared->databases[i]);
-}
-
-static void
-unqueue_rescan_locked(Oid dboid)
-{
-	int			i;
-
-	for (i = 0; i < DeShared->nrescan; i++)
-	{
-		if (DeShared->rescan[i] == dboid)
-		{
-			DeShared->rescan[i] = DeShared->rescan[--DeShared->nrescan];
-			return;
-		}
-	}
-}
-
-static bool
-rescan_queued_locked(Oid dboid)
-{
-	int			i;
-
-	for (i = 0; i < DeShared->nrescan; i++)
-		if (DeShared->rescan[i] == dboid)
-			return true;
-	return false;
-}
-
-/*
- * list_database_locked
- *		Add dboid to the list of databases, on disk first.  The caller holds
- *		DeShared->lock exclusively.
- */
-static void
-list_database_locked(Oid dboid)
-{
-	Oid			databases[DE_MAX_DATABASES];
-	int			n;
-
-	databases_load_locked();
-	if (database_index_locked(dboid) >= 0)
-		return;
-
-	n = DeShared->ndatabases;
-	if (n >= DE_MAX_DATABASES)
-		ereport(ERROR,
-				errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				errmsg("too many databases hold data_embassy registers"),
-				errdetail("At most %d databases of a cluster can hold registers.",
-						  DE_MAX_DATABASES));
-
-	memcpy(databases, DeShared->databases, sizeof(Oid) * n);
-	databases[n++] = dboid;
-	databases_write(databases, n);
-
-	DeShared->databases[DeShared->ndatabases++] = dboid;
-}
-
-/*
- * forget_database_locked
- *		Remove dboid from the list of databases, in memory and on disk.
- *		Its slots are freed by the launcher (or as soon as their worker is
- *		gone).  The caller holds DeShared->lock exclusively.
- */
-static void
-forget_database_locked(Oid dboid)
-{
-	Oid			remaining[DE_MAX_DATABASES];
-	int			nremaining = 0;
-	int			i;
-
-	if (database_index_locked(dboid) < 0)
-		return;
-
-	for (i = 0; i < DeShared->ndatabases; i++)
-		if (DeShared->databases[i] != dboid)
-			remaining[nremaining++] = DeShared->databases[i];
-
-	databases_write(remaining, nremaining);
-
-	memcpy(DeShared->databases, remaining, sizeof(Oid) * nremaining);
-	DeShared->ndatabases = nremaining;
-	unqueue_rescan_locked(dboid);
-}
-
-/*
- * free_or_stop_slot_locked
- *		A slot's register is gone: free the slot if no worker runs, else mark
- *		it and stop the worker (a later scan frees it).  Caller holds
- *		DeShared->lock exclusively.
- */
-static void
-free_or_stop_slot_locked(DeRegisterSlot *slot)
-{
-	slot->drop_requested = true;
-	if (slot->worker_pid != 0)
-		kill(slot->worker_pid, SIGTERM);
-	else
-		slot->in_use = false;
-}
 
 /* ----------------------------------------------------------------
  * Requests from SQL functions
@@ -386,9 +100,7 @@ de_launcher_rescan_at_commit(void)
 {
 	de_require_preloaded();
 
-	LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
-	list_database_locked(MyDatabaseId);
-	LWLockRelease(DeShared->lock);
+	de_databases_add(MyDatabaseId);
 
 	if (!xact_callback_registered)
 	{
@@ -419,7 +131,7 @@ de_launcher_xact_callback(XactEvent event, void *arg)
 			{
 				rescan_pending = false;
 				LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
-				queue_rescan_locked(MyDatabaseId);
+				de_rescan_queue_locked(MyDatabaseId);
 				if (DeShared->launcher_latch != NULL)
 					SetLatch(DeShared->launcher_latch);
 				LWLockRelease(DeShared->lock);
@@ -472,344 +184,6 @@ de_launcher_register(void)
 	bgw.bgw_notify_pid = 0;
 
 	RegisterBackgroundWorker(&bgw);
-}
-
-/* ----------------------------------------------------------------
- * Scan worker
- * ----------------------------------------------------------------
- */
-
-/* A register as the scan worker sees it. */
-typedef struct DeRegisterRow
-{
-	DeRegister *reg;
-	bool		busy;			/* locked by drop_register, or just deleted */
-} DeRegisterRow;
-
-/*
- * scan_worker_exit
- *		A scan that did not finish asks to be run again.
- */
-static void
-scan_worker_exit(int code, Datum arg)
-{
-	if (scan_done)
-		return;
-
-	if (LWLockHeldByMe(DeShared->lock))
-		LWLockRelease(DeShared->lock);
-	LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
-	queue_rescan_locked(DatumGetObjectId(arg));
-	LWLockRelease(DeShared->lock);
-}
-
-/*
- * read_registers
- *		The registers of the current database, in the caller's memory
- *		context.
- */
-static DeRegisterRow *
-read_registers(int *nrows)
-{
-	List	   *regs = de_catalog_list_registers(false);
-	List	   *unlocked;
-	DeRegisterRow *rows;
-	ListCell   *lc;
-	int			i = 0;
-
-	/*
-	 * drop_register locks its row FOR UPDATE before it stops the worker, and
-	 * nothing else locks rows that strongly; so the rows that cannot be
-	 * locked now are being dropped (or were deleted since the first query),
-	 * and must neither get a slot nor bring a slot being dropped back to
-	 * work.
-	 */
-	unlocked = de_catalog_lock_registers();
-
-	rows = palloc0(sizeof(DeRegisterRow) * (list_length(regs) + 1));
-	foreach(lc, regs)
-	{
-		DeRegister *reg = lfirst(lc);
-		ListCell   *lc2;
-
-		rows[i].reg = reg;
-		rows[i].busy = true;
-		foreach(lc2, unlocked)
-			if (strcmp(reg->name, lfirst(lc2)) == 0)
-				rows[i].busy = false;
-		i++;
-	}
-	*nrows = i;
-	return rows;
-}
-
-/*
- * init_slot_locked
- *		Give a free slot to a register.  Caller holds DeShared->lock
- *		exclusively.
- */
-static void
-init_slot_locked(DeRegisterSlot *slot, Oid dboid, const DeRegisterRow *row)
-{
-	slot->in_use = true;
-	slot->generation++;
-	slot->dboid = dboid;
-	strlcpy(slot->name, row->reg->name, NAMEDATALEN);
-	slot->paused = row->reg->paused;
-	slot->promoted = (row->reg->phase == DE_PHASE_PROMOTED);
-	slot->drop_requested = false;
-	slot->restart_requested = false;
-	slot->worker_pid = 0;
-	slot->worker_latch = NULL;
-	slot->failures = 0;
-	slot->next_start = 0;
-
-	SpinLockAcquire(&slot->mutex);
-	if (row->reg->phase == DE_PHASE_PROMOTED)
-		slot->state = DE_STATE_PROMOTED;
-	else if (row->reg->paused)
-		slot->state = DE_STATE_PAUSED;
-	else
-		slot->state = DE_STATE_INITIALIZING;
-	slot->source_lsn = InvalidXLogRecPtr;
-	slot->received_lsn = InvalidXLogRecPtr;
-	slot->applied_lsn = InvalidXLogRecPtr;
-	slot->last_applied_commit_at = 0;
-	slot->last_message_at = 0;
-	slot->pending_since = 0;
-	slot->behind_since = 0;
-	slot->frames_applied = 0;
-	slot->rows_applied = 0;
-	slot->wire_bytes = 0;
-	slot->plain_bytes = 0;
-	slot->last_error[0] = '\0';
-	slot->promoted_at = row->reg->promoted_at;
-	slot->promoted_lsn = row->reg->promoted_lsn;
-	SpinLockRelease(&slot->mutex);
-}
-
-/*
- * update_slot_locked
- *		Carry changed flags of a register over to its slot.  Caller holds
- *		DeShared->lock exclusively.
- */
-static void
-update_slot_locked(DeRegisterSlot *slot, const DeRegisterRow *row)
-{
-	bool		idle = (slot->worker_pid == 0);
-
-	if (slot->paused != row->reg->paused)
-	{
-		slot->paused = row->reg->paused;
-		if (!row->reg->paused)
-		{
-			/* resumed: start again without waiting out earlier failures */
-			slot->failures = 0;
-			slot->next_start = 0;
-		}
-		if (idle && !slot->promoted)
-			de_slot_set_state(slot,
-							  row->reg->paused ? DE_STATE_PAUSED : DE_STATE_INITIALIZING,
-							  NULL);
-
-		/* the worker holds or resumes on its own; tell it now */
-		if (slot->worker_latch != NULL)
-			SetLatch(slot->worker_latch);
-	}
-
-	/*
-	 * Only a committed promotion sets the flag here.  promote() raises it
-	 * itself while it runs and lowers it again if it fails, so a row not yet
-	 * promoted must not clear it.
-	 */
-	if ((row->reg->phase == DE_PHASE_PROMOTED) && !slot->promoted)
-	{
-		slot->promoted = true;
-		if (slot->worker_latch != NULL)
-			SetLatch(slot->worker_latch);
-		if (idle)
-		{
-			SpinLockAcquire(&slot->mutex);
-			slot->state = DE_STATE_PROMOTED;
-			slot->promoted_at = row->reg->promoted_at;
-			slot->promoted_lsn = row->reg->promoted_lsn;
-			SpinLockRelease(&slot->mutex);
-		}
-	}
-}
-
-/*
- * reconcile_slots
- *		Make the slots of database dboid match its registers table.
- */
-static void
-reconcile_slots(Oid dboid, DeRegisterRow *rows, int nrows)
-{
-	bool	   *seen;
-	List	   *unplaced = NIL;
-	int			i;
-
-	seen = palloc0(sizeof(bool) * DeShared->nslots);
-
-	LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
-
-	for (i = 0; i < nrows; i++)
-	{
-		DeRegisterSlot *slot;
-		int			j;
-
-		if (strlen(rows[i].reg->name) >= NAMEDATALEN)
-			continue;
-
-		slot = de_slot_find(dboid, rows[i].reg->name);
-		if (slot != NULL)
-		{
-			seen[slot - DeShared->slots] = true;
-			if (!slot->drop_requested)
-				update_slot_locked(slot, &rows[i]);
-			else if (!rows[i].busy && slot->worker_pid == 0)
-			{
-				/*
-				 * Dropped and added again under the same name (or a drop that
-				 * failed): a new register for the slot.
-				 */
-				init_slot_locked(slot, dboid, &rows[i]);
-			}
-			continue;
-		}
-		if (rows[i].busy)
-			continue;
-
-		for (j = 0; j < DeShared->nslots; j++)
-		{
-			if (!DeShared->slots[j].in_use)
-			{
-				slot = &DeShared->slots[j];
-				break;
-			}
-		}
-		if (slot == NULL)
-		{
-			unplaced = lappend(unplaced, rows[i].reg->name);
-			continue;
-		}
-		init_slot_locked(slot, dboid, &rows[i]);
-		seen[slot - DeShared->slots] = true;
-	}
-
-	/* registers that are gone */
-	for (i = 0; i < DeShared->nslots; i++)
-	{
-		DeRegisterSlot *slot = &DeShared->slots[i];
-
-		if (slot->in_use && slot->dboid == dboid && !seen[i])
-			free_or_stop_slot_locked(slot);
-	}
-
-	if (DeShared->launcher_latch != NULL)
-		SetLatch(DeShared->launcher_latch);
-
-	LWLockRelease(DeShared->lock);
-
-	for (i = 0; i < nrows; i++)
-	{
-		if (strlen(rows[i].reg->name) >= NAMEDATALEN)
-			ereport(WARNING,
-					errcode(ERRCODE_NAME_TOO_LONG),
-					errmsg("data_embassy register name \"%s\" is too long and is ignored",
-						   rows[i].reg->name));
-	}
-	if (unplaced != NIL)
-	{
-		ListCell   *lc;
-
-		foreach(lc, unplaced)
-			ereport(WARNING,
-					errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-					errmsg("data_embassy register \"%s\" of database \"%s\" is not replicated: all %d register slots are in use",
-						   (char *) lfirst(lc), get_database_name(dboid),
-						   DeShared->nslots),
-					errhint("Increase \"data_embassy.max_registers\" and restart the server."));
-	}
-}
-
-/*
- * de_scan_worker_main
- *		Read the registers table of one database into the slots.
- */
-void
-de_scan_worker_main(Datum main_arg)
-{
-	Oid			dboid = DatumGetObjectId(main_arg);
-	bool		installed;
-
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-
-	before_shmem_exit(scan_worker_exit, ObjectIdGetDatum(dboid));
-
-	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid,
-											  BGWORKER_BYPASS_ALLOWCONN);
-	de_background_session_settings();
-
-	StartTransactionCommand();
-	pgstat_report_activity(STATE_RUNNING, "reading data_embassy registers");
-
-	/*
-	 * Take the request off the queue before taking the snapshot: a request is
-	 * queued after its transaction became visible, so every request removed
-	 * here is served by this scan, and later ones queue again.
-	 */
-	LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
-	unqueue_rescan_locked(dboid);
-	LWLockRelease(DeShared->lock);
-
-	PushActiveSnapshot(GetTransactionSnapshot());
-
-	installed = OidIsValid(get_extension_oid(DE_EXTENSION_NAME, true));
-	if (installed)
-	{
-		DeRegisterRow *rows;
-		int			nrows;
-
-		rows = read_registers(&nrows);
-
-		/*
-		 * A scan that ran while the extension was being created here may have
-		 * taken the database off the list; put it back.
-		 */
-		if (nrows > 0)
-		{
-			LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
-			list_database_locked(dboid);
-			LWLockRelease(DeShared->lock);
-		}
-
-		reconcile_slots(dboid, rows, nrows);
-	}
-	else
-	{
-		int			i;
-
-		LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
-		forget_database_locked(dboid);
-		for (i = 0; i < DeShared->nslots; i++)
-		{
-			DeRegisterSlot *slot = &DeShared->slots[i];
-
-			if (slot->in_use && slot->dboid == dboid)
-				free_or_stop_slot_locked(slot);
-		}
-		if (DeShared->launcher_latch != NULL)
-			SetLatch(DeShared->launcher_latch);
-		LWLockRelease(DeShared->lock);
-	}
-
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
-
-	scan_done = true;
 }
 
 /* ----------------------------------------------------------------
@@ -958,7 +332,7 @@ reap_apply_workers(TimestampTz now)
 			if (slot->drop_requested)
 			{
 				/* the slot can be freed once the register's row is gone */
-				queue_rescan_locked(slot->dboid);
+				de_rescan_queue_locked(slot->dboid);
 			}
 			else if (slot->restart_requested)
 			{
@@ -979,7 +353,7 @@ reap_apply_workers(TimestampTz now)
 				 * register that keeps failing does not cause endless scans.
 				 */
 				if ((slot->failures & (slot->failures - 1)) == 0)
-					queue_rescan_locked(slot->dboid);
+					de_rescan_queue_locked(slot->dboid);
 			}
 		}
 		LWLockRelease(DeShared->lock);
@@ -1020,7 +394,7 @@ reap_scan_workers(TimestampTz now)
 		s->handle = NULL;
 
 		LWLockAcquire(DeShared->lock, LW_SHARED);
-		again = rescan_queued_locked(s->dboid);
+		again = de_rescan_queued_locked(s->dboid);
 		LWLockRelease(DeShared->lock);
 
 		/*
@@ -1060,7 +434,7 @@ free_orphaned_slots(void)
 	{
 		DeRegisterSlot *slot = &DeShared->slots[i];
 
-		if (!slot->in_use || database_index_locked(slot->dboid) >= 0)
+		if (!slot->in_use || de_database_index_locked(slot->dboid) >= 0)
 			continue;
 		if (apply_handles[i].handle != NULL)
 		{
@@ -1069,7 +443,7 @@ free_orphaned_slots(void)
 				kill(slot->worker_pid, SIGTERM);
 			continue;
 		}
-		free_or_stop_slot_locked(slot);
+		de_slot_free_or_stop_locked(slot);
 	}
 
 	/*
@@ -1080,7 +454,7 @@ free_orphaned_slots(void)
 		if (!DeShared->slots[i].in_use)
 			nfree++;
 	if (nfree > last_nfree)
-		queue_rescan_all_locked();
+		de_rescan_queue_all_locked();
 	last_nfree = nfree;
 
 	LWLockRelease(DeShared->lock);
@@ -1118,12 +492,17 @@ forget_dropped_databases(void)
 
 	for (i = 0; i < ndbs; i++)
 	{
+		bool		removed;
+
 		if (exists[i])
 			continue;
 		LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
-		forget_database_locked(dbs[i]);
-		unqueue_rescan_locked(dbs[i]);
+		removed = de_databases_remove_locked(dbs[i]);
 		LWLockRelease(DeShared->lock);
+
+		/* on disk after the lock is released */
+		if (removed)
+			de_databases_persist();
 	}
 }
 
@@ -1214,7 +593,7 @@ start_apply_workers(TimestampTz now)
 		 */
 		wanted = slot->in_use && !slot->promoted &&
 			!slot->drop_requested && slot->worker_pid == 0 &&
-			database_index_locked(slot->dboid) >= 0;
+			de_database_index_locked(slot->dboid) >= 0;
 		generation = slot->generation;
 		next_start = slot->next_start;
 		strlcpy(name, slot->name, NAMEDATALEN);
@@ -1272,8 +651,8 @@ de_launcher_main(Datum main_arg)
 	LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
 	DeShared->launcher_pid = MyProcPid;
 	DeShared->launcher_latch = MyLatch;
-	databases_load_locked();
-	queue_rescan_all_locked();
+	de_databases_load_locked();
+	de_rescan_queue_all_locked();
 	LWLockRelease(DeShared->lock);
 
 	ereport(DEBUG1,

@@ -3,6 +3,9 @@
  * launcher.h
  *		  The launcher background worker and its wake-up protocol.
  *
+ * IDENTIFICATION
+ *		  src/embassy/launcher.h
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DE_LAUNCHER_H

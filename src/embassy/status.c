@@ -7,6 +7,9 @@
  * The slots live in one struct allocated at server start; its size follows
  * data_embassy.max_registers.  See status.h for the locking protocol.
  *
+ * IDENTIFICATION
+ *		  src/embassy/status.c
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -76,7 +79,7 @@ de_shmem_request(void)
 		prev_shmem_request_hook();
 
 	RequestAddinShmemSpace(de_shmem_size());
-	RequestNamedLWLockTranche(DE_TRANCHE_NAME, 1);
+	RequestNamedLWLockTranche(DE_TRANCHE_NAME, 2);
 }
 
 /*
@@ -100,7 +103,8 @@ de_shmem_startup(void)
 		int			i;
 
 		memset(DeShared, 0, de_shmem_size());
-		DeShared->lock = &(GetNamedLWLockTranche(DE_TRANCHE_NAME))->lock;
+		DeShared->lock = &(GetNamedLWLockTranche(DE_TRANCHE_NAME))[0].lock;
+		DeShared->file_lock = &(GetNamedLWLockTranche(DE_TRANCHE_NAME))[1].lock;
 		DeShared->nslots = de_max_registers;
 		for (i = 0; i < DeShared->nslots; i++)
 			SpinLockInit(&DeShared->slots[i].mutex);

@@ -10,10 +10,16 @@
  *	  drop_requested, restart_requested, worker_pid, worker_latch, failures,
  *	  next_start) and the
  *	  database lists.  Take it shared to read, exclusive to change.
+ *	- DeShared->file_lock (LWLock) serializes writing the file of databases,
+ *	  which is done without holding DeShared->lock (see databases.c).  It is
+ *	  taken before DeShared->lock, never while holding it.
  *	- Each slot's mutex (spinlock) guards its progress fields (state ...
  *	  last_error).  Only the slot's own worker writes them (and the launcher
  *	  or SQL functions when no worker runs); readers copy them out under the
  *	  spinlock and format outside it.
+ *
+ * IDENTIFICATION
+ *		  src/embassy/status.h
  *
  *-------------------------------------------------------------------------
  */
@@ -82,6 +88,7 @@ typedef struct DeRegisterSlot
 typedef struct DeSharedState
 {
 	LWLock	   *lock;
+	LWLock	   *file_lock;		/* writes of the file of databases */
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
 

@@ -36,6 +36,7 @@
 #include "common/connect.h"
 #include "lib/stringinfo.h"
 #include "libpq-fe.h"
+#include "libpq/pqformat.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
@@ -60,6 +61,7 @@ struct DeWalConn
 	char	   *recvbuf;		/* last CopyData message, or NULL */
 	PGresult   *rowres;			/* last row of the copy result, or NULL */
 	bool		copying;		/* copy_frames result being read */
+	StringInfo	sendbuf;		/* status update being built, or NULL */
 };
 
 static void walconn_wait(DeWalConn *conn, int io_flags);
@@ -267,14 +269,17 @@ walconn_wait(DeWalConn *conn, int io_flags)
 
 /*
  * walconn_connection_error
- *		Report libpq's last error as a connection failure.
+ *		Report libpq's last error as a connection failure.  msg is the
+ *		complete primary message (translated by the caller); libpq's words
+ *		become the detail.
  */
 static void
-walconn_connection_error(DeWalConn *conn, const char *what)
+walconn_connection_error(DeWalConn *conn, const char *msg)
 {
 	ereport(ERROR,
 			errcode(ERRCODE_CONNECTION_FAILURE),
-			errmsg("%s: %s", what, pchomp(PQerrorMessage(conn->conn))));
+			errmsg_internal("%s", msg),
+			errdetail_internal("%s", pchomp(PQerrorMessage(conn->conn))));
 }
 
 /*
@@ -352,51 +357,57 @@ walconn_exec(DeWalConn *conn, const char *query, const char *what)
 
 /*
  * walconn_report
- *		Raise the error a command ended with.  An error the register sent
- *		keeps its SQLSTATE, detail and hint; anything else is a connection
- *		failure.  Clears res.
+ *		Raise the error a command ended with, with msg (complete, translated
+ *		by the caller) as the primary message.  An error the register sent
+ *		keeps its SQLSTATE and hint, and its message and detail become the
+ *		detail; anything else is a connection failure with libpq's words as
+ *		the detail.  Clears res.
  */
 static void
-walconn_report(DeWalConn *conn, PGresult *res, const char *what)
+walconn_report(DeWalConn *conn, PGresult *res, const char *msg)
 {
-	const char *sqlstate = NULL;
+	const char *sqlstate;
 	char	   *primary = NULL;
 	char	   *detail = NULL;
 	char	   *hint = NULL;
 	int			code = ERRCODE_CONNECTION_FAILURE;
 
-	if (res != NULL && PQresultStatus(res) == PGRES_FATAL_ERROR)
+	if (res == NULL || PQresultStatus(res) != PGRES_FATAL_ERROR)
 	{
-		sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-		if (PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) != NULL)
-			primary = pstrdup(PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
-		if (PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) != NULL)
-			detail = pstrdup(PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL));
-		if (PQresultErrorField(res, PG_DIAG_MESSAGE_HINT) != NULL)
-			hint = pstrdup(PQresultErrorField(res, PG_DIAG_MESSAGE_HINT));
-		if (sqlstate != NULL && strlen(sqlstate) == 5)
-			code = MAKE_SQLSTATE(sqlstate[0], sqlstate[1], sqlstate[2],
-								 sqlstate[3], sqlstate[4]);
-	}
-	else if (res != NULL)
-	{
-		ExecStatusType status = PQresultStatus(res);
+		if (res != NULL)
+		{
+			ExecStatusType status = PQresultStatus(res);
 
-		PQclear(res);
-		ereport(ERROR,
-				errcode(ERRCODE_PROTOCOL_VIOLATION),
-				errmsg("%s: unexpected result status %s from the register",
-					   what, PQresStatus(status)));
+			PQclear(res);
+			ereport(ERROR,
+					errcode(ERRCODE_PROTOCOL_VIOLATION),
+					errmsg_internal("%s", msg),
+					errdetail("The register answered with the unexpected result status %s.",
+							  PQresStatus(status)));
+		}
+		walconn_connection_error(conn, msg);
 	}
 
+	sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	if (PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) != NULL)
+		primary = pstrdup(PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+	if (PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) != NULL)
+		detail = pstrdup(PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL));
+	if (PQresultErrorField(res, PG_DIAG_MESSAGE_HINT) != NULL)
+		hint = pstrdup(PQresultErrorField(res, PG_DIAG_MESSAGE_HINT));
+	if (sqlstate != NULL && strlen(sqlstate) == 5)
+		code = MAKE_SQLSTATE(sqlstate[0], sqlstate[1], sqlstate[2],
+							 sqlstate[3], sqlstate[4]);
 	if (primary == NULL)
-		primary = pchomp(PQerrorMessage(conn->conn));
+		primary = pchomp(PQresultErrorMessage(res));
 	PQclear(res);
 
 	ereport(ERROR,
 			errcode(code),
-			errmsg("%s: %s", what, primary),
-			detail ? errdetail_internal("%s", detail) : 0,
+			errmsg_internal("%s", msg),
+			detail ?
+			errdetail("The register reported: %s.\n%s", primary, detail) :
+			errdetail("The register reported: %s.", primary),
 			hint ? errhint("%s", hint) : 0);
 }
 
@@ -442,7 +453,7 @@ walconn_quote_identifier(DeWalConn *conn, const char *ident)
 	char	   *result;
 
 	if (q == NULL)
-		walconn_connection_error(conn, "could not quote an identifier");
+		walconn_connection_error(conn, _("could not quote an identifier"));
 	result = pstrdup(q);
 	PQfreemem(q);
 	return result;
@@ -455,7 +466,7 @@ walconn_quote_literal(DeWalConn *conn, const char *str)
 	char	   *result;
 
 	if (q == NULL)
-		walconn_connection_error(conn, "could not quote a literal");
+		walconn_connection_error(conn, _("could not quote a literal"));
 	result = pstrdup(q);
 	PQfreemem(q);
 	return result;
@@ -572,7 +583,7 @@ de_walconn_connect(const char *conninfo, bool replication,
 		const char *host = NULL;
 
 		if (PQstatus(conn->conn) == CONNECTION_BAD)
-			walconn_connection_error(conn, "could not connect to the register");
+			walconn_connection_error(conn, _("could not connect to the register"));
 
 		/* the effective connect_timeout, as libpq reads it */
 		opts = PQconninfo(conn->conn);
@@ -633,16 +644,16 @@ de_walconn_connect(const char *conninfo, bool replication,
 		} while (status != PGRES_POLLING_OK && status != PGRES_POLLING_FAILED);
 
 		if (PQstatus(conn->conn) != CONNECTION_OK)
-			walconn_connection_error(conn, "could not connect to the register");
+			walconn_connection_error(conn, _("could not connect to the register"));
 
 		if (PQsetnonblocking(conn->conn, 1) != 0)
-			walconn_connection_error(conn, "could not connect to the register");
+			walconn_connection_error(conn, _("could not connect to the register"));
 
 		/* our queries are schema-qualified; take no chances all the same */
 		res = walconn_exec(conn, ALWAYS_SECURE_SEARCH_PATH_SQL,
-						   "could not clear search path on the register");
+						   _("could not clear search path on the register"));
 		walconn_expect(conn, res, PGRES_TUPLES_OK,
-					   "could not clear search path on the register");
+					   _("could not clear search path on the register"));
 		PQclear(res);
 	}
 	PG_CATCH();
@@ -669,6 +680,11 @@ de_walconn_close(DeWalConn *conn)
 		PQfreemem(conn->recvbuf);
 	if (conn->rowres != NULL)
 		PQclear(conn->rowres);
+	if (conn->sendbuf != NULL)
+	{
+		pfree(conn->sendbuf->data);
+		pfree(conn->sendbuf);
+	}
 	if (conn->conn != NULL)
 		PQfinish(conn->conn);
 	pfree(conn);
@@ -731,7 +747,7 @@ void
 de_walconn_identify(DeWalConn *conn, uint64 *sysid, TimeLineID *tli,
 					XLogRecPtr *xlogpos)
 {
-	const char *what = "could not identify the register system";
+	const char *what = _("could not identify the register system");
 	PGresult   *res;
 	char	   *end;
 	const char *val;
@@ -767,7 +783,7 @@ de_walconn_identify(DeWalConn *conn, uint64 *sysid, TimeLineID *tli,
 Oid
 de_walconn_database_oid(DeWalConn *conn)
 {
-	const char *what = "could not read the register's database OID";
+	const char *what = _("could not read the register's database OID");
 	PGresult   *res;
 	Oid			dboid;
 
@@ -797,7 +813,7 @@ de_walconn_database_oid(DeWalConn *conn)
 DeRemoteSlotStatus
 de_walconn_slot_status(DeWalConn *conn, const char *slot)
 {
-	const char *what = "could not look up a replication slot on the register";
+	const char *what = _("could not look up a replication slot on the register");
 	DeRemoteSlotStatus status = DE_REMOTE_SLOT_MISSING;
 	PGresult   *res;
 	char	   *query;
@@ -829,7 +845,7 @@ XLogRecPtr
 de_walconn_create_slot(DeWalConn *conn, const char *slot,
 					   char **snapshot_name)
 {
-	char	   *what = psprintf("could not create replication slot \"%s\"",
+	char	   *what = psprintf(_("could not create replication slot \"%s\""),
 								slot);
 	char	   *query;
 	PGresult   *res;
@@ -873,7 +889,7 @@ de_walconn_create_slot(DeWalConn *conn, const char *slot,
 void
 de_walconn_drop_slot(DeWalConn *conn, const char *slot, bool missing_ok)
 {
-	char	   *what = psprintf("could not drop replication slot \"%s\"", slot);
+	char	   *what = psprintf(_("could not drop replication slot \"%s\""), slot);
 	char	   *query;
 	PGresult   *res;
 
@@ -908,7 +924,7 @@ de_walconn_start_streaming(DeWalConn *conn, const char *slot,
 						   int decoding_work_mem_kb,
 						   bool stream_in_progress)
 {
-	char	   *what = psprintf("could not start streaming from replication slot \"%s\"",
+	char	   *what = psprintf(_("could not start streaming from replication slot \"%s\""),
 								slot);
 	char	   *query;
 	char		workmem[64] = "";
@@ -929,14 +945,14 @@ de_walconn_start_streaming(DeWalConn *conn, const char *slot,
 }
 
 /*
- * de_walconn_receive
+ * walconn_receive
  *		Next CopyData message of the stream, without blocking.
  *
  * Returns its length with *buf pointing at it (valid until the next call),
  * 0 when nothing is ready, -1 when the register ended the stream.
  */
-int
-de_walconn_receive(DeWalConn *conn, char **buf)
+static int
+walconn_receive(DeWalConn *conn, char **buf)
 {
 	int			len;
 
@@ -952,7 +968,7 @@ de_walconn_receive(DeWalConn *conn, char **buf)
 		/* nothing buffered: read what the socket has, and try again */
 		if (PQconsumeInput(conn->conn) == 0)
 			walconn_connection_error(conn,
-									 "could not receive data from the register");
+									 _("could not receive data from the register"));
 		len = PQgetCopyData(conn->conn, &conn->recvbuf, 1);
 		if (len == 0)
 			return 0;
@@ -965,16 +981,109 @@ de_walconn_receive(DeWalConn *conn, char **buf)
 		/* the register ended the COPY: fine, or an error it reported */
 		if (res != NULL && PQresultStatus(res) == PGRES_FATAL_ERROR)
 			walconn_report(conn, res,
-						   "the register ended the replication stream");
+						   _("the register ended the replication stream with an error"));
 		PQclear(res);
 		return -1;
 	}
 	if (len < -1)
 		walconn_connection_error(conn,
-								 "could not receive data from the register");
+								 _("could not receive data from the register"));
 
 	*buf = conn->recvbuf;
 	return len;
+}
+
+/*
+ * walconn_need
+ *		Raise unless the message has "need" more bytes to read.
+ */
+static void
+walconn_need(StringInfo s, int need, char type, const char *register_name)
+{
+	if (s->len - s->cursor >= need)
+		return;
+
+	if (type == 'w')
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("truncated data message in the stream of register \"%s\"",
+					   register_name),
+				errdetail("The message ends after %d bytes.", s->len));
+	ereport(ERROR,
+			errcode(ERRCODE_PROTOCOL_VIOLATION),
+			errmsg("truncated keepalive message in the stream of register \"%s\"",
+				   register_name),
+			errdetail("The message ends after %d bytes.", s->len));
+}
+
+/*
+ * de_walconn_receive_message
+ *		Next message of the replication stream, parsed, without blocking.
+ *
+ * As core's apply worker reads them: XLogData is 'w', dataStart, walEnd,
+ * sendTime and the data; a primary keepalive is 'k', walEnd, sendTime and
+ * replyRequested.
+ */
+bool
+de_walconn_receive_message(DeWalConn *conn, const char *register_name,
+						   DeWalMessage *msg)
+{
+	StringInfoData s;
+	char	   *buf;
+	int			len;
+	char		type;
+
+	len = walconn_receive(conn, &buf);
+	if (len == 0)
+		return false;
+	if (len < 0)
+		ereport(ERROR,
+				errcode(ERRCODE_CONNECTION_FAILURE),
+				errmsg("register \"%s\" ended the replication stream",
+					   register_name));
+
+	/* read in place, as core's apply worker does */
+	s.data = buf;
+	s.len = len;
+	s.cursor = 0;
+	s.maxlen = -1;
+
+	if (len < 1)
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("empty message in the stream of register \"%s\"",
+					   register_name));
+
+	memset(msg, 0, sizeof(DeWalMessage));
+	type = pq_getmsgbyte(&s);
+	switch (type)
+	{
+		case 'w':
+			walconn_need(&s, 3 * sizeof(int64), type, register_name);
+			msg->kind = DE_WAL_XLOGDATA;
+			msg->start = pq_getmsgint64(&s);
+			msg->end = pq_getmsgint64(&s);
+			msg->send_time = pq_getmsgint64(&s);
+			msg->len = s.len - s.cursor;
+			msg->data = pq_getmsgbytes(&s, msg->len);
+			break;
+
+		case 'k':
+			walconn_need(&s, 2 * sizeof(int64) + 1, type, register_name);
+			msg->kind = DE_WAL_KEEPALIVE;
+			msg->end = pq_getmsgint64(&s);
+			msg->send_time = pq_getmsgint64(&s);
+			msg->reply_requested = pq_getmsgbyte(&s) != 0;
+			break;
+
+		default:
+			ereport(ERROR,
+					errcode(ERRCODE_PROTOCOL_VIOLATION),
+					errmsg("unexpected message type \"%c\" in the stream of register \"%s\"",
+						   type, register_name));
+	}
+
+	return true;
 }
 
 /*
@@ -984,7 +1093,7 @@ de_walconn_receive(DeWalConn *conn, char **buf)
 void
 de_walconn_send(DeWalConn *conn, const char *buf, int len)
 {
-	const char *what = "could not send data to the register";
+	const char *what = _("could not send data to the register");
 
 	for (;;)
 	{
@@ -998,6 +1107,35 @@ de_walconn_send(DeWalConn *conn, const char *buf, int len)
 		walconn_flush(conn, what);
 	}
 	walconn_flush(conn, what);
+}
+
+/*
+ * de_walconn_send_status
+ *		Standby status update ('r'): written, flushed and applied positions,
+ *		the send time, and whether a reply is requested.
+ */
+void
+de_walconn_send_status(DeWalConn *conn, XLogRecPtr written,
+					   XLogRecPtr flushed, XLogRecPtr applied,
+					   TimestampTz now, bool request_reply)
+{
+	if (conn->sendbuf == NULL)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+
+		conn->sendbuf = makeStringInfo();
+		MemoryContextSwitchTo(oldcxt);
+	}
+	resetStringInfo(conn->sendbuf);
+
+	pq_sendbyte(conn->sendbuf, 'r');
+	pq_sendint64(conn->sendbuf, written);
+	pq_sendint64(conn->sendbuf, flushed);
+	pq_sendint64(conn->sendbuf, applied);
+	pq_sendint64(conn->sendbuf, now);
+	pq_sendbyte(conn->sendbuf, request_reply ? 1 : 0);
+
+	de_walconn_send(conn, conn->sendbuf->data, conn->sendbuf->len);
 }
 
 pgsocket
@@ -1015,7 +1153,7 @@ void
 de_walconn_copy_start(DeWalConn *conn, const char *snapshot_name,
 					  const char *embassy_key)
 {
-	const char *what = "could not start the initial copy";
+	const char *what = _("could not start the initial copy");
 	const char *query;
 	const char *params[1];
 	Oid			types[1];
@@ -1056,7 +1194,7 @@ de_walconn_copy_start(DeWalConn *conn, const char *snapshot_name,
 char *
 de_walconn_copy_next(DeWalConn *conn, int *len)
 {
-	const char *what = "could not read the initial copy from the register";
+	const char *what = _("could not read the initial copy from the register");
 	PGresult   *res;
 
 	if (conn->rowres != NULL)

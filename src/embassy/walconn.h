@@ -11,12 +11,16 @@
  * ERRCODE_CONNECTION_FAILURE (or the code the register sent); messages
  * never contain a password.
  *
+ * IDENTIFICATION
+ *		  src/embassy/walconn.h
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DE_WALCONN_H
 #define DE_WALCONN_H
 
 #include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
 
 typedef struct DeWalConn DeWalConn;
 
@@ -89,16 +93,43 @@ extern void de_walconn_start_streaming(DeWalConn *conn, const char *slot,
 									   int decoding_work_mem_kb,
 									   bool stream_in_progress);
 
+/* A message of the replication stream, parsed. */
+typedef enum DeWalMessageKind
+{
+	DE_WAL_XLOGDATA,			/* 'w': here, one sealed frame */
+	DE_WAL_KEEPALIVE			/* 'k': primary keepalive */
+} DeWalMessageKind;
+
+typedef struct DeWalMessage
+{
+	DeWalMessageKind kind;
+	XLogRecPtr	start;			/* XLogData: dataStart */
+	XLogRecPtr	end;			/* walEnd */
+	TimestampTz send_time;
+	bool		reply_requested;	/* keepalive: the sender wants a status */
+	const char *data;			/* XLogData: the payload, valid until the
+								 * next receive */
+	int			len;
+} DeWalMessage;
+
 /*
- * Receive one CopyData message without blocking.  Returns its length and
- * sets *buf (valid until the next call); 0 when nothing is ready (wait for
- * the socket from de_walconn_socket()); -1 when the register ended the
- * stream.
+ * Receive and parse one message without blocking.  Returns false when
+ * nothing is ready (wait for the socket from de_walconn_socket()).  Raises
+ * ERRCODE_CONNECTION_FAILURE when the register ended the stream, and
+ * ERRCODE_PROTOCOL_VIOLATION for an empty, truncated or unknown message;
+ * register_name names the register in these errors.
  */
-extern int	de_walconn_receive(DeWalConn *conn, char **buf);
+extern bool de_walconn_receive_message(DeWalConn *conn,
+									   const char *register_name,
+									   DeWalMessage *msg);
 
 /* Send one CopyData message and flush it. */
 extern void de_walconn_send(DeWalConn *conn, const char *buf, int len);
+
+/* Send a standby status update ('r') and flush it. */
+extern void de_walconn_send_status(DeWalConn *conn, XLogRecPtr written,
+								   XLogRecPtr flushed, XLogRecPtr applied,
+								   TimestampTz now, bool request_reply);
 
 extern pgsocket de_walconn_socket(DeWalConn *conn);
 

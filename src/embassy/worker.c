@@ -14,14 +14,14 @@
  *	4. connects in replication mode; the first successful connection pins
  *	   the register's system identifier and database OID, later ones must
  *	   match;
- *	5. for a new register, creates the replication slot and, with
- *	   copy_data, applies the initial copy read over a second connection
- *	   from the slot's exported snapshot; the copy, the origin set to the
- *	   slot's consistent point and registers.state = 'streaming' commit in
- *	   one local transaction, so a crash before it starts over;
- *	6. streams: every CopyData message holds one sealed frame, which is
- *	   opened, checked and applied record by record (apply.c), and progress
- *	   is reported to the register.
+ *	5. for a new register, runs the initial sync (initial_sync.c): creates
+ *	   the replication slot and, with copy_data, applies the initial copy;
+ *	   the copy, the origin set to the slot's consistent point and
+ *	   registers.state = 'streaming' commit in one local transaction, so a
+ *	   crash before it starts over;
+ *	6. streams: every XLogData message (parsed by walconn.c) holds one
+ *	   sealed frame, which is opened, checked and applied record by record
+ *	   (apply.c), and progress is reported to the register.
  *
  * NOTES
  *	  Exactly once.  Progress lives only in the replication origin, which
@@ -33,7 +33,7 @@
  *	  local commit that advances the origin, at most once per status
  *	  interval, before they are confirmed; so the slot's confirmed position
  *	  never passes the origin, and a stream that starts past the origin is a
- *	  real gap.
+ *	  real gap, which the frame opener refuses (de_opener_limit_start()).
  *
  *	  Exit codes.  The launcher restarts a worker that exits, after a
  *	  backoff, unless its register is paused, promoted or being dropped.
@@ -54,12 +54,8 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_replication_origin.h"
-#include "catalog/pg_type.h"
-#include "executor/spi.h"
-#include "libpq/pqformat.h"
 #include "miscadmin.h"
 #include "pgstat.h"
-#include "port/pg_bswap.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "replication/origin.h"
@@ -68,9 +64,7 @@
 #include "storage/latch.h"
 #include "storage/lmgr.h"
 #include "tcop/tcopprot.h"
-#include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -79,6 +73,7 @@
 #include "embassy/apply.h"
 #include "embassy/catalog.h"
 #include "embassy/guard.h"
+#include "embassy/initial_sync.h"
 #include "embassy/status.h"
 #include "embassy/stream.h"
 #include "embassy/walconn.h"
@@ -96,12 +91,6 @@
 
 /* application_name of our connections on the register */
 #define WORKER_APPNAME				"data_embassy"
-#define WORKER_COPY_APPNAME			"data_embassy copy"
-
-/* Sizes of the replication protocol messages we read and write. */
-#define XLOGDATA_HEADER_SIZE		(1 + 8 + 8 + 8)
-#define KEEPALIVE_SIZE				(1 + 8 + 8 + 1)
-#define STATUS_UPDATE_SIZE			(1 + 8 + 8 + 8 + 8 + 1)
 
 /* What a worker must do about the control flags of its slot. */
 typedef enum WorkerControl
@@ -129,14 +118,11 @@ static DeApply *apply = NULL;
 static DeStream *streamed = NULL;
 
 static DeWalConn *stream_conn = NULL;
-static DeWalConn *copy_conn = NULL;
 
 /* stream progress, mirrored into the slot once per frame */
 static XLogRecPtr source_lsn = InvalidXLogRecPtr;
 static XLogRecPtr received_lsn = InvalidXLogRecPtr;
 static XLogRecPtr pending_position = InvalidXLogRecPtr;
-static XLogRecPtr stream_start = InvalidXLogRecPtr;
-static bool first_frame = true;
 static bool catching_up = false;
 static bool failures_reset = false;
 static bool logged_caught_up = false;	/* "caught up" logged on this connection */
@@ -156,6 +142,7 @@ static DeFrameHeader frame_hdr;
 static void worker_run(void);
 static void worker_on_error(void) pg_attribute_noreturn();
 static bool worker_is_connection_error(int sqlerrcode);
+static char *worker_error_text(ErrorData *edata, bool with_detail);
 static void worker_exit_stopped(void) pg_attribute_noreturn();
 static WorkerControl worker_control(void);
 static void worker_reload_config(void);
@@ -163,15 +150,16 @@ static bool worker_load_register(void);
 static void worker_setup_origin(bool reset);
 static void worker_connect(void);
 static void worker_check_identity(uint64 sysid, Oid dboid, bool pin);
-static void worker_set_streaming(void);
 static void worker_initial_sync(void);
-static void worker_empty_replica(void);
+static void worker_apply_copy_frame(DeOpener *opener, const char *frame,
+									size_t len);
+static void worker_check_stop(void);
 static void worker_paused_loop(void);
 static void worker_stream(void);
 static void worker_check_remote_slot(void);
 static void worker_apply_frame(DeOpener *opener, const char *frame,
 							   size_t len, bool stream);
-static void worker_handle_message(DeOpener *opener, char *buf, int len);
+static void worker_handle_message(DeOpener *opener, const DeWalMessage *msg);
 static void worker_persist_position(bool force);
 static void worker_send_feedback(bool force, bool request_reply);
 static void worker_publish(DeState state, bool contact, uint64 frames,
@@ -281,6 +269,20 @@ worker_is_connection_error(int sqlerrcode)
 }
 
 /*
+ * worker_error_text
+ *		What last_error shows of an error.  with_detail: the error is about
+ *		reaching the register, whose detail holds libpq's or the register's
+ *		own words on why; other details (a failing row, say) stay in the log.
+ */
+static char *
+worker_error_text(ErrorData *edata, bool with_detail)
+{
+	if (with_detail && edata->detail != NULL)
+		return psprintf("%s: %s", edata->message, edata->detail);
+	return edata->message;
+}
+
+/*
  * worker_on_error
  *		Record why the run failed in the slot, log it, and exit with code 1
  *		so that the launcher starts the worker again after a backoff.
@@ -299,7 +301,9 @@ worker_on_error(void)
 	state = worker_is_connection_error(edata->sqlerrcode) ?
 		DE_STATE_DISCONNECTED : DE_STATE_ERROR;
 	if (MySlot != NULL)
-		de_slot_set_state(MySlot, state, edata->message);
+		de_slot_set_state(MySlot, state,
+						  worker_error_text(edata,
+											state == DE_STATE_DISCONNECTED));
 
 	EmitErrorReport();
 	AbortOutOfAnyTransaction();
@@ -327,11 +331,7 @@ worker_on_error(void)
 static void
 worker_close_connections(void)
 {
-	if (copy_conn != NULL)
-	{
-		de_walconn_close(copy_conn);
-		copy_conn = NULL;
-	}
+	de_initial_sync_close();
 	if (stream_conn != NULL)
 	{
 		de_walconn_close(stream_conn);
@@ -584,161 +584,49 @@ worker_check_identity(uint64 sysid, Oid dboid, bool pin)
 }
 
 /*
- * worker_set_streaming
- *		registers.state = 'streaming', in the current transaction.
- */
-static void
-worker_set_streaming(void)
-{
-	PushActiveSnapshot(GetTransactionSnapshot());
-	de_catalog_set_streaming(register_name);
-	PopActiveSnapshot();
-}
-
-/*
- * worker_empty_replica
- *		A copy again (resync_register): empty the tables that replicate
- *		this register, in the copy's transaction, so that the copy either
- *		replaces their rows or, if it fails, leaves them as they were.
- *		A first copy finds no table recorded yet.
- */
-static void
-worker_empty_replica(void)
-{
-	List	   *relids;
-	StringInfoData sql;
-	ListCell   *lc;
-	int			ret;
-
-	PushActiveSnapshot(GetTransactionSnapshot());
-	relids = de_catalog_register_relations(register_name);
-
-	initStringInfo(&sql);
-	foreach(lc, relids)
-	{
-		Oid			relid = lfirst_oid(lc);
-		char	   *nspname;
-		char	   *relname;
-
-		/* dropped here meanwhile */
-		relname = get_rel_name(relid);
-		nspname = get_namespace_name(get_rel_namespace(relid));
-		if (relname == NULL || nspname == NULL)
-			continue;
-
-		appendStringInfo(&sql, "%s%s", sql.len == 0 ? "TRUNCATE ONLY " : ", ",
-						 quote_qualified_identifier(nspname, relname));
-	}
-
-	if (sql.len > 0)
-	{
-		ereport(LOG,
-				errmsg("register \"%s\": emptying %d tables for a new copy",
-					   register_name, list_length(relids)));
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		ret = SPI_execute(sql.data, false, 0);
-		if (ret != SPI_OK_UTILITY)
-			elog(ERROR, "could not empty the tables of register \"%s\": %s",
-				 register_name, SPI_result_code_string(ret));
-		SPI_finish();
-	}
-	PopActiveSnapshot();
-	pfree(sql.data);
-}
-
-/*
  * worker_initial_sync
- *		First run of a register: make the slot and, with copy_data, apply the
- *		initial copy.  Ends with the origin at the slot's consistent point
- *		and registers.state = 'streaming', committed together.
+ *		First run of the register: initial_sync.c, with what it needs.
  */
 static void
 worker_initial_sync(void)
 {
-	XLogRecPtr	consistent;
-	char	   *snapshot = NULL;
+	DeInitialSync sync;
 
-	/* an earlier run that failed before its commit left its slot */
-	if (de_walconn_slot_status(stream_conn, reg.slot_name) !=
-		DE_REMOTE_SLOT_MISSING)
-	{
-		ereport(LOG,
-				errmsg("dropping replication slot \"%s\" of an unfinished first run of register \"%s\"",
-					   reg.slot_name, register_name));
-		de_walconn_drop_slot(stream_conn, reg.slot_name, true);
-	}
+	sync.register_name = register_name;
+	sync.reg = &reg;
+	sync.slot = MySlot;
+	sync.apply = apply;
+	sync.stream_conn = stream_conn;
+	sync.own_priv = own_priv;
+	sync.own_key_text = own_key_text;
+	sync.register_pub = register_pub;
+	sync.cxt = WorkerContext;
+	sync.apply_frame = worker_apply_copy_frame;
+	sync.check_stop = worker_check_stop;
 
-	consistent = de_walconn_create_slot(stream_conn, reg.slot_name,
-										reg.copy_data ? &snapshot : NULL);
+	de_initial_sync(&sync);
+}
 
-	if (reg.copy_data)
-	{
-		MemoryContext copycxt;
-		DeOpener   *opener;
-		char	   *frame;
-		int			len;
+/*
+ * worker_apply_copy_frame
+ *		One frame of the initial copy.
+ */
+static void
+worker_apply_copy_frame(DeOpener *opener, const char *frame, size_t len)
+{
+	worker_apply_frame(opener, frame, len, false);
+}
 
-		de_slot_set_state(MySlot, DE_STATE_COPYING, NULL);
-		ereport(LOG,
-				errmsg("register \"%s\": initial copy started at register LSN %X/%X",
-					   register_name, LSN_FORMAT_ARGS(consistent)));
-
-		/*
-		 * The snapshot lives until the next command on the replication
-		 * connection, so import it before anything else happens there.
-		 */
-		copy_conn = de_walconn_connect(reg.conninfo, false,
-									   WORKER_COPY_APPNAME);
-		de_walconn_copy_start(copy_conn, snapshot, own_key_text);
-
-		copycxt = AllocSetContextCreate(WorkerContext,
-										"data_embassy initial copy",
-										ALLOCSET_DEFAULT_SIZES);
-		opener = de_opener_create(copycxt, own_priv, register_pub,
-								  DE_FRAME_KIND_COPY, true,
-								  reg.sysid, reg.dboid);
-
-		de_apply_copy_begin(apply);
-		worker_empty_replica();
-		while ((frame = de_walconn_copy_next(copy_conn, &len)) != NULL)
-		{
-			CHECK_FOR_INTERRUPTS();
-			if (worker_control() == WORKER_STOP)
-				worker_exit_stopped();
-
-			worker_apply_frame(opener, frame, len, false);
-		}
-
-		if (!de_apply_copy_done(apply))
-			ereport(ERROR,
-					errcode(ERRCODE_PROTOCOL_VIOLATION),
-					errmsg("initial copy of register \"%s\" is incomplete",
-						   register_name),
-					errdetail("The register ended the copy without its COPY_END record."));
-
-		de_walconn_close(copy_conn);
-		copy_conn = NULL;
-		MemoryContextDelete(copycxt);
-		MemoryContextSwitchTo(WorkerContext);
-	}
-	else
-	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-	}
-
-	/* the state, the copy and the origin at the consistent point, at once */
-	worker_set_streaming();
-	de_apply_commit(apply, consistent, GetCurrentTimestamp());
-	MemoryContextSwitchTo(WorkerContext);
-
-	reg.phase = DE_PHASE_STREAMING;
-
-	ereport(LOG,
-			errmsg("register \"%s\" is ready to stream from %X/%X%s",
-				   register_name, LSN_FORMAT_ARGS(consistent),
-				   reg.copy_data ? " after its initial copy" : ""));
+/*
+ * worker_check_stop
+ *		Leave for good if the register is being dropped, was promoted or is
+ *		to start over.
+ */
+static void
+worker_check_stop(void)
+{
+	if (worker_control() == WORKER_STOP)
+		worker_exit_stopped();
 }
 
 /*
@@ -849,7 +737,8 @@ worker_paused_loop(void)
 					de_walconn_close(conn);
 					conn = NULL;
 				}
-				de_slot_set_state(MySlot, DE_STATE_PAUSED, edata->message);
+				de_slot_set_state(MySlot, DE_STATE_PAUSED,
+								  worker_error_text(edata, true));
 				FreeErrorData(edata);
 			}
 			PG_END_TRY();
@@ -880,6 +769,7 @@ worker_stream(void)
 {
 	MemoryContext streamcxt;
 	DeOpener   *opener;
+	XLogRecPtr	stream_start;
 	TimestampTz last_recv;
 	bool		ping_sent = false;
 
@@ -894,8 +784,9 @@ worker_stream(void)
 							  DE_FRAME_KIND_STREAM, true,
 							  reg.sysid, reg.dboid);
 
+	/* a stream must start where the replica stands, or earlier */
 	stream_start = replorigin_session_get_progress(false);
-	first_frame = true;
+	de_opener_limit_start(opener, stream_start);
 	last_sent_flush = InvalidXLogRecPtr;
 	last_feedback_at = 0;
 	last_persist_at = GetCurrentTimestamp();
@@ -931,21 +822,14 @@ worker_stream(void)
 		/* everything that has arrived */
 		for (;;)
 		{
-			char	   *buf;
-			int			len;
+			DeWalMessage msg;
 
-			len = de_walconn_receive(stream_conn, &buf);
-			if (len == 0)
+			if (!de_walconn_receive_message(stream_conn, register_name, &msg))
 				break;
-			if (len < 0)
-				ereport(ERROR,
-						errcode(ERRCODE_CONNECTION_FAILURE),
-						errmsg("register \"%s\" ended the replication stream",
-							   register_name));
 
 			last_recv = GetCurrentTimestamp();
 			ping_sent = false;
-			worker_handle_message(opener, buf, len);
+			worker_handle_message(opener, &msg);
 			MemoryContextSwitchTo(WorkerContext);
 
 			CHECK_FOR_INTERRUPTS();
@@ -998,32 +882,18 @@ worker_stream(void)
 
 /*
  * worker_handle_message
- *		One CopyData message of the stream: a frame ('w') or a keepalive
- *		('k').
+ *		One message of the stream: a frame (XLogData) or a keepalive.
  */
 static void
-worker_handle_message(DeOpener *opener, char *buf, int len)
+worker_handle_message(DeOpener *opener, const DeWalMessage *msg)
 {
-	if (len < 1)
-		ereport(ERROR,
-				errcode(ERRCODE_PROTOCOL_VIOLATION),
-				errmsg("empty message in the stream of register \"%s\"",
-					   register_name));
-
-	switch (buf[0])
+	switch (msg->kind)
 	{
-		case 'w':
+		case DE_WAL_XLOGDATA:
 			{
 				XLogRecPtr	before_flush = last_sent_flush;
 
-				if (len < XLOGDATA_HEADER_SIZE)
-					ereport(ERROR,
-							errcode(ERRCODE_PROTOCOL_VIOLATION),
-							errmsg("truncated data message in the stream of register \"%s\"",
-								   register_name));
-
-				worker_apply_frame(opener, buf + XLOGDATA_HEADER_SIZE,
-								   len - XLOGDATA_HEADER_SIZE, true);
+				worker_apply_frame(opener, msg->data, msg->len, true);
 
 				if (!failures_reset)
 				{
@@ -1041,37 +911,19 @@ worker_handle_message(DeOpener *opener, char *buf, int len)
 				break;
 			}
 
-		case 'k':
+		case DE_WAL_KEEPALIVE:
+			if (!failures_reset)
 			{
-				bool		reply;
-
-				/* walEnd (8), sendTime (8), replyRequested (1) */
-				if (len < KEEPALIVE_SIZE)
-					ereport(ERROR,
-							errcode(ERRCODE_PROTOCOL_VIOLATION),
-							errmsg("truncated keepalive message in the stream of register \"%s\"",
-								   register_name));
-				reply = buf[1 + 8 + 8] != 0;
-
-				if (!failures_reset)
-				{
-					/* the register answers: an old connection error is over */
-					de_slot_set_state(MySlot, catching_up ?
-									  DE_STATE_CATCHING_UP :
-									  DE_STATE_STREAMING, "");
-				}
-				worker_publish(catching_up ? DE_STATE_CATCHING_UP :
-							   DE_STATE_STREAMING, true, 0, 0, 0);
-				if (reply)
-					worker_send_feedback(true, false);
-				break;
+				/* the register answers: an old connection error is over */
+				de_slot_set_state(MySlot, catching_up ?
+								  DE_STATE_CATCHING_UP :
+								  DE_STATE_STREAMING, "");
 			}
-
-		default:
-			ereport(ERROR,
-					errcode(ERRCODE_PROTOCOL_VIOLATION),
-					errmsg("unexpected message type \"%c\" in the stream of register \"%s\"",
-						   buf[0], register_name));
+			worker_publish(catching_up ? DE_STATE_CATCHING_UP :
+						   DE_STATE_STREAMING, true, 0, 0, 0);
+			if (msg->reply_requested)
+				worker_send_feedback(true, false);
+			break;
 	}
 }
 
@@ -1100,21 +952,6 @@ worker_apply_frame(DeOpener *opener, const char *frame, size_t len,
 	frame_hdr = hdr;
 	frame_valid = true;
 
-	/* a stream must start where the replica stands, or earlier */
-	if (stream && first_frame)
-	{
-		if (hdr.start_lsn > stream_start)
-			ereport(ERROR,
-					errcode(ERRCODE_PROTOCOL_VIOLATION),
-					errmsg("gap in the stream of register \"%s\"",
-						   register_name),
-					errdetail("The stream starts at %X/%X, but changes are applied only up to %X/%X.",
-							  LSN_FORMAT_ARGS(hdr.start_lsn),
-							  LSN_FORMAT_ARGS(stream_start)),
-					errhint("The register's replication slot moved past what this embassy has applied.  Drop the register and add it again to copy it anew."));
-		first_frame = false;
-	}
-
 	if (!(hdr.flags & DE_FRAME_POSITION) && plain.len > 0)
 	{
 		DeReader	reader;
@@ -1125,6 +962,7 @@ worker_apply_frame(DeOpener *opener, const char *frame, size_t len,
 		{
 			size_t		start = reader.pos;
 
+			CHECK_FOR_INTERRUPTS();
 			MemoryContextSwitchTo(FrameContext);
 			if (!de_read_record(&reader, &rec))
 				break;
@@ -1243,8 +1081,6 @@ worker_persist_position(bool force)
 static void
 worker_send_feedback(bool force, bool request_reply)
 {
-	static StringInfoData msg;
-	static bool msg_made = false;
 	XLogRecPtr	flushed;
 	XLogRecPtr	applied;
 	XLogRecPtr	written;
@@ -1262,24 +1098,8 @@ worker_send_feedback(bool force, bool request_reply)
 	applied = de_apply_last_applied(apply);
 	written = Max(received_lsn, flushed);
 
-	if (!msg_made)
-	{
-		MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
-
-		initStringInfo(&msg);
-		MemoryContextSwitchTo(oldcxt);
-		msg_made = true;
-	}
-	resetStringInfo(&msg);
-	pq_sendbyte(&msg, 'r');
-	pq_sendint64(&msg, written);
-	pq_sendint64(&msg, flushed);
-	pq_sendint64(&msg, applied);
-	pq_sendint64(&msg, now);
-	pq_sendbyte(&msg, request_reply ? 1 : 0);
-	Assert(msg.len == STATUS_UPDATE_SIZE);
-
-	de_walconn_send(stream_conn, msg.data, msg.len);
+	de_walconn_send_status(stream_conn, written, flushed, applied, now,
+						   request_reply);
 
 	last_sent_flush = flushed;
 	last_feedback_at = now;

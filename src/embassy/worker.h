@@ -3,6 +3,9 @@
  * worker.h
  *		  The apply worker: one per register, started by the launcher.
  *
+ * IDENTIFICATION
+ *		  src/embassy/worker.h
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DE_WORKER_H

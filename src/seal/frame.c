@@ -105,6 +105,8 @@ struct DeOpener
 	bool		require_first;
 	uint64		expect_sysid;
 	Oid			expect_dboid;
+	bool		limit_start;	/* the first frame may not start past... */
+	XLogRecPtr	start_limit;	/* ...this position */
 
 	/* the stream, once its first frame has been opened */
 	bool		in_stream;
@@ -777,6 +779,15 @@ de_opener_open(DeOpener *opener, const char *frame, size_t len,
 	cbody = (const uint8 *) opener->body.data;
 
 	/* from here on the header is authentic */
+	if (!opener->in_stream && opener->limit_start &&
+		h.start_lsn > opener->start_limit)
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("gap in the stream before frame %llu", seq),
+				errdetail("The stream starts at %X/%X, but changes are applied only up to %X/%X.",
+						  LSN_FORMAT_ARGS(h.start_lsn),
+						  LSN_FORMAT_ARGS(opener->start_limit)),
+				errhint("The register's replication slot moved past what this embassy has applied.  Drop the register and add it again to copy it anew."));
 	if (opener->in_stream && h.start_lsn != opener->prev_end_lsn)
 		ereport(ERROR,
 				errcode(ERRCODE_DATA_CORRUPTED),
@@ -875,6 +886,18 @@ de_opener_open(DeOpener *opener, const char *frame, size_t len,
 	de_secure_zero(nonce_base, sizeof(nonce_base));
 
 	*hdr = h;
+}
+
+/*
+ * de_opener_limit_start
+ *		The stream's first frame must start at or before "limit" (the
+ *		position the receiver has applied up to); a later start is a gap.
+ */
+void
+de_opener_limit_start(DeOpener *opener, XLogRecPtr limit)
+{
+	opener->limit_start = true;
+	opener->start_limit = limit;
 }
 
 /*

@@ -37,6 +37,9 @@
  * register could have sealed.  The nonce is the nonce base XOR the sequence
  * number, so it never repeats under one key.
  *
+ * IDENTIFICATION
+ *		  src/seal/frame.h
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DE_FRAME_H
@@ -111,11 +114,13 @@ extern void de_sealer_free(DeSealer *sealer);
 /*
  * Receiving side: one per stream.  de_opener_open() checks, in this order,
  * length, magic and version, kind, register identity (when expected values
- * were given), stream (ephemeral key), sequence, chain, tag, and the body's
+ * were given), stream (ephemeral key), sequence, chain, tag, the start of the
+ * stream (when a limit was given) or the continuity of LSNs, and the body's
  * lengths, then decompresses.  On any failure it raises ERROR with
  *		ERRCODE_DATA_CORRUPTED		malformed, truncated, bad tag, bad chain
  *		ERRCODE_PROTOCOL_VIOLATION	sequence skipped or repeated, frame from
- *									another stream or register
+ *									another stream or register, a stream
+ *									that starts past the limit (a gap)
  * and leaves the opener's state untouched, so nothing from a bad frame is
  * ever returned and the stream can only continue with the right frame.
  */
@@ -131,6 +136,13 @@ extern DeOpener *de_opener_create(MemoryContext mcxt,
 								  const uint8 *register_pub,
 								  char kind, bool require_first,
 								  uint64 expect_sysid, Oid expect_dboid);
+
+/*
+ * Refuse a stream whose first frame starts past "limit" (the position the
+ * receiver has applied up to): the frames in between are missing.  Call
+ * before the first frame is opened.
+ */
+extern void de_opener_limit_start(DeOpener *opener, XLogRecPtr limit);
 
 /* Open one frame; the body is left in "plain" (reset first). */
 extern void de_opener_open(DeOpener *opener, const char *frame, size_t len,

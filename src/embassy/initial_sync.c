@@ -1,0 +1,222 @@
+/*-------------------------------------------------------------------------
+ *
+ * initial_sync.c
+ *		  The first run of a register at the embassy: create its replication
+ *		  slot and, with copy_data, apply the initial copy.
+ *
+ * The apply worker calls de_initial_sync() while its register is in its
+ * first run (registers.state = 'init').  The slot is created over the
+ * worker's replication connection, exporting a snapshot; a second, ordinary
+ * connection imports that snapshot and reads data_embassy.copy_frames(),
+ * sealed frames of kind 'C', which the worker opens and applies.  The copy,
+ * the replication origin set to the slot's consistent point and
+ * registers.state = 'streaming' commit in one local transaction, so a crash
+ * before that commit starts the first run over, and a crash after it
+ * streams from the consistent point.
+ *
+ * A copy again (resync_register) empties the tables that replicate the
+ * register in the same transaction, so that the copy either replaces their
+ * rows or, if it fails, leaves them as they were.
+ *
+ * IDENTIFICATION
+ *		  src/embassy/initial_sync.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "embassy/initial_sync.h"
+
+/* application_name of the copy's connection on the register */
+#define INITIAL_SYNC_APPNAME		"data_embassy copy"
+
+/* the copy's connection, while one is open */
+static DeWalConn *copy_conn = NULL;
+
+static void initial_sync_empty_replica(const char *register_name);
+static void initial_sync_set_streaming(const char *register_name);
+
+/*
+ * de_initial_sync_close
+ *		Close the copy's connection, if one is open.
+ */
+void
+de_initial_sync_close(void)
+{
+	if (copy_conn != NULL)
+	{
+		de_walconn_close(copy_conn);
+		copy_conn = NULL;
+	}
+}
+
+/*
+ * initial_sync_set_streaming
+ *		registers.state = 'streaming', in the current transaction.
+ */
+static void
+initial_sync_set_streaming(const char *register_name)
+{
+	PushActiveSnapshot(GetTransactionSnapshot());
+	de_catalog_set_streaming(register_name);
+	PopActiveSnapshot();
+}
+
+/*
+ * initial_sync_empty_replica
+ *		A copy again (resync_register): empty the tables that replicate
+ *		this register, in the copy's transaction, so that the copy either
+ *		replaces their rows or, if it fails, leaves them as they were.
+ *		A first copy finds no table recorded yet.
+ */
+static void
+initial_sync_empty_replica(const char *register_name)
+{
+	List	   *relids;
+	StringInfoData sql;
+	ListCell   *lc;
+	int			ret;
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	relids = de_catalog_register_relations(register_name);
+
+	initStringInfo(&sql);
+	foreach(lc, relids)
+	{
+		Oid			relid = lfirst_oid(lc);
+		char	   *nspname;
+		char	   *relname;
+
+		/* dropped here meanwhile */
+		relname = get_rel_name(relid);
+		nspname = get_namespace_name(get_rel_namespace(relid));
+		if (relname == NULL || nspname == NULL)
+			continue;
+
+		appendStringInfo(&sql, "%s%s", sql.len == 0 ? "TRUNCATE ONLY " : ", ",
+						 quote_qualified_identifier(nspname, relname));
+	}
+
+	if (sql.len > 0)
+	{
+		ereport(LOG,
+				errmsg("register \"%s\": emptying %d tables for a new copy",
+					   register_name, list_length(relids)));
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		ret = SPI_execute(sql.data, false, 0);
+		if (ret != SPI_OK_UTILITY)
+			elog(ERROR, "could not empty the tables of register \"%s\": %s",
+				 register_name, SPI_result_code_string(ret));
+		SPI_finish();
+	}
+	PopActiveSnapshot();
+	pfree(sql.data);
+}
+
+/*
+ * de_initial_sync
+ *		First run of a register: make the slot and, with copy_data, apply the
+ *		initial copy.  Ends with the origin at the slot's consistent point
+ *		and registers.state = 'streaming', committed together.
+ */
+void
+de_initial_sync(const DeInitialSync *sync)
+{
+	DeRegister *reg = sync->reg;
+	const char *register_name = sync->register_name;
+	XLogRecPtr	consistent;
+	char	   *snapshot = NULL;
+
+	/* an earlier run that failed before its commit left its slot */
+	if (de_walconn_slot_status(sync->stream_conn, reg->slot_name) !=
+		DE_REMOTE_SLOT_MISSING)
+	{
+		ereport(LOG,
+				errmsg("dropping replication slot \"%s\" of an unfinished first run of register \"%s\"",
+					   reg->slot_name, register_name));
+		de_walconn_drop_slot(sync->stream_conn, reg->slot_name, true);
+	}
+
+	consistent = de_walconn_create_slot(sync->stream_conn, reg->slot_name,
+										reg->copy_data ? &snapshot : NULL);
+
+	if (reg->copy_data)
+	{
+		MemoryContext copycxt;
+		DeOpener   *opener;
+		char	   *frame;
+		int			len;
+
+		de_slot_set_state(sync->slot, DE_STATE_COPYING, NULL);
+		ereport(LOG,
+				errmsg("register \"%s\": initial copy started at register LSN %X/%X",
+					   register_name, LSN_FORMAT_ARGS(consistent)));
+
+		/*
+		 * The snapshot lives until the next command on the replication
+		 * connection, so import it before anything else happens there.
+		 */
+		copy_conn = de_walconn_connect(reg->conninfo, false,
+									   INITIAL_SYNC_APPNAME);
+		de_walconn_copy_start(copy_conn, snapshot, sync->own_key_text);
+
+		copycxt = AllocSetContextCreate(sync->cxt,
+										"data_embassy initial copy",
+										ALLOCSET_DEFAULT_SIZES);
+		opener = de_opener_create(copycxt, sync->own_priv, sync->register_pub,
+								  DE_FRAME_KIND_COPY, true,
+								  reg->sysid, reg->dboid);
+
+		de_apply_copy_begin(sync->apply);
+		initial_sync_empty_replica(register_name);
+		while ((frame = de_walconn_copy_next(copy_conn, &len)) != NULL)
+		{
+			CHECK_FOR_INTERRUPTS();
+			sync->check_stop();
+
+			sync->apply_frame(opener, frame, len);
+		}
+
+		if (!de_apply_copy_done(sync->apply))
+			ereport(ERROR,
+					errcode(ERRCODE_PROTOCOL_VIOLATION),
+					errmsg("initial copy of register \"%s\" is incomplete",
+						   register_name),
+					errdetail("The register ended the copy without its COPY_END record."));
+
+		de_initial_sync_close();
+		MemoryContextDelete(copycxt);
+		MemoryContextSwitchTo(sync->cxt);
+	}
+	else
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+	}
+
+	/* the state, the copy and the origin at the consistent point, at once */
+	initial_sync_set_streaming(register_name);
+	de_apply_commit(sync->apply, consistent, GetCurrentTimestamp());
+	MemoryContextSwitchTo(sync->cxt);
+
+	reg->phase = DE_PHASE_STREAMING;
+
+	if (reg->copy_data)
+		ereport(LOG,
+				errmsg("register \"%s\" is ready to stream from %X/%X after its initial copy",
+					   register_name, LSN_FORMAT_ARGS(consistent)));
+	else
+		ereport(LOG,
+				errmsg("register \"%s\" is ready to stream from %X/%X",
+					   register_name, LSN_FORMAT_ARGS(consistent)));
+}

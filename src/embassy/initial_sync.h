@@ -1,0 +1,55 @@
+/*-------------------------------------------------------------------------
+ *
+ * initial_sync.h
+ *		  The first run of a register at the embassy: its replication slot
+ *		  and, with copy_data, the initial copy.
+ *
+ * IDENTIFICATION
+ *		  src/embassy/initial_sync.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DE_INITIAL_SYNC_H
+#define DE_INITIAL_SYNC_H
+
+#include "embassy/apply.h"
+#include "embassy/catalog.h"
+#include "embassy/status.h"
+#include "embassy/walconn.h"
+#include "seal/frame.h"
+
+/* What the initial sync needs from the apply worker that runs it. */
+typedef struct DeInitialSync
+{
+	const char *register_name;
+	DeRegister *reg;			/* the register's row; phase becomes
+								 * DE_PHASE_STREAMING at the end */
+	DeRegisterSlot *slot;		/* the worker's slot, for its state */
+	DeApply    *apply;			/* applies the copy, in one transaction */
+	DeWalConn  *stream_conn;	/* replication connection, identity checked */
+	const uint8 *own_priv;		/* the embassy's key pair, and the */
+	const char *own_key_text;	/* register's public key, to open frames */
+	const uint8 *register_pub;
+	MemoryContext cxt;			/* the worker's long-lived context */
+
+	/* open and apply one sealed frame of the copy */
+	void		(*apply_frame) (DeOpener *opener, const char *frame,
+								size_t len);
+	/* between frames: leave the process if the worker must stop */
+	void		(*check_stop) (void);
+} DeInitialSync;
+
+/*
+ * Create the register's replication slot (dropping one left by an earlier
+ * unfinished run) and, with copy_data, apply the initial copy read over a
+ * second connection from the slot's exported snapshot.  Commits the copy,
+ * the origin at the slot's consistent point and registers.state =
+ * 'streaming' in one local transaction; raises on any failure, leaving the
+ * register in its first run.
+ */
+extern void de_initial_sync(const DeInitialSync *sync);
+
+/* Close the copy's connection, if one is open (on error or exit). */
+extern void de_initial_sync_close(void);
+
+#endif							/* DE_INITIAL_SYNC_H */
