@@ -39,12 +39,11 @@
  *	  per such row until commit, in core's apply worker as in any session.)
  *
  *	  Inserts.  Runs of INSERT records into one table are converted into a
- *	  buffer of slots (at most APPLY_MAX_BUFFERED_ROWS rows or
- *	  APPLY_MAX_BUFFERED_BYTES bytes of values) and written with
- *	  table_multi_insert(), then indexed row by row, as COPY FROM does.  The
- *	  buffer is flushed when another record comes, at the end of each frame,
- *	  and before commit.  Tables with row triggers that fire on insert, and
- *	  partitioned tables, take the single-row path.
+ *	  buffer of slots and written with table_multi_insert(), then indexed
+ *	  row by row, as COPY FROM does (multi_insert.c).  The buffer is
+ *	  flushed when full, when another record comes, at the end of each
+ *	  frame, and before commit.  Tables with row triggers that fire on
+ *	  insert, and partitioned tables, take the single-row path.
  *
  *	  Exactly once.  COMMIT commits the local transaction with the
  *	  replication origin advanced to the register's commit end LSN, so
@@ -70,7 +69,6 @@
 #include "catalog/catalog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_inherits.h"
-#include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/tablecmds.h"
 #include "commands/trigger.h"
@@ -99,11 +97,8 @@
 #include "data_embassy.h"
 #include "embassy/guard.h"
 #include "embassy/lookup.h"
+#include "embassy/multi_insert.h"
 #include "embassy/relmap.h"
-
-/* Inserts gathered before one table_multi_insert() (as COPY FROM does). */
-#define APPLY_MAX_BUFFERED_ROWS		1000
-#define APPLY_MAX_BUFFERED_BYTES	65535
 
 /* Pending flush positions kept before the oldest are merged. */
 #define APPLY_MAX_FLUSH_POSITIONS	1024
@@ -133,7 +128,7 @@ typedef struct ApplyRelState
 	DeSeqLookup *seqlookup;		/* without one, made at first use */
 	bool	   *compare;		/* local columns the search row has */
 	bool		has_triggers;	/* wrap row operations in a trigger query */
-	bool		use_multi_insert;
+	DeInsertBuffer *insbuf;		/* runs of inserts; NULL: row by row */
 
 	/* defaults of local columns the register does not send */
 	int			ndefaults;
@@ -147,13 +142,6 @@ typedef struct ApplyRelState
 	int			ngenerated;
 	int		   *genmap;
 	ExprState **genexprs;
-
-	/* multi-insert buffer */
-	TupleTableSlot **bufslots;
-	int			nslots;			/* slots made so far */
-	int			nbuffered;		/* of which holding rows */
-	Size		bufbytes;
-	BulkInsertState bistate;	/* initial copy only */
 
 	/* partitioned target */
 	ModifyTableState *mtstate;
@@ -1035,38 +1023,6 @@ apply_record_replicated(DeApply *apply, Oid localrelid)
 }
 
 /*
- * apply_insert_trigger_fires
- *		Does the table have a row trigger on INSERT that fires in this
- *		session (given session_replication_role)?
- */
-static bool
-apply_insert_trigger_fires(Relation rel)
-{
-	TriggerDesc *trigdesc = rel->trigdesc;
-	int			i;
-
-	if (trigdesc == NULL)
-		return false;
-	for (i = 0; i < trigdesc->numtriggers; i++)
-	{
-		Trigger    *trig = &trigdesc->triggers[i];
-
-		if (!TRIGGER_FOR_ROW(trig->tgtype) || !TRIGGER_FOR_INSERT(trig->tgtype))
-			continue;
-		if (trig->tgenabled == TRIGGER_FIRES_ALWAYS)
-			return true;
-		if (SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA)
-		{
-			if (trig->tgenabled == TRIGGER_FIRES_ON_REPLICA)
-				return true;
-		}
-		else if (trig->tgenabled == TRIGGER_FIRES_ON_ORIGIN)
-			return true;
-	}
-	return false;
-}
-
-/*
  * apply_rel_open
  *		Open a relation for the rest of the local transaction.
  */
@@ -1135,16 +1091,16 @@ apply_rel_open(DeApply *apply, DeRelMapEntry *entry)
 		state->rootslot = ExecInitExtraTupleSlot(estate, desc,
 												 &TTSOpsVirtual);
 		state->has_triggers = true;
-		state->use_multi_insert = false;
+		state->insbuf = NULL;
 	}
 	else
 	{
 		ExecOpenIndices(state->relinfo, false);
 		state->idxoid = de_relmap_identity_index(rel);
 		state->has_triggers = (state->relinfo->ri_TrigDesc != NULL);
-		state->use_multi_insert = !apply_insert_trigger_fires(rel);
-		if (state->use_multi_insert && apply->copy_mode)
-			state->bistate = GetBulkInsertState();
+		if (de_insbuf_usable(rel))
+			state->insbuf = de_insbuf_create(state->relinfo, estate,
+											 apply->copy_mode);
 	}
 
 	/*
@@ -1201,13 +1157,8 @@ apply_rel_close(DeRelMapEntry *entry)
 	ApplyRelState *state = entry->state;
 	ListCell   *lc;
 
-	Assert(state->nbuffered == 0);
-
-	if (state->bistate != NULL)
-	{
-		FreeBulkInsertState(state->bistate);
-		table_finish_bulk_insert(state->rel, 0);
-	}
+	if (state->insbuf != NULL)
+		de_insbuf_end(state->insbuf);
 	if (state->lookup != NULL)
 		de_lookup_end(state->lookup);
 	if (state->seqlookup != NULL)
@@ -1640,7 +1591,7 @@ apply_handle_insert(DeApply *apply, DeRecord *rec)
 	entry = apply_get_entry(apply, rec->relid);
 	state = apply_rel_open(apply, entry);
 
-	if (state->use_multi_insert)
+	if (state->insbuf != NULL)
 	{
 		apply_buffer_insert(apply, entry, &rec->newtup);
 		return;
@@ -1668,7 +1619,8 @@ apply_handle_insert(DeApply *apply, DeRecord *rec)
 
 /*
  * apply_buffer_insert
- *		Convert a row into the insert buffer; write the buffer when full.
+ *		Convert a row into the table's insert buffer (multi_insert.c);
+ *		write the buffer when full.
  */
 static void
 apply_buffer_insert(DeApply *apply, DeRelMapEntry *entry, DeTuple *tup)
@@ -1676,6 +1628,7 @@ apply_buffer_insert(DeApply *apply, DeRelMapEntry *entry, DeTuple *tup)
 	ApplyRelState *state = entry->state;
 	TupleTableSlot *slot;
 	MemoryContext oldcxt;
+	Size		bytes = sizeof(HeapTupleHeaderData);
 	int			i;
 
 	if (apply->buffered != NULL && apply->buffered != entry)
@@ -1691,41 +1644,29 @@ apply_buffer_insert(DeApply *apply, DeRelMapEntry *entry, DeTuple *tup)
 		apply->buffer_snapshot = true;
 	}
 
-	if (state->nbuffered == state->nslots)
-	{
-		oldcxt = MemoryContextSwitchTo(state->estate->es_query_cxt);
-		if (state->bufslots == NULL)
-			state->bufslots = palloc(sizeof(TupleTableSlot *) *
-									 APPLY_MAX_BUFFERED_ROWS);
-		state->bufslots[state->nslots++] =
-			table_slot_create(state->rel, &state->estate->es_tupleTable);
-		MemoryContextSwitchTo(oldcxt);
-	}
-	slot = state->bufslots[state->nbuffered];
+	slot = de_insbuf_next_slot(state->insbuf);
 
 	oldcxt = MemoryContextSwitchTo(apply->batch_cxt);
 	apply_store_tuple(apply, entry, tup, slot, NULL, false);
 	apply_fill_defaults(state, slot);
 	MemoryContextSwitchTo(oldcxt);
 
-	state->nbuffered++;
 	apply->buffered = entry;
 	for (i = 0; i < tup->natts; i++)
-		state->bufbytes += tup->values[i].len;
-	state->bufbytes += sizeof(HeapTupleHeaderData);
+		bytes += tup->values[i].len;
 
-	if (state->nbuffered >= APPLY_MAX_BUFFERED_ROWS ||
-		state->bufbytes >= APPLY_MAX_BUFFERED_BYTES)
+	if (de_insbuf_add(state->insbuf, bytes))
 		apply_flush_inserts(apply);
 }
 
 /*
  * apply_flush_inserts
- *		Write the buffered rows with table_multi_insert() and index them.
+ *		Check the buffered rows and write them (de_insbuf_write()).
  *
  * Only tables without firing insert row triggers are buffered, so no
  * trigger is called here; constraints and stored generated columns are
- * handled as in apply_insert_row().
+ * handled as in apply_insert_row().  The values of the rows, in
+ * batch_cxt, go after the write.
  */
 static void
 apply_flush_inserts(DeApply *apply)
@@ -1734,7 +1675,7 @@ apply_flush_inserts(DeApply *apply)
 	ApplyRelState *state;
 	DeRelMapEntry *saved_rel = apply->err_rel;
 	char		saved_type = apply->err_type;
-	EState	   *estate;
+	DeInsertBuffer *buf;
 	ResultRelInfo *relinfo;
 	Relation	rel;
 	MemoryContext oldcxt;
@@ -1745,50 +1686,29 @@ apply_flush_inserts(DeApply *apply)
 		return;
 
 	state = entry->state;
-	estate = state->estate;
+	buf = state->insbuf;
 	relinfo = state->relinfo;
 	rel = state->rel;
-	nrows = state->nbuffered;
+	nrows = de_insbuf_count(buf);
 
 	apply->err_rel = entry;
 	apply->err_type = DE_REC_INSERT;
 	oldcxt = MemoryContextSwitchTo(apply->batch_cxt);
 
-	estate->es_output_cid = GetCurrentCommandId(true);
-
 	for (i = 0; i < nrows; i++)
 	{
-		TupleTableSlot *slot = state->bufslots[i];
+		TupleTableSlot *slot = de_insbuf_slot(buf, i);
 
 		apply->err_slot = slot;
 		apply_fill_generated(state, slot);
 		apply_check_not_null(apply, entry, relinfo, slot);
 		if (rel->rd_rel->relispartition)
-			ExecPartitionCheck(relinfo, slot, estate, true);
-		ResetPerTupleExprContext(estate);
+			ExecPartitionCheck(relinfo, slot, state->estate, true);
+		ResetPerTupleExprContext(state->estate);
 	}
 	apply->err_slot = NULL;
 
-	table_multi_insert(rel, state->bufslots, nrows, estate->es_output_cid,
-					   0, state->bistate);
-
-	for (i = 0; i < nrows; i++)
-	{
-		TupleTableSlot *slot = state->bufslots[i];
-
-		if (relinfo->ri_NumIndices > 0)
-		{
-			List	   *recheck;
-
-			apply->err_slot = slot;
-			recheck = ExecInsertIndexTuples(relinfo, slot, estate,
-											false, false, NULL, NIL);
-			list_free(recheck);
-			apply->err_slot = NULL;
-		}
-		ExecClearTuple(slot);
-		ResetPerTupleExprContext(estate);
-	}
+	de_insbuf_write(buf, &apply->err_slot);
 
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(apply->batch_cxt);
@@ -1800,8 +1720,6 @@ apply_flush_inserts(DeApply *apply)
 	}
 	CommandCounterIncrement();
 
-	state->nbuffered = 0;
-	state->bufbytes = 0;
 	apply->buffered = NULL;
 	apply->xact_rows += nrows;
 	if (apply->copy_mode)
