@@ -157,6 +157,33 @@ typedef struct FlushPosition
 	XLogRecPtr	remote_end;
 } FlushPosition;
 
+/*
+ * Where the apply stands in the register's transactions.  Every change goes
+ * through apply_set_state(), which asserts that it is one of these:
+ *
+ *	IDLE -> IN_REMOTE_XACT		BEGIN of a transaction not applied yet
+ *	IDLE -> SKIPPING			BEGIN of a transaction already applied
+ *	IDLE -> STREAMED			de_apply_stream_begin()
+ *	IDLE -> COPYING				de_apply_copy_begin()
+ *	COPYING -> COPY_DONE		COPY_END record
+ *	any -> IDLE					commit, abort, or a new stream
+ */
+typedef enum DeApplyXactState
+{
+	DE_APPLY_IDLE,				/* no register transaction open */
+	DE_APPLY_IN_REMOTE_XACT,	/* BEGIN seen, COMMIT not yet; local
+								 * transaction open */
+	DE_APPLY_SKIPPING,			/* BEGIN seen of a transaction the origin
+								 * shows as applied: no local transaction,
+								 * changes dropped until COMMIT */
+	DE_APPLY_STREAMED,			/* a transaction streamed before its commit
+								 * (stream.c), applied in a local
+								 * transaction (with subtransactions) */
+	DE_APPLY_COPYING,			/* initial copy, before COPY_END */
+	DE_APPLY_COPY_DONE			/* initial copy, COPY_END seen: waits for
+								 * de_apply_commit() */
+} DeApplyXactState;
+
 struct DeApply
 {
 	MemoryContext cxt;			/* lives as long as the worker */
@@ -169,10 +196,7 @@ struct DeApply
 	HTAB	   *recorded;		/* local OIDs in replicated_relations */
 
 	/* the local transaction */
-	bool		in_remote_xact; /* BEGIN seen, COMMIT not yet */
-	bool		skipping;		/* transaction already applied */
-	bool		copy_mode;
-	bool		copy_done;
+	DeApplyXactState state;		/* change with apply_set_state() only */
 	uint64		copy_rows;
 	XLogRecPtr	remote_final_lsn;
 	TimestampTz remote_commit_time;
@@ -204,6 +228,7 @@ struct DeApply
 };
 
 static void apply_error_callback(void *arg);
+static inline void apply_set_state(DeApply *apply, DeApplyXactState next);
 static void apply_start_xact(DeApply *apply);
 static void apply_forget_xact(DeApply *apply, bool committed);
 static void apply_handle_begin(DeApply *apply, DeRecord *rec);
@@ -454,7 +479,7 @@ de_apply_frame_end(DeApply *apply)
 bool
 de_apply_in_transaction(DeApply *apply)
 {
-	return apply->in_remote_xact || apply->copy_mode;
+	return apply->state != DE_APPLY_IDLE;
 }
 
 /*
@@ -464,12 +489,11 @@ de_apply_in_transaction(DeApply *apply)
 void
 de_apply_copy_begin(DeApply *apply)
 {
-	if (apply->in_remote_xact || apply->copy_mode)
+	if (apply->state != DE_APPLY_IDLE)
 		elog(ERROR, "initial copy started inside a transaction");
 
 	apply_start_xact(apply);
-	apply->copy_mode = true;
-	apply->copy_done = false;
+	apply_set_state(apply, DE_APPLY_COPYING);
 	apply->copy_rows = 0;
 	apply->remote_xid = InvalidTransactionId;
 	apply->remote_final_lsn = InvalidXLogRecPtr;
@@ -478,7 +502,7 @@ de_apply_copy_begin(DeApply *apply)
 bool
 de_apply_copy_done(DeApply *apply)
 {
-	return apply->copy_done;
+	return apply->state == DE_APPLY_COPY_DONE;
 }
 
 /*
@@ -511,10 +535,11 @@ de_apply_commit(DeApply *apply, XLogRecPtr remote_lsn,
 		error_context_stack = &errcallback;
 	}
 
+	Assert(apply->state != DE_APPLY_SKIPPING);
 	if (!IsTransactionState())
 		elog(ERROR, "no local transaction to commit");
 
-	if (apply->copy_mode && !apply->copy_done)
+	if (apply->state == DE_APPLY_COPYING)
 		ereport(ERROR,
 				errcode(ERRCODE_DATA_CORRUPTED),
 				errmsg("initial copy of register \"%s\" ended before its COPY_END record",
@@ -527,7 +552,7 @@ de_apply_commit(DeApply *apply, XLogRecPtr remote_lsn,
 	progress = replorigin_session_get_progress(false);
 	if (!XLogRecPtrIsInvalid(progress) && remote_lsn <= progress)
 	{
-		if (apply->copy_mode)
+		if (apply->state == DE_APPLY_COPY_DONE)
 			ereport(ERROR,
 					errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					errmsg("initial copy of register \"%s\" ends at %X/%X, which is not past the position already applied (%X/%X)",
@@ -577,14 +602,13 @@ de_apply_commit(DeApply *apply, XLogRecPtr remote_lsn,
 void
 de_apply_stream_begin(DeApply *apply, TransactionId xid)
 {
-	if (apply->in_remote_xact || apply->copy_mode)
+	if (apply->state != DE_APPLY_IDLE)
 		ereport(ERROR,
 				errcode(ERRCODE_PROTOCOL_VIOLATION),
 				errmsg("streamed transaction %u starts inside a transaction in stream of register \"%s\"",
 					   xid, apply->register_name));
 
-	apply->in_remote_xact = true;
-	apply->skipping = false;
+	apply_set_state(apply, DE_APPLY_STREAMED);
 	apply->remote_final_lsn = InvalidXLogRecPtr;
 	apply->remote_commit_time = 0;
 	apply->remote_xid = xid;
@@ -615,7 +639,7 @@ de_apply_subxact_begin(DeApply *apply)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 
-	Assert(apply->in_remote_xact && IsTransactionState());
+	Assert(apply->state == DE_APPLY_STREAMED && IsTransactionState());
 	apply_settle(apply);
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
@@ -631,6 +655,7 @@ de_apply_subxact_end(DeApply *apply, int levels, bool rollback)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 
+	Assert(apply->state == DE_APPLY_STREAMED);
 	apply_settle(apply);
 	while (levels-- > 0)
 	{
@@ -666,7 +691,7 @@ void
 de_apply_note_position(DeApply *apply, XLogRecPtr remote_lsn)
 {
 	/* Inside an open transaction a position confirms nothing yet. */
-	if (apply->in_remote_xact || apply->copy_mode)
+	if (apply->state != DE_APPLY_IDLE)
 		return;
 
 	apply_store_flush_position(apply, apply->last_local_end, remote_lsn);
@@ -797,15 +822,43 @@ apply_error_callback(void *arg)
 			apply->err_describing = false;
 		}
 	}
-	if (apply->copy_mode)
+	if (apply->state == DE_APPLY_COPYING ||
+		apply->state == DE_APPLY_COPY_DONE)
 		appendStringInfoString(&buf, _(" during the initial copy"));
-	else if (apply->in_remote_xact)
+	else if (apply->state != DE_APPLY_IDLE)
 		appendStringInfo(&buf, _(" in transaction %u committed at %X/%X"),
 						 apply->remote_xid,
 						 LSN_FORMAT_ARGS(apply->remote_final_lsn));
 
 	errcontext("%s", buf.data);
 	pfree(buf.data);
+}
+
+/*
+ * apply_set_state
+ *		Move to the next transaction state, asserting that the step is one
+ *		of those listed at DeApplyXactState.
+ */
+static inline void
+apply_set_state(DeApply *apply, DeApplyXactState next)
+{
+#ifdef USE_ASSERT_CHECKING
+	switch (next)
+	{
+		case DE_APPLY_IDLE:
+			break;
+		case DE_APPLY_IN_REMOTE_XACT:
+		case DE_APPLY_SKIPPING:
+		case DE_APPLY_STREAMED:
+		case DE_APPLY_COPYING:
+			Assert(apply->state == DE_APPLY_IDLE);
+			break;
+		case DE_APPLY_COPY_DONE:
+			Assert(apply->state == DE_APPLY_COPYING);
+			break;
+	}
+#endif
+	apply->state = next;
 }
 
 /*
@@ -860,9 +913,7 @@ apply_forget_xact(DeApply *apply, bool committed)
 	apply->open_rels = NIL;
 	apply->buffered = NULL;
 	apply->buffer_snapshot = false;
-	apply->in_remote_xact = false;
-	apply->skipping = false;
-	apply->copy_mode = false;
+	apply_set_state(apply, DE_APPLY_IDLE);
 	MemoryContextReset(apply->batch_cxt);
 }
 
@@ -875,13 +926,12 @@ apply_handle_begin(DeApply *apply, DeRecord *rec)
 {
 	XLogRecPtr	progress;
 
-	if (apply->in_remote_xact || apply->copy_mode)
+	if (apply->state != DE_APPLY_IDLE)
 		ereport(ERROR,
 				errcode(ERRCODE_PROTOCOL_VIOLATION),
 				errmsg("BEGIN record inside a transaction in stream of register \"%s\"",
 					   apply->register_name));
 
-	apply->in_remote_xact = true;
 	apply->remote_final_lsn = rec->lsn;
 	apply->remote_commit_time = rec->commit_time;
 	apply->remote_xid = rec->xid;
@@ -894,11 +944,12 @@ apply_handle_begin(DeApply *apply, DeRecord *rec)
 	progress = replorigin_session_get_progress(false);
 	if (!XLogRecPtrIsInvalid(progress) && rec->lsn < progress)
 	{
-		apply->skipping = true;
+		apply_set_state(apply, DE_APPLY_SKIPPING);
 		return;
 	}
 
 	apply_start_xact(apply);
+	apply_set_state(apply, DE_APPLY_IN_REMOTE_XACT);
 }
 
 /*
@@ -908,20 +959,20 @@ apply_handle_begin(DeApply *apply, DeRecord *rec)
 static void
 apply_handle_commit(DeApply *apply, DeRecord *rec)
 {
-	if (!apply->in_remote_xact)
+	if (apply->state != DE_APPLY_IN_REMOTE_XACT &&
+		apply->state != DE_APPLY_SKIPPING)
 		ereport(ERROR,
 				errcode(ERRCODE_PROTOCOL_VIOLATION),
 				errmsg("COMMIT record outside a transaction in stream of register \"%s\"",
 					   apply->register_name));
 
-	if (apply->skipping)
+	if (apply->state == DE_APPLY_SKIPPING)
 	{
 		ereport(LOG,
 				errmsg("skipped transaction %u of register \"%s\" ending at %X/%X, which was already applied",
 					   apply->remote_xid, apply->register_name,
 					   LSN_FORMAT_ARGS(rec->end_lsn)));
-		apply->in_remote_xact = false;
-		apply->skipping = false;
+		apply_set_state(apply, DE_APPLY_IDLE);
 		apply_store_flush_position(apply, apply->last_local_end,
 								   rec->end_lsn);
 		if (rec->end_lsn > apply->last_applied)
@@ -940,9 +991,9 @@ apply_handle_commit(DeApply *apply, DeRecord *rec)
 static bool
 apply_check_change(DeApply *apply, DeRecord *rec)
 {
-	if (apply->copy_mode)
+	if (apply->state == DE_APPLY_COPYING || apply->state == DE_APPLY_COPY_DONE)
 	{
-		if (rec->type != DE_REC_INSERT || apply->copy_done)
+		if (rec->type != DE_REC_INSERT || apply->state == DE_APPLY_COPY_DONE)
 			ereport(ERROR,
 					errcode(ERRCODE_PROTOCOL_VIOLATION),
 					errmsg("unexpected %s record in initial copy of register \"%s\"",
@@ -950,12 +1001,12 @@ apply_check_change(DeApply *apply, DeRecord *rec)
 						   apply->register_name));
 		return true;
 	}
-	if (!apply->in_remote_xact)
+	if (apply->state == DE_APPLY_IDLE)
 		ereport(ERROR,
 				errcode(ERRCODE_PROTOCOL_VIOLATION),
 				errmsg("%s record outside a transaction in stream of register \"%s\"",
 					   de_record_type_name(rec->type), apply->register_name));
-	return !apply->skipping;
+	return apply->state != DE_APPLY_SKIPPING;
 }
 
 /*
@@ -1100,7 +1151,7 @@ apply_rel_open(DeApply *apply, DeRelMapEntry *entry)
 		state->has_triggers = (state->relinfo->ri_TrigDesc != NULL);
 		if (de_insbuf_usable(rel))
 			state->insbuf = de_insbuf_create(state->relinfo, estate,
-											 apply->copy_mode);
+											 apply->state == DE_APPLY_COPYING);
 	}
 
 	/*
@@ -1613,7 +1664,7 @@ apply_handle_insert(DeApply *apply, DeRecord *rec)
 	apply_end_row(state);
 
 	apply->xact_rows++;
-	if (apply->copy_mode)
+	if (apply->state == DE_APPLY_COPYING)
 		apply->copy_rows++;
 }
 
@@ -1722,7 +1773,7 @@ apply_flush_inserts(DeApply *apply)
 
 	apply->buffered = NULL;
 	apply->xact_rows += nrows;
-	if (apply->copy_mode)
+	if (apply->state == DE_APPLY_COPYING)
 		apply->copy_rows += nrows;
 
 	apply->err_rel = saved_rel;
@@ -2231,7 +2282,7 @@ apply_handle_sequences(DeApply *apply, DeRecord *rec)
 static void
 apply_handle_copy_end(DeApply *apply, DeRecord *rec)
 {
-	if (!apply->copy_mode || apply->copy_done)
+	if (apply->state != DE_APPLY_COPYING)
 		ereport(ERROR,
 				errcode(ERRCODE_PROTOCOL_VIOLATION),
 				errmsg("unexpected COPY_END record in stream of register \"%s\"",
@@ -2246,5 +2297,5 @@ apply_handle_copy_end(DeApply *apply, DeRecord *rec)
 						  (unsigned long long) rec->rows,
 						  (unsigned long long) apply->copy_rows));
 
-	apply->copy_done = true;
+	apply_set_state(apply, DE_APPLY_COPY_DONE);
 }
