@@ -90,6 +90,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "embassy/apply.h"
 #include "embassy/catalog.h"
@@ -281,7 +282,7 @@ static ResultRelInfo *apply_find_partition(ApplyRelState *state,
 										   TupleTableSlot *slot);
 static void apply_route_insert(DeApply *apply, DeRelMapEntry *entry,
 							   TupleTableSlot *slot);
-static void apply_not_found(DeRelMapEntry *entry, const char *what);
+static void apply_not_found(DeRelMapEntry *entry, CmdType cmd);
 static void apply_store_flush_position(DeApply *apply, XLogRecPtr local_end,
 									   XLogRecPtr remote_end);
 static void apply_settle(DeApply *apply);
@@ -375,6 +376,9 @@ de_apply_record(DeApply *apply, DeRecord *rec)
 {
 	ErrorContextCallback errcallback;
 	MemoryContext oldcxt;
+
+	/* frames reach 64 MB: let a signal in between any two records */
+	CHECK_FOR_INTERRUPTS();
 
 	apply->err_type = rec->type;
 	apply->err_rel = NULL;
@@ -600,7 +604,8 @@ de_apply_commit(DeApply *apply, XLogRecPtr remote_lsn,
  *		whether it was already applied is decided at its commit.
  */
 void
-de_apply_stream_begin(DeApply *apply, TransactionId xid)
+de_apply_stream_begin(DeApply *apply, TransactionId xid,
+					  XLogRecPtr commit_lsn, TimestampTz commit_time)
 {
 	if (apply->state != DE_APPLY_IDLE)
 		ereport(ERROR,
@@ -609,8 +614,8 @@ de_apply_stream_begin(DeApply *apply, TransactionId xid)
 					   xid, apply->register_name));
 
 	apply_set_state(apply, DE_APPLY_STREAMED);
-	apply->remote_final_lsn = InvalidXLogRecPtr;
-	apply->remote_commit_time = 0;
+	apply->remote_final_lsn = commit_lsn;
+	apply->remote_commit_time = commit_time;
 	apply->remote_xid = xid;
 	apply_start_xact(apply);
 }
@@ -784,54 +789,84 @@ apply_store_flush_position(DeApply *apply, XLogRecPtr local_end,
 
 /*
  * apply_error_callback
- *		Name the register, the record, the table, the column and the row.
+ *		Name the table, the column and the row at hand, then the record,
+ *		the register and the register's transaction, in the shape of core's
+ *		apply_error_callback(): the transaction's xid, the LSN of its commit
+ *		record ("finished at") and its commit time, or "in progress" for a
+ *		transaction applied as the register streams it, before its commit.
+ *		The innermost line comes first, as error context stacks do.
  */
 static void
 apply_error_callback(void *arg)
 {
 	DeApply    *apply = (DeApply *) arg;
 	DeRelMapEntry *rel = apply->err_rel;
-	StringInfoData buf;
+	const char *type;
 
 	if (apply->err_type == 0)
 		return;
 
-	initStringInfo(&buf);
-	appendStringInfo(&buf, _("applying %s record of register \"%s\""),
-					 de_record_type_name(apply->err_type),
-					 apply->register_name);
 	if (rel != NULL)
 	{
+		const char *column = NULL;
+		StringInfoData key;
+
 		if (apply->err_att >= 0 && apply->err_att < rel->natts)
-			appendStringInfo(&buf, _(" to table \"%s.%s\" column \"%s\""),
-							 rel->nspname, rel->relname,
-							 rel->atts[apply->err_att].name);
-		else
-			appendStringInfo(&buf, _(" to table \"%s.%s\""),
-							 rel->nspname, rel->relname);
+			column = rel->atts[apply->err_att].name;
+
+		/* describing the row must not recurse if it fails itself */
+		initStringInfo(&key);
 		if (apply->err_slot != NULL && !apply->err_describing)
 		{
-			StringInfoData key;
-
 			apply->err_describing = true;
-			initStringInfo(&key);
 			de_relmap_describe_row(rel, apply->err_slot, &key);
-			if (key.len > 0)
-				appendStringInfo(&buf, _(" row %s"), key.data);
-			pfree(key.data);
 			apply->err_describing = false;
 		}
-	}
-	if (apply->state == DE_APPLY_COPYING ||
-		apply->state == DE_APPLY_COPY_DONE)
-		appendStringInfoString(&buf, _(" during the initial copy"));
-	else if (apply->state != DE_APPLY_IDLE)
-		appendStringInfo(&buf, _(" in transaction %u committed at %X/%X"),
-						 apply->remote_xid,
-						 LSN_FORMAT_ARGS(apply->remote_final_lsn));
 
-	errcontext("%s", buf.data);
-	pfree(buf.data);
+		if (column != NULL && key.len > 0)
+			errcontext("replication target relation \"%s.%s\" column \"%s\", row %s",
+					   rel->nspname, rel->relname, column, key.data);
+		else if (column != NULL)
+			errcontext("replication target relation \"%s.%s\" column \"%s\"",
+					   rel->nspname, rel->relname, column);
+		else if (key.len > 0)
+			errcontext("replication target relation \"%s.%s\", row %s",
+					   rel->nspname, rel->relname, key.data);
+		else
+			errcontext("replication target relation \"%s.%s\"",
+					   rel->nspname, rel->relname);
+		pfree(key.data);
+	}
+
+	type = de_record_type_name(apply->err_type);
+	switch (apply->state)
+	{
+		case DE_APPLY_IDLE:
+			errcontext("processing %s record of register \"%s\"",
+					   type, apply->register_name);
+			break;
+		case DE_APPLY_COPYING:
+		case DE_APPLY_COPY_DONE:
+			errcontext("processing %s record of register \"%s\" during the initial copy",
+					   type, apply->register_name);
+			break;
+		case DE_APPLY_STREAMED:
+			if (XLogRecPtrIsInvalid(apply->remote_final_lsn))
+			{
+				errcontext("processing %s record of register \"%s\" in streamed transaction %u, in progress",
+						   type, apply->register_name, apply->remote_xid);
+				break;
+			}
+			/* replayed from its spool file: its commit is known */
+			/* FALLTHROUGH */
+		case DE_APPLY_IN_REMOTE_XACT:
+		case DE_APPLY_SKIPPING:
+			errcontext("processing %s record of register \"%s\" in transaction %u, finished at %X/%X, committed at %s",
+					   type, apply->register_name, apply->remote_xid,
+					   LSN_FORMAT_ARGS(apply->remote_final_lsn),
+					   timestamptz_to_str(apply->remote_commit_time));
+			break;
+	}
 }
 
 /*
@@ -1883,11 +1918,16 @@ apply_find_tuple(DeRelMapEntry *entry, ApplyRelState *state)
  *		core does.
  */
 static void
-apply_not_found(DeRelMapEntry *entry, const char *what)
+apply_not_found(DeRelMapEntry *entry, CmdType cmd)
 {
-	ereport(LOG,
-			errmsg("data_embassy did not find row to be %s in replication target table \"%s.%s\"",
-				   what, entry->nspname, entry->relname));
+	if (cmd == CMD_UPDATE)
+		ereport(LOG,
+				errmsg("data_embassy did not find row to be updated in replication target table \"%s.%s\"",
+					   entry->nspname, entry->relname));
+	else
+		ereport(LOG,
+				errmsg("data_embassy did not find row to be deleted in replication target table \"%s.%s\"",
+					   entry->nspname, entry->relname));
 }
 
 /*
@@ -2095,7 +2135,7 @@ apply_handle_update(DeApply *apply, DeRecord *rec)
 	if (found)
 		apply->xact_rows++;
 	else
-		apply_not_found(entry, "updated");
+		apply_not_found(entry, CMD_UPDATE);
 	apply->err_slot = NULL;
 	apply_end_row(state);
 }
@@ -2138,7 +2178,7 @@ apply_handle_delete(DeApply *apply, DeRecord *rec)
 	if (found)
 		apply->xact_rows++;
 	else
-		apply_not_found(entry, "deleted");
+		apply_not_found(entry, CMD_DELETE);
 	apply->err_slot = NULL;
 	apply_end_row(state);
 }
@@ -2232,10 +2272,14 @@ apply_handle_truncate(DeApply *apply, DeRecord *rec)
 static void
 apply_handle_message(DeApply *apply, DeRecord *rec)
 {
-	elog(DEBUG2, "register \"%s\" sent a %stransactional message with prefix \"%s\" at %X/%X (%u bytes)",
-		 apply->register_name, rec->transactional ? "" : "non-",
-		 rec->prefix ? rec->prefix : "", LSN_FORMAT_ARGS(rec->lsn),
-		 rec->content_len);
+	if (rec->transactional)
+		elog(DEBUG2, "register \"%s\" sent a transactional message with prefix \"%s\" at %X/%X (%u bytes)",
+			 apply->register_name, rec->prefix ? rec->prefix : "",
+			 LSN_FORMAT_ARGS(rec->lsn), rec->content_len);
+	else
+		elog(DEBUG2, "register \"%s\" sent a non-transactional message with prefix \"%s\" at %X/%X (%u bytes)",
+			 apply->register_name, rec->prefix ? rec->prefix : "",
+			 LSN_FORMAT_ARGS(rec->lsn), rec->content_len);
 }
 
 /*
