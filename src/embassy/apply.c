@@ -23,14 +23,11 @@
  *	  what ExecSimpleRelationInsert() and ExecSimpleRelationUpdate() do
  *	  except ExecComputeStoredGenerated() and ExecConstraints().
  *
- *	  Relation map.  RELATION records fill a hash keyed by the register's
- *	  relation OID with the remote description.  The local side (table OID,
- *	  column map, type input and receive functions, replica identity) is
- *	  resolved by schema and table name at the first change of the relation
- *	  in a local transaction, and kept until a relcache invalidation of the
- *	  local table or a new RELATION record.  Every local table a register
- *	  writes to is recorded once in data_embassy.replicated_relations, which
- *	  the write guard reads.
+ *	  Relation map.  RELATION records describe the register's relations;
+ *	  relmap.c maps them onto local tables by schema and table name, and
+ *	  keeps the mapping until a relcache invalidation or a new RELATION
+ *	  record.  Every local table a register writes to is recorded once in
+ *	  data_embassy.replicated_relations, which the write guard reads.
  *
  *	  Per-transaction state.  The first change to a relation in a local
  *	  transaction opens it (RowExclusiveLock, held to commit) with one
@@ -42,12 +39,11 @@
  *	  per such row until commit, in core's apply worker as in any session.)
  *
  *	  Inserts.  Runs of INSERT records into one table are converted into a
- *	  buffer of slots (at most APPLY_MAX_BUFFERED_ROWS rows or
- *	  APPLY_MAX_BUFFERED_BYTES bytes of values) and written with
- *	  table_multi_insert(), then indexed row by row, as COPY FROM does.  The
- *	  buffer is flushed when another record comes, at the end of each frame,
- *	  and before commit.  Tables with row triggers that fire on insert, and
- *	  partitioned tables, take the single-row path.
+ *	  buffer of slots and written with table_multi_insert(), then indexed
+ *	  row by row, as COPY FROM does (multi_insert.c).  The buffer is
+ *	  flushed when full, when another record comes, at the end of each
+ *	  frame, and before commit.  Tables with row triggers that fire on
+ *	  insert, and partitioned tables, take the single-row path.
  *
  *	  Exactly once.  COMMIT commits the local transaction with the
  *	  replication origin advanced to the register's commit end LSN, so
@@ -73,7 +69,6 @@
 #include "catalog/catalog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_inherits.h"
-#include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/tablecmds.h"
 #include "commands/trigger.h"
@@ -81,7 +76,6 @@
 #include "executor/executor.h"
 #include "executor/nodeModifyTable.h"
 #include "lib/ilist.h"
-#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
@@ -92,11 +86,11 @@
 #include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
-#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "embassy/apply.h"
 #include "embassy/catalog.h"
@@ -104,24 +98,11 @@
 #include "data_embassy.h"
 #include "embassy/guard.h"
 #include "embassy/lookup.h"
-
-/* Inserts gathered before one table_multi_insert() (as COPY FROM does). */
-#define APPLY_MAX_BUFFERED_ROWS		1000
-#define APPLY_MAX_BUFFERED_BYTES	65535
+#include "embassy/multi_insert.h"
+#include "embassy/relmap.h"
 
 /* Pending flush positions kept before the oldest are merged. */
 #define APPLY_MAX_FLUSH_POSITIONS	1024
-
-/* How one remote column is converted into its local column. */
-typedef struct ApplyColumn
-{
-	int			localatt;		/* offset in the local tuple descriptor */
-	Oid			typid;			/* local type */
-	Oid			typioparam;
-	int32		typmod;			/* local atttypmod */
-	FmgrInfo	infunc;			/* input function (text format) */
-	FmgrInfo	recvfunc;		/* receive function; InvalidOid if none */
-} ApplyColumn;
 
 /* Slots for one partition of a partitioned target. */
 typedef struct ApplyPartSlots
@@ -148,7 +129,7 @@ typedef struct ApplyRelState
 	DeSeqLookup *seqlookup;		/* without one, made at first use */
 	bool	   *compare;		/* local columns the search row has */
 	bool		has_triggers;	/* wrap row operations in a trigger query */
-	bool		use_multi_insert;
+	DeInsertBuffer *insbuf;		/* runs of inserts; NULL: row by row */
 
 	/* defaults of local columns the register does not send */
 	int			ndefaults;
@@ -163,50 +144,11 @@ typedef struct ApplyRelState
 	int		   *genmap;
 	ExprState **genexprs;
 
-	/* multi-insert buffer */
-	TupleTableSlot **bufslots;
-	int			nslots;			/* slots made so far */
-	int			nbuffered;		/* of which holding rows */
-	Size		bufbytes;
-	BulkInsertState bistate;	/* initial copy only */
-
 	/* partitioned target */
 	ModifyTableState *mtstate;
 	PartitionTupleRouting *proute;
 	List	   *partslots;		/* of ApplyPartSlots */
 } ApplyRelState;
-
-/* One relation of the register, by the register's OID. */
-typedef struct ApplyRelEntry
-{
-	Oid			remoteid;		/* hash key */
-	MemoryContext cxt;			/* remote description, and map_cxt */
-
-	/* remote description from the RELATION record */
-	char	   *nspname;
-	char	   *relname;
-	char		replident;
-	int			natts;
-	DeAttribute *atts;
-
-	/* local side, valid while local_valid */
-	bool		local_valid;
-	Oid			localrelid;
-	MemoryContext map_cxt;
-	ApplyColumn *cols;			/* per remote column */
-	int			local_natts;
-	int		   *attrmap;		/* local offset -> remote index, or -1 */
-	bool		updatable;
-	int			nnotnull;		/* local NOT NULL columns */
-	int		   *notnull;		/* their local offsets */
-	int			nkeyatts;		/* local columns that identify a row */
-	int		   *keyatts;		/* their local offsets, for messages */
-	FmgrInfo   *keyout;			/* their output functions */
-	DeRowCompare *rowcmp;		/* REPLICA IDENTITY FULL: how rows compare */
-
-	/* open in the current local transaction, or NULL */
-	ApplyRelState *state;
-} ApplyRelEntry;
 
 /* A local commit and the register position it makes durable. */
 typedef struct FlushPosition
@@ -216,6 +158,33 @@ typedef struct FlushPosition
 	XLogRecPtr	remote_end;
 } FlushPosition;
 
+/*
+ * Where the apply stands in the register's transactions.  Every change goes
+ * through apply_set_state(), which asserts that it is one of these:
+ *
+ *	IDLE -> IN_REMOTE_XACT		BEGIN of a transaction not applied yet
+ *	IDLE -> SKIPPING			BEGIN of a transaction already applied
+ *	IDLE -> STREAMED			de_apply_stream_begin()
+ *	IDLE -> COPYING				de_apply_copy_begin()
+ *	COPYING -> COPY_DONE		COPY_END record
+ *	any -> IDLE					commit, abort, or a new stream
+ */
+typedef enum DeApplyXactState
+{
+	DE_APPLY_IDLE,				/* no register transaction open */
+	DE_APPLY_IN_REMOTE_XACT,	/* BEGIN seen, COMMIT not yet; local
+								 * transaction open */
+	DE_APPLY_SKIPPING,			/* BEGIN seen of a transaction the origin
+								 * shows as applied: no local transaction,
+								 * changes dropped until COMMIT */
+	DE_APPLY_STREAMED,			/* a transaction streamed before its commit
+								 * (stream.c), applied in a local
+								 * transaction (with subtransactions) */
+	DE_APPLY_COPYING,			/* initial copy, before COPY_END */
+	DE_APPLY_COPY_DONE			/* initial copy, COPY_END seen: waits for
+								 * de_apply_commit() */
+} DeApplyXactState;
+
 struct DeApply
 {
 	MemoryContext cxt;			/* lives as long as the worker */
@@ -224,14 +193,11 @@ struct DeApply
 	char	   *register_name;
 	RepOriginId origin;
 
-	HTAB	   *relmap;			/* ApplyRelEntry by remote OID */
+	DeRelMap   *relmap;			/* the register's relations */
 	HTAB	   *recorded;		/* local OIDs in replicated_relations */
 
 	/* the local transaction */
-	bool		in_remote_xact; /* BEGIN seen, COMMIT not yet */
-	bool		skipping;		/* transaction already applied */
-	bool		copy_mode;
-	bool		copy_done;
+	DeApplyXactState state;		/* change with apply_set_state() only */
 	uint64		copy_rows;
 	XLogRecPtr	remote_final_lsn;
 	TimestampTz remote_commit_time;
@@ -240,7 +206,7 @@ struct DeApply
 	List	   *open_rels;		/* entries with a state, in xact_cxt */
 	List	   *pending_recorded;	/* local OIDs recorded, not committed (in
 									 * cxt) */
-	ApplyRelEntry *buffered;	/* entry whose inserts are buffered */
+	DeRelMapEntry *buffered;	/* entry whose inserts are buffered */
 	bool		buffer_snapshot;	/* snapshot pushed for the buffer */
 
 	/* progress */
@@ -254,21 +220,16 @@ struct DeApply
 
 	/* error context */
 	char		err_type;
-	ApplyRelEntry *err_rel;
+	DeRelMapEntry *err_rel;
 	int			err_att;
 	TupleTableSlot *err_slot;	/* the row at hand, local layout, or NULL */
 	bool		err_describing; /* describing err_slot (an error there must
 								 * not describe it again) */
 
-	struct DeApply *next;		/* all apply states of this process */
 };
 
-static DeApply *apply_states = NULL;
-static bool apply_callback_registered = false;
-
 static void apply_error_callback(void *arg);
-static void apply_relcache_invalidate(Datum arg, Oid relid);
-static HTAB *apply_relmap_create(DeApply *apply);
+static inline void apply_set_state(DeApply *apply, DeApplyXactState next);
 static void apply_start_xact(DeApply *apply);
 static void apply_forget_xact(DeApply *apply, bool committed);
 static void apply_handle_begin(DeApply *apply, DeRecord *rec);
@@ -281,44 +242,37 @@ static void apply_handle_truncate(DeApply *apply, DeRecord *rec);
 static void apply_handle_message(DeApply *apply, DeRecord *rec);
 static void apply_handle_sequences(DeApply *apply, DeRecord *rec);
 static void apply_handle_copy_end(DeApply *apply, DeRecord *rec);
-static ApplyRelEntry *apply_get_entry(DeApply *apply, Oid remoteid);
-static Oid	apply_lookup_local(ApplyRelEntry *entry, LOCKMODE lockmode);
-static void apply_check_target(ApplyRelEntry *entry, Relation rel);
-static void apply_map_relation(DeApply *apply, ApplyRelEntry *entry,
-							   Relation rel);
+static DeRelMapEntry *apply_get_entry(DeApply *apply, Oid remoteid);
 static void apply_record_replicated(DeApply *apply, Oid localrelid);
-static ApplyRelState *apply_rel_open(DeApply *apply, ApplyRelEntry *entry);
-static void apply_rel_close(ApplyRelEntry *entry);
+static ApplyRelState *apply_rel_open(DeApply *apply, DeRelMapEntry *entry);
+static void apply_rel_close(DeRelMapEntry *entry);
 static void apply_close_rels(DeApply *apply);
-static void apply_store_tuple(DeApply *apply, ApplyRelEntry *entry,
+static void apply_store_tuple(DeApply *apply, DeRelMapEntry *entry,
 							  DeTuple *tup, TupleTableSlot *slot,
 							  TupleTableSlot *oldslot, bool is_search);
-static Datum apply_convert_value(DeApply *apply, ApplyRelEntry *entry,
+static Datum apply_convert_value(DeApply *apply, DeRelMapEntry *entry,
 								 int remoteatt, DeValue *val);
 static void apply_fill_defaults(ApplyRelState *state, TupleTableSlot *slot);
 static void apply_fill_generated(ApplyRelState *state, TupleTableSlot *slot);
-static void apply_check_not_null(DeApply *apply, ApplyRelEntry *entry,
+static void apply_check_not_null(DeApply *apply, DeRelMapEntry *entry,
 								 ResultRelInfo *relinfo,
 								 TupleTableSlot *slot);
-static void apply_insert_row(DeApply *apply, ApplyRelEntry *entry,
+static void apply_insert_row(DeApply *apply, DeRelMapEntry *entry,
 							 ResultRelInfo *relinfo, TupleTableSlot *slot);
-static void apply_update_row(DeApply *apply, ApplyRelEntry *entry,
+static void apply_update_row(DeApply *apply, DeRelMapEntry *entry,
 							 ResultRelInfo *relinfo,
 							 TupleTableSlot *searchslot,
 							 TupleTableSlot *slot);
-static void apply_describe_row(ApplyRelEntry *entry, TupleTableSlot *slot,
-							   StringInfo buf);
-static void apply_buffer_insert(DeApply *apply, ApplyRelEntry *entry,
+static void apply_buffer_insert(DeApply *apply, DeRelMapEntry *entry,
 								DeTuple *tup);
 static void apply_flush_inserts(DeApply *apply);
 static void apply_begin_row(ApplyRelState *state);
 static void apply_end_row(ApplyRelState *state);
-static bool apply_find_tuple(ApplyRelEntry *entry, ApplyRelState *state);
+static bool apply_find_tuple(DeRelMapEntry *entry, ApplyRelState *state);
 static bool apply_find_in_partition(ApplyRelState *state,
 									ResultRelInfo *partinfo,
 									ApplyPartSlots *ps,
 									TupleTableSlot *searchslot);
-static void apply_check_updatable(ApplyRelEntry *entry);
 static ApplyPartSlots *apply_part_slots(ApplyRelState *state,
 										ResultRelInfo *partinfo);
 static TupleTableSlot *apply_to_partition(ApplyRelState *state,
@@ -326,9 +280,9 @@ static TupleTableSlot *apply_to_partition(ApplyRelState *state,
 										  TupleTableSlot *slot);
 static ResultRelInfo *apply_find_partition(ApplyRelState *state,
 										   TupleTableSlot *slot);
-static void apply_route_insert(DeApply *apply, ApplyRelEntry *entry,
+static void apply_route_insert(DeApply *apply, DeRelMapEntry *entry,
 							   TupleTableSlot *slot);
-static void apply_not_found(ApplyRelEntry *entry, const char *what);
+static void apply_not_found(DeRelMapEntry *entry, CmdType cmd);
 static void apply_store_flush_position(DeApply *apply, XLogRecPtr local_end,
 									   XLogRecPtr remote_end);
 static void apply_settle(DeApply *apply);
@@ -359,7 +313,7 @@ de_apply_create(MemoryContext mcxt, const char *register_name,
 											 ALLOCSET_DEFAULT_SIZES);
 	apply->register_name = MemoryContextStrdup(apply->cxt, register_name);
 	apply->origin = origin;
-	apply->relmap = apply_relmap_create(apply);
+	apply->relmap = de_relmap_create(apply->cxt, register_name);
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(Oid);
@@ -392,57 +346,7 @@ de_apply_create(MemoryContext mcxt, const char *register_name,
 	apply->flushed = progress;
 	apply->last_applied = progress;
 
-	if (!apply_callback_registered)
-	{
-		CacheRegisterRelcacheCallback(apply_relcache_invalidate, (Datum) 0);
-		apply_callback_registered = true;
-	}
-	apply->next = apply_states;
-	apply_states = apply;
-
 	return apply;
-}
-
-/*
- * apply_relmap_create
- *		An empty relation map.
- */
-static HTAB *
-apply_relmap_create(DeApply *apply)
-{
-	HASHCTL		ctl;
-
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(Oid);
-	ctl.entrysize = sizeof(ApplyRelEntry);
-	ctl.hcxt = apply->cxt;
-	return hash_create("data_embassy relation map", 128, &ctl,
-					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-}
-
-/*
- * apply_relcache_invalidate
- *		A local table changed: map it again at its next use.
- */
-static void
-apply_relcache_invalidate(Datum arg, Oid relid)
-{
-	DeApply    *apply;
-
-	for (apply = apply_states; apply != NULL; apply = apply->next)
-	{
-		HASH_SEQ_STATUS status;
-		ApplyRelEntry *entry;
-
-		if (apply->relmap == NULL)
-			continue;
-		hash_seq_init(&status, apply->relmap);
-		while ((entry = hash_seq_search(&status)) != NULL)
-		{
-			if (relid == InvalidOid || entry->localrelid == relid)
-				entry->local_valid = false;
-		}
-	}
 }
 
 /*
@@ -452,9 +356,6 @@ apply_relcache_invalidate(Datum arg, Oid relid)
 void
 de_apply_reset_stream(DeApply *apply)
 {
-	HASH_SEQ_STATUS status;
-	ApplyRelEntry *entry;
-
 	/*
 	 * Everything opened for the transaction (relations, slots, executor
 	 * states) belongs to it and goes with the abort.
@@ -463,12 +364,7 @@ de_apply_reset_stream(DeApply *apply)
 	apply_forget_xact(apply, false);
 	MemoryContextReset(apply->batch_cxt);
 	MemoryContextReset(apply->row_cxt);
-
-	hash_seq_init(&status, apply->relmap);
-	while ((entry = hash_seq_search(&status)) != NULL)
-		MemoryContextDelete(entry->cxt);
-	hash_destroy(apply->relmap);
-	apply->relmap = apply_relmap_create(apply);
+	de_relmap_reset(apply->relmap);
 }
 
 /*
@@ -480,6 +376,9 @@ de_apply_record(DeApply *apply, DeRecord *rec)
 {
 	ErrorContextCallback errcallback;
 	MemoryContext oldcxt;
+
+	/* frames reach 64 MB: let a signal in between any two records */
+	CHECK_FOR_INTERRUPTS();
 
 	apply->err_type = rec->type;
 	apply->err_rel = NULL;
@@ -584,7 +483,7 @@ de_apply_frame_end(DeApply *apply)
 bool
 de_apply_in_transaction(DeApply *apply)
 {
-	return apply->in_remote_xact || apply->copy_mode;
+	return apply->state != DE_APPLY_IDLE;
 }
 
 /*
@@ -594,12 +493,11 @@ de_apply_in_transaction(DeApply *apply)
 void
 de_apply_copy_begin(DeApply *apply)
 {
-	if (apply->in_remote_xact || apply->copy_mode)
+	if (apply->state != DE_APPLY_IDLE)
 		elog(ERROR, "initial copy started inside a transaction");
 
 	apply_start_xact(apply);
-	apply->copy_mode = true;
-	apply->copy_done = false;
+	apply_set_state(apply, DE_APPLY_COPYING);
 	apply->copy_rows = 0;
 	apply->remote_xid = InvalidTransactionId;
 	apply->remote_final_lsn = InvalidXLogRecPtr;
@@ -608,7 +506,7 @@ de_apply_copy_begin(DeApply *apply)
 bool
 de_apply_copy_done(DeApply *apply)
 {
-	return apply->copy_done;
+	return apply->state == DE_APPLY_COPY_DONE;
 }
 
 /*
@@ -641,10 +539,11 @@ de_apply_commit(DeApply *apply, XLogRecPtr remote_lsn,
 		error_context_stack = &errcallback;
 	}
 
+	Assert(apply->state != DE_APPLY_SKIPPING);
 	if (!IsTransactionState())
 		elog(ERROR, "no local transaction to commit");
 
-	if (apply->copy_mode && !apply->copy_done)
+	if (apply->state == DE_APPLY_COPYING)
 		ereport(ERROR,
 				errcode(ERRCODE_DATA_CORRUPTED),
 				errmsg("initial copy of register \"%s\" ended before its COPY_END record",
@@ -657,7 +556,7 @@ de_apply_commit(DeApply *apply, XLogRecPtr remote_lsn,
 	progress = replorigin_session_get_progress(false);
 	if (!XLogRecPtrIsInvalid(progress) && remote_lsn <= progress)
 	{
-		if (apply->copy_mode)
+		if (apply->state == DE_APPLY_COPY_DONE)
 			ereport(ERROR,
 					errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					errmsg("initial copy of register \"%s\" ends at %X/%X, which is not past the position already applied (%X/%X)",
@@ -705,18 +604,18 @@ de_apply_commit(DeApply *apply, XLogRecPtr remote_lsn,
  *		whether it was already applied is decided at its commit.
  */
 void
-de_apply_stream_begin(DeApply *apply, TransactionId xid)
+de_apply_stream_begin(DeApply *apply, TransactionId xid,
+					  XLogRecPtr commit_lsn, TimestampTz commit_time)
 {
-	if (apply->in_remote_xact || apply->copy_mode)
+	if (apply->state != DE_APPLY_IDLE)
 		ereport(ERROR,
 				errcode(ERRCODE_PROTOCOL_VIOLATION),
 				errmsg("streamed transaction %u starts inside a transaction in stream of register \"%s\"",
 					   xid, apply->register_name));
 
-	apply->in_remote_xact = true;
-	apply->skipping = false;
-	apply->remote_final_lsn = InvalidXLogRecPtr;
-	apply->remote_commit_time = 0;
+	apply_set_state(apply, DE_APPLY_STREAMED);
+	apply->remote_final_lsn = commit_lsn;
+	apply->remote_commit_time = commit_time;
 	apply->remote_xid = xid;
 	apply_start_xact(apply);
 }
@@ -745,7 +644,7 @@ de_apply_subxact_begin(DeApply *apply)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 
-	Assert(apply->in_remote_xact && IsTransactionState());
+	Assert(apply->state == DE_APPLY_STREAMED && IsTransactionState());
 	apply_settle(apply);
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
@@ -761,6 +660,7 @@ de_apply_subxact_end(DeApply *apply, int levels, bool rollback)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 
+	Assert(apply->state == DE_APPLY_STREAMED);
 	apply_settle(apply);
 	while (levels-- > 0)
 	{
@@ -796,7 +696,7 @@ void
 de_apply_note_position(DeApply *apply, XLogRecPtr remote_lsn)
 {
 	/* Inside an open transaction a position confirms nothing yet. */
-	if (apply->in_remote_xact || apply->copy_mode)
+	if (apply->state != DE_APPLY_IDLE)
 		return;
 
 	apply_store_flush_position(apply, apply->last_local_end, remote_lsn);
@@ -887,116 +787,113 @@ apply_store_flush_position(DeApply *apply, XLogRecPtr local_end,
 	apply->nflush_positions++;
 }
 
-/* At most this many bytes of a value, and values, name a row in messages. */
-#define APPLY_DESCRIBE_VALUE_BYTES	64
-#define APPLY_DESCRIBE_MAX_COLUMNS	16
-
-/*
- * apply_describe_row
- *		Append "(a, b)=(1, x)": the identity columns of the row in slot (the
- *		local layout of entry's table), or nothing when that is not known.
- *		Values are cut at APPLY_DESCRIBE_VALUE_BYTES bytes (on a character
- *		boundary).  The slot holds values already converted, so only output
- *		functions run, as for PostgreSQL's own key descriptions.
- */
-static void
-apply_describe_row(ApplyRelEntry *entry, TupleTableSlot *slot, StringInfo buf)
-{
-	TupleDesc	desc;
-	int			n;
-	int			i;
-
-	if (slot == NULL || TTS_EMPTY(slot) || !entry->local_valid ||
-		entry->nkeyatts == 0 || entry->keyatts == NULL ||
-		slot->tts_tupleDescriptor->natts != entry->local_natts)
-		return;
-
-	desc = slot->tts_tupleDescriptor;
-	n = Min(entry->nkeyatts, APPLY_DESCRIBE_MAX_COLUMNS);
-	slot_getallattrs(slot);
-
-	appendStringInfoChar(buf, '(');
-	for (i = 0; i < n; i++)
-		appendStringInfo(buf, "%s%s", i > 0 ? ", " : "",
-						 quote_identifier(NameStr(TupleDescAttr(desc, entry->keyatts[i])->attname)));
-	if (n < entry->nkeyatts)
-		appendStringInfoString(buf, ", ...");
-	appendStringInfoString(buf, ")=(");
-	for (i = 0; i < n; i++)
-	{
-		int			att = entry->keyatts[i];
-
-		if (i > 0)
-			appendStringInfoString(buf, ", ");
-		if (slot->tts_isnull[att])
-			appendStringInfoString(buf, "null");
-		else
-		{
-			char	   *v = OutputFunctionCall(&entry->keyout[i],
-											   slot->tts_values[att]);
-			int			len = strlen(v);
-			int			cut = pg_mbcliplen(v, len, APPLY_DESCRIBE_VALUE_BYTES);
-
-			appendBinaryStringInfo(buf, v, cut);
-			if (cut < len)
-				appendStringInfoString(buf, "...");
-			pfree(v);
-		}
-	}
-	if (n < entry->nkeyatts)
-		appendStringInfoString(buf, ", ...");
-	appendStringInfoChar(buf, ')');
-}
-
 /*
  * apply_error_callback
- *		Name the register, the record, the table, the column and the row.
+ *		Name the table, the column and the row at hand, then the record,
+ *		the register and the register's transaction, in the shape of core's
+ *		apply_error_callback(): the transaction's xid, the LSN of its commit
+ *		record ("finished at") and its commit time, or "in progress" for a
+ *		transaction applied as the register streams it, before its commit.
+ *		The innermost line comes first, as error context stacks do.
  */
 static void
 apply_error_callback(void *arg)
 {
 	DeApply    *apply = (DeApply *) arg;
-	ApplyRelEntry *rel = apply->err_rel;
-	StringInfoData buf;
+	DeRelMapEntry *rel = apply->err_rel;
+	const char *type;
 
 	if (apply->err_type == 0)
 		return;
 
-	initStringInfo(&buf);
-	appendStringInfo(&buf, _("applying %s record of register \"%s\""),
-					 de_record_type_name(apply->err_type),
-					 apply->register_name);
 	if (rel != NULL)
 	{
+		const char *column = NULL;
+		StringInfoData key;
+
 		if (apply->err_att >= 0 && apply->err_att < rel->natts)
-			appendStringInfo(&buf, _(" to table \"%s.%s\" column \"%s\""),
-							 rel->nspname, rel->relname,
-							 rel->atts[apply->err_att].name);
-		else
-			appendStringInfo(&buf, _(" to table \"%s.%s\""),
-							 rel->nspname, rel->relname);
+			column = rel->atts[apply->err_att].name;
+
+		/* describing the row must not recurse if it fails itself */
+		initStringInfo(&key);
 		if (apply->err_slot != NULL && !apply->err_describing)
 		{
-			StringInfoData key;
-
 			apply->err_describing = true;
-			initStringInfo(&key);
-			apply_describe_row(rel, apply->err_slot, &key);
-			if (key.len > 0)
-				appendStringInfo(&buf, _(" row %s"), key.data);
-			pfree(key.data);
+			de_relmap_describe_row(rel, apply->err_slot, &key);
 			apply->err_describing = false;
 		}
-	}
-	if (apply->copy_mode)
-		appendStringInfoString(&buf, _(" during the initial copy"));
-	else if (apply->in_remote_xact)
-		appendStringInfo(&buf, _(" in transaction %u committed at %X/%X"),
-						 apply->remote_xid,
-						 LSN_FORMAT_ARGS(apply->remote_final_lsn));
 
-	errcontext("%s", buf.data);
-	pfree(buf.data);
+		if (column != NULL && key.len > 0)
+			errcontext("replication target relation \"%s.%s\" column \"%s\", row %s",
+					   rel->nspname, rel->relname, column, key.data);
+		else if (column != NULL)
+			errcontext("replication target relation \"%s.%s\" column \"%s\"",
+					   rel->nspname, rel->relname, column);
+		else if (key.len > 0)
+			errcontext("replication target relation \"%s.%s\", row %s",
+					   rel->nspname, rel->relname, key.data);
+		else
+			errcontext("replication target relation \"%s.%s\"",
+					   rel->nspname, rel->relname);
+		pfree(key.data);
+	}
+
+	type = de_record_type_name(apply->err_type);
+	switch (apply->state)
+	{
+		case DE_APPLY_IDLE:
+			errcontext("processing %s record of register \"%s\"",
+					   type, apply->register_name);
+			break;
+		case DE_APPLY_COPYING:
+		case DE_APPLY_COPY_DONE:
+			errcontext("processing %s record of register \"%s\" during the initial copy",
+					   type, apply->register_name);
+			break;
+		case DE_APPLY_STREAMED:
+			if (XLogRecPtrIsInvalid(apply->remote_final_lsn))
+			{
+				errcontext("processing %s record of register \"%s\" in streamed transaction %u, in progress",
+						   type, apply->register_name, apply->remote_xid);
+				break;
+			}
+			/* replayed from its spool file: its commit is known */
+			/* FALLTHROUGH */
+		case DE_APPLY_IN_REMOTE_XACT:
+		case DE_APPLY_SKIPPING:
+			errcontext("processing %s record of register \"%s\" in transaction %u, finished at %X/%X, committed at %s",
+					   type, apply->register_name, apply->remote_xid,
+					   LSN_FORMAT_ARGS(apply->remote_final_lsn),
+					   timestamptz_to_str(apply->remote_commit_time));
+			break;
+	}
+}
+
+/*
+ * apply_set_state
+ *		Move to the next transaction state, asserting that the step is one
+ *		of those listed at DeApplyXactState.
+ */
+static inline void
+apply_set_state(DeApply *apply, DeApplyXactState next)
+{
+#ifdef USE_ASSERT_CHECKING
+	switch (next)
+	{
+		case DE_APPLY_IDLE:
+			break;
+		case DE_APPLY_IN_REMOTE_XACT:
+		case DE_APPLY_SKIPPING:
+		case DE_APPLY_STREAMED:
+		case DE_APPLY_COPYING:
+			Assert(apply->state == DE_APPLY_IDLE);
+			break;
+		case DE_APPLY_COPY_DONE:
+			Assert(apply->state == DE_APPLY_COPYING);
+			break;
+	}
+#endif
+	apply->state = next;
 }
 
 /*
@@ -1028,8 +925,6 @@ apply_start_xact(DeApply *apply)
 static void
 apply_forget_xact(DeApply *apply, bool committed)
 {
-	HASH_SEQ_STATUS status;
-	ApplyRelEntry *entry;
 	ListCell   *lc;
 
 	/* Rows and relations of a committed transaction count. */
@@ -1047,17 +942,13 @@ apply_forget_xact(DeApply *apply, bool committed)
 	apply->pending_recorded = NIL;
 	apply->xact_rows = 0;
 
-	hash_seq_init(&status, apply->relmap);
-	while ((entry = hash_seq_search(&status)) != NULL)
-		entry->state = NULL;
+	de_relmap_forget_states(apply->relmap);
 
 	apply->xact_cxt = NULL;
 	apply->open_rels = NIL;
 	apply->buffered = NULL;
 	apply->buffer_snapshot = false;
-	apply->in_remote_xact = false;
-	apply->skipping = false;
-	apply->copy_mode = false;
+	apply_set_state(apply, DE_APPLY_IDLE);
 	MemoryContextReset(apply->batch_cxt);
 }
 
@@ -1070,13 +961,12 @@ apply_handle_begin(DeApply *apply, DeRecord *rec)
 {
 	XLogRecPtr	progress;
 
-	if (apply->in_remote_xact || apply->copy_mode)
+	if (apply->state != DE_APPLY_IDLE)
 		ereport(ERROR,
 				errcode(ERRCODE_PROTOCOL_VIOLATION),
 				errmsg("BEGIN record inside a transaction in stream of register \"%s\"",
 					   apply->register_name));
 
-	apply->in_remote_xact = true;
 	apply->remote_final_lsn = rec->lsn;
 	apply->remote_commit_time = rec->commit_time;
 	apply->remote_xid = rec->xid;
@@ -1089,11 +979,12 @@ apply_handle_begin(DeApply *apply, DeRecord *rec)
 	progress = replorigin_session_get_progress(false);
 	if (!XLogRecPtrIsInvalid(progress) && rec->lsn < progress)
 	{
-		apply->skipping = true;
+		apply_set_state(apply, DE_APPLY_SKIPPING);
 		return;
 	}
 
 	apply_start_xact(apply);
+	apply_set_state(apply, DE_APPLY_IN_REMOTE_XACT);
 }
 
 /*
@@ -1103,20 +994,20 @@ apply_handle_begin(DeApply *apply, DeRecord *rec)
 static void
 apply_handle_commit(DeApply *apply, DeRecord *rec)
 {
-	if (!apply->in_remote_xact)
+	if (apply->state != DE_APPLY_IN_REMOTE_XACT &&
+		apply->state != DE_APPLY_SKIPPING)
 		ereport(ERROR,
 				errcode(ERRCODE_PROTOCOL_VIOLATION),
 				errmsg("COMMIT record outside a transaction in stream of register \"%s\"",
 					   apply->register_name));
 
-	if (apply->skipping)
+	if (apply->state == DE_APPLY_SKIPPING)
 	{
 		ereport(LOG,
 				errmsg("skipped transaction %u of register \"%s\" ending at %X/%X, which was already applied",
 					   apply->remote_xid, apply->register_name,
 					   LSN_FORMAT_ARGS(rec->end_lsn)));
-		apply->in_remote_xact = false;
-		apply->skipping = false;
+		apply_set_state(apply, DE_APPLY_IDLE);
 		apply_store_flush_position(apply, apply->last_local_end,
 								   rec->end_lsn);
 		if (rec->end_lsn > apply->last_applied)
@@ -1135,9 +1026,9 @@ apply_handle_commit(DeApply *apply, DeRecord *rec)
 static bool
 apply_check_change(DeApply *apply, DeRecord *rec)
 {
-	if (apply->copy_mode)
+	if (apply->state == DE_APPLY_COPYING || apply->state == DE_APPLY_COPY_DONE)
 	{
-		if (rec->type != DE_REC_INSERT || apply->copy_done)
+		if (rec->type != DE_REC_INSERT || apply->state == DE_APPLY_COPY_DONE)
 			ereport(ERROR,
 					errcode(ERRCODE_PROTOCOL_VIOLATION),
 					errmsg("unexpected %s record in initial copy of register \"%s\"",
@@ -1145,12 +1036,12 @@ apply_check_change(DeApply *apply, DeRecord *rec)
 						   apply->register_name));
 		return true;
 	}
-	if (!apply->in_remote_xact)
+	if (apply->state == DE_APPLY_IDLE)
 		ereport(ERROR,
 				errcode(ERRCODE_PROTOCOL_VIOLATION),
 				errmsg("%s record outside a transaction in stream of register \"%s\"",
 					   de_record_type_name(rec->type), apply->register_name));
-	return !apply->skipping;
+	return apply->state != DE_APPLY_SKIPPING;
 }
 
 /*
@@ -1160,294 +1051,29 @@ apply_check_change(DeApply *apply, DeRecord *rec)
 static void
 apply_handle_relation(DeApply *apply, DeRecord *rec)
 {
-	ApplyRelEntry *entry;
-	bool		found;
-	MemoryContext oldcxt;
-	int			i;
+	DeRelMapEntry *entry = de_relmap_find(apply->relmap, rec->relid);
 
-	entry = hash_search(apply->relmap, &rec->relid, HASH_ENTER, &found);
-	if (found)
+	/* Rows from now on follow the new description. */
+	if (entry != NULL && entry->state != NULL)
 	{
-		/* The description changes: rows from now on follow the new one. */
-		if (entry->state != NULL)
-		{
-			apply_rel_close(entry);
-			apply->open_rels = list_delete_ptr(apply->open_rels, entry);
-		}
-		MemoryContextReset(entry->cxt);
+		apply_rel_close(entry);
+		apply->open_rels = list_delete_ptr(apply->open_rels, entry);
 	}
-	else
-	{
-		entry->cxt = AllocSetContextCreate(apply->cxt,
-										   "data_embassy apply relation",
-										   ALLOCSET_SMALL_SIZES);
-		entry->state = NULL;
-	}
-
-	oldcxt = MemoryContextSwitchTo(entry->cxt);
-	entry->nspname = pstrdup(rec->nspname);
-	entry->relname = pstrdup(rec->relname);
-	entry->replident = rec->replident;
-	entry->natts = rec->natts;
-	entry->atts = palloc0(sizeof(DeAttribute) * Max(rec->natts, 1));
-	for (i = 0; i < rec->natts; i++)
-	{
-		entry->atts[i] = rec->atts[i];
-		entry->atts[i].name = pstrdup(rec->atts[i].name);
-		entry->atts[i].typname = pstrdup(rec->atts[i].typname);
-	}
-	MemoryContextSwitchTo(oldcxt);
-
-	entry->local_valid = false;
-	entry->localrelid = InvalidOid;
-	entry->map_cxt = NULL;		/* deleted with entry->cxt's children */
-	entry->cols = NULL;
-	entry->attrmap = NULL;
-	entry->local_natts = 0;
-	entry->updatable = false;
-	entry->nnotnull = 0;
-	entry->notnull = NULL;
-	entry->nkeyatts = 0;
-	entry->keyatts = NULL;
-	entry->keyout = NULL;
-	entry->rowcmp = NULL;
+	(void) de_relmap_update(apply->relmap, rec);
 }
 
 /*
  * apply_get_entry
- *		The relation a change record refers to.
+ *		The relation a change record refers to, named in the error context
+ *		from now on.
  */
-static ApplyRelEntry *
+static DeRelMapEntry *
 apply_get_entry(DeApply *apply, Oid remoteid)
 {
-	ApplyRelEntry *entry;
+	DeRelMapEntry *entry = de_relmap_get(apply->relmap, remoteid);
 
-	entry = hash_search(apply->relmap, &remoteid, HASH_FIND, NULL);
-	if (entry == NULL)
-		ereport(ERROR,
-				errcode(ERRCODE_PROTOCOL_VIOLATION),
-				errmsg("change for relation %u of register \"%s\" without a preceding RELATION record",
-					   remoteid, apply->register_name));
 	apply->err_rel = entry;
 	return entry;
-}
-
-/*
- * apply_lookup_local
- *		Find and lock the local table of the same schema and name.
- */
-static Oid
-apply_lookup_local(ApplyRelEntry *entry, LOCKMODE lockmode)
-{
-	Oid			relid;
-
-	relid = RangeVarGetRelid(makeRangeVar(entry->nspname, entry->relname, -1),
-							 lockmode, true);
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				errcode(ERRCODE_UNDEFINED_TABLE),
-				errmsg("replication target table \"%s.%s\" does not exist",
-					   entry->nspname, entry->relname),
-				errhint("Create the table at the embassy with the same schema, name and columns as at the register."));
-	if (relid != entry->localrelid)
-		entry->local_valid = false;
-	return relid;
-}
-
-/*
- * apply_check_target
- *		A replication target must be a user table (or partitioned table),
- *		never a system catalog or one of data_embassy's own tables.
- */
-static void
-apply_check_target(ApplyRelEntry *entry, Relation rel)
-{
-	CheckSubscriptionRelkind(rel->rd_rel->relkind,
-							 entry->nspname, entry->relname);
-	if (IsCatalogRelation(rel) ||
-		RelationGetNamespace(rel) == de_schema_oid(true))
-		ereport(ERROR,
-				errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				errmsg("cannot use table \"%s.%s\" as a replication target",
-					   entry->nspname, entry->relname),
-				errdetail("System catalogs and the tables of data_embassy are never replicated."));
-}
-
-/*
- * apply_map_relation
- *		Map the remote columns onto the local table's by name.
- */
-static void
-apply_map_relation(DeApply *apply, ApplyRelEntry *entry, Relation rel)
-{
-	TupleDesc	desc = RelationGetDescr(rel);
-	MemoryContext oldcxt;
-	Bitmapset  *idkey;
-	int			i;
-
-	/* An invalidation arriving while we map makes us map again. */
-	entry->local_valid = true;
-	entry->localrelid = RelationGetRelid(rel);
-
-	if (entry->map_cxt == NULL)
-		entry->map_cxt = AllocSetContextCreate(entry->cxt,
-											   "data_embassy apply column map",
-											   ALLOCSET_SMALL_SIZES);
-	else
-		MemoryContextReset(entry->map_cxt);
-	entry->nkeyatts = 0;
-	entry->nnotnull = 0;
-	oldcxt = MemoryContextSwitchTo(entry->map_cxt);
-
-	entry->local_natts = desc->natts;
-	entry->attrmap = palloc(sizeof(int) * Max(desc->natts, 1));
-	for (i = 0; i < desc->natts; i++)
-		entry->attrmap[i] = -1;
-	entry->cols = palloc0(sizeof(ApplyColumn) * Max(entry->natts, 1));
-
-	for (i = 0; i < entry->natts; i++)
-	{
-		DeAttribute *ratt = &entry->atts[i];
-		ApplyColumn *col = &entry->cols[i];
-		Form_pg_attribute att = NULL;
-		int			j;
-		int16		typlen;
-		bool		typbyval;
-		char		typalign;
-		char		typdelim;
-		Oid			ioparam;
-		Oid			func;
-
-		for (j = 0; j < desc->natts; j++)
-		{
-			Form_pg_attribute a = TupleDescAttr(desc, j);
-
-			if (!a->attisdropped && strcmp(NameStr(a->attname), ratt->name) == 0)
-			{
-				att = a;
-				break;
-			}
-		}
-		if (att == NULL)
-			ereport(ERROR,
-					errcode(ERRCODE_UNDEFINED_COLUMN),
-					errmsg("replication target table \"%s.%s\" has no column \"%s\"",
-						   entry->nspname, entry->relname, ratt->name),
-					errhint("The register's table has this column; add it at the embassy."));
-		/*
-		 * A generated column here takes the value the register sent, which
-		 * is what the register stored (see apply_insert_row()).
-		 */
-		if (entry->attrmap[j] >= 0)
-			ereport(ERROR,
-					errcode(ERRCODE_PROTOCOL_VIOLATION),
-					errmsg("register \"%s\" sent column \"%s\" of table \"%s.%s\" twice",
-						   apply->register_name, ratt->name,
-						   entry->nspname, entry->relname));
-
-		/*
-		 * A built-in type means the same on both sides; a different one here
-		 * would read the bytes wrongly.  A local domain over the register's
-		 * type accepts its values (and checks its constraints).  Types made
-		 * by users have OIDs that differ between clusters and are matched by
-		 * the column name alone.
-		 */
-		if (ratt->typoid < FirstNormalObjectId &&
-			ratt->typoid != att->atttypid &&
-			ratt->typoid != getBaseType(att->atttypid))
-			ereport(ERROR,
-					errcode(ERRCODE_DATATYPE_MISMATCH),
-					errmsg("column \"%s\" of replication target table \"%s.%s\" has type %s, but the register sends type %s",
-						   ratt->name, entry->nspname, entry->relname,
-						   format_type_be(att->atttypid), ratt->typname));
-
-		entry->attrmap[j] = i;
-		col->localatt = j;
-		col->typid = att->atttypid;
-		col->typmod = att->atttypmod;
-
-		get_type_io_data(att->atttypid, IOFunc_input, &typlen, &typbyval,
-						 &typalign, &typdelim, &ioparam, &func);
-		col->typioparam = ioparam;
-		fmgr_info_cxt(func, &col->infunc, entry->map_cxt);
-
-		get_type_io_data(att->atttypid, IOFunc_receive, &typlen, &typbyval,
-						 &typalign, &typdelim, &ioparam, &func);
-		if (OidIsValid(func))
-			fmgr_info_cxt(func, &col->recvfunc, entry->map_cxt);
-		else
-			col->recvfunc.fn_oid = InvalidOid;
-	}
-
-	/*
-	 * UPDATE and DELETE find rows by the local replica identity index or
-	 * primary key, whose columns the register must send as key columns, or by
-	 * the whole row when the register sends it (REPLICA IDENTITY FULL). Like
-	 * core, a table without either only refuses UPDATE and DELETE.
-	 */
-	entry->updatable = true;
-	idkey = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_IDENTITY_KEY);
-	if (idkey == NULL)
-	{
-		idkey = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
-		if (idkey == NULL && entry->replident != REPLICA_IDENTITY_FULL)
-			entry->updatable = false;
-	}
-	entry->keyatts = palloc(sizeof(int) * Max(desc->natts, 1));
-	entry->nkeyatts = 0;
-	i = -1;
-	while ((i = bms_next_member(idkey, i)) >= 0)
-	{
-		int			attnum = i + FirstLowInvalidHeapAttributeNumber;
-		int			remote;
-
-		if (!AttrNumberIsForUserDefinedAttr(attnum))
-			ereport(ERROR,
-					errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					errmsg("replication target table \"%s.%s\" uses system columns in its REPLICA IDENTITY index",
-						   entry->nspname, entry->relname));
-		entry->keyatts[entry->nkeyatts++] = AttrNumberGetAttrOffset(attnum);
-		remote = entry->attrmap[AttrNumberGetAttrOffset(attnum)];
-		if (remote < 0 || !entry->atts[remote].is_key)
-			entry->updatable = false;
-	}
-
-	/*
-	 * Without an identity index here, rows are found by comparing the
-	 * columns the register sent (REPLICA IDENTITY FULL), which then also
-	 * name a row in messages.
-	 */
-	entry->rowcmp = NULL;
-	if (idkey == NULL)
-	{
-		entry->rowcmp = de_rowcmp_create(desc);
-		for (i = 0; i < desc->natts; i++)
-			if (entry->attrmap[i] >= 0)
-				entry->keyatts[entry->nkeyatts++] = i;
-	}
-	entry->keyout = palloc(sizeof(FmgrInfo) * Max(entry->nkeyatts, 1));
-	for (i = 0; i < entry->nkeyatts; i++)
-	{
-		Oid			outfn;
-		bool		isvarlena;
-
-		getTypeOutputInfo(TupleDescAttr(desc, entry->keyatts[i])->atttypid,
-						  &outfn, &isvarlena);
-		fmgr_info_cxt(outfn, &entry->keyout[i], entry->map_cxt);
-	}
-
-	/* NOT NULL is checked on applied rows (CHECK constraints are not). */
-	entry->notnull = palloc(sizeof(int) * Max(desc->natts, 1));
-	entry->nnotnull = 0;
-	for (i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (att->attnotnull && !att->attisdropped)
-			entry->notnull[entry->nnotnull++] = i;
-	}
-
-	MemoryContextSwitchTo(oldcxt);
 }
 
 /*
@@ -1483,58 +1109,11 @@ apply_record_replicated(DeApply *apply, Oid localrelid)
 }
 
 /*
- * apply_insert_trigger_fires
- *		Does the table have a row trigger on INSERT that fires in this
- *		session (given session_replication_role)?
- */
-static bool
-apply_insert_trigger_fires(Relation rel)
-{
-	TriggerDesc *trigdesc = rel->trigdesc;
-	int			i;
-
-	if (trigdesc == NULL)
-		return false;
-	for (i = 0; i < trigdesc->numtriggers; i++)
-	{
-		Trigger    *trig = &trigdesc->triggers[i];
-
-		if (!TRIGGER_FOR_ROW(trig->tgtype) || !TRIGGER_FOR_INSERT(trig->tgtype))
-			continue;
-		if (trig->tgenabled == TRIGGER_FIRES_ALWAYS)
-			return true;
-		if (SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA)
-		{
-			if (trig->tgenabled == TRIGGER_FIRES_ON_REPLICA)
-				return true;
-		}
-		else if (trig->tgenabled == TRIGGER_FIRES_ON_ORIGIN)
-			return true;
-	}
-	return false;
-}
-
-/*
- * apply_identity_index
- *		The index UPDATE and DELETE search by: the replica identity index,
- *		else the primary key, else none (sequential scan).
- */
-static Oid
-apply_identity_index(Relation rel)
-{
-	Oid			idxoid = RelationGetReplicaIndex(rel);
-
-	if (!OidIsValid(idxoid))
-		idxoid = RelationGetPrimaryKeyIndex(rel);
-	return idxoid;
-}
-
-/*
  * apply_rel_open
  *		Open a relation for the rest of the local transaction.
  */
 static ApplyRelState *
-apply_rel_open(DeApply *apply, ApplyRelEntry *entry)
+apply_rel_open(DeApply *apply, DeRelMapEntry *entry)
 {
 	ApplyRelState *state;
 	Relation	rel;
@@ -1550,11 +1129,8 @@ apply_rel_open(DeApply *apply, ApplyRelEntry *entry)
 	if (apply->xact_cxt == NULL)
 		elog(ERROR, "no local transaction is open");
 
-	relid = apply_lookup_local(entry, RowExclusiveLock);
-	rel = table_open(relid, NoLock);
-	apply_check_target(entry, rel);
-	if (!entry->local_valid)
-		apply_map_relation(apply, entry, rel);
+	relid = de_relmap_lock_local(entry, RowExclusiveLock);
+	rel = de_relmap_open_local(apply->relmap, entry, relid);
 	apply_record_replicated(apply, relid);
 
 	oldcxt = MemoryContextSwitchTo(apply->xact_cxt);
@@ -1601,16 +1177,16 @@ apply_rel_open(DeApply *apply, ApplyRelEntry *entry)
 		state->rootslot = ExecInitExtraTupleSlot(estate, desc,
 												 &TTSOpsVirtual);
 		state->has_triggers = true;
-		state->use_multi_insert = false;
+		state->insbuf = NULL;
 	}
 	else
 	{
 		ExecOpenIndices(state->relinfo, false);
-		state->idxoid = apply_identity_index(rel);
+		state->idxoid = de_relmap_identity_index(rel);
 		state->has_triggers = (state->relinfo->ri_TrigDesc != NULL);
-		state->use_multi_insert = !apply_insert_trigger_fires(rel);
-		if (state->use_multi_insert && apply->copy_mode)
-			state->bistate = GetBulkInsertState();
+		if (de_insbuf_usable(rel))
+			state->insbuf = de_insbuf_create(state->relinfo, estate,
+											 apply->state == DE_APPLY_COPYING);
 	}
 
 	/*
@@ -1662,18 +1238,13 @@ apply_rel_open(DeApply *apply, ApplyRelEntry *entry)
  *		commit).  Buffered inserts must have been written.
  */
 static void
-apply_rel_close(ApplyRelEntry *entry)
+apply_rel_close(DeRelMapEntry *entry)
 {
 	ApplyRelState *state = entry->state;
 	ListCell   *lc;
 
-	Assert(state->nbuffered == 0);
-
-	if (state->bistate != NULL)
-	{
-		FreeBulkInsertState(state->bistate);
-		table_finish_bulk_insert(state->rel, 0);
-	}
+	if (state->insbuf != NULL)
+		de_insbuf_end(state->insbuf);
 	if (state->lookup != NULL)
 		de_lookup_end(state->lookup);
 	if (state->seqlookup != NULL)
@@ -1718,7 +1289,7 @@ apply_close_rels(DeApply *apply)
 
 	foreach(lc, apply->open_rels)
 	{
-		ApplyRelEntry *entry = (ApplyRelEntry *) lfirst(lc);
+		DeRelMapEntry *entry = (DeRelMapEntry *) lfirst(lc);
 
 		if (entry->state != NULL)
 			apply_rel_close(entry);
@@ -1736,10 +1307,10 @@ apply_close_rels(DeApply *apply)
  * call (the body is writable and has a byte after its last value).
  */
 static Datum
-apply_convert_value(DeApply *apply, ApplyRelEntry *entry, int remoteatt,
+apply_convert_value(DeApply *apply, DeRelMapEntry *entry, int remoteatt,
 					DeValue *val)
 {
-	ApplyColumn *col = &entry->cols[remoteatt];
+	DeRelMapColumn *col = &entry->cols[remoteatt];
 	char		empty[1] = {'\0'};
 	char	   *data = (val->data != NULL) ? val->data : empty;
 	char		saved = data[val->len];
@@ -1792,7 +1363,7 @@ apply_convert_value(DeApply *apply, ApplyRelEntry *entry, int remoteatt,
  * a NULL) for: the columns a row search compares.
  */
 static void
-apply_store_tuple(DeApply *apply, ApplyRelEntry *entry, DeTuple *tup,
+apply_store_tuple(DeApply *apply, DeRelMapEntry *entry, DeTuple *tup,
 				  TupleTableSlot *slot, TupleTableSlot *oldslot,
 				  bool is_search)
 {
@@ -1941,7 +1512,7 @@ apply_fill_generated(ApplyRelState *state, TupleTableSlot *slot)
  *		alone has), and the embassy keeps what the register committed.
  */
 static void
-apply_check_not_null(DeApply *apply, ApplyRelEntry *entry,
+apply_check_not_null(DeApply *apply, DeRelMapEntry *entry,
 					 ResultRelInfo *relinfo, TupleTableSlot *slot)
 {
 	Relation	rel = relinfo->ri_RelationDesc;
@@ -1965,7 +1536,7 @@ apply_check_not_null(DeApply *apply, ApplyRelEntry *entry,
 
 		initStringInfo(&key);
 		apply->err_describing = true;
-		apply_describe_row(entry, apply->err_slot, &key);
+		de_relmap_describe_row(entry, apply->err_slot, &key);
 		apply->err_describing = false;
 		ereport(ERROR,
 				errcode(ERRCODE_NOT_NULL_VIOLATION),
@@ -1991,7 +1562,7 @@ apply_check_not_null(DeApply *apply, ApplyRelEntry *entry,
  *		(only NOT NULL, see apply_check_not_null()).
  */
 static void
-apply_insert_row(DeApply *apply, ApplyRelEntry *entry,
+apply_insert_row(DeApply *apply, DeRelMapEntry *entry,
 				 ResultRelInfo *relinfo, TupleTableSlot *slot)
 {
 	ApplyRelState *state = entry->state;
@@ -2027,7 +1598,7 @@ apply_insert_row(DeApply *apply, ApplyRelEntry *entry,
  *		apply_insert_row().
  */
 static void
-apply_update_row(DeApply *apply, ApplyRelEntry *entry,
+apply_update_row(DeApply *apply, DeRelMapEntry *entry,
 				 ResultRelInfo *relinfo, TupleTableSlot *searchslot,
 				 TupleTableSlot *slot)
 {
@@ -2097,7 +1668,7 @@ apply_end_row(ApplyRelState *state)
 static void
 apply_handle_insert(DeApply *apply, DeRecord *rec)
 {
-	ApplyRelEntry *entry;
+	DeRelMapEntry *entry;
 	ApplyRelState *state;
 
 	if (!apply_check_change(apply, rec))
@@ -2106,7 +1677,7 @@ apply_handle_insert(DeApply *apply, DeRecord *rec)
 	entry = apply_get_entry(apply, rec->relid);
 	state = apply_rel_open(apply, entry);
 
-	if (state->use_multi_insert)
+	if (state->insbuf != NULL)
 	{
 		apply_buffer_insert(apply, entry, &rec->newtup);
 		return;
@@ -2128,20 +1699,22 @@ apply_handle_insert(DeApply *apply, DeRecord *rec)
 	apply_end_row(state);
 
 	apply->xact_rows++;
-	if (apply->copy_mode)
+	if (apply->state == DE_APPLY_COPYING)
 		apply->copy_rows++;
 }
 
 /*
  * apply_buffer_insert
- *		Convert a row into the insert buffer; write the buffer when full.
+ *		Convert a row into the table's insert buffer (multi_insert.c);
+ *		write the buffer when full.
  */
 static void
-apply_buffer_insert(DeApply *apply, ApplyRelEntry *entry, DeTuple *tup)
+apply_buffer_insert(DeApply *apply, DeRelMapEntry *entry, DeTuple *tup)
 {
 	ApplyRelState *state = entry->state;
 	TupleTableSlot *slot;
 	MemoryContext oldcxt;
+	Size		bytes = sizeof(HeapTupleHeaderData);
 	int			i;
 
 	if (apply->buffered != NULL && apply->buffered != entry)
@@ -2157,50 +1730,38 @@ apply_buffer_insert(DeApply *apply, ApplyRelEntry *entry, DeTuple *tup)
 		apply->buffer_snapshot = true;
 	}
 
-	if (state->nbuffered == state->nslots)
-	{
-		oldcxt = MemoryContextSwitchTo(state->estate->es_query_cxt);
-		if (state->bufslots == NULL)
-			state->bufslots = palloc(sizeof(TupleTableSlot *) *
-									 APPLY_MAX_BUFFERED_ROWS);
-		state->bufslots[state->nslots++] =
-			table_slot_create(state->rel, &state->estate->es_tupleTable);
-		MemoryContextSwitchTo(oldcxt);
-	}
-	slot = state->bufslots[state->nbuffered];
+	slot = de_insbuf_next_slot(state->insbuf);
 
 	oldcxt = MemoryContextSwitchTo(apply->batch_cxt);
 	apply_store_tuple(apply, entry, tup, slot, NULL, false);
 	apply_fill_defaults(state, slot);
 	MemoryContextSwitchTo(oldcxt);
 
-	state->nbuffered++;
 	apply->buffered = entry;
 	for (i = 0; i < tup->natts; i++)
-		state->bufbytes += tup->values[i].len;
-	state->bufbytes += sizeof(HeapTupleHeaderData);
+		bytes += tup->values[i].len;
 
-	if (state->nbuffered >= APPLY_MAX_BUFFERED_ROWS ||
-		state->bufbytes >= APPLY_MAX_BUFFERED_BYTES)
+	if (de_insbuf_add(state->insbuf, bytes))
 		apply_flush_inserts(apply);
 }
 
 /*
  * apply_flush_inserts
- *		Write the buffered rows with table_multi_insert() and index them.
+ *		Check the buffered rows and write them (de_insbuf_write()).
  *
  * Only tables without firing insert row triggers are buffered, so no
  * trigger is called here; constraints and stored generated columns are
- * handled as in apply_insert_row().
+ * handled as in apply_insert_row().  The values of the rows, in
+ * batch_cxt, go after the write.
  */
 static void
 apply_flush_inserts(DeApply *apply)
 {
-	ApplyRelEntry *entry = apply->buffered;
+	DeRelMapEntry *entry = apply->buffered;
 	ApplyRelState *state;
-	ApplyRelEntry *saved_rel = apply->err_rel;
+	DeRelMapEntry *saved_rel = apply->err_rel;
 	char		saved_type = apply->err_type;
-	EState	   *estate;
+	DeInsertBuffer *buf;
 	ResultRelInfo *relinfo;
 	Relation	rel;
 	MemoryContext oldcxt;
@@ -2211,50 +1772,29 @@ apply_flush_inserts(DeApply *apply)
 		return;
 
 	state = entry->state;
-	estate = state->estate;
+	buf = state->insbuf;
 	relinfo = state->relinfo;
 	rel = state->rel;
-	nrows = state->nbuffered;
+	nrows = de_insbuf_count(buf);
 
 	apply->err_rel = entry;
 	apply->err_type = DE_REC_INSERT;
 	oldcxt = MemoryContextSwitchTo(apply->batch_cxt);
 
-	estate->es_output_cid = GetCurrentCommandId(true);
-
 	for (i = 0; i < nrows; i++)
 	{
-		TupleTableSlot *slot = state->bufslots[i];
+		TupleTableSlot *slot = de_insbuf_slot(buf, i);
 
 		apply->err_slot = slot;
 		apply_fill_generated(state, slot);
 		apply_check_not_null(apply, entry, relinfo, slot);
 		if (rel->rd_rel->relispartition)
-			ExecPartitionCheck(relinfo, slot, estate, true);
-		ResetPerTupleExprContext(estate);
+			ExecPartitionCheck(relinfo, slot, state->estate, true);
+		ResetPerTupleExprContext(state->estate);
 	}
 	apply->err_slot = NULL;
 
-	table_multi_insert(rel, state->bufslots, nrows, estate->es_output_cid,
-					   0, state->bistate);
-
-	for (i = 0; i < nrows; i++)
-	{
-		TupleTableSlot *slot = state->bufslots[i];
-
-		if (relinfo->ri_NumIndices > 0)
-		{
-			List	   *recheck;
-
-			apply->err_slot = slot;
-			recheck = ExecInsertIndexTuples(relinfo, slot, estate,
-											false, false, NULL, NIL);
-			list_free(recheck);
-			apply->err_slot = NULL;
-		}
-		ExecClearTuple(slot);
-		ResetPerTupleExprContext(estate);
-	}
+	de_insbuf_write(buf, &apply->err_slot);
 
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(apply->batch_cxt);
@@ -2266,11 +1806,9 @@ apply_flush_inserts(DeApply *apply)
 	}
 	CommandCounterIncrement();
 
-	state->nbuffered = 0;
-	state->bufbytes = 0;
 	apply->buffered = NULL;
 	apply->xact_rows += nrows;
-	if (apply->copy_mode)
+	if (apply->state == DE_APPLY_COPYING)
 		apply->copy_rows += nrows;
 
 	apply->err_rel = saved_rel;
@@ -2289,7 +1827,7 @@ apply_find_in_partition(ApplyRelState *state, ResultRelInfo *partinfo,
 						ApplyPartSlots *ps, TupleTableSlot *searchslot)
 {
 	Relation	partrel = partinfo->ri_RelationDesc;
-	Oid			idxoid = apply_identity_index(partrel);
+	Oid			idxoid = de_relmap_identity_index(partrel);
 	TupleConversionMap *map = partinfo->ri_RootToPartitionMap;
 	int			natts = RelationGetDescr(partrel)->natts;
 	int			i;
@@ -2326,7 +1864,7 @@ apply_find_in_partition(ApplyRelState *state, ResultRelInfo *partinfo,
  *		register sent (both in lookup.c).
  */
 static bool
-apply_find_tuple(ApplyRelEntry *entry, ApplyRelState *state)
+apply_find_tuple(DeRelMapEntry *entry, ApplyRelState *state)
 {
 	if (OidIsValid(state->idxoid))
 	{
@@ -2360,46 +1898,18 @@ apply_find_tuple(ApplyRelEntry *entry, ApplyRelState *state)
 
 	if (state->seqlookup == NULL)
 	{
+		DeRowCompare *rowcmp = de_relmap_rowcmp(entry, state->rel);
 		MemoryContext oldcxt;
 
-		/* the comparison is made when the table is mapped without index */
-		if (entry->rowcmp == NULL)
-		{
-			oldcxt = MemoryContextSwitchTo(entry->map_cxt);
-			entry->rowcmp = de_rowcmp_create(RelationGetDescr(state->rel));
-			MemoryContextSwitchTo(oldcxt);
-		}
 		oldcxt = MemoryContextSwitchTo(
 			AllocSetContextCreate(state->estate->es_query_cxt,
 								  "data_embassy row search",
 								  ALLOCSET_SMALL_SIZES));
-		state->seqlookup = de_seqlookup_create(state->rel, entry->rowcmp);
+		state->seqlookup = de_seqlookup_create(state->rel, rowcmp);
 		MemoryContextSwitchTo(oldcxt);
 	}
 	return de_seqlookup_find(state->seqlookup, state->remoteslot,
 							 state->compare, state->localslot);
-}
-
-/*
- * apply_check_updatable
- *		Can rows of this table be found for UPDATE and DELETE?  The same
- *		errors as core's check_relation_updatable().
- */
-static void
-apply_check_updatable(ApplyRelEntry *entry)
-{
-	if (entry->updatable)
-		return;
-
-	if (OidIsValid(apply_identity_index(entry->state->rel)))
-		ereport(ERROR,
-				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				errmsg("register did not send replica identity column expected by replication target table \"%s.%s\"",
-					   entry->nspname, entry->relname));
-	ereport(ERROR,
-			errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-			errmsg("replication target table \"%s.%s\" has neither REPLICA IDENTITY index nor PRIMARY KEY and the register's table does not have REPLICA IDENTITY FULL",
-				   entry->nspname, entry->relname));
 }
 
 /*
@@ -2408,11 +1918,16 @@ apply_check_updatable(ApplyRelEntry *entry)
  *		core does.
  */
 static void
-apply_not_found(ApplyRelEntry *entry, const char *what)
+apply_not_found(DeRelMapEntry *entry, CmdType cmd)
 {
-	ereport(LOG,
-			errmsg("data_embassy did not find row to be %s in replication target table \"%s.%s\"",
-				   what, entry->nspname, entry->relname));
+	if (cmd == CMD_UPDATE)
+		ereport(LOG,
+				errmsg("data_embassy did not find row to be updated in replication target table \"%s.%s\"",
+					   entry->nspname, entry->relname));
+	else
+		ereport(LOG,
+				errmsg("data_embassy did not find row to be deleted in replication target table \"%s.%s\"",
+					   entry->nspname, entry->relname));
 }
 
 /*
@@ -2489,7 +2004,7 @@ apply_to_partition(ApplyRelState *state, ResultRelInfo *partinfo,
  *		Insert a row of the root's layout into its partition.
  */
 static void
-apply_route_insert(DeApply *apply, ApplyRelEntry *entry, TupleTableSlot *slot)
+apply_route_insert(DeApply *apply, DeRelMapEntry *entry, TupleTableSlot *slot)
 {
 	ApplyRelState *state = entry->state;
 	ResultRelInfo *partinfo = apply_find_partition(state, slot);
@@ -2505,7 +2020,7 @@ apply_route_insert(DeApply *apply, ApplyRelEntry *entry, TupleTableSlot *slot)
  *		update it there, or move it when it no longer belongs there.
  */
 static bool
-apply_update_partitioned(DeApply *apply, ApplyRelEntry *entry,
+apply_update_partitioned(DeApply *apply, DeRelMapEntry *entry,
 						 ApplyRelState *state, DeTuple *newtup)
 {
 	ResultRelInfo *partinfo = apply_find_partition(state, state->remoteslot);
@@ -2584,7 +2099,7 @@ apply_delete_partitioned(ApplyRelState *state)
 static void
 apply_handle_update(DeApply *apply, DeRecord *rec)
 {
-	ApplyRelEntry *entry;
+	DeRelMapEntry *entry;
 	ApplyRelState *state;
 	DeTuple    *searchtup;
 	bool		found;
@@ -2594,7 +2109,7 @@ apply_handle_update(DeApply *apply, DeRecord *rec)
 
 	entry = apply_get_entry(apply, rec->relid);
 	state = apply_rel_open(apply, entry);
-	apply_check_updatable(entry);
+	de_relmap_check_updatable(entry, state->rel);
 	searchtup = (rec->oldkind == DE_OLD_NONE) ? &rec->newtup : &rec->oldtup;
 
 	apply_begin_row(state);
@@ -2620,7 +2135,7 @@ apply_handle_update(DeApply *apply, DeRecord *rec)
 	if (found)
 		apply->xact_rows++;
 	else
-		apply_not_found(entry, "updated");
+		apply_not_found(entry, CMD_UPDATE);
 	apply->err_slot = NULL;
 	apply_end_row(state);
 }
@@ -2632,7 +2147,7 @@ apply_handle_update(DeApply *apply, DeRecord *rec)
 static void
 apply_handle_delete(DeApply *apply, DeRecord *rec)
 {
-	ApplyRelEntry *entry;
+	DeRelMapEntry *entry;
 	ApplyRelState *state;
 	bool		found;
 
@@ -2641,7 +2156,7 @@ apply_handle_delete(DeApply *apply, DeRecord *rec)
 
 	entry = apply_get_entry(apply, rec->relid);
 	state = apply_rel_open(apply, entry);
-	apply_check_updatable(entry);
+	de_relmap_check_updatable(entry, state->rel);
 
 	apply_begin_row(state);
 	apply_store_tuple(apply, entry, &rec->oldtup, state->remoteslot, NULL,
@@ -2663,7 +2178,7 @@ apply_handle_delete(DeApply *apply, DeRecord *rec)
 	if (found)
 		apply->xact_rows++;
 	else
-		apply_not_found(entry, "deleted");
+		apply_not_found(entry, CMD_DELETE);
 	apply->err_slot = NULL;
 	apply_end_row(state);
 }
@@ -2693,17 +2208,14 @@ apply_handle_truncate(DeApply *apply, DeRecord *rec)
 
 	for (i = 0; i < rec->nrelids; i++)
 	{
-		ApplyRelEntry *entry = apply_get_entry(apply, rec->relids[i]);
-		Oid			relid = apply_lookup_local(entry, AccessExclusiveLock);
+		DeRelMapEntry *entry = apply_get_entry(apply, rec->relids[i]);
+		Oid			relid = de_relmap_lock_local(entry, AccessExclusiveLock);
 		Relation	rel;
 
 		if (list_member_oid(relids, relid))
 			continue;
 
-		rel = table_open(relid, NoLock);
-		apply_check_target(entry, rel);
-		if (!entry->local_valid)
-			apply_map_relation(apply, entry, rel);
+		rel = de_relmap_open_local(apply->relmap, entry, relid);
 		apply_record_replicated(apply, relid);
 
 		rels = lappend(rels, rel);
@@ -2760,10 +2272,14 @@ apply_handle_truncate(DeApply *apply, DeRecord *rec)
 static void
 apply_handle_message(DeApply *apply, DeRecord *rec)
 {
-	elog(DEBUG2, "register \"%s\" sent a %stransactional message with prefix \"%s\" at %X/%X (%u bytes)",
-		 apply->register_name, rec->transactional ? "" : "non-",
-		 rec->prefix ? rec->prefix : "", LSN_FORMAT_ARGS(rec->lsn),
-		 rec->content_len);
+	if (rec->transactional)
+		elog(DEBUG2, "register \"%s\" sent a transactional message with prefix \"%s\" at %X/%X (%u bytes)",
+			 apply->register_name, rec->prefix ? rec->prefix : "",
+			 LSN_FORMAT_ARGS(rec->lsn), rec->content_len);
+	else
+		elog(DEBUG2, "register \"%s\" sent a non-transactional message with prefix \"%s\" at %X/%X (%u bytes)",
+			 apply->register_name, rec->prefix ? rec->prefix : "",
+			 LSN_FORMAT_ARGS(rec->lsn), rec->content_len);
 }
 
 /*
@@ -2810,7 +2326,7 @@ apply_handle_sequences(DeApply *apply, DeRecord *rec)
 static void
 apply_handle_copy_end(DeApply *apply, DeRecord *rec)
 {
-	if (!apply->copy_mode || apply->copy_done)
+	if (apply->state != DE_APPLY_COPYING)
 		ereport(ERROR,
 				errcode(ERRCODE_PROTOCOL_VIOLATION),
 				errmsg("unexpected COPY_END record in stream of register \"%s\"",
@@ -2825,5 +2341,5 @@ apply_handle_copy_end(DeApply *apply, DeRecord *rec)
 						  (unsigned long long) rec->rows,
 						  (unsigned long long) apply->copy_rows));
 
-	apply->copy_done = true;
+	apply_set_state(apply, DE_APPLY_COPY_DONE);
 }

@@ -7,7 +7,9 @@
  * BEGIN starts a local transaction (or continues none for a record that
  * needs none), changes go through the executor's replication routines
  * (execReplication.c) with index maintenance, runs of INSERTs into one
- * table are gathered and written with table_multi_insert(), and COMMIT
+ * table are gathered and written with table_multi_insert()
+ * (multi_insert.c), tables are found through the relation map (relmap.c),
+ * and COMMIT
  * commits the local transaction with the replication origin advanced to the
  * register's commit end LSN, in the same transaction.
  *
@@ -15,6 +17,9 @@
  * caller calls de_apply_frame_end() after each frame so that buffered
  * inserts, whose values point into the frame body, are written before the
  * body is freed.
+ *
+ * IDENTIFICATION
+ *		  src/embassy/apply.h
  *
  *-------------------------------------------------------------------------
  */
@@ -42,8 +47,12 @@ extern DeApply *de_apply_create(MemoryContext mcxt, const char *register_name,
  */
 extern void de_apply_reset_stream(DeApply *apply);
 
-/* Apply one record.  Errors are raised with an errcontext naming the
- * register, the record and the relation. */
+/*
+ * Apply one record.  Errors are raised with an errcontext naming the
+ * relation, column and row at hand, the record, the register and the
+ * register's transaction (xid, commit LSN and time, or "in progress").
+ * Checks for interrupts first.
+ */
 extern void de_apply_record(DeApply *apply, DeRecord *rec);
 
 /* After the last record of a frame: write buffered inserts. */
@@ -72,12 +81,17 @@ extern void de_apply_commit(DeApply *apply, XLogRecPtr remote_lsn,
 
 /*
  * Transactions streamed before their commit (stream.c).  The local
- * transaction starts with de_apply_stream_begin(); subtransactions nest
+ * transaction starts with de_apply_stream_begin(), given the commit's LSN
+ * and time when the transaction has committed already (a replay from its
+ * spool file), else InvalidXLogRecPtr and 0 (applied as it arrives: error
+ * contexts say it is in progress); subtransactions nest
  * with de_apply_subxact_begin() and end with de_apply_subxact_end(), rolled
  * back or released; the top level ends with de_apply_commit() or
  * de_apply_stream_abort().
  */
-extern void de_apply_stream_begin(DeApply *apply, TransactionId xid);
+extern void de_apply_stream_begin(DeApply *apply, TransactionId xid,
+								  XLogRecPtr commit_lsn,
+								  TimestampTz commit_time);
 extern void de_apply_subxact_begin(DeApply *apply);
 extern void de_apply_subxact_end(DeApply *apply, int levels, bool rollback);
 extern void de_apply_stream_abort(DeApply *apply);

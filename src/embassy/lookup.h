@@ -5,6 +5,9 @@
  *		  identity index, with one index scan kept open per table, or by
  *		  comparing whole rows (REPLICA IDENTITY FULL without an index).
  *
+ * IDENTIFICATION
+ *		  src/embassy/lookup.h
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DE_LOOKUP_H

@@ -212,7 +212,8 @@ de_stream_record(DeStream *stream, DeRecord *rec, const char *raw,
 				 */
 				if (!de_apply_in_transaction(stream->apply))
 				{
-					de_apply_stream_begin(stream->apply, x->xid);
+					de_apply_stream_begin(stream->apply, x->xid,
+										  InvalidXLogRecPtr, 0);
 					x->direct = true;
 					stream->direct = x;
 					ereport(DEBUG1,
@@ -555,7 +556,8 @@ stream_replay(DeStream *stream, StreamXact *x, DeRecord *commit)
 									 "data_embassy spool chunk",
 									 ALLOCSET_DEFAULT_SIZES);
 
-	de_apply_stream_begin(stream->apply, x->xid);
+	de_apply_stream_begin(stream->apply, x->xid, commit->lsn,
+						  commit->commit_time);
 
 	while (offset < x->size)
 	{

@@ -92,6 +92,21 @@ is($emb->safe_psql('postgres', 'SELECT count(*) FROM person WHERE id > 100000'),
 	'0', 'rollback: nothing of it applied');
 DataEmbassy::compare_tables($reg, $emb, 'postgres');
 
+# 2b. A change the embassy refuses in a transaction applied as it
+# arrives: the error context names the streamed transaction as in progress
+# (its commit is not known yet), and the worker goes on once the cause is
+# gone.
+$emb->safe_psql('postgres', 'ALTER TABLE person ALTER n SET NOT NULL');
+$off = -s $emb->logfile;
+$reg->safe_psql('postgres', q{
+	INSERT INTO person SELECT g, 'no n ' || g, NULL FROM generate_series(900001, 920000) g});
+wait_log($off,
+	qr/CONTEXT:  replication target relation "public\.person", row \(id\)=\(\d+\)\n\s*processing INSERT record of register "reg" in streamed transaction \d+, in progress/,
+	'refused in a streamed transaction: the context says it is in progress');
+$emb->safe_psql('postgres', 'ALTER TABLE person ALTER n DROP NOT NULL');
+DataEmbassy::wait_caught_up($reg, $emb, 'reg', msg => 'refused in a streamed transaction: caught up once allowed');
+DataEmbassy::compare_tables($reg, $emb, 'postgres');
+
 # 3. A large transaction meets small ones committed meanwhile: it is
 # spooled and applied at its commit, after them.
 $off = -s $emb->logfile;

@@ -182,7 +182,7 @@ my $log = '';
 for (my $i = 0; $i < $PostgreSQL::Test::Utils::timeout_default * 10; $i++)
 {
 	$log = substr(slurp_file($emb->logfile), $logpos);
-	last if $log =~ /CONTEXT:.*record of register/;
+	last if $log =~ /processing \w+ record of register/;
 	select(undef, undef, undef, 0.1);
 }
 my $cut = 'k' x 64;
@@ -190,8 +190,8 @@ like($log,
 	qr/DETAIL:  Register "r" committed a null value in column "v" of its table "public\.nn", in the row \(k\)=\(${cut}\.\.\.\)\./,
 	'the detail names the register, its table and the row key, cut');
 like($log,
-	qr/CONTEXT:  applying INSERT record of register "r" to table "public\.nn" row \(k\)=\(${cut}\.\.\.\)/,
-	'the context names the table and the row key');
+	qr/CONTEXT:  replication target relation "public\.nn", row \(k\)=\(${cut}\.\.\.\)\n\s*processing INSERT record of register "r" in transaction \d+, finished at [0-9A-F]+\/[0-9A-F]+, committed at \d{4}-/,
+	'the context names the table, the row key and the register\'s transaction');
 $emb->safe_psql('postgres', 'ALTER TABLE nn ALTER v DROP NOT NULL');
 DataEmbassy::wait_caught_up($reg, $emb, 'r', msg => 'caught up once the column is nullable');
 ok(DataEmbassy::wait_state($emb, 'r', 'streaming'), 'streaming again');
