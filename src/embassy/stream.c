@@ -381,12 +381,16 @@ stream_need_block(DeStream *stream, DeRecord *rec, bool inside)
 {
 	if ((stream->block != NULL) == inside)
 		return;
-	ereport(ERROR,
-			errcode(ERRCODE_PROTOCOL_VIOLATION),
-			errmsg("%s record %s a block of a streamed transaction in stream of register \"%s\"",
-				   de_record_type_name(rec->type),
-				   inside ? "outside" : "inside",
-				   stream->register_name));
+	if (inside)
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("%s record outside a block of a streamed transaction in the stream of register \"%s\"",
+					   de_record_type_name(rec->type), stream->register_name));
+	else
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("%s record inside a block of a streamed transaction in the stream of register \"%s\"",
+					   de_record_type_name(rec->type), stream->register_name));
 }
 
 static StreamXact *
