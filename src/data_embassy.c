@@ -9,6 +9,9 @@
  * _PG_init defines the settings every process may use and returns quietly
  * when the library is not being preloaded.
  *
+ * IDENTIFICATION
+ *		  src/data_embassy.c
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

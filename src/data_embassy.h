@@ -3,6 +3,9 @@
  * data_embassy.h
  *		  Settings and small helpers shared by every part of data_embassy.
  *
+ * IDENTIFICATION
+ *		  src/data_embassy.h
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DATA_EMBASSY_H

@@ -32,19 +32,50 @@
 #include "privilege.h"
 
 /*
+ * de_is_admin
+ *		May this role configure data_embassy: a superuser, or a role with the
+ *		privileges of data_embassy_admin?
+ */
+bool
+de_is_admin(Oid roleid)
+{
+	Oid			admin;
+
+	if (superuser_arg(roleid))
+		return true;
+	admin = get_role_oid(DE_ADMIN_ROLE, true);
+	return OidIsValid(admin) && has_privs_of_role(roleid, admin);
+}
+
+/*
+ * de_check_admin_call
+ *		Refuse the call of SQL function "funcname" unless the current user is
+ *		an administrator (de_is_admin).
+ */
+void
+de_check_admin_call(const char *funcname)
+{
+	if (de_is_admin(GetUserId()))
+		return;
+
+	ereport(ERROR,
+			errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			errmsg("permission denied to call function %s", funcname),
+			errhint("Only superusers and members of role \"%s\" may call it.",
+					DE_ADMIN_ROLE));
+}
+
+/*
  * de_check_admin
- *		Refuse unless the current user may configure data_embassy.
+ *		As de_check_admin_call(), for the embassy-side callers that still
+ *		describe their action: "action" completes "permission denied to ...".
+ *		It repeats de_check_admin_call() but for its message, and goes once
+ *		they pass their function's name instead.
  */
 void
 de_check_admin(const char *action)
 {
-	Oid			admin;
-
-	if (superuser())
-		return;
-
-	admin = get_role_oid(DE_ADMIN_ROLE, true);
-	if (OidIsValid(admin) && has_privs_of_role(GetUserId(), admin))
+	if (de_is_admin(GetUserId()))
 		return;
 
 	ereport(ERROR,
@@ -57,7 +88,8 @@ de_check_admin(const char *action)
 /*
  * de_check_name
  *		Names become parts of slot and origin names and appear in logs, so
- *		they are short and plain.
+ *		they are short and plain.  Each message names its kind of object in
+ *		full, so that translators see whole sentences.
  */
 void
 de_check_name(DeNameKind kind, const char *name)
@@ -66,34 +98,56 @@ de_check_name(DeNameKind kind, const char *name)
 	size_t		len;
 
 	if (name == NULL)
+	{
+		if (reg)
+			ereport(ERROR,
+					errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					errmsg("register name must not be null"));
 		ereport(ERROR,
 				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				errmsg(reg ? "register name must not be null" :
-					   "embassy name must not be null"));
+				errmsg("embassy name must not be null"));
+	}
 
 	len = strlen(name);
 	if (len == 0)
+	{
+		if (reg)
+			ereport(ERROR,
+					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					errmsg("register name must not be empty"));
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg(reg ? "register name must not be empty" :
-					   "embassy name must not be empty"));
+				errmsg("embassy name must not be empty"));
+	}
 	if (len >= NAMEDATALEN)
+	{
+		if (reg)
+			ereport(ERROR,
+					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					errmsg("register name \"%s\" is too long", name),
+					errdetail("The name is %zu bytes long; at most %d bytes are allowed.",
+							  len, NAMEDATALEN - 1));
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg(reg ? "register name \"%s\" is too long" :
-					   "embassy name \"%s\" is too long", name),
+				errmsg("embassy name \"%s\" is too long", name),
 				errdetail("The name is %zu bytes long; at most %d bytes are allowed.",
 						  len, NAMEDATALEN - 1));
+	}
 
 	for (const char *p = name; *p != '\0'; p++)
 	{
 		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
 			(*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.')
 			continue;
+		if (reg)
+			ereport(ERROR,
+					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					errmsg("register name \"%s\" contains an invalid character",
+						   name),
+					errdetail("Names may contain only ASCII letters, digits, underscores (_), hyphens (-) and periods (.)."));
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg(reg ? "register name \"%s\" contains an invalid character" :
-					   "embassy name \"%s\" contains an invalid character",
+				errmsg("embassy name \"%s\" contains an invalid character",
 					   name),
 				errdetail("Names may contain only ASCII letters, digits, underscores (_), hyphens (-) and periods (.)."));
 	}
@@ -114,6 +168,10 @@ de_name_arg(FunctionCallInfo fcinfo, int argno, DeNameKind kind)
 	return name;
 }
 
+/*
+ * de_background_session_settings
+ *		Session settings of a background worker's own SQL (see privilege.h).
+ */
 void
 de_background_session_settings(void)
 {
@@ -122,6 +180,10 @@ de_background_session_settings(void)
 					PGC_SUSET, PGC_S_OVERRIDE);
 }
 
+/*
+ * de_relation_owner
+ *		The owner of a relation, from the syscache.
+ */
 Oid
 de_relation_owner(Oid relid)
 {
@@ -175,6 +237,10 @@ de_privileged_sql_end(DePrivilegedSql *save)
 	SetUserIdAndSecContext(save->save_userid, save->save_sec_context);
 }
 
+/*
+ * de_privileged_sql_exec
+ *		One statement inside the bracket; see privilege.h.
+ */
 uint64
 de_privileged_sql_exec(const char *sql, int expected, int nargs, Oid *types,
 					   Datum *values, const char *nulls)

@@ -22,9 +22,19 @@ typedef enum DeNameKind
 	DE_NAME_EMBASSY
 } DeNameKind;
 
+/* Is roleid a superuser, or does it have the privileges of data_embassy_admin? */
+extern bool de_is_admin(Oid roleid);
+
 /*
- * Raise ERROR unless the current user is a superuser or a member of
- * data_embassy_admin; "action" completes "permission denied to ...".
+ * Raise ERROR unless the current user is an administrator (de_is_admin);
+ * funcname is the SQL function being called, as "data_embassy.f()".
+ */
+extern void de_check_admin_call(const char *funcname);
+
+/*
+ * The same check for callers that describe their action instead: "action"
+ * completes "permission denied to ...".  Only embassy-side functions still
+ * use it.
  */
 extern void de_check_admin(const char *action);
 

@@ -34,11 +34,9 @@
 #include "access/xlog.h"
 #include "access/xlogrecovery.h"
 #include "catalog/pg_class.h"
-#include "commands/dbcommands.h"
 #include "executor/tuptable.h"
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "utils/acl.h"
 #include "replication/slot.h"
 #include "storage/lwlock.h"
 #include "storage/spin.h"
@@ -47,12 +45,13 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
-#include "seal/codec.h"
 #include "data_embassy.h"
-#include "seal/frame.h"
-#include "seal/keys.h"
+#include "privilege.h"
 #include "register/pins.h"
 #include "register/plugin.h"
+#include "seal/codec.h"
+#include "seal/frame.h"
+#include "seal/keys.h"
 
 PG_FUNCTION_INFO_V1(data_embassy_copy_frames);
 
@@ -290,26 +289,14 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 		 * table through logical decoding; the frames are sealed for a
 		 * pinned embassy only.
 		 */
-		if (!has_rolreplication(GetUserId()))
-		{
-			Oid			admin = get_role_oid(DE_ADMIN_ROLE, true);
-
-			if (!superuser() &&
-				!(OidIsValid(admin) && has_privs_of_role(GetUserId(), admin)))
-				ereport(ERROR,
-						errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-						errmsg("permission denied to copy tables to an embassy"),
-						errhint("Only superusers, roles with the REPLICATION attribute and members of role \"%s\" may do this.",
-								DE_ADMIN_ROLE));
-		}
-		de_key_from_text(keytext, "embassy_key", embassy_pub);
-		if (!de_pin_find(embassy_pub, NULL))
+		if (!has_rolreplication(GetUserId()) && !de_is_admin(GetUserId()))
 			ereport(ERROR,
-					errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-					errmsg("embassy key is not pinned in database \"%s\"",
-						   get_database_name(MyDatabaseId)),
-					errhint("Pin the embassy's public key with %s first.",
-							"data_embassy.add_embassy()"));
+					errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					errmsg("permission denied to copy tables to an embassy"),
+					errhint("Only superusers, roles with the REPLICATION attribute and members of role \"%s\" may do this.",
+							DE_ADMIN_ROLE));
+		de_key_from_text(keytext, "embassy_key", embassy_pub);
+		de_pin_require(embassy_pub);
 
 		funcctx = SRF_FIRSTCALL_INIT();
 		old = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);

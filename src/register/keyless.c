@@ -492,18 +492,16 @@ de_keyless_warn(void)
 	if (n == 0)
 		return;
 
+	/* the first few names, comma-separated; the count of the rest apart */
 	initStringInfo(&names);
 	foreach(lc, tables)
 	{
 		DeKeyless  *k = lfirst(lc);
 
 		if (i == DE_KEYLESS_WARN_NAMES)
-		{
-			appendStringInfo(&names, " and %d more", n - i);
 			break;
-		}
 		if (i > 0)
-			appendStringInfoString(&names, i == n - 1 ? " and " : ", ");
+			appendStringInfoString(&names, ", ");
 		appendStringInfoString(&names,
 							   quote_qualified_identifier(k->schema, k->table));
 		i++;
@@ -514,8 +512,12 @@ de_keyless_warn(void)
 			errmsg_plural("%d replicated table has no replica identity",
 						  "%d replicated tables have no replica identity",
 						  n, n),
+			(i == n) ?
 			errdetail("An embassy could not locate their rows to apply an UPDATE or DELETE: %s.",
-					  names.data),
+					  names.data) :
+			errdetail_plural("An embassy could not locate their rows to apply an UPDATE or DELETE: %s and %d more.",
+							 "An embassy could not locate their rows to apply an UPDATE or DELETE: %s and %d more.",
+							 n - i, names.data, n - i),
 			errhint("Add a primary key or set REPLICA IDENTITY FULL with ALTER TABLE; the view %s lists them all.",
 					"data_embassy.keyless_tables"));
 }
@@ -600,7 +602,8 @@ data_embassy_keyless_identity_full(PG_FUNCTION_ARGS)
 		ereport(NOTICE,
 				errmsg("table %s has no primary key: its replica identity is now FULL",
 					   qualified),
-				errdetail("data_embassy.set_keyless_identity_full() is on."));
+				errdetail("Automatic REPLICA IDENTITY FULL was turned on with %s.",
+						  "data_embassy.set_keyless_identity_full()"));
 	}
 
 	SPI_finish();
@@ -613,7 +616,7 @@ data_embassy_keyless_identity_full(PG_FUNCTION_ARGS)
  *		the event trigger, which the extension script creates disabled.
  *
  * Only the owner of an event trigger (a superuser) may alter it, so once
- * de_check_admin() has passed the statement runs as that owner, as pins.c
+ * de_check_admin_call() has passed the statement runs as that owner, as pins.c
  * writes embassy_pins as its owner.
  */
 Datum
@@ -627,7 +630,7 @@ data_embassy_set_keyless_identity_full(PG_FUNCTION_ARGS)
 	int			save_sec_context;
 	int			ret;
 
-	de_check_admin("change the automatic replica identity");
+	de_check_admin_call("data_embassy.set_keyless_identity_full()");
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,

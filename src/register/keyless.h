@@ -5,6 +5,9 @@
  *		  locate: the refusal at the register, the list, and the automatic
  *		  REPLICA IDENTITY FULL.
  *
+ * IDENTIFICATION
+ *		  src/register/keyless.h
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DE_KEYLESS_H

@@ -11,7 +11,7 @@
  *
  * The SQL functions are for administrators (superusers and members of
  * data_embassy_admin); the role has no write privilege on the table, so
- * once de_check_admin() has passed, the table is changed as its owner
+ * once de_check_admin_call() has passed, the table is changed as its owner
  * (as referential integrity triggers do), with fully qualified names only.
  * They lock the table against concurrent additions and drops, so their
  * duplicate checks cannot race.
@@ -30,6 +30,7 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -60,8 +61,6 @@ PG_FUNCTION_INFO_V1(data_embassy_drop_embassy);
 #define Anum_de_pins_embassy_key	2
 #define Natts_de_pins_min			2
 
-/* Saved identity while the table is changed as its owner. */
-
 /*
  * de_pins_relid
  *		OID of data_embassy.embassy_pins; ERROR when the extension is not
@@ -91,8 +90,8 @@ de_pins_relid(void)
  * snapshot: the latest committed state in a normal transaction, and the
  * historic snapshot while decoding (embassy_pins is a user catalog table).
  */
-bool
-de_pin_find(const uint8 *embassy_pub, char **pin_name)
+static bool
+de_pin_find(const uint8 *embassy_pub)
 {
 	Oid			relid;
 	Relation	rel;
@@ -126,12 +125,6 @@ de_pin_find(const uint8 *embassy_pub, char **pin_name)
 		if (pg_strcasecmp(stored, keytext) == 0)
 		{
 			found = true;
-			if (pin_name != NULL)
-			{
-				d = heap_getattr(tup, Anum_de_pins_name,
-								 RelationGetDescr(rel), &isnull);
-				*pin_name = isnull ? pstrdup("") : TextDatumGetCString(d);
-			}
 			pfree(stored);
 			break;
 		}
@@ -142,6 +135,22 @@ de_pin_find(const uint8 *embassy_pub, char **pin_name)
 
 	pfree(keytext);
 	return found;
+}
+
+/*
+ * de_pin_require
+ *		Refuse an embassy key that is not pinned in the current database.
+ */
+void
+de_pin_require(const uint8 *embassy_pub)
+{
+	if (!de_pin_find(embassy_pub))
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				errmsg("embassy key is not pinned in database \"%s\"",
+					   get_database_name(MyDatabaseId)),
+				errhint("Pin the embassy's public key with %s first.",
+						"data_embassy.add_embassy()"));
 }
 
 /*
@@ -161,7 +170,7 @@ data_embassy_add_embassy(PG_FUNCTION_ARGS)
 	Oid			argtypes[3] = {TEXTOID, TEXTOID, NAMEOID};
 	Datum		values[3];
 
-	de_check_admin("add an embassy");
+	de_check_admin_call("data_embassy.add_embassy()");
 
 	name = de_name_arg(fcinfo, 0, DE_NAME_EMBASSY);
 
@@ -277,7 +286,7 @@ data_embassy_drop_embassy(PG_FUNCTION_ARGS)
 	Datum		values[1];
 	MemoryContext caller_cxt = CurrentMemoryContext;
 
-	de_check_admin("drop an embassy");
+	de_check_admin_call("data_embassy.drop_embassy()");
 
 	name = de_name_arg(fcinfo, 0, DE_NAME_EMBASSY);
 	values[0] = CStringGetTextDatum(name);

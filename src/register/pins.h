@@ -3,6 +3,9 @@
  * pins.h
  *		  Embassies pinned at a register (table data_embassy.embassy_pins).
  *
+ * IDENTIFICATION
+ *		  src/register/pins.h
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DE_PINS_H
@@ -11,11 +14,12 @@
 #include "seal/crypto.h"
 
 /*
- * Is this embassy key pinned in the current database?  Reads the pins
- * table with the current snapshot (caller must be in a transaction) and
- * returns the pin's name in *pin_name (palloc'd) when pin_name is not NULL.
- * Raises ERROR when the extension is not installed in this database.
+ * Raise ERROR (ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION) unless this
+ * embassy key is pinned in the current database.  Reads the pins table
+ * with the catalog snapshot (the historic one while decoding), so the
+ * caller must be in a transaction.  Also raises ERROR when the extension
+ * is not installed in this database.
  */
-extern bool de_pin_find(const uint8 *embassy_pub, char **pin_name);
+extern void de_pin_require(const uint8 *embassy_pub);
 
 #endif							/* DE_PINS_H */

@@ -59,7 +59,6 @@
 #include "access/xlogutils.h"
 #include "access/xlog_internal.h"
 #include "catalog/catalog.h"
-#include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "miscadmin.h"
 #include "replication/logical.h"
@@ -640,7 +639,14 @@ de_plugin_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
 	if (!data->stream_in_progress)
 		ctx->streaming = false;
 
+	/*
+	 * Without an identity key nothing can be sealed: report that first.  The
+	 * private half is not held while the pin is checked (an ERROR there
+	 * would leave it on the stack); it is loaded again, from process memory,
+	 * for the sealer below.
+	 */
 	de_identity_require(priv, pub);
+	de_secure_zero(priv, sizeof(priv));
 
 	/*
 	 * A walsender runs no transaction of its own here; the error for an
@@ -652,20 +658,13 @@ de_plugin_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
 		StartTransactionCommand();
 		started = true;
 	}
-	if (!de_pin_find(data->embassy_pub, NULL))
-	{
-		de_secure_zero(priv, sizeof(priv));
-		ereport(ERROR,
-				errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-				errmsg("embassy key is not pinned in database \"%s\"",
-					   get_database_name(MyDatabaseId)),
-				errhint("Pin the embassy's public key with %s first.",
-						"data_embassy.add_embassy()"));
-	}
+	de_pin_require(data->embassy_pub);
 	data->schema_oid = de_schema_oid(false);
 	if (started)
 		CommitTransactionCommand();
 	MemoryContextSwitchTo(oldcxt);
+
+	de_identity_require(priv, pub);
 
 	data->cache_cxt = AllocSetContextCreate(ctx->context,
 											"data_embassy relation cache",

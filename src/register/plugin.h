@@ -3,6 +3,9 @@
  * plugin.h
  *		  The output plugin's relation filter, shared with the initial copy.
  *
+ * IDENTIFICATION
+ *		  src/register/plugin.h
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DE_PLUGIN_H

@@ -24,6 +24,9 @@
  * without taking a lock that could wait: a sequence that is being altered
  * right now is left for the next report.
  *
+ * IDENTIFICATION
+ *		  src/register/sequences.c
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

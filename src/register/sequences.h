@@ -3,6 +3,9 @@
  * sequences.h
  *		  The register's sequences, reported in the stream.
  *
+ * IDENTIFICATION
+ *		  src/register/sequences.h
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DE_SEQUENCES_H

@@ -21,6 +21,9 @@
  * from a count that has not been checked.  Values are not copied: they
  * point into the body.
  *
+ * IDENTIFICATION
+ *		  src/seal/codec.c
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -31,6 +34,7 @@
 #include "access/transam.h"
 #include "access/tupdesc.h"
 #include "catalog/pg_type.h"
+#include "libpq/pqformat.h"
 #include "nodes/bitmapset.h"
 #include "port/pg_bswap.h"
 #include "utils/builtins.h"
@@ -44,6 +48,12 @@
 
 /* ---------- writing helpers ---------- */
 
+/*
+ * Integers are written with pqformat.h's pq_sendint*() (big-endian, the
+ * buffer grown as needed), or with pq_writeint*() after codec_reserve()
+ * has made room for a whole fixed-size record at once.
+ */
+
 /* Make room for n more bytes (and the StringInfo's trailing NUL). */
 static inline void
 codec_reserve(StringInfo out, size_t n)
@@ -52,49 +62,12 @@ codec_reserve(StringInfo out, size_t n)
 		enlargeStringInfo(out, (int) n);
 }
 
-static inline void
-codec_put_u8(StringInfo out, uint8 v)
-{
-	codec_reserve(out, 1);
-	out->data[out->len++] = (char) v;
-}
-
-static inline void
-codec_put_u16(StringInfo out, uint16 v)
-{
-	uint16		be = pg_hton16(v);
-
-	codec_reserve(out, sizeof(be));
-	memcpy(out->data + out->len, &be, sizeof(be));
-	out->len += sizeof(be);
-}
-
-static inline void
-codec_put_u32(StringInfo out, uint32 v)
-{
-	uint32		be = pg_hton32(v);
-
-	codec_reserve(out, sizeof(be));
-	memcpy(out->data + out->len, &be, sizeof(be));
-	out->len += sizeof(be);
-}
-
-static inline void
-codec_put_u64(StringInfo out, uint64 v)
-{
-	uint64		be = pg_hton64(v);
-
-	codec_reserve(out, sizeof(be));
-	memcpy(out->data + out->len, &be, sizeof(be));
-	out->len += sizeof(be);
-}
-
 /* A string: 4-byte length, then the bytes. */
 static inline void
 codec_put_str(StringInfo out, const char *s, size_t len)
 {
 	codec_reserve(out, sizeof(uint32) + len);
-	codec_put_u32(out, (uint32) len);
+	pq_writeint32(out, (uint32) len);
 	memcpy(out->data + out->len, s, len);
 	out->len += len;
 }
@@ -108,8 +81,8 @@ codec_put_value(StringInfo out, char kind, const void *p, size_t len)
 				errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				errmsg("value of %zu bytes is too large to replicate", len));
 	codec_reserve(out, 1 + sizeof(uint32) + len);
-	out->data[out->len++] = kind;
-	codec_put_u32(out, (uint32) len);
+	pq_writeint8(out, (uint8) kind);
+	pq_writeint32(out, (uint32) len);
 	memcpy(out->data + out->len, p, len);
 	out->len += len;
 }
@@ -258,20 +231,6 @@ de_relout_build(DeRelOut *ro, Relation rel, MemoryContext mcxt)
 	MemoryContextSwitchTo(oldcxt);
 }
 
-void
-de_relout_free(DeRelOut *ro)
-{
-	if (ro->desc)
-		FreeTupleDesc(ro->desc);
-	if (ro->cols)
-		pfree(ro->cols);
-	if (ro->values)
-		pfree(ro->values);
-	if (ro->isnull)
-		pfree(ro->isnull);
-	memset(ro, 0, sizeof(DeRelOut));
-}
-
 /* ---------- record writers ---------- */
 
 void
@@ -279,10 +238,10 @@ de_write_begin(StringInfo out, XLogRecPtr final_lsn, TimestampTz commit_time,
 			   TransactionId xid)
 {
 	codec_reserve(out, 1 + 8 + 8 + 4);
-	codec_put_u8(out, DE_REC_BEGIN);
-	codec_put_u64(out, final_lsn);
-	codec_put_u64(out, (uint64) commit_time);
-	codec_put_u32(out, xid);
+	pq_writeint8(out, DE_REC_BEGIN);
+	pq_writeint64(out, final_lsn);
+	pq_writeint64(out, (uint64) commit_time);
+	pq_writeint32(out, xid);
 }
 
 void
@@ -290,43 +249,43 @@ de_write_commit(StringInfo out, XLogRecPtr commit_lsn, XLogRecPtr end_lsn,
 				TimestampTz commit_time)
 {
 	codec_reserve(out, 1 + 8 + 8 + 8);
-	codec_put_u8(out, DE_REC_COMMIT);
-	codec_put_u64(out, commit_lsn);
-	codec_put_u64(out, end_lsn);
-	codec_put_u64(out, (uint64) commit_time);
+	pq_writeint8(out, DE_REC_COMMIT);
+	pq_writeint64(out, commit_lsn);
+	pq_writeint64(out, end_lsn);
+	pq_writeint64(out, (uint64) commit_time);
 }
 
 void
 de_write_stream_start(StringInfo out, TransactionId xid, bool first)
 {
 	codec_reserve(out, 1 + 4 + 1);
-	codec_put_u8(out, DE_REC_STREAM_START);
-	codec_put_u32(out, xid);
-	codec_put_u8(out, first ? 1 : 0);
+	pq_writeint8(out, DE_REC_STREAM_START);
+	pq_writeint32(out, xid);
+	pq_writeint8(out, first ? 1 : 0);
 }
 
 void
 de_write_subxact(StringInfo out, TransactionId xid)
 {
 	codec_reserve(out, 1 + 4);
-	codec_put_u8(out, DE_REC_SUBXACT);
-	codec_put_u32(out, xid);
+	pq_writeint8(out, DE_REC_SUBXACT);
+	pq_writeint32(out, xid);
 }
 
 void
 de_write_stream_stop(StringInfo out)
 {
 	codec_reserve(out, 1);
-	codec_put_u8(out, DE_REC_STREAM_STOP);
+	pq_writeint8(out, DE_REC_STREAM_STOP);
 }
 
 void
 de_write_stream_abort(StringInfo out, TransactionId xid, TransactionId subxid)
 {
 	codec_reserve(out, 1 + 4 + 4);
-	codec_put_u8(out, DE_REC_STREAM_ABORT);
-	codec_put_u32(out, xid);
-	codec_put_u32(out, subxid);
+	pq_writeint8(out, DE_REC_STREAM_ABORT);
+	pq_writeint32(out, xid);
+	pq_writeint32(out, subxid);
 }
 
 void
@@ -335,11 +294,11 @@ de_write_stream_commit(StringInfo out, TransactionId xid,
 					   TimestampTz commit_time)
 {
 	codec_reserve(out, 1 + 4 + 8 + 8 + 8);
-	codec_put_u8(out, DE_REC_STREAM_COMMIT);
-	codec_put_u32(out, xid);
-	codec_put_u64(out, commit_lsn);
-	codec_put_u64(out, end_lsn);
-	codec_put_u64(out, (uint64) commit_time);
+	pq_writeint8(out, DE_REC_STREAM_COMMIT);
+	pq_writeint32(out, xid);
+	pq_writeint64(out, commit_lsn);
+	pq_writeint64(out, end_lsn);
+	pq_writeint64(out, (uint64) commit_time);
 }
 
 /*
@@ -366,12 +325,12 @@ de_write_relation(StringInfo out, Relation rel, const DeRelOut *ro)
 	if (replident != REPLICA_IDENTITY_FULL)
 		idattrs = RelationGetIdentityKeyBitmap(rel);
 
-	codec_put_u8(out, DE_REC_RELATION);
-	codec_put_u32(out, RelationGetRelid(rel));
+	pq_sendint8(out, DE_REC_RELATION);
+	pq_sendint32(out, RelationGetRelid(rel));
 	codec_put_str(out, nspname, strlen(nspname));
 	codec_put_str(out, relname, strlen(relname));
-	codec_put_u8(out, (uint8) replident);
-	codec_put_u16(out, (uint16) ro->nlive);
+	pq_sendint8(out, (uint8) replident);
+	pq_sendint16(out, (uint16) ro->nlive);
 
 	for (i = 0; i < desc->natts && i < ro->natts; i++)
 	{
@@ -388,11 +347,11 @@ de_write_relation(StringInfo out, Relation rel, const DeRelOut *ro)
 			flags |= 1;
 		typname = format_type_be_qualified(att->atttypid);
 
-		codec_put_u8(out, flags);
+		pq_sendint8(out, flags);
 		codec_put_str(out, NameStr(att->attname), strlen(NameStr(att->attname)));
-		codec_put_u32(out, att->atttypid);
-		codec_put_u32(out, (uint32) att->atttypmod);
-		codec_put_u8(out, (uint8) col->format);
+		pq_sendint32(out, att->atttypid);
+		pq_sendint32(out, (uint32) att->atttypmod);
+		pq_sendint8(out, (uint8) col->format);
 		codec_put_str(out, typname, strlen(typname));
 		pfree(typname);
 	}
@@ -504,7 +463,7 @@ codec_put_tuple(StringInfo out, DeRelOut *ro, Datum *values, bool *isnull,
 {
 	int			i;
 
-	codec_put_u16(out, (uint16) ro->nlive);
+	pq_sendint16(out, (uint16) ro->nlive);
 
 	for (i = 0; i < ro->natts; i++)
 	{
@@ -516,14 +475,14 @@ codec_put_tuple(StringInfo out, DeRelOut *ro, Datum *values, bool *isnull,
 
 		if (isnull[i])
 		{
-			codec_put_u8(out, DE_COL_NULL);
+			pq_sendint8(out, DE_COL_NULL);
 			continue;
 		}
 
 		if (col->is_varlena && unchanged_toast &&
 			VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(value)))
 		{
-			codec_put_u8(out, DE_COL_UNCHANGED);
+			pq_sendint8(out, DE_COL_UNCHANGED);
 			continue;
 		}
 
@@ -550,8 +509,8 @@ codec_put_heap_tuple(StringInfo out, DeRelOut *ro, HeapTuple tuple)
 void
 de_write_insert(StringInfo out, DeRelOut *ro, HeapTuple newtuple)
 {
-	codec_put_u8(out, DE_REC_INSERT);
-	codec_put_u32(out, ro->relid);
+	pq_sendint8(out, DE_REC_INSERT);
+	pq_sendint32(out, ro->relid);
 	codec_put_heap_tuple(out, ro, newtuple);
 }
 
@@ -559,13 +518,13 @@ void
 de_write_update(StringInfo out, DeRelOut *ro, HeapTuple oldtuple,
 				bool old_is_key, HeapTuple newtuple)
 {
-	codec_put_u8(out, DE_REC_UPDATE);
-	codec_put_u32(out, ro->relid);
+	pq_sendint8(out, DE_REC_UPDATE);
+	pq_sendint32(out, ro->relid);
 	if (oldtuple == NULL)
-		codec_put_u8(out, DE_OLD_NONE);
+		pq_sendint8(out, DE_OLD_NONE);
 	else
 	{
-		codec_put_u8(out, old_is_key ? DE_OLD_KEY : DE_OLD_ROW);
+		pq_sendint8(out, old_is_key ? DE_OLD_KEY : DE_OLD_ROW);
 		codec_put_heap_tuple(out, ro, oldtuple);
 	}
 	codec_put_heap_tuple(out, ro, newtuple);
@@ -575,9 +534,9 @@ void
 de_write_delete(StringInfo out, DeRelOut *ro, HeapTuple oldtuple,
 				bool old_is_key)
 {
-	codec_put_u8(out, DE_REC_DELETE);
-	codec_put_u32(out, ro->relid);
-	codec_put_u8(out, old_is_key ? DE_OLD_KEY : DE_OLD_ROW);
+	pq_sendint8(out, DE_REC_DELETE);
+	pq_sendint32(out, ro->relid);
+	pq_sendint8(out, old_is_key ? DE_OLD_KEY : DE_OLD_ROW);
 	codec_put_heap_tuple(out, ro, oldtuple);
 }
 
@@ -594,20 +553,20 @@ de_write_truncate(StringInfo out, int nrelids, const Oid *relids,
 		flags |= DE_TRUNCATE_RESTART;
 
 	codec_reserve(out, 1 + 1 + 4 + 4 * (size_t) nrelids);
-	codec_put_u8(out, DE_REC_TRUNCATE);
-	codec_put_u8(out, flags);
-	codec_put_u32(out, (uint32) nrelids);
+	pq_writeint8(out, DE_REC_TRUNCATE);
+	pq_writeint8(out, flags);
+	pq_writeint32(out, (uint32) nrelids);
 	for (i = 0; i < nrelids; i++)
-		codec_put_u32(out, relids[i]);
+		pq_writeint32(out, relids[i]);
 }
 
 void
 de_write_message(StringInfo out, XLogRecPtr lsn, bool transactional,
 				 const char *prefix, Size sz, const char *content)
 {
-	codec_put_u8(out, DE_REC_MESSAGE);
-	codec_put_u8(out, transactional ? DE_MESSAGE_TRANSACTIONAL : 0);
-	codec_put_u64(out, lsn);
+	pq_sendint8(out, DE_REC_MESSAGE);
+	pq_sendint8(out, transactional ? DE_MESSAGE_TRANSACTIONAL : 0);
+	pq_sendint64(out, lsn);
 	codec_put_str(out, prefix, strlen(prefix));
 	codec_put_str(out, content, sz);
 }
@@ -616,16 +575,16 @@ void
 de_write_insert_values(StringInfo out, DeRelOut *ro, Datum *values,
 					   bool *isnull)
 {
-	codec_put_u8(out, DE_REC_INSERT);
-	codec_put_u32(out, ro->relid);
+	pq_sendint8(out, DE_REC_INSERT);
+	pq_sendint32(out, ro->relid);
 	codec_put_tuple(out, ro, values, isnull, false);
 }
 
 void
 de_write_copy_end(StringInfo out, uint64 rows)
 {
-	codec_put_u8(out, DE_REC_COPY_END);
-	codec_put_u64(out, rows);
+	pq_sendint8(out, DE_REC_COPY_END);
+	pq_sendint64(out, rows);
 }
 
 void
@@ -634,13 +593,13 @@ de_write_sequences(StringInfo out, int n, char **nspnames, char **relnames,
 {
 	int			i;
 
-	codec_put_u8(out, DE_REC_SEQUENCES);
-	codec_put_u32(out, (uint32) n);
+	pq_sendint8(out, DE_REC_SEQUENCES);
+	pq_sendint32(out, (uint32) n);
 	for (i = 0; i < n; i++)
 	{
 		codec_put_str(out, nspnames[i], strlen(nspnames[i]));
 		codec_put_str(out, relnames[i], strlen(relnames[i]));
-		codec_put_u64(out, (uint64) last_values[i]);
+		pq_sendint64(out, (uint64) last_values[i]);
 	}
 }
 
@@ -655,42 +614,51 @@ de_reader_init(DeReader *reader, char *data, size_t len)
 }
 
 /*
- * Report a malformed body.  "what" names the field being read, "start" is
- * the offset of the record it belongs to.
+ * Report a malformed body.  "field" names the field being read as codec.h
+ * does (for a run of fields checked at once, the first of them); "start"
+ * is the offset of the record it belongs to.
  */
 static void
-codec_malformed(DeReader *reader, size_t start, char type, const char *what,
+codec_malformed(DeReader *reader, size_t start, char type, const char *field,
 				size_t need)
 {
 	ereport(ERROR,
 			errcode(ERRCODE_DATA_CORRUPTED),
 			errmsg("malformed change record at offset %zu of a frame body",
 				   start),
-			errdetail("Reading %s of a %s record needs %zu bytes at offset %zu, but the body has %zu.",
-					  what, de_record_type_name(type), need, reader->pos,
+			errdetail("The %s record needs %zu bytes from field \"%s\" on, at offset %zu, but the body has %zu left.",
+					  de_record_type_name(type), need, field, reader->pos,
 					  reader->len - reader->pos));
 }
 
+/* Report a field whose value is not one the layout allows. */
 static void
-codec_invalid(size_t start, char type, const char *what, unsigned int value)
+codec_invalid(size_t start, char type, const char *field, unsigned int value)
 {
 	ereport(ERROR,
 			errcode(ERRCODE_DATA_CORRUPTED),
 			errmsg("malformed change record at offset %zu of a frame body",
 				   start),
-			errdetail("The %s record has an invalid %s (%u).",
-					  de_record_type_name(type), what, value));
+			errdetail("Field \"%s\" of the %s record has the invalid value %u.",
+					  field, de_record_type_name(type), value));
 }
 
-/* Make sure n bytes are left; "what" names them for the error. */
+/* Make sure n bytes are left; "field" names them for the error. */
 static inline void
-codec_need(DeReader *reader, size_t start, char type, const char *what,
+codec_need(DeReader *reader, size_t start, char type, const char *field,
 		   size_t n)
 {
 	if (reader->len - reader->pos < n)
-		codec_malformed(reader, start, type, what, n);
+		codec_malformed(reader, start, type, field, n);
 }
 
+/*
+ * Field readers.  They run only after codec_need() has checked the bytes,
+ * so they check nothing themselves.  pqformat.h's pq_getmsgint*() are not
+ * used: they check every field again, report a short message as a
+ * protocol violation without naming the record, and take int lengths,
+ * while a frame body is checked per record and reported as corrupted data.
+ */
 static inline uint8
 codec_get_u8(DeReader *reader)
 {
@@ -729,21 +697,21 @@ codec_get_u64(DeReader *reader)
 
 /* A string field as a palloc'd, NUL-terminated copy. */
 static char *
-codec_get_name(DeReader *reader, size_t start, char type, const char *what)
+codec_get_name(DeReader *reader, size_t start, char type, const char *field)
 {
 	uint32		len;
 	char	   *s;
 
-	codec_need(reader, start, type, what, sizeof(uint32));
+	codec_need(reader, start, type, field, sizeof(uint32));
 	len = codec_get_u32(reader);
-	codec_need(reader, start, type, what, len);
+	codec_need(reader, start, type, field, len);
 	if (memchr(reader->data + reader->pos, '\0', len) != NULL)
 		ereport(ERROR,
 				errcode(ERRCODE_DATA_CORRUPTED),
 				errmsg("malformed change record at offset %zu of a frame body",
 					   start),
-				errdetail("The %s of a %s record contains a zero byte.",
-						  what, de_record_type_name(type)));
+				errdetail("Field \"%s\" of the %s record contains a zero byte.",
+						  field, de_record_type_name(type)));
 	s = palloc(len + 1);
 	memcpy(s, reader->data + reader->pos, len);
 	s[len] = '\0';
@@ -758,10 +726,10 @@ codec_get_tuple(DeReader *reader, size_t start, char type, DeTuple *tup)
 	int			natts;
 	int			i;
 
-	codec_need(reader, start, type, "the column count", sizeof(uint16));
+	codec_need(reader, start, type, "natts", sizeof(uint16));
 	natts = codec_get_u16(reader);
 	/* every value takes at least its kind byte */
-	codec_need(reader, start, type, "the columns", natts);
+	codec_need(reader, start, type, "kind", natts);
 
 	tup->natts = natts;
 	tup->values = palloc(sizeof(DeValue) * Max(natts, 1));
@@ -770,7 +738,7 @@ codec_get_tuple(DeReader *reader, size_t start, char type, DeTuple *tup)
 	{
 		DeValue    *v = &tup->values[i];
 
-		codec_need(reader, start, type, "a column kind", 1);
+		codec_need(reader, start, type, "kind", 1);
 		v->kind = (char) codec_get_u8(reader);
 		switch (v->kind)
 		{
@@ -781,15 +749,15 @@ codec_get_tuple(DeReader *reader, size_t start, char type, DeTuple *tup)
 				break;
 			case DE_COL_BINARY:
 			case DE_COL_TEXT:
-				codec_need(reader, start, type, "a value length",
+				codec_need(reader, start, type, "len",
 						   sizeof(uint32));
 				v->len = codec_get_u32(reader);
-				codec_need(reader, start, type, "a value", v->len);
+				codec_need(reader, start, type, "bytes", v->len);
 				v->data = reader->data + reader->pos;
 				reader->pos += v->len;
 				break;
 			default:
-				codec_invalid(start, type, "column kind",
+				codec_invalid(start, type, "kind",
 							  (unsigned char) v->kind);
 		}
 	}
@@ -800,10 +768,10 @@ codec_get_oldkind(DeReader *reader, size_t start, char type, bool allow_none)
 {
 	char		k;
 
-	codec_need(reader, start, type, "the old tuple kind", 1);
+	codec_need(reader, start, type, "oldkind", 1);
 	k = (char) codec_get_u8(reader);
 	if (k != DE_OLD_KEY && k != DE_OLD_ROW && !(allow_none && k == DE_OLD_NONE))
-		codec_invalid(start, type, "old tuple kind", (unsigned char) k);
+		codec_invalid(start, type, "oldkind", (unsigned char) k);
 	return k;
 }
 
@@ -813,17 +781,17 @@ codec_get_relation(DeReader *reader, size_t start, DeRecord *rec)
 	const char	type = DE_REC_RELATION;
 	int			i;
 
-	codec_need(reader, start, type, "the relation OID", sizeof(uint32));
+	codec_need(reader, start, type, "relid", sizeof(uint32));
 	rec->relid = codec_get_u32(reader);
-	rec->nspname = codec_get_name(reader, start, type, "schema name");
-	rec->relname = codec_get_name(reader, start, type, "relation name");
-	codec_need(reader, start, type, "the replica identity and column count",
+	rec->nspname = codec_get_name(reader, start, type, "nspname");
+	rec->relname = codec_get_name(reader, start, type, "relname");
+	codec_need(reader, start, type, "replident",
 			   1 + sizeof(uint16));
 	rec->replident = (char) codec_get_u8(reader);
 	rec->natts = codec_get_u16(reader);
 
 	/* flags, name length, type OID, typmod, format, type name length */
-	codec_need(reader, start, type, "the columns",
+	codec_need(reader, start, type, "flags",
 			   (size_t) rec->natts * (1 + 4 + 4 + 4 + 1 + 4));
 	rec->atts = palloc0(sizeof(DeAttribute) * Max(rec->natts, 1));
 
@@ -832,21 +800,21 @@ codec_get_relation(DeReader *reader, size_t start, DeRecord *rec)
 		DeAttribute *att = &rec->atts[i];
 		uint8		flags;
 
-		codec_need(reader, start, type, "column flags", 1);
+		codec_need(reader, start, type, "flags", 1);
 		flags = codec_get_u8(reader);
 		if (flags & ~1)
-			codec_invalid(start, type, "column flag", flags);
+			codec_invalid(start, type, "flags", flags);
 		att->is_key = (flags & 1) != 0;
-		att->name = codec_get_name(reader, start, type, "column name");
-		codec_need(reader, start, type, "a column type",
+		att->name = codec_get_name(reader, start, type, "name");
+		codec_need(reader, start, type, "typoid",
 				   sizeof(uint32) * 2 + 1);
 		att->typoid = codec_get_u32(reader);
 		att->typmod = (int32) codec_get_u32(reader);
 		att->format = (char) codec_get_u8(reader);
 		if (att->format != DE_COL_BINARY && att->format != DE_COL_TEXT)
-			codec_invalid(start, type, "column format",
+			codec_invalid(start, type, "format",
 						  (unsigned char) att->format);
-		att->typname = codec_get_name(reader, start, type, "type name");
+		att->typname = codec_get_name(reader, start, type, "typename");
 	}
 }
 
@@ -870,14 +838,14 @@ de_read_record(DeReader *reader, DeRecord *rec)
 	switch (type)
 	{
 		case DE_REC_BEGIN:
-			codec_need(reader, start, type, "the fields", 8 + 8 + 4);
+			codec_need(reader, start, type, "final_lsn", 8 + 8 + 4);
 			rec->lsn = codec_get_u64(reader);
 			rec->commit_time = (TimestampTz) codec_get_u64(reader);
 			rec->xid = codec_get_u32(reader);
 			break;
 
 		case DE_REC_COMMIT:
-			codec_need(reader, start, type, "the fields", 8 + 8 + 8);
+			codec_need(reader, start, type, "commit_lsn", 8 + 8 + 8);
 			rec->lsn = codec_get_u64(reader);
 			rec->end_lsn = codec_get_u64(reader);
 			rec->commit_time = (TimestampTz) codec_get_u64(reader);
@@ -888,7 +856,7 @@ de_read_record(DeReader *reader, DeRecord *rec)
 			break;
 
 		case DE_REC_INSERT:
-			codec_need(reader, start, type, "the relation OID",
+			codec_need(reader, start, type, "relid",
 					   sizeof(uint32));
 			rec->relid = codec_get_u32(reader);
 			rec->oldkind = DE_OLD_NONE;
@@ -896,7 +864,7 @@ de_read_record(DeReader *reader, DeRecord *rec)
 			break;
 
 		case DE_REC_UPDATE:
-			codec_need(reader, start, type, "the relation OID",
+			codec_need(reader, start, type, "relid",
 					   sizeof(uint32));
 			rec->relid = codec_get_u32(reader);
 			rec->oldkind = codec_get_oldkind(reader, start, type, true);
@@ -906,7 +874,7 @@ de_read_record(DeReader *reader, DeRecord *rec)
 			break;
 
 		case DE_REC_DELETE:
-			codec_need(reader, start, type, "the relation OID",
+			codec_need(reader, start, type, "relid",
 					   sizeof(uint32));
 			rec->relid = codec_get_u32(reader);
 			rec->oldkind = codec_get_oldkind(reader, start, type, false);
@@ -919,14 +887,14 @@ de_read_record(DeReader *reader, DeRecord *rec)
 				uint32		nrelids;
 				int			i;
 
-				codec_need(reader, start, type, "the flags and count", 1 + 4);
+				codec_need(reader, start, type, "flags", 1 + 4);
 				flags = codec_get_u8(reader);
 				if (flags & ~(DE_TRUNCATE_CASCADE | DE_TRUNCATE_RESTART))
-					codec_invalid(start, type, "flag", flags);
+					codec_invalid(start, type, "flags", flags);
 				rec->cascade = (flags & DE_TRUNCATE_CASCADE) != 0;
 				rec->restart_seqs = (flags & DE_TRUNCATE_RESTART) != 0;
 				nrelids = codec_get_u32(reader);
-				codec_need(reader, start, type, "the relation OIDs",
+				codec_need(reader, start, type, "relid",
 						   (size_t) nrelids * sizeof(uint32));
 				rec->nrelids = (int) nrelids;
 				rec->relids = palloc(sizeof(Oid) * Max(nrelids, 1));
@@ -939,17 +907,17 @@ de_read_record(DeReader *reader, DeRecord *rec)
 			{
 				uint8		flags;
 
-				codec_need(reader, start, type, "the flags and LSN", 1 + 8);
+				codec_need(reader, start, type, "flags", 1 + 8);
 				flags = codec_get_u8(reader);
 				if (flags & ~DE_MESSAGE_TRANSACTIONAL)
-					codec_invalid(start, type, "flag", flags);
+					codec_invalid(start, type, "flags", flags);
 				rec->transactional = (flags & DE_MESSAGE_TRANSACTIONAL) != 0;
 				rec->lsn = codec_get_u64(reader);
 				rec->prefix = codec_get_name(reader, start, type, "prefix");
-				codec_need(reader, start, type, "the content length",
+				codec_need(reader, start, type, "content",
 						   sizeof(uint32));
 				rec->content_len = codec_get_u32(reader);
-				codec_need(reader, start, type, "the content",
+				codec_need(reader, start, type, "content",
 						   rec->content_len);
 				rec->content = reader->data + reader->pos;
 				reader->pos += rec->content_len;
@@ -957,7 +925,7 @@ de_read_record(DeReader *reader, DeRecord *rec)
 			}
 
 		case DE_REC_COPY_END:
-			codec_need(reader, start, type, "the row count", 8);
+			codec_need(reader, start, type, "rows", 8);
 			rec->rows = codec_get_u64(reader);
 			break;
 
@@ -966,11 +934,11 @@ de_read_record(DeReader *reader, DeRecord *rec)
 				uint32		n;
 				int			i;
 
-				codec_need(reader, start, type, "the sequence count",
+				codec_need(reader, start, type, "count",
 						   sizeof(uint32));
 				n = codec_get_u32(reader);
 				/* each entry takes at least two lengths and a value */
-				codec_need(reader, start, type, "the sequences",
+				codec_need(reader, start, type, "nspname",
 						   (size_t) n * (4 + 4 + 8));
 				rec->nsequences = (int) n;
 				rec->seq_nspnames = palloc(sizeof(char *) * Max(n, 1));
@@ -979,10 +947,10 @@ de_read_record(DeReader *reader, DeRecord *rec)
 				for (i = 0; i < (int) n; i++)
 				{
 					rec->seq_nspnames[i] = codec_get_name(reader, start, type,
-														  "sequence schema");
+														  "nspname");
 					rec->seq_relnames[i] = codec_get_name(reader, start, type,
-														  "sequence name");
-					codec_need(reader, start, type, "the last value", 8);
+														  "relname");
+					codec_need(reader, start, type, "last_value", 8);
 					rec->seq_values[i] = (int64) codec_get_u64(reader);
 				}
 				break;
@@ -992,45 +960,45 @@ de_read_record(DeReader *reader, DeRecord *rec)
 			{
 				uint8		first;
 
-				codec_need(reader, start, type, "the fields", 4 + 1);
+				codec_need(reader, start, type, "xid", 4 + 1);
 				rec->xid = codec_get_u32(reader);
 				first = codec_get_u8(reader);
 				if (first > 1)
-					codec_invalid(start, type, "flag", first);
+					codec_invalid(start, type, "first", first);
 				rec->first = first == 1;
 				if (!TransactionIdIsNormal(rec->xid))
-					codec_invalid(start, type, "transaction id", rec->xid);
+					codec_invalid(start, type, "xid", rec->xid);
 				break;
 			}
 
 		case DE_REC_SUBXACT:
-			codec_need(reader, start, type, "the transaction id", 4);
+			codec_need(reader, start, type, "xid", 4);
 			rec->xid = codec_get_u32(reader);
 			if (!TransactionIdIsNormal(rec->xid))
-				codec_invalid(start, type, "transaction id", rec->xid);
+				codec_invalid(start, type, "xid", rec->xid);
 			break;
 
 		case DE_REC_STREAM_STOP:
 			break;
 
 		case DE_REC_STREAM_ABORT:
-			codec_need(reader, start, type, "the transaction ids", 4 + 4);
+			codec_need(reader, start, type, "xid", 4 + 4);
 			rec->xid = codec_get_u32(reader);
 			rec->subxid = codec_get_u32(reader);
 			if (!TransactionIdIsNormal(rec->xid))
-				codec_invalid(start, type, "transaction id", rec->xid);
+				codec_invalid(start, type, "xid", rec->xid);
 			if (!TransactionIdIsNormal(rec->subxid))
-				codec_invalid(start, type, "transaction id", rec->subxid);
+				codec_invalid(start, type, "subxid", rec->subxid);
 			break;
 
 		case DE_REC_STREAM_COMMIT:
-			codec_need(reader, start, type, "the fields", 4 + 8 + 8 + 8);
+			codec_need(reader, start, type, "xid", 4 + 8 + 8 + 8);
 			rec->xid = codec_get_u32(reader);
 			rec->lsn = codec_get_u64(reader);
 			rec->end_lsn = codec_get_u64(reader);
 			rec->commit_time = (TimestampTz) codec_get_u64(reader);
 			if (!TransactionIdIsNormal(rec->xid))
-				codec_invalid(start, type, "transaction id", rec->xid);
+				codec_invalid(start, type, "xid", rec->xid);
 			break;
 
 		default:

@@ -62,6 +62,9 @@
  * travel as text, because their binary forms embed type OIDs that differ
  * between clusters.
  *
+ * IDENTIFICATION
+ *		  src/seal/codec.h
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DE_CODEC_H
@@ -128,9 +131,11 @@ typedef struct DeRelOut
 	bool	   *isnull;
 } DeRelOut;
 
-/* Fill "ro" for "rel"; everything is allocated in mcxt. */
+/*
+ * Fill "ro" for "rel"; everything is allocated in mcxt, and goes with it
+ * (callers give each relation a context they reset or delete).
+ */
 extern void de_relout_build(DeRelOut *ro, Relation rel, MemoryContext mcxt);
-extern void de_relout_free(DeRelOut *ro);
 
 extern void de_write_begin(StringInfo out, XLogRecPtr final_lsn,
 						   TimestampTz commit_time, TransactionId xid);

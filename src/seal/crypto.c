@@ -12,8 +12,9 @@
  * context of a DeAead, is owned by a memory context and freed by a reset
  * callback, as well as by de_aead_free().
  *
- * Messages never contain key material; they carry OpenSSL's reason for a
- * failure in errdetail.
+ * Messages never contain key material; a failed OpenSSL call is reported
+ * as "could not ..." with OpenSSL's reason in errdetail
+ * (de_openssl_errdetail).
  *
  * IDENTIFICATION
  *		  src/seal/crypto.c
@@ -47,49 +48,32 @@ static EVP_KDF *de_hkdf = NULL;
 /* Largest chunk handed to one EVP_*Update() call (their lengths are int). */
 #define DE_EVP_CHUNK	(1 << 30)
 
-static void de_crypto_fail(const char *what) pg_attribute_noreturn();
-
 /*
- * de_openssl_reason
- *		OpenSSL's reason for the latest failure, in palloc'd memory; empties
- *		the thread's error queue so that stale errors cannot be reported
- *		later.
+ * de_openssl_errdetail
+ *		errdetail() with OpenSSL's reason for the latest failure, for use
+ *		inside ereport():
+ *
+ *		ereport(ERROR,
+ *				errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+ *				errmsg("could not ..."),
+ *				de_openssl_errdetail());
+ *
+ * Empties the thread's error queue, so that stale errors cannot be
+ * reported later.
  */
-static char *
-de_openssl_reason(void)
+static int
+de_openssl_errdetail(void)
 {
 	unsigned long err = ERR_get_error();
-	const char *reason;
-	char	   *result;
+	const char *reason = (err != 0) ? ERR_reason_error_string(err) : NULL;
 
-	if (err == 0)
-		result = pstrdup("OpenSSL reported no error.");
-	else
-	{
-		reason = ERR_reason_error_string(err);
-		if (reason != NULL)
-			result = psprintf("OpenSSL reported: %s.", reason);
-		else
-			result = psprintf("OpenSSL reported error code %lu.", err);
-	}
+	/* the reason strings are static: clearing the queue keeps them */
 	ERR_clear_error();
-	return result;
-}
-
-/*
- * de_crypto_fail
- *		Raise ERROR for a failed OpenSSL call; "what" completes
- *		"could not ...".
- */
-static void
-de_crypto_fail(const char *what)
-{
-	char	   *reason = de_openssl_reason();
-
-	ereport(ERROR,
-			errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
-			errmsg("could not %s", what),
-			errdetail_internal("%s", reason));
+	if (err == 0)
+		return errdetail("OpenSSL reported no error.");
+	if (reason != NULL)
+		return errdetail("OpenSSL reported: %s.", reason);
+	return errdetail("OpenSSL reported error code %lu.", err);
 }
 
 /* Fetch the algorithms this file uses, once. */
@@ -100,19 +84,28 @@ de_crypto_init(void)
 	{
 		de_sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
 		if (de_sha256_md == NULL)
-			de_crypto_fail("load the SHA-256 implementation");
+			ereport(ERROR,
+					errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+					errmsg("could not load the SHA-256 implementation"),
+					de_openssl_errdetail());
 	}
 	if (de_aes_gcm == NULL)
 	{
 		de_aes_gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
 		if (de_aes_gcm == NULL)
-			de_crypto_fail("load the AES-256-GCM implementation");
+			ereport(ERROR,
+					errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+					errmsg("could not load the AES-256-GCM implementation"),
+					de_openssl_errdetail());
 	}
 	if (de_hkdf == NULL)
 	{
 		de_hkdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
 		if (de_hkdf == NULL)
-			de_crypto_fail("load the HKDF implementation");
+			ereport(ERROR,
+					errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+					errmsg("could not load the HKDF implementation"),
+					de_openssl_errdetail());
 	}
 }
 
@@ -142,7 +135,10 @@ de_x25519_generate(uint8 *priv, uint8 *pub)
 	if (!ok)
 	{
 		de_secure_zero(priv, DE_KEY_LEN);
-		de_crypto_fail("generate an X25519 key pair");
+		ereport(ERROR,
+				errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+				errmsg("could not generate an X25519 key pair"),
+				de_openssl_errdetail());
 	}
 }
 
@@ -165,7 +161,10 @@ de_x25519_public(const uint8 *priv, uint8 *pub)
 
 	EVP_PKEY_free(pkey);
 	if (!ok)
-		de_crypto_fail("compute an X25519 public key");
+		ereport(ERROR,
+				errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+				errmsg("could not compute an X25519 public key"),
+				de_openssl_errdetail());
 }
 
 /*
@@ -190,14 +189,20 @@ de_x25519_dh(const uint8 *priv, const uint8 *peer_pub, uint8 *secret)
 	pkey = EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL,
 										   priv, DE_KEY_LEN);
 	if (pkey == NULL)
-		de_crypto_fail("load an X25519 private key");
+		ereport(ERROR,
+				errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+				errmsg("could not load an X25519 private key"),
+				de_openssl_errdetail());
 
 	peer = EVP_PKEY_new_raw_public_key_ex(NULL, "X25519", NULL,
 										  peer_pub, DE_KEY_LEN);
 	if (peer == NULL)
 	{
 		EVP_PKEY_free(pkey);
-		de_crypto_fail("load an X25519 public key");
+		ereport(ERROR,
+				errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+				errmsg("could not load an X25519 public key"),
+				de_openssl_errdetail());
 	}
 
 	pctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
@@ -214,14 +219,13 @@ de_x25519_dh(const uint8 *priv, const uint8 *peer_pub, uint8 *secret)
 
 	if (!ok)
 	{
-		char	   *reason = de_openssl_reason();
-
+		/* OpenSSL's own reason adds nothing to the detail below */
+		ERR_clear_error();
 		de_secure_zero(secret, DE_KEY_LEN);
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("public key is not usable for X25519 key agreement"),
-				errdetail("The key is a point of small order or otherwise invalid. %s",
-						  reason));
+				errdetail("The key is a point of small order or otherwise invalid."));
 	}
 }
 
@@ -262,7 +266,10 @@ de_hkdf_sha256(const uint8 *salt, size_t saltlen,
 	if (!ok)
 	{
 		de_secure_zero(out, outlen);
-		de_crypto_fail("derive a key with HKDF-SHA256");
+		ereport(ERROR,
+				errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+				errmsg("could not derive a key with HKDF-SHA256"),
+				de_openssl_errdetail());
 	}
 }
 
@@ -278,7 +285,10 @@ de_sha256(const void *data, size_t len, uint8 *digest)
 	de_crypto_init();
 	if (EVP_Digest(data, len, digest, &mdlen, de_sha256_md, NULL) <= 0 ||
 		mdlen != DE_HASH_LEN)
-		de_crypto_fail("compute a SHA-256 digest");
+		ereport(ERROR,
+				errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+				errmsg("could not compute a SHA-256 digest"),
+				de_openssl_errdetail());
 }
 
 /* Memory context reset callback of a DeAead. */
@@ -314,7 +324,10 @@ de_aead_create(MemoryContext mcxt, const uint8 *key)
 	aead = MemoryContextAllocZero(mcxt, sizeof(DeAead));
 	ctx = EVP_CIPHER_CTX_new();
 	if (ctx == NULL)
-		de_crypto_fail("create a cipher context");
+		ereport(ERROR,
+				errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+				errmsg("could not create a cipher context"),
+				de_openssl_errdetail());
 	aead->ctx = ctx;
 	aead->cb.func = de_aead_reset_callback;
 	aead->cb.arg = aead;
@@ -324,7 +337,10 @@ de_aead_create(MemoryContext mcxt, const uint8 *key)
 	if (EVP_CipherInit_ex2(ctx, de_aes_gcm, key, NULL, 1, NULL) <= 0)
 	{
 		de_aead_free(aead);
-		de_crypto_fail("initialize AES-256-GCM");
+		ereport(ERROR,
+				errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+				errmsg("could not initialize AES-256-GCM"),
+				de_openssl_errdetail());
 	}
 
 	return aead;
@@ -411,7 +427,10 @@ de_aead_seal(DeAead *aead, const uint8 *nonce,
 		outl != 0 ||
 		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, DE_TAG_LEN,
 							out + len) <= 0)
-		de_crypto_fail("encrypt with AES-256-GCM");
+		ereport(ERROR,
+				errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+				errmsg("could not encrypt with AES-256-GCM"),
+				de_openssl_errdetail());
 }
 
 /*
@@ -448,7 +467,10 @@ de_aead_open(DeAead *aead, const uint8 *nonce,
 		!de_aead_update(ctx, out, sealed, len) ||
 		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, DE_TAG_LEN,
 							tag) <= 0)
-		de_crypto_fail("decrypt with AES-256-GCM");
+		ereport(ERROR,
+				errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+				errmsg("could not decrypt with AES-256-GCM"),
+				de_openssl_errdetail());
 
 	/* a failing final step is the tag not verifying */
 	if (EVP_CipherFinal_ex(ctx, out + len, &outl) <= 0)

@@ -8,6 +8,9 @@
  * result), except de_aead_open(), which reports a failed tag by returning
  * false so the caller can word the error.
  *
+ * IDENTIFICATION
+ *		  src/seal/crypto.h
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DE_CRYPTO_H

@@ -132,6 +132,12 @@ static void de_opener_foreign(const DeFrameHeader *hdr, uint64 sysid,
 
 /* ---------- big-endian helpers ---------- */
 
+/*
+ * The header has fixed offsets in a raw buffer (and is read before any
+ * length is trusted), so these write and read in place rather than
+ * appending to a StringInfo as pqformat.h's functions and codec.c do.
+ */
+
 static inline void
 de_put16(uint8 *p, uint16 v)
 {
@@ -291,19 +297,6 @@ de_frame_nonce(const uint8 *nonce_base, uint64 seq, uint8 *nonce)
 		nonce[DE_NONCE_LEN - 8 + i] ^= seqbuf[i];
 }
 
-static const char *
-de_frame_kind_name(char kind)
-{
-	switch (kind)
-	{
-		case DE_FRAME_KIND_STREAM:
-			return "a change stream";
-		case DE_FRAME_KIND_COPY:
-			return "an initial copy";
-	}
-	return "an unknown kind of stream";
-}
-
 /* ---------- sealing ---------- */
 
 static void
@@ -461,12 +454,6 @@ de_sealer_seal(DeSealer *sealer, const char *plain, uint32 plain_len,
 	sealer->start_lsn = end_lsn;
 }
 
-uint64
-de_sealer_next_seq(DeSealer *sealer)
-{
-	return sealer->next_seq;
-}
-
 /*
  * de_sealer_free
  *		Free the sealer and everything it holds now.
@@ -612,9 +599,11 @@ de_opener_check_header(DeOpener *opener, const DeFrameHeader *hdr, size_t len)
 		ereport(ERROR,
 				errcode(ERRCODE_PROTOCOL_VIOLATION),
 				errmsg("frame belongs to another stream"),
-				errdetail("Frame %llu belongs to %s, but %s was expected.",
-						  seq, de_frame_kind_name(hdr->kind),
-						  de_frame_kind_name(opener->kind)));
+				(hdr->kind == DE_FRAME_KIND_COPY) ?
+				errdetail("Frame %llu belongs to an initial copy, but a change stream was expected.",
+						  seq) :
+				errdetail("Frame %llu belongs to a change stream, but an initial copy was expected.",
+						  seq));
 
 	/* register identity */
 	if ((opener->expect_sysid != 0 && hdr->sysid != opener->expect_sysid) ||

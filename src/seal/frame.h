@@ -106,9 +106,6 @@ extern void de_sealer_seal(DeSealer *sealer, const char *plain,
 						   XLogRecPtr end_lsn, XLogRecPtr commit_lsn,
 						   XLogRecPtr source_lsn, StringInfo out);
 
-/* Sequence number the next frame will carry. */
-extern uint64 de_sealer_next_seq(DeSealer *sealer);
-
 extern void de_sealer_free(DeSealer *sealer);
 
 /*

@@ -66,7 +66,7 @@ static uint8 de_identity_pub[DE_KEY_LEN];
 
 static const char de_hex_digits[] = "0123456789abcdef";
 
-static void de_key_file_malformed(const char *why) pg_attribute_noreturn();
+static int	de_key_file_malformed(void);
 static void de_identity_exists_error(void) pg_attribute_noreturn();
 
 /* Value of a hexadecimal digit, or -1. */
@@ -130,8 +130,8 @@ de_key_to_text(const uint8 *pub)
 
 /*
  * de_key_from_text
- *		Parse a public key given as text; "what" names the argument in
- *		messages.  The value itself is never echoed: somebody might paste a
+ *		Parse a public key given as text; "what" names the SQL argument or
+ *		plugin option it came from, as a parameter of whole messages.  The value itself is never echoed: somebody might paste a
  *		private key by mistake.
  */
 void
@@ -143,20 +143,21 @@ de_key_from_text(const char *text, const char *what, uint8 *pub)
 	if (text == NULL)
 		ereport(ERROR,
 				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				errmsg("%s must not be null", what));
+				errmsg("argument \"%s\" must not be null", what));
 
 	len = strlen(text);
 	if (len == 0)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("%s must not be empty", what),
+				errmsg("invalid public key for \"%s\"", what),
+				errdetail("The value is empty."),
 				errhint("Public keys are the %d hexadecimal digits that data_embassy.public_key() returns.",
 						DE_KEY_TEXT_LEN));
 
 	if (len != DE_KEY_TEXT_LEN)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("invalid %s", what),
+				errmsg("invalid public key for \"%s\"", what),
 				errdetail("A public key is %d hexadecimal digits long, but %zu bytes were given.",
 						  DE_KEY_TEXT_LEN, len),
 				errhint("Public keys are the %d hexadecimal digits that data_embassy.public_key() returns.",
@@ -166,7 +167,7 @@ de_key_from_text(const char *text, const char *what, uint8 *pub)
 	if (bad >= 0)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("invalid %s", what),
+				errmsg("invalid public key for \"%s\"", what),
 				errdetail("A public key consists of hexadecimal digits only, but position %d holds another character.",
 						  bad + 1),
 				errhint("Public keys are the %d hexadecimal digits that data_embassy.public_key() returns.",
@@ -175,7 +176,7 @@ de_key_from_text(const char *text, const char *what, uint8 *pub)
 	if (!de_key_is_canonical(pub))
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("invalid %s", what),
+				errmsg("invalid public key for \"%s\"", what),
 				errdetail("The key is not in canonical form: its highest bit is set or its value is not below 2^255 - 19, so another text names the same key."),
 				errhint("Pass the key exactly as data_embassy.public_key() returns it."));
 
@@ -209,7 +210,7 @@ de_key_is_canonical(const uint8 *pub)
 static void
 de_key_context(void *arg)
 {
-	errcontext("checking argument \"%s\"", (const char *) arg);
+	errcontext("checking the public key for \"%s\"", (const char *) arg);
 }
 
 /*
@@ -255,15 +256,32 @@ de_slot_name_for_key(const uint8 *pub, Oid register_dboid)
 	return psprintf("%s%.16s_%u", DE_SLOT_PREFIX, hex, register_dboid);
 }
 
-/* Raise ERROR for a key file that is not in the expected format. */
-static void
-de_key_file_malformed(const char *why)
+/*
+ * de_key_file_malformed
+ *		Code, message and hint of the ERROR for a key file that is not in
+ *		the expected format; the caller adds the detail:
+ *		ereport(ERROR, de_key_file_malformed(), errdetail(...)).
+ */
+static int
+de_key_file_malformed(void)
 {
-	ereport(ERROR,
-			errcode(ERRCODE_DATA_CORRUPTED),
-			errmsg("identity key file \"%s\" is malformed", DE_KEY_FILE),
-			errdetail_internal("%s", why),
-			errhint("Restore the file from a backup of this site.  A new key would make every pinned peer refuse this site."));
+	errcode(ERRCODE_DATA_CORRUPTED);
+	errmsg("identity key file \"%s\" is malformed", DE_KEY_FILE);
+	return errhint("Restore the file from a backup of this site.  A new key would make every pinned peer refuse this site.");
+}
+
+/*
+ * de_key_file_line
+ *		Decode one key line of the key file, "<label><64 hex digits>\n".
+ */
+static bool
+de_key_file_line(const char *p, const char *label, uint8 *key)
+{
+	size_t		labellen = strlen(label);
+
+	return memcmp(p, label, labellen) == 0 &&
+		de_hex_decode(p + labellen, key) < 0 &&
+		p[labellen + DE_KEY_TEXT_LEN] == '\n';
 }
 
 /*
@@ -277,35 +295,42 @@ de_key_file_parse(const char *buf, size_t len, uint8 *priv, uint8 *pub)
 	uint8		derived[DE_KEY_LEN];
 
 	if (len != DE_KEY_FILE_SIZE)
-		de_key_file_malformed(psprintf("The file is %zu bytes long, expected %zu.",
-									   len, (size_t) DE_KEY_FILE_SIZE));
+		ereport(ERROR,
+				de_key_file_malformed(),
+				errdetail("The file is %zu bytes long, expected %zu.",
+						  len, (size_t) DE_KEY_FILE_SIZE));
 
 	if (memcmp(p, DE_KEY_FILE_MAGIC, strlen(DE_KEY_FILE_MAGIC)) != 0)
-		de_key_file_malformed("The first line is not \"data_embassy identity key v1\".");
+		ereport(ERROR,
+				de_key_file_malformed(),
+				errdetail("The first line is not \"%s\".",
+						  "data_embassy identity key v1"));
 	p += strlen(DE_KEY_FILE_MAGIC);
 
-	if (memcmp(p, DE_KEY_FILE_PRIV, strlen(DE_KEY_FILE_PRIV)) != 0 ||
-		de_hex_decode(p + strlen(DE_KEY_FILE_PRIV), priv) >= 0 ||
-		p[strlen(DE_KEY_FILE_PRIV) + DE_KEY_TEXT_LEN] != '\n')
+	if (!de_key_file_line(p, DE_KEY_FILE_PRIV, priv))
 	{
 		de_secure_zero(priv, DE_KEY_LEN);
-		de_key_file_malformed("The second line is not a private key.");
+		ereport(ERROR,
+				de_key_file_malformed(),
+				errdetail("The second line is not a private key."));
 	}
 	p += strlen(DE_KEY_FILE_PRIV) + DE_KEY_TEXT_LEN + 1;
 
-	if (memcmp(p, DE_KEY_FILE_PUB, strlen(DE_KEY_FILE_PUB)) != 0 ||
-		de_hex_decode(p + strlen(DE_KEY_FILE_PUB), pub) >= 0 ||
-		p[strlen(DE_KEY_FILE_PUB) + DE_KEY_TEXT_LEN] != '\n')
+	if (!de_key_file_line(p, DE_KEY_FILE_PUB, pub))
 	{
 		de_secure_zero(priv, DE_KEY_LEN);
-		de_key_file_malformed("The third line is not a public key.");
+		ereport(ERROR,
+				de_key_file_malformed(),
+				errdetail("The third line is not a public key."));
 	}
 
 	de_x25519_public(priv, derived);
 	if (memcmp(derived, pub, DE_KEY_LEN) != 0)
 	{
 		de_secure_zero(priv, DE_KEY_LEN);
-		de_key_file_malformed("The public key does not belong to the private key.");
+		ereport(ERROR,
+				de_key_file_malformed(),
+				errdetail("The public key does not belong to the private key."));
 	}
 }
 
@@ -593,7 +618,7 @@ data_embassy_generate_key(PG_FUNCTION_ARGS)
 	uint8		priv[DE_KEY_LEN];
 	uint8		pub[DE_KEY_LEN];
 
-	de_check_admin("generate the identity key");
+	de_check_admin_call("data_embassy.generate_key()");
 
 	de_x25519_generate(priv, pub);
 	PG_TRY();

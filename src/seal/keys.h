@@ -8,6 +8,9 @@
  * error message or a plugin option.  Public keys travel as text: 64
  * lower-case hexadecimal digits (upper case accepted on input).
  *
+ * IDENTIFICATION
+ *		  src/seal/keys.h
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DE_KEYS_H
@@ -34,8 +37,8 @@ extern void de_identity_require(uint8 *priv, uint8 *pub);
 extern char *de_key_to_text(const uint8 *pub);
 
 /*
- * Text to public key.  Callers pass the SQL argument name in "what" for
- * the message; NULL raises ERRCODE_NULL_VALUE_NOT_ALLOWED, bad length or
+ * Text to public key.  Callers pass the name of the SQL argument or plugin
+ * option in "what"; it appears quoted in the messages; NULL raises ERRCODE_NULL_VALUE_NOT_ALLOWED, bad length or
  * digits and keys no key agreement can use (points of small order) raise
  * ERRCODE_INVALID_PARAMETER_VALUE.
  */
