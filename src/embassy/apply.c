@@ -69,6 +69,7 @@
 #include "catalog/catalog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_inherits.h"
+#include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/tablecmds.h"
 #include "commands/trigger.h"
@@ -209,6 +210,12 @@ struct DeApply
 	DeRelMapEntry *buffered;	/* entry whose inserts are buffered */
 	bool		buffer_snapshot;	/* snapshot pushed for the buffer */
 
+	/* acting as a table's owner (apply_act_as_owner) */
+	Oid			acting_owner;	/* InvalidOid: as the worker itself */
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel; /* -1: no GUC nest level of ours */
+
 	/* progress */
 	dlist_head	flush_positions;
 	int			nflush_positions;
@@ -286,6 +293,9 @@ static void apply_not_found(DeRelMapEntry *entry, CmdType cmd);
 static void apply_store_flush_position(DeApply *apply, XLogRecPtr local_end,
 									   XLogRecPtr remote_end);
 static void apply_settle(DeApply *apply);
+static void apply_act_as_owner(DeApply *apply, Relation rel);
+static void apply_act_as_worker(DeApply *apply);
+static void apply_act_as_truncate_owner(DeApply *apply, List *rels);
 
 /*
  * de_apply_create
@@ -463,7 +473,11 @@ de_apply_frame_end(DeApply *apply)
 	ErrorContextCallback errcallback;
 
 	if (apply->buffered == NULL)
+	{
+		/* between frames the worker is itself again */
+		apply_act_as_worker(apply);
 		return;
+	}
 
 	apply->err_type = DE_REC_INSERT;
 	apply->err_slot = NULL;
@@ -552,6 +566,7 @@ de_apply_commit(DeApply *apply, XLogRecPtr remote_lsn,
 	if (apply->buffered != NULL)
 		apply_flush_inserts(apply);
 	apply_close_rels(apply);
+	apply_act_as_worker(apply);
 
 	progress = replorigin_session_get_progress(false);
 	if (!XLogRecPtrIsInvalid(progress) && remote_lsn <= progress)
@@ -632,6 +647,7 @@ apply_settle(DeApply *apply)
 	if (apply->buffered != NULL)
 		apply_flush_inserts(apply);
 	apply_close_rels(apply);
+	apply_act_as_worker(apply);
 }
 
 /*
@@ -943,6 +959,12 @@ apply_forget_xact(DeApply *apply, bool committed)
 	apply->xact_rows = 0;
 
 	de_relmap_forget_states(apply->relmap);
+
+	/*
+	 * A commit came after apply_act_as_worker(); an abort has restored the
+	 * user and the GUCs itself.
+	 */
+	apply->acting_owner = InvalidOid;
 
 	apply->xact_cxt = NULL;
 	apply->open_rels = NIL;
@@ -1676,6 +1698,7 @@ apply_handle_insert(DeApply *apply, DeRecord *rec)
 
 	entry = apply_get_entry(apply, rec->relid);
 	state = apply_rel_open(apply, entry);
+	apply_act_as_owner(apply, state->rel);
 
 	if (state->insbuf != NULL)
 	{
@@ -1776,6 +1799,7 @@ apply_flush_inserts(DeApply *apply)
 	relinfo = state->relinfo;
 	rel = state->rel;
 	nrows = de_insbuf_count(buf);
+	apply_act_as_owner(apply, rel);
 
 	apply->err_rel = entry;
 	apply->err_type = DE_REC_INSERT;
@@ -2109,6 +2133,7 @@ apply_handle_update(DeApply *apply, DeRecord *rec)
 
 	entry = apply_get_entry(apply, rec->relid);
 	state = apply_rel_open(apply, entry);
+	apply_act_as_owner(apply, state->rel);
 	de_relmap_check_updatable(entry, state->rel);
 	searchtup = (rec->oldkind == DE_OLD_NONE) ? &rec->newtup : &rec->oldtup;
 
@@ -2156,6 +2181,7 @@ apply_handle_delete(DeApply *apply, DeRecord *rec)
 
 	entry = apply_get_entry(apply, rec->relid);
 	state = apply_rel_open(apply, entry);
+	apply_act_as_owner(apply, state->rel);
 	de_relmap_check_updatable(entry, state->rel);
 
 	apply_begin_row(state);
@@ -2181,6 +2207,118 @@ apply_handle_delete(DeApply *apply, DeRecord *rec)
 		apply_not_found(entry, CMD_DELETE);
 	apply->err_slot = NULL;
 	apply_end_row(state);
+}
+
+/*
+ * apply_act_as_owner
+ *		Run what follows as the owner of rel, as PostgreSQL 16's apply worker
+ *		does: triggers, column defaults, index expressions, domain checks and
+ *		the functions of the table's types then run with the owner's
+ *		rights, not the worker's.  Unless the owner is a superuser, under
+ *		SECURITY_RESTRICTED_OPERATION and in a GUC nest level of its own, so
+ *		that the owner's code cannot change the session for the worker.
+ *		Stays in effect across the records of one table owner; the worker is
+ *		itself again at every frame end, subtransaction boundary, commit
+ *		and abort (switching costs a GUC nest level, not to be paid per
+ *		row).
+ */
+static void
+apply_act_as_owner(DeApply *apply, Relation rel)
+{
+	Oid			owner = rel->rd_rel->relowner;
+
+	if (apply->acting_owner == owner)
+		return;
+	apply_act_as_worker(apply);
+
+	GetUserIdAndSecContext(&apply->save_userid, &apply->save_sec_context);
+	if (superuser_arg(owner))
+	{
+		SetUserIdAndSecContext(owner, apply->save_sec_context);
+		apply->save_nestlevel = -1;
+	}
+	else
+	{
+		SetUserIdAndSecContext(owner, apply->save_sec_context |
+							   SECURITY_RESTRICTED_OPERATION);
+		apply->save_nestlevel = NewGUCNestLevel();
+	}
+	apply->acting_owner = owner;
+}
+
+/*
+ * apply_act_as_worker
+ *		Back to the worker's own identity; GUC changes made meanwhile are
+ *		discarded.
+ */
+static void
+apply_act_as_worker(DeApply *apply)
+{
+	if (!OidIsValid(apply->acting_owner))
+		return;
+	if (apply->save_nestlevel >= 0)
+		AtEOXact_GUC(false, apply->save_nestlevel);
+	SetUserIdAndSecContext(apply->save_userid, apply->save_sec_context);
+	apply->acting_owner = InvalidOid;
+}
+
+/*
+ * apply_act_as_truncate_owner
+ *		A TRUNCATE runs no user code but the tables' TRUNCATE triggers
+ *		(those enabled ALWAYS or REPLICA, the worker being a replica).  Act
+ *		as the tables' owner when they have one; tables of several owners
+ *		are truncated as the worker only if none of them has such a trigger,
+ *		else refused.
+ */
+static void
+apply_act_as_truncate_owner(DeApply *apply, List *rels)
+{
+	Oid			owner = InvalidOid;
+	bool		one_owner = true;
+	ListCell   *lc;
+
+	foreach(lc, rels)
+	{
+		Relation	rel = lfirst(lc);
+
+		if (!OidIsValid(owner))
+			owner = rel->rd_rel->relowner;
+		else if (owner != rel->rd_rel->relowner)
+			one_owner = false;
+	}
+	if (rels == NIL)
+		return;
+	if (one_owner)
+	{
+		apply_act_as_owner(apply, (Relation) linitial(rels));
+		return;
+	}
+
+	foreach(lc, rels)
+	{
+		Relation	rel = lfirst(lc);
+		TriggerDesc *trigdesc = rel->trigdesc;
+
+		if (trigdesc == NULL ||
+			!(trigdesc->trig_truncate_before_statement ||
+			  trigdesc->trig_truncate_after_statement))
+			continue;
+		for (int i = 0; i < trigdesc->numtriggers; i++)
+		{
+			Trigger    *trig = &trigdesc->triggers[i];
+
+			if (TRIGGER_FOR_TRUNCATE(trig->tgtype) &&
+				(trig->tgenabled == TRIGGER_FIRES_ALWAYS ||
+				 trig->tgenabled == TRIGGER_FIRES_ON_REPLICA))
+				ereport(ERROR,
+						errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						errmsg("cannot apply a TRUNCATE of tables with different owners that fires trigger \"%s\" on table \"%s\"",
+							   trig->tgname,
+							   RelationGetRelationName(rel)),
+						errdetail("The apply worker runs triggers as the owner of their table, and one TRUNCATE statement cannot run as several roles."),
+						errhint("Give the tables one owner, or disable the trigger at the embassy."));
+		}
+	}
 }
 
 /*
@@ -2252,10 +2390,12 @@ apply_handle_truncate(DeApply *apply, DeRecord *rec)
 	}
 	apply->err_rel = NULL;
 
+	apply_act_as_truncate_owner(apply, rels);
 	ExecuteTruncateGuts(rels, relids, relids_logged,
 						rec->cascade ? DROP_CASCADE : DROP_RESTRICT,
 						rec->restart_seqs);
 
+	apply_act_as_worker(apply);
 	foreach(lc, rels)
 		table_close((Relation) lfirst(lc), NoLock);
 
