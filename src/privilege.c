@@ -5,7 +5,7 @@
  *
  * The extension's tables (registers, embassy_pins, ...) are readable only
  * by their owner, since they hold connection strings and decide what is
- * replicated.  SQL functions check their caller once (de_check_admin) and
+ * replicated.  SQL functions check their caller once (de_check_admin_call) and
  * then read and write those tables as the owner.  Whatever runs that way
  * must not be steerable by the caller: it runs under
  * SECURITY_RESTRICTED_OPERATION with a search_path of pg_catalog alone, as
@@ -62,26 +62,6 @@ de_check_admin_call(const char *funcname)
 			errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			errmsg("permission denied to call function %s", funcname),
 			errhint("Only superusers and members of role \"%s\" may call it.",
-					DE_ADMIN_ROLE));
-}
-
-/*
- * de_check_admin
- *		As de_check_admin_call(), for the embassy-side callers that still
- *		describe their action: "action" completes "permission denied to ...".
- *		It repeats de_check_admin_call() but for its message, and goes once
- *		they pass their function's name instead.
- */
-void
-de_check_admin(const char *action)
-{
-	if (de_is_admin(GetUserId()))
-		return;
-
-	ereport(ERROR,
-			errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			errmsg("permission denied to %s", action),
-			errhint("Only superusers and members of role \"%s\" may do this.",
 					DE_ADMIN_ROLE));
 }
 

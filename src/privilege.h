@@ -32,13 +32,6 @@ extern bool de_is_admin(Oid roleid);
 extern void de_check_admin_call(const char *funcname);
 
 /*
- * The same check for callers that describe their action instead: "action"
- * completes "permission denied to ...".  Only embassy-side functions still
- * use it.
- */
-extern void de_check_admin(const char *action);
-
-/*
  * Check a register or embassy name: not NULL, not empty, shorter than
  * NAMEDATALEN, ASCII letters, digits, '_', '-' and '.' only.  Errors:
  * ERRCODE_NULL_VALUE_NOT_ALLOWED, ERRCODE_INVALID_PARAMETER_VALUE.

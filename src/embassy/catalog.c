@@ -8,7 +8,7 @@
  * The tables are created by the extension script; their owner is the role
  * that created the extension, and only that owner may read them (conninfo
  * can hold a password).  Callers check their own caller first (SQL
- * functions: de_check_admin); the statements here then run as the owner,
+ * functions: de_check_admin_call); the statements here then run as the owner,
  * restricted, with a search_path of pg_catalog (privilege.c), so an
  * operator or function of the caller's, or a search_path set on the
  * database, cannot take part.  Operators are qualified all the same.

@@ -10,12 +10,15 @@
  * starts, holds or stops the apply workers.  The table is readable only by
  * its owner because conninfo may hold a password, so the functions read and
  * write it through catalog.c, as the owner, once the caller has passed
- * de_check_admin().
+ * de_check_admin_call().
  *
  * drop_register cannot be undone: it stops the worker, drops the
  * replication slot on the register (or says how to drop it by hand when the
  * register cannot be reached) and the local replication origin, so it
  * refuses to run inside a transaction block.
+ *
+ * IDENTIFICATION
+ *		  src/embassy/embassy_api.c
  *
  *-------------------------------------------------------------------------
  */
@@ -134,7 +137,7 @@ data_embassy_add_register(PG_FUNCTION_ARGS)
 	uint8		register_pub[DE_KEY_LEN];
 
 	de_require_preloaded();
-	de_check_admin("add a register");
+	de_check_admin_call("data_embassy.add_register()");
 
 	name = de_name_arg(fcinfo, 0, DE_NAME_REGISTER);
 
@@ -199,7 +202,10 @@ set_paused(FunctionCallInfo fcinfo, bool paused)
 	DeRegister *reg;
 
 	de_require_preloaded();
-	de_check_admin(paused ? "pause a register" : "resume a register");
+	if (paused)
+		de_check_admin_call("data_embassy.pause_register()");
+	else
+		de_check_admin_call("data_embassy.resume_register()");
 
 	name = de_name_arg(fcinfo, 0, DE_NAME_REGISTER);
 
@@ -406,7 +412,7 @@ data_embassy_drop_register(PG_FUNCTION_ARGS)
 	DeRegister *reg;
 
 	de_require_preloaded();
-	de_check_admin("drop a register");
+	de_check_admin_call("data_embassy.drop_register()");
 
 	name = de_name_arg(fcinfo, 0, DE_NAME_REGISTER);
 
@@ -473,7 +479,7 @@ data_embassy_retry_register(PG_FUNCTION_ARGS)
 	bool		waiting = false;
 
 	de_require_preloaded();
-	de_check_admin("retry a register");
+	de_check_admin_call("data_embassy.retry_register()");
 
 	name = de_name_arg(fcinfo, 0, DE_NAME_REGISTER);
 	reg = active_register(name, "retry");
@@ -522,7 +528,7 @@ data_embassy_resync_register(PG_FUNCTION_ARGS)
 	DeRegisterSlot *slot;
 
 	de_require_preloaded();
-	de_check_admin("resync a register");
+	de_check_admin_call("data_embassy.resync_register()");
 
 	name = de_name_arg(fcinfo, 0, DE_NAME_REGISTER);
 	(void) active_register(name, "copy again");

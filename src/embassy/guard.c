@@ -23,6 +23,9 @@
  * table sends (de_guard_invalidate) so all backends see the change at
  * commit.
  *
+ * IDENTIFICATION
+ *		  src/embassy/guard.c
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

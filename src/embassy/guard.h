@@ -5,6 +5,9 @@
  *		  at the embassy refuses writes from every session but an apply
  *		  worker.
  *
+ * IDENTIFICATION
+ *		  src/embassy/guard.h
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DE_GUARD_H

@@ -17,9 +17,16 @@
  *	   sequence past its last replicated value by
  *	   data_embassy.promote_sequence_margin, and lift the write guard.
  *
- * A crash before step 3 commits leaves the register as it was: replicating,
- * not promoted (the worker restarts).  Once it commits the register is fully
- * promoted.  An error between the steps puts the worker back to work.
+ * Every register named is promoted in one transaction, or none is: an error
+ * for any of them puts every worker stopped so far back to work.  Their
+ * rows are locked FOR UPDATE first, so of two concurrent promote() calls
+ * for one register the second waits and then finds it promoted.  A crash
+ * before the commit leaves the registers as they were: replicating, not
+ * promoted (the workers restart).  Once it commits they are fully
+ * promoted, and data_embassy.promotions keeps the record.
+ *
+ * IDENTIFICATION
+ *		  src/embassy/promote.c
  *
  *-------------------------------------------------------------------------
  */
@@ -331,7 +338,7 @@ data_embassy_promote(PG_FUNCTION_ARGS)
 	ListCell   *lc;
 
 	de_require_preloaded();
-	de_check_admin("promote a register");
+	de_check_admin_call("data_embassy.promote()");
 
 	if (!PG_ARGISNULL(1))
 	{

@@ -3,6 +3,9 @@
  * promote.h
  *		  Failover: promote() turns a register's replica into the primary copy.
  *
+ * IDENTIFICATION
+ *		  src/embassy/promote.h
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DE_PROMOTE_H

@@ -6,6 +6,9 @@
  *		  themselves, spooled to a temporary file and applied at their
  *		  commit when not.
  *
+ * IDENTIFICATION
+ *		  src/embassy/stream.h
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DE_STREAM_H
