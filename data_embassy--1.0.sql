@@ -216,6 +216,7 @@ CREATE TABLE promotions (
 CREATE TABLE replicated_relations (
 	register	text NOT NULL REFERENCES registers (name) ON DELETE CASCADE,
 	relid		oid NOT NULL,
+	remote_relid oid,			/* the register's OID of the table it replicates */
 	PRIMARY KEY (relid)
 );
 

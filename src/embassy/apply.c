@@ -186,6 +186,13 @@ typedef enum DeApplyXactState
 								 * de_apply_commit() */
 } DeApplyXactState;
 
+/* A local table known to replicate a table of this register. */
+typedef struct RecordedRel
+{
+	Oid			localrelid;		/* hash key */
+	Oid			remoteid;		/* the register's table */
+} RecordedRel;
+
 struct DeApply
 {
 	MemoryContext cxt;			/* lives as long as the worker */
@@ -195,7 +202,8 @@ struct DeApply
 	RepOriginId origin;
 
 	DeRelMap   *relmap;			/* the register's relations */
-	HTAB	   *recorded;		/* local OIDs in replicated_relations */
+	HTAB	   *recorded;		/* RecordedRel: replicated_relations, as
+								 * committed */
 
 	/* the local transaction */
 	DeApplyXactState state;		/* change with apply_set_state() only */
@@ -207,6 +215,7 @@ struct DeApply
 	List	   *open_rels;		/* entries with a state, in xact_cxt */
 	List	   *pending_recorded;	/* local OIDs recorded, not committed (in
 									 * cxt) */
+	List	   *pending_remote; /* and the register's OIDs they follow */
 	DeRelMapEntry *buffered;	/* entry whose inserts are buffered */
 	bool		buffer_snapshot;	/* snapshot pushed for the buffer */
 
@@ -250,7 +259,9 @@ static void apply_handle_message(DeApply *apply, DeRecord *rec);
 static void apply_handle_sequences(DeApply *apply, DeRecord *rec);
 static void apply_handle_copy_end(DeApply *apply, DeRecord *rec);
 static DeRelMapEntry *apply_get_entry(DeApply *apply, Oid remoteid);
-static void apply_record_replicated(DeApply *apply, Oid localrelid);
+static void apply_record_replicated(DeApply *apply, DeRelMapEntry *entry,
+									Relation rel);
+static bool apply_rel_has_rows(Relation rel);
 static ApplyRelState *apply_rel_open(DeApply *apply, DeRelMapEntry *entry);
 static void apply_rel_close(DeRelMapEntry *entry);
 static void apply_close_rels(DeApply *apply);
@@ -327,7 +338,7 @@ de_apply_create(MemoryContext mcxt, const char *register_name,
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(Oid);
-	ctl.entrysize = sizeof(Oid);
+	ctl.entrysize = sizeof(RecordedRel);
 	ctl.hcxt = apply->cxt;
 	apply->recorded = hash_create("data_embassy replicated relations", 64,
 								  &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
@@ -942,20 +953,26 @@ static void
 apply_forget_xact(DeApply *apply, bool committed)
 {
 	ListCell   *lc;
+	ListCell   *lc2;
 
 	/* Rows and relations of a committed transaction count. */
 	if (committed)
 	{
 		apply->rows += apply->xact_rows;
-		foreach(lc, apply->pending_recorded)
+
+		forboth(lc, apply->pending_recorded, lc2, apply->pending_remote)
 		{
 			Oid			relid = lfirst_oid(lc);
+			RecordedRel *rr;
 
-			(void) hash_search(apply->recorded, &relid, HASH_ENTER, NULL);
+			rr = hash_search(apply->recorded, &relid, HASH_ENTER, NULL);
+			rr->remoteid = lfirst_oid(lc2);
 		}
 	}
 	list_free(apply->pending_recorded);
 	apply->pending_recorded = NIL;
+	list_free(apply->pending_remote);
+	apply->pending_remote = NIL;
 	apply->xact_rows = 0;
 
 	de_relmap_forget_states(apply->relmap);
@@ -1081,7 +1098,30 @@ apply_handle_relation(DeApply *apply, DeRecord *rec)
 		apply_rel_close(entry);
 		apply->open_rels = list_delete_ptr(apply->open_rels, entry);
 	}
-	(void) de_relmap_update(apply->relmap, rec);
+	entry = de_relmap_update(apply->relmap, rec);
+
+	/*
+	 * The initial copy describes every table of the register, empty ones
+	 * included: each becomes a guarded replica now, not at its first row.
+	 * A table missing here is reported when a change for it arrives.
+	 */
+	if (apply->state == DE_APPLY_COPYING)
+	{
+		Oid			nsp = get_namespace_oid(entry->nspname, true);
+		Oid			relid = OidIsValid(nsp) ?
+			get_relname_relid(entry->relname, nsp) : InvalidOid;
+
+		if (OidIsValid(relid))
+		{
+			Relation	rel;
+
+			apply->err_rel = entry;
+			relid = de_relmap_lock_local(entry, RowExclusiveLock);
+			rel = de_relmap_open_local(apply->relmap, entry, relid);
+			apply_record_replicated(apply, entry, rel);
+			table_close(rel, NoLock);
+		}
+	}
 }
 
 /*
@@ -1100,34 +1140,116 @@ apply_get_entry(DeApply *apply, Oid remoteid)
 
 /*
  * apply_record_replicated
- *		Note in data_embassy.replicated_relations that this register writes
- *		to the local table (once; the write guard reads the table).
+ *		Make sure the local table rel is the replica of the register's table
+ *		of entry, and note it in data_embassy.replicated_relations the first
+ *		time (the write guard reads the table; the note commits with the
+ *		first change, or with the initial copy, which records every table it
+ *		sends, empty ones included).
+ *
+ * Tables are matched by schema and name, so the register's OID of the
+ * table is recorded too: a table of the same name that someone created
+ * later at the register (another OID) does not take over the replica, and
+ * a table that exists only here, with rows in it, is not taken over by a
+ * register table of its name.  Only an initial copy, which empties and
+ * refills the register's tables, may move a replica to another OID.
  */
 static void
-apply_record_replicated(DeApply *apply, Oid localrelid)
+apply_record_replicated(DeApply *apply, DeRelMapEntry *entry, Relation rel)
 {
+	Oid			localrelid = RelationGetRelid(rel);
+	bool		copying = (apply->state == DE_APPLY_COPYING);
+	RecordedRel *rr;
 	char	   *owner;
+	Oid			remoteid;
 	MemoryContext oldcxt;
+	ListCell   *lc;
+	ListCell   *lc2;
 
-	if (hash_search(apply->recorded, &localrelid, HASH_FIND, NULL) != NULL ||
-		list_member_oid(apply->pending_recorded, localrelid))
+	rr = hash_search(apply->recorded, &localrelid, HASH_FIND, NULL);
+	if (rr != NULL && rr->remoteid == entry->remoteid)
 		return;
+	forboth(lc, apply->pending_recorded, lc2, apply->pending_remote)
+		if (lfirst_oid(lc) == localrelid && lfirst_oid(lc2) == entry->remoteid)
+			return;
 
 	PushActiveSnapshot(GetTransactionSnapshot());
-	owner = de_catalog_relation_register(localrelid);
+	owner = de_catalog_relation_register(localrelid, &remoteid);
 	if (owner == NULL)
-		de_catalog_add_relation(apply->register_name, localrelid);
+	{
+		if (apply_rel_has_rows(rel))
+			ereport(ERROR,
+					errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					errmsg("table \"%s.%s\" has rows but is not a replica of register \"%s\"",
+						   get_namespace_name(RelationGetNamespace(rel)),
+						   RelationGetRelationName(rel), apply->register_name),
+					errdetail("The register sends a table of this name, but the rows here did not come from it."),
+					errhint("Empty or rename the table here if the register's table should replace it."));
+		de_catalog_add_relation(apply->register_name, localrelid,
+								entry->remoteid);
+	}
 	else if (strcmp(owner, apply->register_name) != 0)
 		ereport(ERROR,
 				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				errmsg("table \"%s\" is already replicated from register \"%s\"",
-					   get_rel_name(localrelid), owner),
+					   RelationGetRelationName(rel), owner),
 				errdetail("A table can be the replica of one register only."));
+	else if (OidIsValid(remoteid) && remoteid != entry->remoteid && !copying)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("table \"%s.%s\" replicates another table of register \"%s\"",
+					   get_namespace_name(RelationGetNamespace(rel)),
+					   RelationGetRelationName(rel), apply->register_name),
+				errdetail("It replicates the register's table with OID %u; the register now sends a table of the same name with OID %u, created there later.",
+						  remoteid, entry->remoteid),
+				errhint("If the register's table was dropped and created again, copy the register again with data_embassy.resync_register('%s').",
+						apply->register_name));
+	else if (remoteid != entry->remoteid)
+		de_catalog_set_relation_remote(localrelid, entry->remoteid);
 	PopActiveSnapshot();
 
 	oldcxt = MemoryContextSwitchTo(apply->cxt);
 	apply->pending_recorded = lappend_oid(apply->pending_recorded, localrelid);
+	apply->pending_remote = lappend_oid(apply->pending_remote, entry->remoteid);
 	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * apply_rel_has_rows
+ *		Does the table (or any of its partitions) hold a row visible now?
+ */
+static bool
+apply_rel_has_rows(Relation rel)
+{
+	bool		found = false;
+	List	   *relids;
+	ListCell   *lc;
+
+	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+		relids = find_all_inheritors(RelationGetRelid(rel), AccessShareLock,
+									 NULL);
+	else
+		relids = list_make1_oid(RelationGetRelid(rel));
+
+	foreach(lc, relids)
+	{
+		Relation	r;
+		TableScanDesc scan;
+		TupleTableSlot *slot;
+
+		r = table_open(lfirst_oid(lc), AccessShareLock);
+		if (r->rd_rel->relkind == RELKIND_RELATION)
+		{
+			slot = table_slot_create(r, NULL);
+			scan = table_beginscan(r, GetActiveSnapshot(), 0, NULL);
+			found = table_scan_getnextslot(scan, ForwardScanDirection, slot);
+			table_endscan(scan);
+			ExecDropSingleTupleTableSlot(slot);
+		}
+		table_close(r, AccessShareLock);
+		if (found)
+			break;
+	}
+	return found;
 }
 
 /*
@@ -1153,7 +1275,7 @@ apply_rel_open(DeApply *apply, DeRelMapEntry *entry)
 
 	relid = de_relmap_lock_local(entry, RowExclusiveLock);
 	rel = de_relmap_open_local(apply->relmap, entry, relid);
-	apply_record_replicated(apply, relid);
+	apply_record_replicated(apply, entry, rel);
 
 	oldcxt = MemoryContextSwitchTo(apply->xact_cxt);
 
@@ -2354,7 +2476,7 @@ apply_handle_truncate(DeApply *apply, DeRecord *rec)
 			continue;
 
 		rel = de_relmap_open_local(apply->relmap, entry, relid);
-		apply_record_replicated(apply, relid);
+		apply_record_replicated(apply, entry, rel);
 
 		rels = lappend(rels, rel);
 		relids = lappend_oid(relids, relid);

@@ -465,7 +465,7 @@ de_catalog_set_promoted(const char *name, TimestampTz at, XLogRecPtr lsn,
 }
 
 char *
-de_catalog_relation_register(Oid relid)
+de_catalog_relation_register(Oid relid, Oid *remote_relid)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	DePrivilegedSql save;
@@ -473,33 +473,62 @@ de_catalog_relation_register(Oid relid)
 	Datum		values[1];
 	char	   *result = NULL;
 
+	*remote_relid = InvalidOid;
 	(void) catalog_begin(&save, false);
 	values[0] = ObjectIdGetDatum(relid);
-	if (de_privileged_sql_exec("SELECT register FROM " RELATIONS
+	if (de_privileged_sql_exec("SELECT register, remote_relid FROM " RELATIONS
 							   " WHERE relid OPERATOR(pg_catalog.=) $1",
 							   SPI_OK_SELECT, 1, types, values, NULL) > 0)
+	{
+		bool		isnull;
+		Datum		d = result_datum(0, 2, &isnull);
+
 		result = result_text(cxt, 0, 1);
+		if (!isnull)
+			*remote_relid = DatumGetObjectId(d);
+	}
 	de_privileged_sql_end(&save);
 	return result;
 }
 
 void
-de_catalog_add_relation(const char *register_name, Oid relid)
+de_catalog_add_relation(const char *register_name, Oid relid,
+						Oid remote_relid)
 {
 	DePrivilegedSql save;
-	Oid			types[2] = {TEXTOID, OIDOID};
-	Datum		values[2];
+	Oid			types[3] = {TEXTOID, OIDOID, OIDOID};
+	Datum		values[3];
 
 	(void) catalog_begin(&save, false);
 	values[0] = CStringGetTextDatum(register_name);
 	values[1] = ObjectIdGetDatum(relid);
-	(void) de_privileged_sql_exec("INSERT INTO " RELATIONS " (register, relid)"
-								  " VALUES ($1, $2)",
-								  SPI_OK_INSERT, 2, types, values, NULL);
+	values[2] = ObjectIdGetDatum(remote_relid);
+	(void) de_privileged_sql_exec("INSERT INTO " RELATIONS
+								  " (register, relid, remote_relid)"
+								  " VALUES ($1, $2, $3)",
+								  SPI_OK_INSERT, 3, types, values, NULL);
 	de_privileged_sql_end(&save);
 
 	de_guard_invalidate();
 }
+
+void
+de_catalog_set_relation_remote(Oid relid, Oid remote_relid)
+{
+	DePrivilegedSql save;
+	Oid			types[2] = {OIDOID, OIDOID};
+	Datum		values[2];
+
+	(void) catalog_begin(&save, false);
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = ObjectIdGetDatum(remote_relid);
+	(void) de_privileged_sql_exec("UPDATE " RELATIONS " SET remote_relid = $2"
+								  " WHERE relid OPERATOR(pg_catalog.=) $1",
+								  SPI_OK_UPDATE, 2, types, values, NULL);
+	de_privileged_sql_end(&save);
+}
+
+
 
 List *
 de_catalog_register_relations(const char *register_name)

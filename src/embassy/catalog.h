@@ -111,11 +111,16 @@ extern void de_catalog_set_promoted(const char *name, TimestampTz at,
 									XLogRecPtr lsn, XLogRecPtr source_lsn);
 
 /*
- * replicated_relations: the register relid is the replica of, or NULL;
- * and a new entry.
+ * replicated_relations: the register relid is the replica of, or NULL
+ * (and the register's OID of the table it follows, InvalidOid if not
+ * recorded); and a new entry.
  */
-extern char *de_catalog_relation_register(Oid relid);
-extern void de_catalog_add_relation(const char *register_name, Oid relid);
+extern char *de_catalog_relation_register(Oid relid, Oid *remote_relid);
+extern void de_catalog_add_relation(const char *register_name, Oid relid,
+									Oid remote_relid);
+
+/* The register's table a replica follows changed (a new initial copy). */
+extern void de_catalog_set_relation_remote(Oid relid, Oid remote_relid);
 
 /* The local tables that are replicas of the register (OIDs). */
 extern List *de_catalog_register_relations(const char *register_name);

@@ -19,7 +19,7 @@
  *
  * Every register named is promoted in one transaction, or none is: an error
  * for any of them puts every worker stopped so far back to work.  Their
- * rows are locked FOR UPDATE first, so of two concurrent promote() calls
+ * rows are locked FOR NO KEY UPDATE first, so of two concurrent promote() calls
  * for one register the second waits and then finds it promoted.  A crash
  * before the commit leaves the registers as they were: replicating, not
  * promoted (the workers restart).  Once it commits they are fully
@@ -65,6 +65,7 @@ typedef struct PromoteTarget
 	DeRegister *reg;
 	DeRegisterSlot *slot;		/* NULL if the register has no slot */
 	bool		stopped;		/* we flagged the slot promoted */
+	DeState		prior_state;	/* the slot's state before that */
 	XLogRecPtr	applied;
 	XLogRecPtr	source;
 	TimestampTz now;
@@ -74,9 +75,11 @@ typedef struct PromoteTarget
  * promote_targets
  *		The registers to promote: the one named (which must exist and not be
  *		promoted yet), or every register of this database not yet promoted.
- *		Their rows are locked FOR UPDATE until the end of the transaction,
- *		so a concurrent promote() of the same register waits for this one
- *		and then finds it promoted; and drop_register waits too.
+ *		Their rows are locked FOR NO KEY UPDATE until the end of the
+ *		transaction, so a concurrent promote() of the same register waits
+ *		for this one and then finds it promoted, and drop_register (FOR
+ *		UPDATE) waits too; the launcher's scans (FOR KEY SHARE SKIP LOCKED,
+ *		which take a row they cannot lock for one being dropped) do not.
  */
 static pg_noinline List *
 promote_targets(const char *name)
@@ -99,7 +102,7 @@ promote_targets(const char *name)
 		PromoteTarget *t;
 		DeRegister *reg;
 
-		reg = de_catalog_get_register(n, DE_LOCK_UPDATE, name == NULL);
+		reg = de_catalog_get_register(n, DE_LOCK_NO_KEY_UPDATE, name == NULL);
 		if (reg == NULL)
 			continue;			/* dropped meanwhile */
 		if (reg->phase == DE_PHASE_PROMOTED)
@@ -279,6 +282,9 @@ promote_one(PromoteTarget *t, int64 wait_ms)
 		target = promote_wait_catchup(t, t->slot, wait_ms);
 	if (t->slot)
 	{
+		SpinLockAcquire(&t->slot->mutex);
+		t->prior_state = t->slot->state;
+		SpinLockRelease(&t->slot->mutex);
 		t->stopped = true;
 		promote_stop_worker(t->slot, t->reg->name);
 		slot_positions(t->slot, &t->applied, &t->source);
@@ -319,11 +325,23 @@ promote_undo_stops(List *targets)
 
 		if (t->stopped)
 		{
+			/* we stopped it: start it again at once, no backoff */
 			t->slot->promoted = false;
+			t->slot->failures = 0;
+			t->slot->next_start = 0;
 			any = true;
 		}
 	}
 	LWLockRelease(DeShared->lock);
+
+	/* until its worker runs again, a slot shows what it showed before */
+	foreach(lc, targets)
+	{
+		PromoteTarget *t = lfirst(lc);
+
+		if (t->stopped)
+			de_slot_set_state(t->slot, t->prior_state, NULL);
+	}
 	if (any)
 		de_launcher_wakeup();
 }
