@@ -41,4 +41,11 @@ extern bool de_stream_record(DeStream *stream, DeRecord *rec,
  */
 extern void de_stream_reset(DeStream *stream);
 
+/*
+ * Whether a streamed transaction may be applied as it arrives (the
+ * default), or must always be spooled and applied at its commit, when its
+ * commit LSN is known (what skip() needs).
+ */
+extern void de_stream_set_direct(DeStream *stream, bool allowed);
+
 #endif							/* DE_STREAM_H */
