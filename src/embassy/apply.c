@@ -52,8 +52,9 @@
  *	  (at COMMIT).  So is the one transaction the DBA named with skip()
  *	  (de_apply_set_skip_lsn): nothing of it is applied, and at its COMMIT
  *	  a local transaction records the skip (catalog.c) and advances the
- *	  origin past it, so it is never asked for again.  The pairs (local commit end, remote end LSN) are kept
- *	  so that feedback confirms only what is flushed here, as core's
+ *	  origin past it, so it is never asked for again.  The pairs (local
+ *	  commit end, remote end LSN) are kept so that feedback confirms only
+ *	  what is flushed here, as core's
  *	  store_flush_position()/get_flush_position() do.
  *
  * IDENTIFICATION
@@ -671,12 +672,6 @@ void
 de_apply_set_skip_lsn(DeApply *apply, XLogRecPtr skip_lsn)
 {
 	apply->skip_lsn = skip_lsn;
-}
-
-XLogRecPtr
-de_apply_skip_lsn(DeApply *apply)
-{
-	return apply->skip_lsn;
 }
 
 /*

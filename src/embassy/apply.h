@@ -120,7 +120,6 @@ extern XLogRecPtr de_apply_last_applied(DeApply *apply);
  * invalid again.
  */
 extern void de_apply_set_skip_lsn(DeApply *apply, XLogRecPtr skip_lsn);
-extern XLogRecPtr de_apply_skip_lsn(DeApply *apply);
 
 /*
  * While handling an error: was it raised applying a register transaction?

@@ -615,10 +615,13 @@ data_embassy_skip(PG_FUNCTION_ARGS)
 					   LSN_FORMAT_ARGS(lsn)));
 	}
 
-	/* the worker reads the skip when it starts: start it now */
+	/*
+	 * The worker reads the skip when it starts: start it now (a paused one
+	 * too, which then holds again with the skip in hand).
+	 */
 	LWLockAcquire(DeShared->lock, LW_SHARED);
 	slot = de_slot_find(MyDatabaseId, name);
-	if (slot != NULL && !reg->paused)
+	if (slot != NULL)
 		remember_slot(&restart_pending, slot);
 	LWLockRelease(DeShared->lock);
 

@@ -136,7 +136,7 @@ init_slot_locked(DeRegisterSlot *slot, Oid dboid, const DeRegisterRow *row)
 	slot->worker_latch = NULL;
 	slot->failures = 0;
 	slot->next_start = 0;
-	slot->spool_streamed = false;
+	slot->spool_xid = InvalidTransactionId;
 
 	SpinLockAcquire(&slot->mutex);
 	if (row->reg->phase == DE_PHASE_PROMOTED)

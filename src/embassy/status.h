@@ -8,7 +8,7 @@
  *	- DeShared->lock (LWLock) guards slot allocation and the control fields
  *	  of every slot (in_use, generation, dboid, name, paused, promoted,
  *	  drop_requested, restart_requested, worker_pid, worker_latch, failures,
- *	  next_start, spool_streamed) and the
+ *	  next_start, spool_xid) and the
  *	  database lists.  Take it shared to read, exclusive to change.
  *	- DeShared->file_lock (LWLock) serializes writing the file of databases,
  *	  which is done without holding DeShared->lock (see databases.c).  It is
@@ -63,9 +63,9 @@ typedef struct DeRegisterSlot
 	Latch	   *worker_latch;
 	int			failures;		/* consecutive failed runs, for backoff */
 	TimestampTz next_start;		/* launcher starts no worker before this */
-	bool		spool_streamed; /* the last run failed in a streamed
-								 * transaction: spool the next run's, so
-								 * that their commit LSN is known */
+	TransactionId spool_xid;	/* the last run failed in this streamed
+								 * transaction: the next run spools it, so
+								 * that its commit LSN is known */
 
 	/* progress, under mutex */
 	slock_t		mutex;

@@ -1268,15 +1268,15 @@ worker_uncount_copy(void)
  *		withdraw it when the origin has passed it already (the transaction
  *		was applied, or there was none there); and decide whether streamed
  *		transactions may be applied as they arrive.  They may not while a
- *		skip is pending, nor after a run that failed in a streamed
- *		transaction: spooled and applied at its commit, a transaction has a
- *		known commit LSN, which the lag view shows and skip() takes.
+ *		skip is pending, nor may the one an earlier run failed in: spooled
+ *		and applied at its commit, a transaction has a known commit LSN,
+ *		which the lag view shows and skip() takes.
  */
 static void
 worker_setup_skip(void)
 {
 	XLogRecPtr	progress = replorigin_session_get_progress(false);
-	bool		spool;
+	TransactionId spool_xid;
 
 	if (!XLogRecPtrIsInvalid(reg.skip_lsn) &&
 		!XLogRecPtrIsInvalid(progress) && reg.skip_lsn < progress)
@@ -1303,20 +1303,20 @@ worker_setup_skip(void)
 	de_apply_set_skip_lsn(apply, reg.skip_lsn);
 
 	LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
-	spool = MySlot->spool_streamed;
-	MySlot->spool_streamed = false;
+	spool_xid = MySlot->spool_xid;
+	MySlot->spool_xid = InvalidTransactionId;
 	LWLockRelease(DeShared->lock);
 
-	de_stream_set_direct(streamed,
-						 !spool && XLogRecPtrIsInvalid(reg.skip_lsn));
+	de_stream_set_direct(streamed, XLogRecPtrIsInvalid(reg.skip_lsn),
+						 spool_xid);
 }
 
 /*
  * worker_note_failure
  *		While handling an error: if it was raised applying a register
  *		transaction, show its commit LSN (what skip() takes) next to
- *		last_error, and have the next run spool streamed transactions if it
- *		was one, so that the LSN is known next time.
+ *		last_error, and have the next run spool the transaction if it was
+ *		a streamed one, so that the LSN is known next time.
  */
 static void
 worker_note_failure(void)
@@ -1336,7 +1336,7 @@ worker_note_failure(void)
 	if (was_streamed)
 	{
 		LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
-		MySlot->spool_streamed = true;
+		MySlot->spool_xid = xid;
 		LWLockRelease(DeShared->lock);
 	}
 }
