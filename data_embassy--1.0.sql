@@ -195,6 +195,8 @@ CREATE TABLE registers (
 	register_dboid oid,
 	promoted_at timestamptz,
 	promoted_lsn pg_lsn,
+	skip_lsn	pg_lsn,			/* skip(): the transaction to skip */
+	skip_requested_by name,		/* and who asked */
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
@@ -210,6 +212,21 @@ CREATE TABLE promotions (
 	unreplicated_bytes bigint,
 	promoted_by name NOT NULL,
 	PRIMARY KEY (register, promoted_at)
+);
+
+/*
+ * Every register transaction skipped with skip(), kept after drop_register:
+ * its commit LSN, xid and commit time at the register, when the worker
+ * skipped it and who asked.
+ */
+CREATE TABLE skipped_transactions (
+	register	text NOT NULL,
+	commit_lsn	pg_lsn NOT NULL,
+	xid			xid NOT NULL,
+	commit_time timestamptz NOT NULL,
+	skipped_at	timestamptz NOT NULL,
+	requested_by name NOT NULL,
+	PRIMARY KEY (register, commit_lsn)
 );
 
 /* Local tables that a register replicates into (filled by the worker). */
@@ -250,6 +267,15 @@ AS 'MODULE_PATHNAME', 'data_embassy_retry_register'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
 /*
+ * Skip the register transaction whose commit record is at commit_lsn (as
+ * the lag view's failed_commit_lsn shows it) when the worker meets it;
+ * '0/0' withdraws a skip not done yet.
+ */
+CREATE FUNCTION skip(register text, commit_lsn pg_lsn) RETURNS void
+AS 'MODULE_PATHNAME', 'data_embassy_skip'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+/*
  * Copy the register again into emptied tables (one transaction: until it
  * commits the replica keeps what it had).
  */
@@ -264,7 +290,9 @@ CREATE FUNCTION register_status(
 	OUT last_applied_commit_at timestamptz, OUT last_message_at timestamptz,
 	OUT frames_applied bigint, OUT rows_applied bigint,
 	OUT wire_bytes bigint, OUT plain_bytes bigint, OUT last_error text,
-	OUT promoted_at timestamptz, OUT promoted_lsn pg_lsn)
+	OUT promoted_at timestamptz, OUT promoted_lsn pg_lsn,
+	OUT failed_commit_lsn pg_lsn, OUT copy_tables_done bigint,
+	OUT copy_tables_total bigint, OUT copy_rows bigint, OUT copy_bytes bigint)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'data_embassy_register_status'
 LANGUAGE C STRICT VOLATILE;
@@ -273,7 +301,8 @@ CREATE VIEW lag AS
 	SELECT register, database, state, worker_pid, source_lsn, received_lsn,
 		   applied_lsn, lag_bytes, lag_time, last_applied_commit_at,
 		   last_message_at, frames_applied, rows_applied, wire_bytes,
-		   plain_bytes, last_error
+		   plain_bytes, last_error, failed_commit_lsn, copy_tables_done,
+		   copy_tables_total, copy_rows, copy_bytes
 	FROM register_status();
 
 CREATE VIEW failover_status AS
@@ -319,7 +348,7 @@ GRANT EXECUTE ON FUNCTION generate_key(), public_key(),
 	set_keyless_identity_full(boolean),
 	add_register(text, text, text, boolean), drop_register(text),
 	pause_register(text), resume_register(text),
-	retry_register(text), resync_register(text),
+	retry_register(text), resync_register(text), skip(text, pg_lsn),
 	promote(text, interval)
 	TO data_embassy_admin;
 
@@ -329,5 +358,6 @@ GRANT SELECT ON embassy_pins TO data_embassy_admin;
 
 GRANT EXECUTE ON FUNCTION register_status(), frame_header(bytea),
 	keyless_tables_list() TO pg_monitor, data_embassy_admin;
-GRANT SELECT ON embassies, keyless_tables, lag, failover_status, promotions
+GRANT SELECT ON embassies, keyless_tables, lag, failover_status, promotions,
+	skipped_transactions
 	TO pg_monitor, data_embassy_admin;

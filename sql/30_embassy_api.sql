@@ -97,6 +97,26 @@ SELECT data_embassy.retry_register(NULL);
 SELECT data_embassy.resync_register('nope');
 SELECT data_embassy.resync_register(NULL);
 SELECT data_embassy.resync_register('bad name');
+SELECT data_embassy.skip('nope', '0/1000');
+SELECT data_embassy.skip(NULL, '0/1000');
+SELECT data_embassy.skip('bad name', '0/1000');
+
+-- skip: the commit LSN is required; '0/0' withdraws a pending skip
+SELECT data_embassy.skip('r1', NULL);
+SELECT data_embassy.skip('r1', '0/0');
+SELECT data_embassy.skip('r1', '0/1000');
+SELECT skip_lsn, skip_requested_by = current_user AS by_me
+FROM data_embassy.registers WHERE name = 'r1';
+SELECT data_embassy.skip('r1', '0/2000');
+SELECT skip_lsn FROM data_embassy.registers WHERE name = 'r1';
+SELECT data_embassy.skip('r1', '0/0');
+SELECT skip_lsn IS NULL AS withdrawn, skip_requested_by IS NULL AS by_nobody
+FROM data_embassy.registers WHERE name = 'r1';
+-- the lag view's columns for it, and for the copy (none ran)
+SELECT failed_commit_lsn, copy_tables_done, copy_tables_total, copy_rows,
+	   copy_bytes
+FROM data_embassy.lag WHERE register = 'r1';
+SELECT count(*) AS nothing_skipped FROM data_embassy.skipped_transactions;
 
 -- drop_register cannot be rolled back
 BEGIN;
@@ -113,7 +133,9 @@ SELECT data_embassy.pause_register('r1');
 SELECT data_embassy.drop_register('r1');
 SELECT data_embassy.retry_register('r1');
 SELECT data_embassy.resync_register('r1');
+SELECT data_embassy.skip('r1', '0/1000');
 SELECT count(*) FROM data_embassy.lag;
+SELECT count(*) FROM data_embassy.skipped_transactions;
 RESET ROLE;
 -- EXECUTE alone is not enough
 GRANT EXECUTE ON FUNCTION data_embassy.pause_register(text) TO regress_de_api_plain;
@@ -151,6 +173,7 @@ DROP SCHEMA regress_de_evil CASCADE;
 -- pg_monitor reads the lag view
 SET ROLE regress_de_api_monitor;
 SELECT register, database = current_database() AS this_database FROM data_embassy.lag;
+SELECT count(*) AS skipped FROM data_embassy.skipped_transactions;
 RESET ROLE;
 
 -- drop: the register was never reached, so it has no slot to drop

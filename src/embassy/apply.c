@@ -49,8 +49,12 @@
  *	  replication origin advanced to the register's commit end LSN, so
  *	  progress and changes are durable together.  A transaction that the
  *	  origin shows as already applied is skipped (from BEGIN) or rolled back
- *	  (at COMMIT).  The pairs (local commit end, remote end LSN) are kept
- *	  so that feedback confirms only what is flushed here, as core's
+ *	  (at COMMIT).  So is the one transaction the DBA named with skip()
+ *	  (de_apply_set_skip_lsn): nothing of it is applied, and at its COMMIT
+ *	  a local transaction records the skip (catalog.c) and advances the
+ *	  origin past it, so it is never asked for again.  The pairs (local
+ *	  commit end, remote end LSN) are kept so that feedback confirms only
+ *	  what is flushed here, as core's
  *	  store_flush_position()/get_flush_position() do.
  *
  * IDENTIFICATION
@@ -164,7 +168,11 @@ typedef struct FlushPosition
  * through apply_set_state(), which asserts that it is one of these:
  *
  *	IDLE -> IN_REMOTE_XACT		BEGIN of a transaction not applied yet
- *	IDLE -> SKIPPING			BEGIN of a transaction already applied
+ *	IDLE -> SKIPPING			BEGIN of a transaction already applied, or
+ *								of the one skip() names (also
+ *								de_apply_stream_begin() with its commit)
+ *	SKIPPING -> IN_REMOTE_XACT	commit of the one skip() names: a local
+ *								transaction records the skip
  *	IDLE -> STREAMED			de_apply_stream_begin()
  *	IDLE -> COPYING				de_apply_copy_begin()
  *	COPYING -> COPY_DONE		COPY_END record
@@ -176,8 +184,9 @@ typedef enum DeApplyXactState
 	DE_APPLY_IN_REMOTE_XACT,	/* BEGIN seen, COMMIT not yet; local
 								 * transaction open */
 	DE_APPLY_SKIPPING,			/* BEGIN seen of a transaction the origin
-								 * shows as applied: no local transaction,
-								 * changes dropped until COMMIT */
+								 * shows as applied, or that skip() names:
+								 * no local transaction, changes dropped
+								 * until COMMIT */
 	DE_APPLY_STREAMED,			/* a transaction streamed before its commit
 								 * (stream.c), applied in a local
 								 * transaction (with subtransactions) */
@@ -225,6 +234,10 @@ struct DeApply
 	int			save_sec_context;
 	int			save_nestlevel; /* -1: no GUC nest level of ours */
 
+	/* skip() */
+	XLogRecPtr	skip_lsn;		/* commit LSN of the transaction to skip */
+	bool		skip_requested; /* SKIPPING the one skip() names */
+
 	/* progress */
 	dlist_head	flush_positions;
 	int			nflush_positions;
@@ -248,6 +261,8 @@ static void apply_error_callback(void *arg);
 static inline void apply_set_state(DeApply *apply, DeApplyXactState next);
 static void apply_start_xact(DeApply *apply);
 static void apply_forget_xact(DeApply *apply, bool committed);
+static bool apply_is_skip_target(DeApply *apply, XLogRecPtr commit_lsn);
+static void apply_record_skip(DeApply *apply);
 static void apply_handle_begin(DeApply *apply, DeRecord *rec);
 static void apply_handle_commit(DeApply *apply, DeRecord *rec);
 static void apply_handle_relation(DeApply *apply, DeRecord *rec);
@@ -550,6 +565,7 @@ de_apply_commit(DeApply *apply, XLogRecPtr remote_lsn,
 	MemoryContext oldcxt = CurrentMemoryContext;
 	XLogRecPtr	progress;
 	bool		committed;
+	bool		skipped = false;
 	char		saved_type = apply->err_type;
 
 	/* Called for a COMMIT record, the context is already there. */
@@ -564,7 +580,12 @@ de_apply_commit(DeApply *apply, XLogRecPtr remote_lsn,
 		error_context_stack = &errcallback;
 	}
 
-	Assert(apply->state != DE_APPLY_SKIPPING);
+	if (apply->state == DE_APPLY_SKIPPING)
+	{
+		Assert(apply->skip_requested);
+		apply_record_skip(apply);
+		skipped = true;
+	}
 	if (!IsTransactionState())
 		elog(ERROR, "no local transaction to commit");
 
@@ -611,6 +632,16 @@ de_apply_commit(DeApply *apply, XLogRecPtr remote_lsn,
 		/* Maybe report table statistics, as core's apply worker does. */
 		pgstat_report_stat(false);
 		committed = true;
+
+		if (skipped)
+		{
+			ereport(LOG,
+					errmsg("register \"%s\": skipped transaction %u, finished at %X/%X, committed at %s, as data_embassy.skip() asked",
+						   apply->register_name, apply->remote_xid,
+						   LSN_FORMAT_ARGS(apply->remote_final_lsn),
+						   timestamptz_to_str(apply->remote_commit_time)));
+			apply->skip_lsn = InvalidXLogRecPtr;
+		}
 	}
 
 	apply_forget_xact(apply, committed);
@@ -639,11 +670,105 @@ de_apply_stream_begin(DeApply *apply, TransactionId xid,
 				errmsg("streamed transaction %u starts inside a transaction in stream of register \"%s\"",
 					   xid, apply->register_name));
 
-	apply_set_state(apply, DE_APPLY_STREAMED);
 	apply->remote_final_lsn = commit_lsn;
 	apply->remote_commit_time = commit_time;
 	apply->remote_xid = xid;
+
+	/*
+	 * The transaction skip() names, replayed from its spool file at its
+	 * commit: its changes are dropped, de_apply_commit() records the skip.
+	 */
+	if (apply_is_skip_target(apply, commit_lsn))
+	{
+		apply->skip_requested = true;
+		apply_set_state(apply, DE_APPLY_SKIPPING);
+		return;
+	}
+
+	apply_set_state(apply, DE_APPLY_STREAMED);
 	apply_start_xact(apply);
+}
+
+/*
+ * de_apply_set_skip_lsn
+ *		The commit LSN of the transaction skip() names (registers.skip_lsn),
+ *		or InvalidXLogRecPtr.
+ */
+void
+de_apply_set_skip_lsn(DeApply *apply, XLogRecPtr skip_lsn)
+{
+	apply->skip_lsn = skip_lsn;
+}
+
+/*
+ * de_apply_failed_transaction
+ *		Was the error being handled raised while applying a register
+ *		transaction?  If so, its xid, its commit LSN (invalid while it is
+ *		streamed in progress) and whether it was streamed.  Called before
+ *		the stream is reset.
+ */
+bool
+de_apply_failed_transaction(DeApply *apply, TransactionId *xid,
+							XLogRecPtr *commit_lsn, bool *streamed)
+{
+	/* an error context of ours was active: a record was being applied */
+	if (apply->err_type == 0)
+		return false;
+	if (apply->state != DE_APPLY_IN_REMOTE_XACT &&
+		apply->state != DE_APPLY_STREAMED &&
+		apply->state != DE_APPLY_SKIPPING)
+		return false;
+
+	*xid = apply->remote_xid;
+	*commit_lsn = apply->remote_final_lsn;
+	*streamed = (apply->state == DE_APPLY_STREAMED);
+	return true;
+}
+
+/*
+ * apply_is_skip_target
+ *		Is the transaction whose commit record is at commit_lsn the one
+ *		skip() names?
+ */
+static bool
+apply_is_skip_target(DeApply *apply, XLogRecPtr commit_lsn)
+{
+	return !XLogRecPtrIsInvalid(apply->skip_lsn) &&
+		commit_lsn == apply->skip_lsn;
+}
+
+/*
+ * apply_record_skip
+ *		At the commit of the transaction skip() names: start the local
+ *		transaction that records the skip and clears registers.skip_lsn;
+ *		de_apply_commit() commits it with the origin advanced past the
+ *		transaction.  A skip withdrawn (or replaced) meanwhile raises an
+ *		error: nothing of the transaction was applied, so the worker must
+ *		start again and apply it.
+ */
+static void
+apply_record_skip(DeApply *apply)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	bool		recorded;
+
+	apply_start_xact(apply);
+	apply_set_state(apply, DE_APPLY_IN_REMOTE_XACT);
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	recorded = de_catalog_record_skip(apply->register_name,
+									  apply->remote_final_lsn,
+									  apply->remote_xid,
+									  apply->remote_commit_time);
+	PopActiveSnapshot();
+	MemoryContextSwitchTo(oldcxt);
+
+	if (!recorded)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("skip of transaction %u of register \"%s\" was withdrawn while the worker skipped it",
+					   apply->remote_xid, apply->register_name),
+				errdetail("Nothing of the transaction was applied; the worker starts again to apply it."));
 }
 
 /*
@@ -655,8 +780,8 @@ de_apply_stream_begin(DeApply *apply, TransactionId xid,
 static void
 apply_settle(DeApply *apply)
 {
-	if (apply->buffered != NULL)
-		apply_flush_inserts(apply);
+	/* buffered inserts, with the error context naming the transaction */
+	de_apply_frame_end(apply);
 	apply_close_rels(apply);
 	apply_act_as_worker(apply);
 }
@@ -910,6 +1035,9 @@ apply_set_state(DeApply *apply, DeApplyXactState next)
 		case DE_APPLY_IDLE:
 			break;
 		case DE_APPLY_IN_REMOTE_XACT:
+			Assert(apply->state == DE_APPLY_IDLE ||
+				   (apply->state == DE_APPLY_SKIPPING && apply->skip_requested));
+			break;
 		case DE_APPLY_SKIPPING:
 		case DE_APPLY_STREAMED:
 		case DE_APPLY_COPYING:
@@ -987,6 +1115,7 @@ apply_forget_xact(DeApply *apply, bool committed)
 	apply->open_rels = NIL;
 	apply->buffered = NULL;
 	apply->buffer_snapshot = false;
+	apply->skip_requested = false;
 	apply_set_state(apply, DE_APPLY_IDLE);
 	MemoryContextReset(apply->batch_cxt);
 }
@@ -1022,6 +1151,14 @@ apply_handle_begin(DeApply *apply, DeRecord *rec)
 		return;
 	}
 
+	/* the transaction skip() names: nothing of it until its COMMIT */
+	if (apply_is_skip_target(apply, rec->lsn))
+	{
+		apply->skip_requested = true;
+		apply_set_state(apply, DE_APPLY_SKIPPING);
+		return;
+	}
+
 	apply_start_xact(apply);
 	apply_set_state(apply, DE_APPLY_IN_REMOTE_XACT);
 }
@@ -1040,7 +1177,7 @@ apply_handle_commit(DeApply *apply, DeRecord *rec)
 				errmsg("COMMIT record outside a transaction in stream of register \"%s\"",
 					   apply->register_name));
 
-	if (apply->state == DE_APPLY_SKIPPING)
+	if (apply->state == DE_APPLY_SKIPPING && !apply->skip_requested)
 	{
 		ereport(LOG,
 				errmsg("skipped transaction %u of register \"%s\" ending at %X/%X, which was already applied",

@@ -111,6 +111,25 @@ extern XLogRecPtr de_apply_flushed(DeApply *apply);
 /* End LSN of the last applied commit or position. */
 extern XLogRecPtr de_apply_last_applied(DeApply *apply);
 
+/*
+ * skip(): the commit LSN of the register transaction to skip, or
+ * InvalidXLogRecPtr.  That transaction (whole, or streamed and replayed
+ * from its spool file at its commit) is applied not at all; at its commit a
+ * local transaction records it in data_embassy.skipped_transactions, clears
+ * registers.skip_lsn and advances the origin past it.  The LSN is then
+ * invalid again.
+ */
+extern void de_apply_set_skip_lsn(DeApply *apply, XLogRecPtr skip_lsn);
+
+/*
+ * While handling an error: was it raised applying a register transaction?
+ * Its xid, commit LSN (invalid for a streamed one applied as it arrives,
+ * before its commit) and whether it was streamed.
+ */
+extern bool de_apply_failed_transaction(DeApply *apply, TransactionId *xid,
+										XLogRecPtr *commit_lsn,
+										bool *streamed);
+
 /* Rows applied since the last call (for the status counters). */
 extern uint64 de_apply_take_row_count(DeApply *apply);
 

@@ -3,7 +3,7 @@
  * catalog.c
  *		  The embassy's catalog: every SQL statement on
  *		  data_embassy.registers, replicated_relations,
- *		  replicated_sequences and promotions.
+ *		  replicated_sequences, promotions and skipped_transactions.
  *
  * The tables are created by the extension script; their owner is the role
  * that created the extension, and only that owner may read them (conninfo
@@ -40,12 +40,13 @@
 #define RELATIONS			DE_SCHEMA_NAME ".replicated_relations"
 #define SEQUENCES			DE_SCHEMA_NAME ".replicated_sequences"
 #define PROMOTIONS			DE_SCHEMA_NAME ".promotions"
+#define SKIPPED				DE_SCHEMA_NAME ".skipped_transactions"
 
 /* The columns of a register row, as every SELECT below lists them. */
 #define REGISTER_COLUMNS \
 	"name, conninfo, register_key, copy_data, slot_name::pg_catalog.text, " \
 	"state, paused, register_sysid::pg_catalog.text, register_dboid, " \
-	"promoted_at, promoted_lsn"
+	"promoted_at, promoted_lsn, skip_lsn"
 #define Anum_reg_name			1
 #define Anum_reg_conninfo		2
 #define Anum_reg_register_key	3
@@ -57,7 +58,8 @@
 #define Anum_reg_dboid			9
 #define Anum_reg_promoted_at	10
 #define Anum_reg_promoted_lsn	11
-#define Natts_reg				11
+#define Anum_reg_skip_lsn		12
+#define Natts_reg				12
 
 static const char *const phase_names[] = {
 	[DE_PHASE_INIT] = "init",
@@ -136,7 +138,7 @@ result_register(MemoryContext cxt, int row)
 	bool		isnull;
 	Datum		d;
 
-	StaticAssertStmt(Natts_reg == Anum_reg_promoted_lsn,
+	StaticAssertStmt(Natts_reg == Anum_reg_skip_lsn,
 					 "REGISTER_COLUMNS and its column numbers disagree");
 
 	reg->name = result_text(cxt, row, Anum_reg_name);
@@ -160,6 +162,8 @@ result_register(MemoryContext cxt, int row)
 	reg->promoted_at = isnull ? 0 : DatumGetTimestampTz(d);
 	d = result_datum(row, Anum_reg_promoted_lsn, &isnull);
 	reg->promoted_lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(d);
+	d = result_datum(row, Anum_reg_skip_lsn, &isnull);
+	reg->skip_lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(d);
 	return reg;
 }
 
@@ -462,6 +466,68 @@ de_catalog_set_promoted(const char *name, TimestampTz at, XLogRecPtr lsn,
 								  " ELSE 0 END, $5)",
 								  SPI_OK_INSERT, 5, types, values, nulls);
 	de_privileged_sql_end(&save);
+}
+
+void
+de_catalog_set_skip(const char *name, XLogRecPtr lsn)
+{
+	DePrivilegedSql save;
+	Oid			types[3] = {TEXTOID, LSNOID, NAMEOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = LSNGetDatum(lsn);
+	/* the user who called skip(), not the owner it runs as */
+	values[2] = DirectFunctionCall1(namein,
+									CStringGetDatum(GetUserNameFromId(GetUserId(),
+																	  false)));
+	if (XLogRecPtrIsInvalid(lsn))
+		nulls[1] = nulls[2] = 'n';
+
+	(void) catalog_begin(&save, false);
+	(void) de_privileged_sql_exec("UPDATE " REGISTERS
+								  " SET skip_lsn = $2, skip_requested_by = $3"
+								  " WHERE name OPERATOR(pg_catalog.=) $1",
+								  SPI_OK_UPDATE, 3, types, values, nulls);
+	de_privileged_sql_end(&save);
+}
+
+bool
+de_catalog_record_skip(const char *name, XLogRecPtr lsn, TransactionId xid,
+					   TimestampTz commit_time)
+{
+	DePrivilegedSql save;
+	Oid			types[4] = {TEXTOID, LSNOID, XIDOID, TIMESTAMPTZOID};
+	Datum		values[4];
+	uint64		n;
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = LSNGetDatum(lsn);
+	values[2] = TransactionIdGetDatum(xid);
+	values[3] = TimestampTzGetDatum(commit_time);
+
+	(void) catalog_begin(&save, false);
+
+	/* only a skip still asked for: skip(name, '0/0') may have withdrawn it */
+	n = de_privileged_sql_exec("INSERT INTO " SKIPPED
+							   " (register, commit_lsn, xid, commit_time,"
+							   " skipped_at, requested_by)"
+							   " SELECT name, skip_lsn, $3, $4,"
+							   " pg_catalog.clock_timestamp(), skip_requested_by"
+							   " FROM " REGISTERS
+							   " WHERE name OPERATOR(pg_catalog.=) $1"
+							   " AND skip_lsn OPERATOR(pg_catalog.=) $2"
+							   " ON CONFLICT (register, commit_lsn) DO NOTHING",
+							   SPI_OK_INSERT, 4, types, values, NULL);
+	(void) de_privileged_sql_exec("UPDATE " REGISTERS
+								  " SET skip_lsn = NULL, skip_requested_by = NULL"
+								  " WHERE name OPERATOR(pg_catalog.=) $1"
+								  " AND skip_lsn OPERATOR(pg_catalog.=) $2",
+								  SPI_OK_UPDATE, 2, types, values, NULL);
+	de_privileged_sql_end(&save);
+
+	return n == 1;
 }
 
 char *

@@ -22,6 +22,7 @@
 #ifndef DE_CATALOG_H
 #define DE_CATALOG_H
 
+#include "access/transam.h"
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
 #include "nodes/pg_list.h"
@@ -49,6 +50,7 @@ typedef struct DeRegister
 	Oid			dboid;
 	TimestampTz promoted_at;	/* 0 unless promoted */
 	XLogRecPtr	promoted_lsn;	/* invalid unless promoted */
+	XLogRecPtr	skip_lsn;		/* skip(): commit LSN to skip, or invalid */
 } DeRegister;
 
 /* Row locks that de_catalog_get_register() can take. */
@@ -109,6 +111,21 @@ extern void de_catalog_set_resync(const char *name);
  */
 extern void de_catalog_set_promoted(const char *name, TimestampTz at,
 									XLogRecPtr lsn, XLogRecPtr source_lsn);
+
+/*
+ * skip(): the commit LSN of the register transaction to skip, with the
+ * current user as the one who asked; InvalidXLogRecPtr withdraws it.
+ */
+extern void de_catalog_set_skip(const char *name, XLogRecPtr lsn);
+
+/*
+ * The worker skipped the transaction at commit LSN lsn: if that skip is
+ * still asked for, record it in data_embassy.skipped_transactions and clear
+ * it.  Returns false when it was withdrawn meanwhile.
+ */
+extern bool de_catalog_record_skip(const char *name, XLogRecPtr lsn,
+								   TransactionId xid,
+								   TimestampTz commit_time);
 
 /*
  * replicated_relations: the register relid is the replica of, or NULL

@@ -2,7 +2,8 @@
  *
  * embassy_api.c
  *		  SQL functions that configure the registers an embassy replicates:
- *		  add_register, drop_register, pause_register, resume_register.
+ *		  add_register, drop_register, pause_register, resume_register,
+ *		  retry_register, resync_register and skip.
  *
  * The registers live in the table data_embassy.registers of the database
  * that holds the replica.  These functions change that table and ask the
@@ -39,6 +40,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/pg_lsn.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
@@ -57,8 +59,8 @@
 
 /*
  * What the transaction callback must do to a register's slot at commit or
- * abort: the slot drop_register is stopping, or the one resync_register
- * restarts.
+ * abort: the slot drop_register is stopping, or the one resync_register or
+ * skip restarts.
  */
 typedef struct PendingSlot
 {
@@ -68,7 +70,7 @@ typedef struct PendingSlot
 
 static bool xact_callback_registered = false;
 static PendingSlot drop_pending = {-1, 0};
-static PendingSlot resync_pending = {-1, 0};
+static PendingSlot restart_pending = {-1, 0};
 
 static void api_xact_callback(XactEvent event, void *arg);
 
@@ -78,6 +80,7 @@ PG_FUNCTION_INFO_V1(data_embassy_pause_register);
 PG_FUNCTION_INFO_V1(data_embassy_resume_register);
 PG_FUNCTION_INFO_V1(data_embassy_retry_register);
 PG_FUNCTION_INFO_V1(data_embassy_resync_register);
+PG_FUNCTION_INFO_V1(data_embassy_skip);
 
 /*
  * hide_statement_text
@@ -298,8 +301,9 @@ remember_slot(PendingSlot *pending, DeRegisterSlot *slot)
  *		drop_register: at abort the slot it was stopping goes back to work;
  *		at commit it stays marked (the lag view no longer shows it) until
  *		the launcher's next scan, which no longer finds the row, frees it.
- *		resync_register: at commit the worker starts over at once (it then
- *		finds the register back in phase init).  Nothing here can fail.
+ *		resync_register and skip: at commit the worker starts over at once
+ *		(it then finds the register back in phase init, or the skip asked
+ *		for).  Nothing here can fail.
  */
 static void
 api_xact_callback(XactEvent event, void *arg)
@@ -308,7 +312,7 @@ api_xact_callback(XactEvent event, void *arg)
 
 	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT)
 		return;
-	if (drop_pending.index < 0 && resync_pending.index < 0)
+	if (drop_pending.index < 0 && restart_pending.index < 0)
 		return;
 
 	LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
@@ -316,7 +320,7 @@ api_xact_callback(XactEvent event, void *arg)
 		(slot = pending_slot_locked(&drop_pending)) != NULL)
 		slot->drop_requested = false;
 	if (event == XACT_EVENT_COMMIT &&
-		(slot = pending_slot_locked(&resync_pending)) != NULL)
+		(slot = pending_slot_locked(&restart_pending)) != NULL)
 	{
 		slot->failures = 0;
 		slot->next_start = 0;
@@ -332,7 +336,7 @@ api_xact_callback(XactEvent event, void *arg)
 	LWLockRelease(DeShared->lock);
 
 	drop_pending.index = -1;
-	resync_pending.index = -1;
+	restart_pending.index = -1;
 }
 
 /*
@@ -537,12 +541,95 @@ data_embassy_resync_register(PG_FUNCTION_ARGS)
 	LWLockAcquire(DeShared->lock, LW_SHARED);
 	slot = de_slot_find(MyDatabaseId, name);
 	if (slot != NULL)
-		remember_slot(&resync_pending, slot);
+		remember_slot(&restart_pending, slot);
 	LWLockRelease(DeShared->lock);
 
 	ereport(LOG,
 			errmsg("register \"%s\": a new initial copy was requested by user \"%s\"",
 				   name, GetUserNameFromId(GetUserId(), false)));
 	de_launcher_rescan_at_commit();
+	PG_RETURN_VOID();
+}
+
+/*
+ * data_embassy_skip
+ *		Skip one register transaction, named by the LSN of its commit record
+ *		(the lag view's failed_commit_lsn, the "finished at" of the error
+ *		context), as ALTER SUBSCRIPTION ... SKIP does: when the worker meets
+ *		it, it applies nothing of it, records it in
+ *		data_embassy.skipped_transactions and moves past it.  '0/0'
+ *		withdraws a skip not done yet.  At commit the worker starts again at
+ *		once (a running worker too), without waiting out its backoff.
+ */
+Datum
+data_embassy_skip(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	XLogRecPtr	lsn;
+	DeRegister *reg;
+	DeRegisterSlot *slot;
+	RepOriginId originid;
+	XLogRecPtr	progress = InvalidXLogRecPtr;
+
+	de_require_preloaded();
+	de_check_admin_call("data_embassy.skip()");
+
+	name = de_name_arg(fcinfo, 0, DE_NAME_REGISTER);
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				errmsg("commit_lsn must not be null"),
+				errhint("Pass the commit LSN of the transaction to skip, as the column failed_commit_lsn of data_embassy.lag shows it, or '0/0' to withdraw a skip."));
+	lsn = PG_GETARG_LSN(1);
+
+	reg = active_register(name, "skip");
+
+	if (XLogRecPtrIsInvalid(lsn))
+	{
+		if (XLogRecPtrIsInvalid(reg->skip_lsn))
+		{
+			ereport(NOTICE,
+					errmsg("register \"%s\" has no skip to withdraw", name));
+			PG_RETURN_VOID();
+		}
+		de_catalog_set_skip(name, InvalidXLogRecPtr);
+		ereport(LOG,
+				errmsg("register \"%s\": skip of the transaction at %X/%X withdrawn by user \"%s\"",
+					   name, LSN_FORMAT_ARGS(reg->skip_lsn),
+					   GetUserNameFromId(GetUserId(), false)));
+	}
+	else
+	{
+		/* a transaction the replica has passed cannot be skipped any more */
+		originid = replorigin_by_name(de_origin_name(MyDatabaseId, name),
+									  true);
+		if (originid != InvalidRepOriginId)
+			progress = replorigin_get_progress(originid, false);
+		if (!XLogRecPtrIsInvalid(progress) && lsn < progress)
+			ereport(ERROR,
+					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					errmsg("transaction at %X/%X of register \"%s\" is already behind the replica",
+						   LSN_FORMAT_ARGS(lsn), name),
+					errdetail("Everything up to register LSN %X/%X is applied.",
+							  LSN_FORMAT_ARGS(progress)),
+					errhint("Pass the commit LSN of a transaction not applied yet, as the column failed_commit_lsn of data_embassy.lag shows it."));
+
+		de_catalog_set_skip(name, lsn);
+		ereport(LOG,
+				errmsg("register \"%s\": user \"%s\" asked to skip the transaction at %X/%X",
+					   name, GetUserNameFromId(GetUserId(), false),
+					   LSN_FORMAT_ARGS(lsn)));
+	}
+
+	/*
+	 * The worker reads the skip when it starts: start it now (a paused one
+	 * too, which then holds again with the skip in hand).
+	 */
+	LWLockAcquire(DeShared->lock, LW_SHARED);
+	slot = de_slot_find(MyDatabaseId, name);
+	if (slot != NULL)
+		remember_slot(&restart_pending, slot);
+	LWLockRelease(DeShared->lock);
+
 	PG_RETURN_VOID();
 }

@@ -158,6 +158,7 @@ de_initial_sync(const DeInitialSync *sync)
 		int			len;
 
 		de_slot_set_state(sync->slot, DE_STATE_COPYING, NULL);
+		de_slot_copy_begin(sync->slot);
 		ereport(LOG,
 				errmsg("register \"%s\": initial copy started at register LSN %X/%X",
 					   register_name, LSN_FORMAT_ARGS(consistent)));

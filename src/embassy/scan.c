@@ -136,6 +136,7 @@ init_slot_locked(DeRegisterSlot *slot, Oid dboid, const DeRegisterRow *row)
 	slot->worker_latch = NULL;
 	slot->failures = 0;
 	slot->next_start = 0;
+	slot->spool_xid = InvalidTransactionId;
 
 	SpinLockAcquire(&slot->mutex);
 	if (row->reg->phase == DE_PHASE_PROMOTED)
@@ -156,6 +157,11 @@ init_slot_locked(DeRegisterSlot *slot, Oid dboid, const DeRegisterRow *row)
 	slot->wire_bytes = 0;
 	slot->plain_bytes = 0;
 	slot->last_error[0] = '\0';
+	slot->failed_commit_lsn = InvalidXLogRecPtr;
+	slot->copy_started = false;
+	slot->copy_tables_done = 0;
+	slot->copy_rows = 0;
+	slot->copy_bytes = 0;
 	slot->promoted_at = row->reg->promoted_at;
 	slot->promoted_lsn = row->reg->promoted_lsn;
 	SpinLockRelease(&slot->mutex);

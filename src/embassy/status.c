@@ -31,7 +31,7 @@
 #define DE_SHMEM_NAME		"data_embassy"
 #define DE_TRANCHE_NAME		"data_embassy"
 
-#define REGISTER_STATUS_COLS	18
+#define REGISTER_STATUS_COLS	23
 
 DeSharedState *DeShared = NULL;
 
@@ -177,7 +177,25 @@ de_slot_set_state(DeRegisterSlot *slot, DeState state, const char *errmsg)
 	SpinLockAcquire(&slot->mutex);
 	slot->state = state;
 	if (errmsg != NULL)
+	{
 		strlcpy(slot->last_error, errmsg, DE_ERROR_LEN);
+		slot->failed_commit_lsn = InvalidXLogRecPtr;
+	}
+	SpinLockRelease(&slot->mutex);
+}
+
+/*
+ * de_slot_copy_begin
+ *		A copy starts: the lag view's copy columns count from zero.
+ */
+void
+de_slot_copy_begin(DeRegisterSlot *slot)
+{
+	SpinLockAcquire(&slot->mutex);
+	slot->copy_started = true;
+	slot->copy_tables_done = 0;
+	slot->copy_rows = 0;
+	slot->copy_bytes = 0;
 	SpinLockRelease(&slot->mutex);
 }
 
@@ -401,6 +419,30 @@ data_embassy_register_status(PG_FUNCTION_ARGS)
 		col++;
 		lsn_datum_or_null(s->promoted_lsn, &values[col], &nulls[col]);
 		col++;
+
+		/* failed_commit_lsn: what skip() takes */
+		lsn_datum_or_null(s->failed_commit_lsn, &values[col], &nulls[col]);
+		col++;
+
+		/*
+		 * copy_tables_done, copy_tables_total, copy_rows, copy_bytes.  The
+		 * register does not announce how many tables its copy holds, so
+		 * the total is not known.
+		 */
+		if (s->copy_started)
+		{
+			values[col++] = Int64GetDatum((int64) s->copy_tables_done);
+			nulls[col++] = true;
+			values[col++] = Int64GetDatum((int64) s->copy_rows);
+			values[col++] = Int64GetDatum((int64) s->copy_bytes);
+		}
+		else
+		{
+			nulls[col++] = true;
+			nulls[col++] = true;
+			nulls[col++] = true;
+			nulls[col++] = true;
+		}
 
 		Assert(col == REGISTER_STATUS_COLS);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc,

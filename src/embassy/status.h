@@ -8,13 +8,13 @@
  *	- DeShared->lock (LWLock) guards slot allocation and the control fields
  *	  of every slot (in_use, generation, dboid, name, paused, promoted,
  *	  drop_requested, restart_requested, worker_pid, worker_latch, failures,
- *	  next_start) and the
+ *	  next_start, spool_xid) and the
  *	  database lists.  Take it shared to read, exclusive to change.
  *	- DeShared->file_lock (LWLock) serializes writing the file of databases,
  *	  which is done without holding DeShared->lock (see databases.c).  It is
  *	  taken before DeShared->lock, never while holding it.
  *	- Each slot's mutex (spinlock) guards its progress fields (state ...
- *	  last_error).  Only the slot's own worker writes them (and the launcher
+ *	  copy_bytes).  Only the slot's own worker writes them (and the launcher
  *	  or SQL functions when no worker runs); readers copy them out under the
  *	  spinlock and format outside it.
  *
@@ -63,6 +63,9 @@ typedef struct DeRegisterSlot
 	Latch	   *worker_latch;
 	int			failures;		/* consecutive failed runs, for backoff */
 	TimestampTz next_start;		/* launcher starts no worker before this */
+	TransactionId spool_xid;	/* the last run failed in this streamed
+								 * transaction: the next run spools it, so
+								 * that its commit LSN is known */
 
 	/* progress, under mutex */
 	slock_t		mutex;
@@ -81,8 +84,16 @@ typedef struct DeRegisterSlot
 	uint64		wire_bytes;
 	uint64		plain_bytes;
 	char		last_error[DE_ERROR_LEN];
+	XLogRecPtr	failed_commit_lsn;	/* commit LSN of the transaction that
+									 * last_error is about, if known */
 	TimestampTz promoted_at;
 	XLogRecPtr	promoted_lsn;
+
+	/* the latest initial copy (or resync) since server start */
+	bool		copy_started;
+	uint64		copy_tables_done;	/* tables whose rows all arrived */
+	uint64		copy_rows;
+	uint64		copy_bytes;		/* frame bytes received (sealed) */
 } DeRegisterSlot;
 
 typedef struct DeSharedState
@@ -116,9 +127,15 @@ extern const char *de_state_name(DeState state);
 /* Slot of a register in a database, or NULL; caller holds DeShared->lock. */
 extern DeRegisterSlot *de_slot_find(Oid dboid, const char *name);
 
-/* Set state (and, if errmsg is not NULL, last_error) under the spinlock. */
+/*
+ * Set state (and, if errmsg is not NULL, last_error, and then
+ * failed_commit_lsn to invalid) under the spinlock.
+ */
 extern void de_slot_set_state(DeRegisterSlot *slot, DeState state,
 							  const char *errmsg);
+
+/* An initial copy (or resync) starts: its progress counters from zero. */
+extern void de_slot_copy_begin(DeRegisterSlot *slot);
 
 /*
  * Attach the current process to slot "index" as its worker if the slot

@@ -103,6 +103,8 @@ struct DeStream
 	HTAB	   *xacts;			/* StreamXact */
 	StreamXact *block;			/* transaction of the block being received */
 	StreamXact *direct;			/* transaction applied as it arrives */
+	bool		no_direct;		/* spool every one (de_stream_set_direct) */
+	TransactionId spool_xid;	/* spool this one (de_stream_set_direct) */
 	StringInfoData chunk;		/* records not written yet (of "block") */
 };
 
@@ -181,6 +183,17 @@ de_stream_reset(DeStream *stream)
 }
 
 /*
+ * de_stream_set_direct
+ *		See stream.h.  Takes effect from the next transaction on.
+ */
+void
+de_stream_set_direct(DeStream *stream, bool allowed, TransactionId spool_xid)
+{
+	stream->no_direct = !allowed;
+	stream->spool_xid = spool_xid;
+}
+
+/*
  * de_stream_record
  *		See stream.h.
  */
@@ -210,7 +223,8 @@ de_stream_record(DeStream *stream, DeRecord *rec, const char *raw,
 				 * A new transaction is applied as it arrives when nothing
 				 * else has the worker's local transaction.
 				 */
-				if (!de_apply_in_transaction(stream->apply))
+				if (!stream->no_direct && x->xid != stream->spool_xid &&
+					!de_apply_in_transaction(stream->apply))
 				{
 					de_apply_stream_begin(stream->apply, x->xid,
 										  InvalidXLogRecPtr, 0);

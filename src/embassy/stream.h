@@ -44,4 +44,13 @@ extern bool de_stream_record(DeStream *stream, DeRecord *rec,
  */
 extern void de_stream_reset(DeStream *stream);
 
+/*
+ * Whether streamed transactions may be applied as they arrive (the
+ * default), or must be spooled and applied at their commit, when their
+ * commit LSN is known (what skip() needs); spool_xid, if valid, is one
+ * that must be spooled even when the others may not.
+ */
+extern void de_stream_set_direct(DeStream *stream, bool allowed,
+								 TransactionId spool_xid);
+
 #endif							/* DE_STREAM_H */

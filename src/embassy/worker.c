@@ -135,6 +135,12 @@ static XLogRecPtr last_sent_flush = InvalidXLogRecPtr;
 static TimestampTz last_feedback_at = 0;
 static TimestampTz last_persist_at = 0;
 
+/* the initial copy under way: counted per frame for the lag view */
+static uint64 copy_relations_seen = 0;
+static bool copy_end_seen = false;
+static uint64 copy_rows_counted = 0;	/* added to rows_applied, not
+										 * committed yet */
+
 /* the frame being applied, for the error context */
 static bool frame_valid = false;
 static DeFrameHeader frame_hdr;
@@ -168,6 +174,11 @@ static void worker_note_source(XLogRecPtr lsn);
 static void worker_frame_error_callback(void *arg);
 static void worker_close_connections(void);
 static void worker_replay_ping(void);
+static void worker_setup_skip(void);
+static void worker_note_failure(void);
+static void worker_uncount_copy(void);
+static void worker_publish_copy(uint64 relations, uint64 rows, bool end,
+								uint64 wire);
 
 /*
  * de_origin_name
@@ -301,14 +312,23 @@ worker_on_error(void)
 	state = worker_is_connection_error(edata->sqlerrcode) ?
 		DE_STATE_DISCONNECTED : DE_STATE_ERROR;
 	if (MySlot != NULL)
+	{
 		de_slot_set_state(MySlot, state,
 						  worker_error_text(edata,
 											state == DE_STATE_DISCONNECTED));
+	}
 
 	EmitErrorReport();
 	AbortOutOfAnyTransaction();
 	LWLockReleaseAll();
 	FlushErrorState();
+
+	/* with no lock held any more: they take DeShared->lock */
+	if (MySlot != NULL)
+	{
+		worker_note_failure();
+		worker_uncount_copy();
+	}
 
 	if (state == DE_STATE_DISCONNECTED)
 		ereport(LOG,
@@ -351,6 +371,7 @@ worker_exit_stopped(void)
 		worker_persist_position(true);
 	worker_close_connections();
 	AbortOutOfAnyTransaction();
+	worker_uncount_copy();
 
 	LWLockAcquire(DeShared->lock, LW_SHARED);
 	if (MySlot->drop_requested)
@@ -430,6 +451,7 @@ worker_run(void)
 	apply = de_apply_create(WorkerContext, register_name, origin_id);
 	streamed = de_stream_create(WorkerContext, apply, register_name,
 								worker_replay_ping);
+	worker_setup_skip();
 
 	for (;;)
 	{
@@ -604,7 +626,15 @@ worker_initial_sync(void)
 	sync.apply_frame = worker_apply_copy_frame;
 	sync.check_stop = worker_check_stop;
 
+	copy_relations_seen = 0;
+	copy_end_seen = false;
+	copy_rows_counted = 0;
+
 	de_initial_sync(&sync);
+
+	/* the copy's rows were counted in rows_applied as they arrived */
+	(void) de_apply_take_row_count(apply);
+	copy_rows_counted = 0;
 }
 
 /*
@@ -956,6 +986,9 @@ worker_apply_frame(DeOpener *opener, const char *frame, size_t len,
 	{
 		DeReader	reader;
 		DeRecord	rec;
+		uint64		copy_relations = 0;
+		uint64		copy_rows = 0;
+		bool		copy_end = false;
 
 		de_reader_init(&reader, plain.data, plain.len);
 		for (;;)
@@ -975,6 +1008,16 @@ worker_apply_frame(DeOpener *opener, const char *frame, size_t len,
 
 			if (rec.type == DE_REC_BEGIN)
 				open_xact_commit_time = rec.commit_time;
+			if (!stream)
+			{
+				/* the copy: a RELATION record starts each table */
+				if (rec.type == DE_REC_RELATION)
+					copy_relations++;
+				else if (rec.type == DE_REC_INSERT)
+					copy_rows++;
+				else if (rec.type == DE_REC_COPY_END)
+					copy_end = true;
+			}
 			de_apply_record(apply, &rec);
 			if (rec.type == DE_REC_COMMIT)
 			{
@@ -983,6 +1026,8 @@ worker_apply_frame(DeOpener *opener, const char *frame, size_t len,
 			}
 		}
 		de_apply_frame_end(apply);
+		if (!stream)
+			worker_publish_copy(copy_relations, copy_rows, copy_end, len);
 	}
 
 	error_context_stack = errcallback.previous;
@@ -1174,4 +1219,124 @@ worker_publish(DeState state, bool contact, uint64 frames, uint64 wire,
 	MySlot->wire_bytes += wire;
 	MySlot->plain_bytes += plain;
 	SpinLockRelease(&MySlot->mutex);
+}
+
+/*
+ * worker_publish_copy
+ *		Progress of the initial copy, once per frame: the frame's tables
+ *		(RELATION records), rows and bytes.  Its rows count in rows_applied
+ *		at once, though they commit only with the whole copy (a copy that
+ *		fails takes them back, worker_uncount_copy).
+ */
+static void
+worker_publish_copy(uint64 relations, uint64 rows, bool end, uint64 wire)
+{
+	copy_relations_seen += relations;
+	copy_end_seen = copy_end_seen || end;
+	copy_rows_counted += rows;
+
+	SpinLockAcquire(&MySlot->mutex);
+	/* a table is done once the next one starts, or the copy ends */
+	if (copy_end_seen)
+		MySlot->copy_tables_done = copy_relations_seen;
+	else if (copy_relations_seen > 0)
+		MySlot->copy_tables_done = copy_relations_seen - 1;
+	MySlot->copy_rows += rows;
+	MySlot->copy_bytes += wire;
+	MySlot->rows_applied += rows;
+	SpinLockRelease(&MySlot->mutex);
+}
+
+/*
+ * worker_uncount_copy
+ *		A copy that will not commit: its rows leave rows_applied again.
+ */
+static void
+worker_uncount_copy(void)
+{
+	if (copy_rows_counted == 0)
+		return;
+	SpinLockAcquire(&MySlot->mutex);
+	MySlot->rows_applied -= Min(MySlot->rows_applied, copy_rows_counted);
+	SpinLockRelease(&MySlot->mutex);
+	copy_rows_counted = 0;
+}
+
+/*
+ * worker_setup_skip
+ *		At the start of a run: hand the skip() asked for to the apply, or
+ *		withdraw it when the origin has passed it already (the transaction
+ *		was applied, or there was none there); and decide whether streamed
+ *		transactions may be applied as they arrive.  They may not while a
+ *		skip is pending, nor may the one an earlier run failed in: spooled
+ *		and applied at its commit, a transaction has a known commit LSN,
+ *		which the lag view shows and skip() takes.
+ */
+static void
+worker_setup_skip(void)
+{
+	XLogRecPtr	progress = replorigin_session_get_progress(false);
+	TransactionId spool_xid;
+
+	if (!XLogRecPtrIsInvalid(reg.skip_lsn) &&
+		!XLogRecPtrIsInvalid(progress) && reg.skip_lsn < progress)
+	{
+		ereport(WARNING,
+				errmsg("register \"%s\": skip of the transaction at %X/%X withdrawn, the replica has passed it",
+					   register_name, LSN_FORMAT_ARGS(reg.skip_lsn)),
+				errdetail("Everything up to %X/%X is applied already.",
+						  LSN_FORMAT_ARGS(progress)));
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		de_catalog_set_skip(register_name, InvalidXLogRecPtr);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		MemoryContextSwitchTo(WorkerContext);
+		reg.skip_lsn = InvalidXLogRecPtr;
+	}
+
+	if (!XLogRecPtrIsInvalid(reg.skip_lsn))
+		ereport(LOG,
+				errmsg("register \"%s\": the transaction at %X/%X will be skipped",
+					   register_name, LSN_FORMAT_ARGS(reg.skip_lsn)));
+	de_apply_set_skip_lsn(apply, reg.skip_lsn);
+
+	LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
+	spool_xid = MySlot->spool_xid;
+	MySlot->spool_xid = InvalidTransactionId;
+	LWLockRelease(DeShared->lock);
+
+	de_stream_set_direct(streamed, XLogRecPtrIsInvalid(reg.skip_lsn),
+						 spool_xid);
+}
+
+/*
+ * worker_note_failure
+ *		While handling an error: if it was raised applying a register
+ *		transaction, show its commit LSN (what skip() takes) next to
+ *		last_error, and have the next run spool the transaction if it was
+ *		a streamed one, so that the LSN is known next time.
+ */
+static void
+worker_note_failure(void)
+{
+	TransactionId xid;
+	XLogRecPtr	commit_lsn;
+	bool		was_streamed;
+
+	if (apply == NULL ||
+		!de_apply_failed_transaction(apply, &xid, &commit_lsn, &was_streamed))
+		return;
+
+	SpinLockAcquire(&MySlot->mutex);
+	MySlot->failed_commit_lsn = commit_lsn;
+	SpinLockRelease(&MySlot->mutex);
+
+	if (was_streamed)
+	{
+		LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
+		MySlot->spool_xid = xid;
+		LWLockRelease(DeShared->lock);
+	}
 }
