@@ -1306,8 +1306,10 @@ apply_record_replicated(DeApply *apply, DeRelMapEntry *entry, Relation rel)
 	if (rr != NULL && rr->remoteid == entry->remoteid)
 		return;
 	forboth(lc, apply->pending_recorded, lc2, apply->pending_remote)
+	{
 		if (lfirst_oid(lc) == localrelid && lfirst_oid(lc2) == entry->remoteid)
 			return;
+	}
 
 	PushActiveSnapshot(GetTransactionSnapshot());
 	owner = de_catalog_relation_register(localrelid, &remoteid);
@@ -2155,6 +2157,7 @@ apply_find_tuple(DeRelMapEntry *entry, ApplyRelState *state)
 		{
 			ResultRelInfo *relinfo = state->relinfo;
 			Relation	idxrel = NULL;
+			MemoryContext lookupcxt;
 			MemoryContext oldcxt;
 			int			i;
 
@@ -2168,10 +2171,10 @@ apply_find_tuple(DeRelMapEntry *entry, ApplyRelState *state)
 													LockTupleExclusive,
 													state->remoteslot,
 													state->localslot);
-			oldcxt = MemoryContextSwitchTo(
-				AllocSetContextCreate(state->estate->es_query_cxt,
-									  "data_embassy index lookup",
-									  ALLOCSET_SMALL_SIZES));
+			lookupcxt = AllocSetContextCreate(state->estate->es_query_cxt,
+											  "data_embassy index lookup",
+											  ALLOCSET_SMALL_SIZES);
+			oldcxt = MemoryContextSwitchTo(lookupcxt);
 			state->lookup = de_lookup_create(state->rel, idxrel);
 			MemoryContextSwitchTo(oldcxt);
 		}
@@ -2182,12 +2185,13 @@ apply_find_tuple(DeRelMapEntry *entry, ApplyRelState *state)
 	if (state->seqlookup == NULL)
 	{
 		DeRowCompare *rowcmp = de_relmap_rowcmp(entry, state->rel);
+		MemoryContext lookupcxt;
 		MemoryContext oldcxt;
 
-		oldcxt = MemoryContextSwitchTo(
-			AllocSetContextCreate(state->estate->es_query_cxt,
-								  "data_embassy row search",
-								  ALLOCSET_SMALL_SIZES));
+		lookupcxt = AllocSetContextCreate(state->estate->es_query_cxt,
+										  "data_embassy row search",
+										  ALLOCSET_SMALL_SIZES);
+		oldcxt = MemoryContextSwitchTo(lookupcxt);
 		state->seqlookup = de_seqlookup_create(state->rel, rowcmp);
 		MemoryContextSwitchTo(oldcxt);
 	}
