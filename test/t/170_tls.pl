@@ -1,0 +1,223 @@
+
+# Copyright (c) data_embassy developers
+
+# The README's "TLS between the sites", step by step: a CA made with
+# openssl, a server certificate for the register (localhost, 127.0.0.1), a
+# client certificate for the embassy's replication role, ssl = on at the
+# register and its pg_hba.conf lines (hostnossl ... reject first, then
+# hostssl ... cert, then a broader host line that must never be reached by
+# the embassy's role).  The embassy links with sslmode=verify-full and its
+# client certificate, copies and streams over TLS (pg_stat_ssl at the
+# register shows it), physical replication is refused to its role, and a
+# conninfo with sslmode=disable, or one trusting another CA, leaves the
+# register disconnected with the reason in last_error.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use DataEmbassy;
+
+# Run openssl; fail the test with its output if it fails.
+sub openssl
+{
+	my @args = @_;
+	my ($stdout, $stderr);
+	my $ok = IPC::Run::run([ 'openssl', @args ], '>', \$stdout, '2>', \$stderr);
+	BAIL_OUT("openssl @args failed: $stderr") unless $ok;
+	return;
+}
+
+my $dir = PostgreSQL::Test::Utils::tempdir();
+
+# A CA, the register's server certificate, the embassy's client
+# certificate (CN = the role it logs in as), and a second CA that signed
+# none of them.
+openssl('req', '-new', '-x509', '-nodes', '-days', '2',
+	'-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
+	'-subj', '/CN=data_embassy test CA',
+	'-addext', 'basicConstraints=critical,CA:TRUE',
+	'-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+	'-keyout', "$dir/ca.key", '-out', "$dir/ca.crt");
+openssl('req', '-new', '-x509', '-nodes', '-days', '2',
+	'-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
+	'-subj', '/CN=another CA',
+	'-addext', 'basicConstraints=critical,CA:TRUE',
+	'-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+	'-keyout', "$dir/other_ca.key", '-out', "$dir/other_ca.crt");
+
+open(my $ext, '>', "$dir/server.ext") or die $!;
+print $ext "subjectAltName = DNS:localhost, IP:127.0.0.1\n";
+close $ext;
+openssl('req', '-new', '-nodes',
+	'-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
+	'-subj', '/CN=localhost',
+	'-keyout', "$dir/server.key", '-out', "$dir/server.csr");
+openssl('x509', '-req', '-days', '2', '-in', "$dir/server.csr",
+	'-CA', "$dir/ca.crt", '-CAkey', "$dir/ca.key", '-CAcreateserial',
+	'-extfile', "$dir/server.ext", '-out', "$dir/server.crt");
+
+openssl('req', '-new', '-nodes',
+	'-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
+	'-subj', '/CN=embassy_repl',
+	'-keyout', "$dir/embassy.key", '-out', "$dir/embassy.csr");
+openssl('x509', '-req', '-days', '2', '-in', "$dir/embassy.csr",
+	'-CA', "$dir/ca.crt", '-CAkey', "$dir/ca.key", '-CAcreateserial',
+	'-out', "$dir/embassy.crt");
+
+# private keys: mode 0600, owned by the user the clusters run as (us)
+chmod 0600, "$dir/ca.key", "$dir/other_ca.key", "$dir/server.key",
+  "$dir/embassy.key";
+foreach my $key ('server.key', 'embassy.key')
+{
+	my @st = stat("$dir/$key");
+	is(sprintf('%04o', $st[2] & 07777), '0600', "$key has mode 0600");
+	is($st[4], $>, "$key is owned by the user the clusters run as");
+}
+
+# The register: TLS on, TCP on 127.0.0.1, and the README's pg_hba.conf.
+my $reg = DataEmbassy::register_node('register');
+my $port = $reg->port;
+$reg->append_conf('postgresql.conf', qq{
+listen_addresses = '127.0.0.1'
+ssl = on
+ssl_cert_file = '$dir/server.crt'
+ssl_key_file = '$dir/server.key'
+ssl_ca_file = '$dir/ca.crt'
+});
+open(my $hba, '>', $reg->data_dir . '/pg_hba.conf') or die $!;
+print $hba qq{
+# the test's own connections, over the Unix socket
+local   all           all                              trust
+local   replication   all                              trust
+# the embassy (the README's lines): TLS and its client certificate, no
+# physical replication
+hostnossl all         embassy_repl   all               reject
+host      replication embassy_repl   all               reject
+hostssl   postgres    embassy_repl   127.0.0.1/32      cert
+# broader lines: the embassy's role never reaches them
+host      all         all            127.0.0.1/32      trust
+host      replication all            127.0.0.1/32      trust
+};
+close $hba;
+$reg->restart;
+
+my $ddl = q{
+	CREATE TABLE person (id bigserial PRIMARY KEY, code text, name text);
+};
+$reg->safe_psql('postgres', $ddl . q{
+	INSERT INTO person (code, name)
+	SELECT 'C' || g, 'n' || g FROM generate_series(1, 1000) g;
+	CREATE ROLE embassy_repl LOGIN REPLICATION;
+});
+
+my $emb = DataEmbassy::embassy_node('embassy');
+$emb->safe_psql('postgres', $ddl);
+
+my $tls = "host=127.0.0.1 port=$port dbname=postgres user=embassy_repl"
+  . " sslmode=verify-full sslrootcert=$dir/ca.crt"
+  . " sslcert=$dir/embassy.crt sslkey=$dir/embassy.key";
+
+# what pg_hba.conf lets through, tried with psql
+sub try_connect
+{
+	my ($conninfo) = @_;
+	my ($stdout, $stderr);
+	IPC::Run::run([ 'psql', '-X', '-A', '-t', '-d', $conninfo, '-c', 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()' ],
+		'>', \$stdout, '2>', \$stderr);
+	chomp $stdout;
+	return ($stdout, $stderr);
+}
+my ($out, $err) = try_connect($tls);
+is($out, 't', 'the embassy role connects with TLS and its certificate');
+($out, $err) = try_connect(
+	"host=127.0.0.1 port=$port dbname=postgres user=embassy_repl sslmode=disable");
+like($err, qr/pg_hba\.conf rejects connection .* no encryption/,
+	'without TLS the hostnossl line rejects it before the broader host line');
+($out, $err) = try_connect(
+	"host=127.0.0.1 port=$port dbname=postgres user=embassy_repl"
+	  . " sslmode=verify-full sslrootcert=$dir/ca.crt");
+like($err, qr/certificate authentication failed|connection requires a valid client certificate/,
+	'with TLS but no client certificate it is refused');
+($out, $err) = try_connect(
+	"host=127.0.0.1 port=$port dbname=postgres user=embassy_repl"
+	  . " sslmode=verify-full sslrootcert=$dir/other_ca.crt"
+	  . " sslcert=$dir/embassy.crt sslkey=$dir/embassy.key");
+like($err, qr/certificate verify failed/,
+	'verify-full refuses a server its CA did not sign');
+($out, $err) = try_connect("$tls replication=true");
+like($err, qr/pg_hba\.conf rejects replication connection .* "embassy_repl"/,
+	'physical replication (a base backup of the cluster) is refused to the role');
+($out, $err) = try_connect(
+	"host=localhost port=$port dbname=postgres user=embassy_repl"
+	  . " sslmode=verify-full sslrootcert=$dir/ca.crt"
+	  . " sslcert=$dir/embassy.crt sslkey=$dir/embassy.key");
+is($out, 't', 'the server certificate is valid for localhost too');
+
+# The link, over TLS: initial copy, then streaming.
+DataEmbassy::link_sites($reg, $emb, 'population', copy_data => 1,
+	conninfo => $tls);
+DataEmbassy::wait_caught_up($reg, $emb, 'population',
+	msg => 'initial copy over TLS');
+$reg->safe_psql('postgres', q{
+	INSERT INTO person (code, name)
+	SELECT 'S' || g, 's' || g FROM generate_series(1, 500) g;
+	UPDATE person SET name = upper(name) WHERE id % 3 = 0;
+	DELETE FROM person WHERE id % 7 = 0;
+});
+DataEmbassy::wait_caught_up($reg, $emb, 'population',
+	msg => 'streaming over TLS');
+DataEmbassy::compare_tables($reg, $emb, 'postgres');
+
+# the walsender serving the embassy is on TLS, with the client certificate
+is($reg->safe_psql('postgres', q{
+	SELECT s.ssl, s.client_dn, r.usename, host(r.client_addr)
+	FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)
+	WHERE r.application_name LIKE 'data_embassy%'}),
+	't|/CN=embassy_repl|embassy_repl|127.0.0.1',
+	'pg_stat_ssl shows the embassy\'s walsender on TLS with its certificate');
+is($reg->safe_psql('postgres',
+		'SELECT active, client_addr FROM data_embassy.embassies'),
+	't|127.0.0.1', 'the embassies view shows the connection');
+
+$emb->safe_psql('postgres', "SELECT data_embassy.drop_register('population')");
+is($reg->safe_psql('postgres',
+		q{SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'data_embassy%'}),
+	'0', 'drop_register dropped the slot over TLS');
+
+# What the embassy says when the link is refused.
+my $rkey = DataEmbassy::public_key($reg);
+foreach my $case (
+	[
+		'sslmode=disable',
+		"host=127.0.0.1 port=$port dbname=postgres user=embassy_repl sslmode=disable",
+		qr/pg_hba\.conf rejects connection .* no encryption/
+	],
+	[
+		'another CA',
+		"host=127.0.0.1 port=$port dbname=postgres user=embassy_repl"
+		  . " sslmode=verify-full sslrootcert=$dir/other_ca.crt"
+		  . " sslcert=$dir/embassy.crt sslkey=$dir/embassy.key",
+		qr/certificate verify failed/
+	])
+{
+	my ($label, $conninfo, $why) = @$case;
+	$emb->safe_psql('postgres',
+		"SELECT data_embassy.add_register('refused', "
+		  . DataEmbassy::sql_quote($conninfo) . ", '$rkey', false)");
+	ok( $emb->poll_query_until('postgres', q{
+			SELECT state = 'disconnected' AND last_error IS NOT NULL
+			FROM data_embassy.lag WHERE register = 'refused'}),
+		"$label: the register is disconnected");
+	like(DataEmbassy::lag_row($emb, 'refused')->{last_error}, $why,
+		"$label: last_error says why");
+	is($reg->safe_psql('postgres',
+			q{SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'data_embassy%'}),
+		'0', "$label: no slot was made at the register");
+	$emb->safe_psql('postgres', "SELECT data_embassy.drop_register('refused')");
+}
+
+$emb->stop;
+$reg->stop;
+done_testing();
