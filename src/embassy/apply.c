@@ -821,6 +821,20 @@ de_apply_subxact_end(DeApply *apply, int levels, bool rollback)
 		else
 			ReleaseCurrentSubTransaction();
 	}
+
+	/*
+	 * A rollback took back what the subtransactions recorded in
+	 * replicated_relations: forget what this transaction noted, so that the
+	 * next change of each table looks at the catalog again (where what the
+	 * transaction recorded before them is still visible).
+	 */
+	if (rollback)
+	{
+		list_free(apply->pending_recorded);
+		apply->pending_recorded = NIL;
+		list_free(apply->pending_remote);
+		apply->pending_remote = NIL;
+	}
 	MemoryContextSwitchTo(oldcxt);
 }
 

@@ -76,6 +76,13 @@ wait_log($off, qr/streamed transaction \d+ committed, applied as it arrived/,
 DataEmbassy::compare_tables($reg, $emb, 'postgres');
 is($emb->safe_psql('postgres', q{SELECT count(*) FROM event WHERE what LIKE 'rolled%'}),
 	'0', 'alone: the rolled back subtransaction left nothing');
+# event was first written inside the subtransaction that rolled back, and
+# again after it: it is recorded as a replica, so guarded
+is($emb->safe_psql('postgres',
+		q{SELECT count(*) FROM data_embassy.replicated_relations WHERE relid = 'event'::regclass}),
+	'1', 'alone: a table first written in a rolled back subtransaction is a recorded replica');
+is($emb->psql('postgres', q{INSERT INTO event (what) VALUES ('local')}), 3,
+	'alone: and guarded');
 
 # 2. A large transaction that rolls back leaves nothing, and the next one
 # applies.
