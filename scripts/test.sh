@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 #
 # Run every data_embassy test: a -Werror build, the META.json version check,
-# bench/run.sh --check-install, a bounded run of the frame and record fuzzer
+# a pgindent check (scripts/pgindent.sh --check), bench/run.sh
+# --check-install, a bounded run of the frame and record fuzzer
 # (test/fuzz/), the pg_regress suite (sql/, expected/) and the isolation
 # specs (specs/, expected/) on temporary instances, then the TAP suite
 # (test/t/) with its own clusters.
@@ -25,6 +26,9 @@ de_build_install "$top"
 
 de_log "checking META.json against data_embassy.control"
 make -C "$top" -s check-meta PG_CONFIG="$PG_CONFIG"
+
+de_log "checking that the sources are pgindent-clean"
+bash "$top/scripts/pgindent.sh" --check
 
 de_log "checking what bench/run.sh needs"
 bash "$top/bench/run.sh" --check-install

@@ -130,8 +130,8 @@ _PG_init(void)
 							NULL, NULL, NULL);
 
 	/*
-	 * At a register, refuse UPDATE and DELETE that no embassy could apply,
-	 * in every backend that loads the library (shared_preload_libraries,
+	 * At a register, refuse UPDATE and DELETE that no embassy could apply, in
+	 * every backend that loads the library (shared_preload_libraries,
 	 * session_preload_libraries, or a call of one of its functions).
 	 */
 	if (!IsBinaryUpgrade)

@@ -17,9 +17,9 @@
 #define DE_PLUGIN_NAME		"data_embassy"
 
 /* GUCs (data_embassy.c) */
-extern int	de_batch_size_kb;		/* data_embassy.batch_size */
+extern int	de_batch_size_kb;	/* data_embassy.batch_size */
 extern int	de_compression_level;	/* data_embassy.compression_level */
-extern int	de_max_registers;		/* data_embassy.max_registers */
+extern int	de_max_registers;	/* data_embassy.max_registers */
 extern int	de_retry_interval_ms;	/* data_embassy.retry_interval */
 extern int	de_status_interval_ms;	/* data_embassy.status_interval */
 extern int	de_sequence_interval_ms;	/* data_embassy.sequence_interval */

@@ -184,12 +184,12 @@ typedef enum DeApplyXactState
 	DE_APPLY_IN_REMOTE_XACT,	/* BEGIN seen, COMMIT not yet; local
 								 * transaction open */
 	DE_APPLY_SKIPPING,			/* BEGIN seen of a transaction the origin
-								 * shows as applied, or that skip() names:
-								 * no local transaction, changes dropped
-								 * until COMMIT */
+								 * shows as applied, or that skip() names: no
+								 * local transaction, changes dropped until
+								 * COMMIT */
 	DE_APPLY_STREAMED,			/* a transaction streamed before its commit
-								 * (stream.c), applied in a local
-								 * transaction (with subtransactions) */
+								 * (stream.c), applied in a local transaction
+								 * (with subtransactions) */
 	DE_APPLY_COPYING,			/* initial copy, before COPY_END */
 	DE_APPLY_COPY_DONE			/* initial copy, COPY_END seen: waits for
 								 * de_apply_commit() */
@@ -1253,14 +1253,14 @@ apply_handle_relation(DeApply *apply, DeRecord *rec)
 
 	/*
 	 * The initial copy describes every table of the register, empty ones
-	 * included: each becomes a guarded replica now, not at its first row.
-	 * A table missing here is reported when a change for it arrives.
+	 * included: each becomes a guarded replica now, not at its first row. A
+	 * table missing here is reported when a change for it arrives.
 	 */
 	if (apply->state == DE_APPLY_COPYING)
 	{
 		Oid			nsp = get_namespace_oid(entry->nspname, true);
 		Oid			relid = OidIsValid(nsp) ?
-			get_relname_relid(entry->relname, nsp) : InvalidOid;
+		get_relname_relid(entry->relname, nsp) : InvalidOid;
 
 		if (OidIsValid(relid))
 		{
@@ -1558,6 +1558,7 @@ apply_rel_close(DeRelMapEntry *entry)
 	EvalPlanQualEnd(&state->epqstate);
 	if (state->proute == NULL)
 		ExecCloseIndices(state->relinfo);
+
 	/*
 	 * The relations ExecGetTriggerResultRel() opened for triggers; what
 	 * ExecCloseTrigTargetRelations() does in 15.20, which earlier minor
@@ -2720,7 +2721,7 @@ apply_handle_sequences(DeApply *apply, DeRecord *rec)
 	{
 		Oid			nsp = get_namespace_oid(rec->seq_nspnames[i], true);
 		Oid			relid = OidIsValid(nsp) ?
-			get_relname_relid(rec->seq_relnames[i], nsp) : InvalidOid;
+		get_relname_relid(rec->seq_relnames[i], nsp) : InvalidOid;
 
 		if (!OidIsValid(relid) || get_rel_relkind(relid) != RELKIND_SEQUENCE)
 		{

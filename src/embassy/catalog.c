@@ -259,8 +259,8 @@ de_catalog_lock_registers(void)
 		return NIL;
 
 	/*
-	 * drop_register locks its row FOR UPDATE before it stops the worker,
-	 * and nothing else locks rows that strongly.
+	 * drop_register locks its row FOR UPDATE before it stops the worker, and
+	 * nothing else locks rows that strongly.
 	 */
 	n = de_privileged_sql_exec("SELECT name FROM " REGISTERS
 							   " FOR KEY SHARE SKIP LOCKED",
@@ -289,8 +289,8 @@ de_catalog_insert_register(const char *name, const char *conninfo,
 
 	/*
 	 * One add_register at a time, so that the loser of two adding the same
-	 * name or key waits for the winner and then sees its row.  The mode
-	 * lets readers and the launcher's key-share locks through.
+	 * name or key waits for the winner and then sees its row.  The mode lets
+	 * readers and the launcher's key-share locks through.
 	 */
 	(void) de_privileged_sql_exec("LOCK TABLE " REGISTERS
 								  " IN SHARE ROW EXCLUSIVE MODE",

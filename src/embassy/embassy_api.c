@@ -93,7 +93,7 @@ static void
 hide_statement_text(void)
 {
 	static const char placeholder[] =
-		"SELECT data_embassy.add_register(...) -- statement text hidden: it holds a connection string";
+	"SELECT data_embassy.add_register(...) -- statement text hidden: it holds a connection string";
 
 	debug_query_string = placeholder;
 	pgstat_report_activity(STATE_RUNNING, placeholder);

@@ -587,9 +587,10 @@ start_apply_workers(TimestampTz now)
 			continue;
 
 		LWLockAcquire(DeShared->lock, LW_SHARED);
+
 		/*
-		 * A paused register has a worker too: it holds, but keeps asking
-		 * the register for its position so that the lag view stays true.
+		 * A paused register has a worker too: it holds, but keeps asking the
+		 * register for its position so that the lag view stays true.
 		 */
 		wanted = slot->in_use && !slot->promoted &&
 			!slot->drop_requested && slot->worker_pid == 0 &&

@@ -380,9 +380,9 @@ data_embassy_promote(PG_FUNCTION_ARGS)
 				errmsg("no register of this database is waiting to be promoted"));
 
 	/*
-	 * Every register named is promoted in this one transaction, or none is:
-	 * a failure on any of them puts the workers stopped so far back to work
-	 * and rolls back the state of all.
+	 * Every register named is promoted in this one transaction, or none is: a
+	 * failure on any of them puts the workers stopped so far back to work and
+	 * rolls back the state of all.
 	 */
 	PG_TRY();
 	{

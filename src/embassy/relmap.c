@@ -419,9 +419,10 @@ relmap_map_local(DeRelMap *map, DeRelMapEntry *entry, Relation rel)
 					errmsg("replication target table \"%s.%s\" has no column \"%s\"",
 						   entry->nspname, entry->relname, ratt->name),
 					errhint("The register's table has this column; add it at the embassy."));
+
 		/*
-		 * A generated column here takes the value the register sent, which
-		 * is what the register stored (see apply.c's apply_insert_row()).
+		 * A generated column here takes the value the register sent, which is
+		 * what the register stored (see apply.c's apply_insert_row()).
 		 */
 		if (entry->attrmap[j] >= 0)
 			ereport(ERROR,
@@ -498,9 +499,9 @@ relmap_map_local(DeRelMap *map, DeRelMapEntry *entry, Relation rel)
 	}
 
 	/*
-	 * Without an identity index here, rows are found by comparing the
-	 * columns the register sent (REPLICA IDENTITY FULL), which then also
-	 * name a row in messages.
+	 * Without an identity index here, rows are found by comparing the columns
+	 * the register sent (REPLICA IDENTITY FULL), which then also name a row
+	 * in messages.
 	 */
 	entry->rowcmp = NULL;
 	if (idkey == NULL)

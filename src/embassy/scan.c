@@ -106,8 +106,10 @@ read_registers(int *nrows)
 		rows[i].reg = reg;
 		rows[i].busy = true;
 		foreach(lc2, unlocked)
+		{
 			if (strcmp(reg->name, lfirst(lc2)) == 0)
 				rows[i].busy = false;
+		}
 		i++;
 	}
 	*nrows = i;

@@ -426,8 +426,8 @@ data_embassy_register_status(PG_FUNCTION_ARGS)
 
 		/*
 		 * copy_tables_done, copy_tables_total, copy_rows, copy_bytes.  The
-		 * register does not announce how many tables its copy holds, so
-		 * the total is not known.
+		 * register does not announce how many tables its copy holds, so the
+		 * total is not known.
 		 */
 		if (s->copy_started)
 		{

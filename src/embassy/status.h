@@ -77,8 +77,8 @@ typedef struct DeRegisterSlot
 	TimestampTz last_message_at;	/* latest frame or keepalive */
 	TimestampTz pending_since;	/* commit time of the oldest received but
 								 * unapplied commit, 0 if none */
-	TimestampTz behind_since;	/* when source_lsn first passed applied_lsn,
-								 * 0 when caught up */
+	TimestampTz behind_since;	/* when source_lsn first passed applied_lsn, 0
+								 * when caught up */
 	uint64		frames_applied;
 	uint64		rows_applied;
 	uint64		wire_bytes;

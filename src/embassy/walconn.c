@@ -789,7 +789,7 @@ de_walconn_database_oid(DeWalConn *conn)
 
 	res = walconn_exec(conn,
 					   "SELECT oid FROM pg_catalog.pg_database "
-					   "WHERE datname = pg_catalog.current_database()",
+					   "WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()",
 					   what);
 	walconn_expect(conn, res, PGRES_TUPLES_OK, what);
 	walconn_expect_shape(res, 1, 1, "the database OID query");
@@ -826,7 +826,7 @@ de_walconn_slot_status(DeWalConn *conn, const char *slot)
 	if (PQntuples(res) > 0)
 	{
 		const char *wal_status = PQgetisnull(res, 0, 0) ? "" :
-			PQgetvalue(res, 0, 0);
+		PQgetvalue(res, 0, 0);
 
 		status = (strcmp(wal_status, "lost") == 0) ?
 			DE_REMOTE_SLOT_LOST : DE_REMOTE_SLOT_USABLE;

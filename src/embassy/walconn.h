@@ -107,8 +107,8 @@ typedef struct DeWalMessage
 	XLogRecPtr	end;			/* walEnd */
 	TimestampTz send_time;
 	bool		reply_requested;	/* keepalive: the sender wants a status */
-	const char *data;			/* XLogData: the payload, valid until the
-								 * next receive */
+	const char *data;			/* XLogData: the payload, valid until the next
+								 * receive */
 	int			len;
 } DeWalMessage;
 

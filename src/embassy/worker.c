@@ -102,6 +102,7 @@ typedef enum WorkerControl
 
 static DeRegisterSlot *MySlot = NULL;
 static char register_name[NAMEDATALEN];
+
 /* the register's row of data_embassy.registers, in WorkerContext */
 static DeRegister reg;
 
@@ -125,7 +126,8 @@ static XLogRecPtr received_lsn = InvalidXLogRecPtr;
 static XLogRecPtr pending_position = InvalidXLogRecPtr;
 static bool catching_up = false;
 static bool failures_reset = false;
-static bool logged_caught_up = false;	/* "caught up" logged on this connection */
+static bool logged_caught_up = false;	/* "caught up" logged on this
+										 * connection */
 static TimestampTz last_commit_time = 0;
 static TimestampTz open_xact_commit_time = 0;
 static TimestampTz behind_since = 0;

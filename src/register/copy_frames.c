@@ -285,9 +285,9 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 		MemoryContext old;
 
 		/*
-		 * A role that may replicate already sees every change of every
-		 * table through logical decoding; the frames are sealed for a
-		 * pinned embassy only.
+		 * A role that may replicate already sees every change of every table
+		 * through logical decoding; the frames are sealed for a pinned
+		 * embassy only.
 		 */
 		if (!has_rolreplication(GetUserId()) && !de_is_admin(GetUserId()))
 			ereport(ERROR,

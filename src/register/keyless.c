@@ -183,8 +183,8 @@ de_pins_exist(void)
 
 		/*
 		 * Invalidations processed while opening the table came from
-		 * transactions the scan's fresh snapshot sees; later ones reset
-		 * the flag.
+		 * transactions the scan's fresh snapshot sees; later ones reset the
+		 * flag.
 		 */
 		de_pins_relid = relid;
 		de_pins_nsp = nsp;
@@ -300,9 +300,9 @@ de_keyless_check_modify(ModifyTableState *mtstate)
 		if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
 		{
 			/*
-			 * Tuple routing reaches partitions that are not result
-			 * relations yet (INSERT ... ON CONFLICT DO UPDATE): check every
-			 * partition, locked as routing would lock it.
+			 * Tuple routing reaches partitions that are not result relations
+			 * yet (INSERT ... ON CONFLICT DO UPDATE): check every partition,
+			 * locked as routing would lock it.
 			 */
 			List	   *children;
 			ListCell   *lc;

@@ -641,9 +641,9 @@ de_plugin_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
 
 	/*
 	 * Without an identity key nothing can be sealed: report that first.  The
-	 * private half is not held while the pin is checked (an ERROR there
-	 * would leave it on the stack); it is loaded again, from process memory,
-	 * for the sealer below.
+	 * private half is not held while the pin is checked (an ERROR there would
+	 * leave it on the stack); it is loaded again, from process memory, for
+	 * the sealer below.
 	 */
 	de_identity_require(priv, pub);
 	de_secure_zero(priv, sizeof(priv));

@@ -209,8 +209,8 @@ de_relout_build(DeRelOut *ro, Relation rel, MemoryContext mcxt)
 
 		/*
 		 * Stored generated columns travel like any other: the embassy keeps
-		 * the values the register stored rather than computing its own
-		 * (an expression may use tableoid, or a function that changed).
+		 * the values the register stored rather than computing its own (an
+		 * expression may use tableoid, or a function that changed).
 		 */
 		if (att->attisdropped)
 		{

@@ -121,11 +121,11 @@ de_hex_decode(const char *text, uint8 *key)
 char *
 de_key_to_text(const uint8 *pub)
 {
-	char	   *text = palloc(DE_KEY_TEXT_LEN + 1);
+	char	   *hex = palloc(DE_KEY_TEXT_LEN + 1);
 
-	de_hex_encode(pub, text);
-	text[DE_KEY_TEXT_LEN] = '\0';
-	return text;
+	de_hex_encode(pub, hex);
+	hex[DE_KEY_TEXT_LEN] = '\0';
+	return hex;
 }
 
 /*
