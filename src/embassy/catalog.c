@@ -167,6 +167,35 @@ result_register(MemoryContext cxt, int row)
 	return reg;
 }
 
+/*
+ * catalog_exec_named
+ *		Run one statement whose only parameter ($1) is a register's name.
+ *		Returns the number of rows.
+ */
+static uint64
+catalog_exec_named(const char *sql, int expected, const char *name)
+{
+	DePrivilegedSql save;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	uint64		n;
+
+	(void) catalog_begin(&save, false);
+	values[0] = CStringGetTextDatum(name);
+	n = de_privileged_sql_exec(sql, expected, 1, types, values, NULL);
+	de_privileged_sql_end(&save);
+	return n;
+}
+
+/* A row that was there a moment ago is gone (dropped meanwhile). */
+static void
+catalog_register_gone(const char *name)
+{
+	ereport(ERROR,
+			errcode(ERRCODE_UNDEFINED_OBJECT),
+			errmsg("register \"%s\" does not exist any more", name));
+}
+
 DeRegister *
 de_catalog_get_register(const char *name, DeRowLock lock, bool missing_ok)
 {
@@ -328,16 +357,9 @@ de_catalog_insert_register(const char *name, const char *conninfo,
 void
 de_catalog_delete_register(const char *name)
 {
-	DePrivilegedSql save;
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1];
-
-	(void) catalog_begin(&save, false);
-	values[0] = CStringGetTextDatum(name);
-	(void) de_privileged_sql_exec("DELETE FROM " REGISTERS
-								  " WHERE name OPERATOR(pg_catalog.=) $1",
-								  SPI_OK_DELETE, 1, types, values, NULL);
-	de_privileged_sql_end(&save);
+	(void) catalog_exec_named("DELETE FROM " REGISTERS
+							  " WHERE name OPERATOR(pg_catalog.=) $1",
+							  SPI_OK_DELETE, name);
 }
 
 void
@@ -384,44 +406,20 @@ de_catalog_set_identity(const char *name, uint64 sysid, Oid dboid,
 void
 de_catalog_set_streaming(const char *name)
 {
-	DePrivilegedSql save;
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1];
-	uint64		n;
-
-	(void) catalog_begin(&save, false);
-	values[0] = CStringGetTextDatum(name);
-	n = de_privileged_sql_exec("UPDATE " REGISTERS " SET state = 'streaming'"
-							   " WHERE name OPERATOR(pg_catalog.=) $1",
-							   SPI_OK_UPDATE, 1, types, values, NULL);
-	de_privileged_sql_end(&save);
-
-	if (n != 1)
-		ereport(ERROR,
-				errcode(ERRCODE_UNDEFINED_OBJECT),
-				errmsg("register \"%s\" does not exist any more", name));
+	if (catalog_exec_named("UPDATE " REGISTERS " SET state = 'streaming'"
+						   " WHERE name OPERATOR(pg_catalog.=) $1",
+						   SPI_OK_UPDATE, name) != 1)
+		catalog_register_gone(name);
 }
 
 void
 de_catalog_set_resync(const char *name)
 {
-	DePrivilegedSql save;
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1];
-	uint64		n;
-
-	(void) catalog_begin(&save, false);
-	values[0] = CStringGetTextDatum(name);
-	n = de_privileged_sql_exec("UPDATE " REGISTERS
-							   " SET state = 'init', copy_data = true"
-							   " WHERE name OPERATOR(pg_catalog.=) $1",
-							   SPI_OK_UPDATE, 1, types, values, NULL);
-	de_privileged_sql_end(&save);
-
-	if (n != 1)
-		ereport(ERROR,
-				errcode(ERRCODE_UNDEFINED_OBJECT),
-				errmsg("register \"%s\" does not exist any more", name));
+	if (catalog_exec_named("UPDATE " REGISTERS
+						   " SET state = 'init', copy_data = true"
+						   " WHERE name OPERATOR(pg_catalog.=) $1",
+						   SPI_OK_UPDATE, name) != 1)
+		catalog_register_gone(name);
 }
 
 void
@@ -452,9 +450,7 @@ de_catalog_set_promoted(const char *name, TimestampTz at, XLogRecPtr lsn,
 							   " WHERE name OPERATOR(pg_catalog.=) $1",
 							   SPI_OK_UPDATE, 3, types, values, nulls);
 	if (n != 1)
-		ereport(ERROR,
-				errcode(ERRCODE_UNDEFINED_OBJECT),
-				errmsg("register \"%s\" does not exist any more", name));
+		catalog_register_gone(name);
 
 	(void) de_privileged_sql_exec("INSERT INTO " PROMOTIONS
 								  " (register, promoted_at, promoted_lsn, source_lsn,"
@@ -628,20 +624,12 @@ de_catalog_register_relations(const char *register_name)
 void
 de_catalog_clear_relations(const char *register_name)
 {
-	DePrivilegedSql save;
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1];
-
-	(void) catalog_begin(&save, false);
-	values[0] = CStringGetTextDatum(register_name);
-	(void) de_privileged_sql_exec("DELETE FROM " RELATIONS
-								  " WHERE register OPERATOR(pg_catalog.=) $1",
-								  SPI_OK_DELETE, 1, types, values, NULL);
-	(void) de_privileged_sql_exec("DELETE FROM " SEQUENCES
-								  " WHERE register OPERATOR(pg_catalog.=) $1",
-								  SPI_OK_DELETE, 1, types, values, NULL);
-	de_privileged_sql_end(&save);
-
+	(void) catalog_exec_named("DELETE FROM " RELATIONS
+							  " WHERE register OPERATOR(pg_catalog.=) $1",
+							  SPI_OK_DELETE, register_name);
+	(void) catalog_exec_named("DELETE FROM " SEQUENCES
+							  " WHERE register OPERATOR(pg_catalog.=) $1",
+							  SPI_OK_DELETE, register_name);
 	de_guard_invalidate();
 }
 
