@@ -225,6 +225,7 @@ struct DeApply
 	List	   *pending_recorded;	/* local OIDs recorded, not committed (in
 									 * cxt) */
 	List	   *pending_remote; /* and the register's OIDs they follow */
+	bool		adopt_rows;		/* de_apply_adopt_rows() */
 	DeRelMapEntry *buffered;	/* entry whose inserts are buffered */
 	bool		buffer_snapshot;	/* snapshot pushed for the buffer */
 
@@ -322,6 +323,12 @@ static void apply_settle(DeApply *apply);
 static void apply_act_as_owner(DeApply *apply, Relation rel);
 static void apply_act_as_worker(DeApply *apply);
 static void apply_act_as_truncate_owner(DeApply *apply, List *rels);
+
+void
+de_apply_adopt_rows(DeApply *apply, bool adopt)
+{
+	apply->adopt_rows = adopt;
+}
 
 /*
  * de_apply_create
@@ -1329,7 +1336,7 @@ apply_record_replicated(DeApply *apply, DeRelMapEntry *entry, Relation rel)
 	owner = de_catalog_relation_register(localrelid, &remoteid);
 	if (owner == NULL)
 	{
-		if (apply_rel_has_rows(rel))
+		if (!(apply->adopt_rows && !copying) && apply_rel_has_rows(rel))
 			ereport(ERROR,
 					errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					errmsg("table \"%s.%s\" has rows but is not a replica of register \"%s\"",

@@ -42,6 +42,14 @@ extern DeApply *de_apply_create(MemoryContext mcxt, const char *register_name,
 								RepOriginId origin);
 
 /*
+ * A register added without copy_data: its DBA vouches for the tables here,
+ * so a table with rows becomes the replica of the register's table of its
+ * name at its first change.  Otherwise such a table is refused (it holds
+ * rows that did not come from the register).
+ */
+extern void de_apply_adopt_rows(DeApply *apply, bool adopt);
+
+/*
  * A new stream starts: forget the relation map (RELATION records come
  * again).  Aborts any local transaction left open by a broken stream.
  */

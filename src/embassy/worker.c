@@ -451,6 +451,7 @@ worker_run(void)
 
 	worker_setup_origin(reg.phase == DE_PHASE_INIT);
 	apply = de_apply_create(WorkerContext, register_name, origin_id);
+	de_apply_adopt_rows(apply, !reg.copy_data);
 	streamed = de_stream_create(WorkerContext, apply, register_name,
 								worker_replay_ping);
 	worker_setup_skip();

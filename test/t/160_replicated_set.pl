@@ -5,7 +5,8 @@
 # at the embassy, with rows, is not taken over by a table of the same name
 # that someone creates later at the register; and a replica does not
 # silently follow a register table that was dropped and created again
-# under its name (only a new copy moves it).
+# under its name (only a new copy moves it).  Without copy_data, the DBA
+# vouches for the tables at the embassy: one with rows is adopted.
 use strict;
 use warnings;
 
@@ -84,6 +85,30 @@ DataEmbassy::wait_caught_up($reg, $emb, 'r');
 is($emb->safe_psql('postgres', "SELECT string_agg(v, ',') FROM full_one"), 'new table',
 	'the replica now holds the new table');
 DataEmbassy::compare_tables($reg, $emb, 'postgres');
+
+# --- without copy_data the DBA vouches for the tables at the embassy ---
+# (a register database whose rows the embassy already holds, as after a
+# key rotation of the register): a table with rows is adopted at its first
+# change.
+foreach my $node ($reg, $emb)
+{
+	$node->safe_psql('postgres', 'CREATE DATABASE seeded');
+	$node->safe_psql('seeded', q{
+		CREATE EXTENSION data_embassy;
+		CREATE TABLE s (id integer PRIMARY KEY, v text);
+		INSERT INTO s SELECT g, 'seed' FROM generate_series(1, 10) g;
+	});
+}
+DataEmbassy::link_sites($reg, $emb, 'seeded', copy_data => 0,
+	register_db => 'seeded', embassy_db => 'seeded', embassy_name => 'emb_seeded');
+ok(DataEmbassy::wait_state($emb, 'seeded', 'streaming', 'seeded'),
+	'copy_data => false: streaming');
+$reg->safe_psql('seeded', "UPDATE s SET v = 'changed' WHERE id = 3");
+DataEmbassy::wait_caught_up($reg, $emb, 'seeded', register_db => 'seeded',
+	embassy_db => 'seeded');
+is($emb->safe_psql('seeded', "SELECT v FROM s WHERE id = 3"), 'changed',
+	'copy_data => false: the table with rows was adopted');
+DataEmbassy::compare_tables($reg, $emb, 'seeded');
 
 $emb->stop;
 $reg->stop;
