@@ -86,17 +86,18 @@ PG_FUNCTION_INFO_V1(data_embassy_skip);
  * hide_statement_text
  *		The statement that calls add_register carries a connection string,
  *		which may hold a password: show pg_monitor (pg_stat_activity) and
- *		the server log (the STATEMENT line of an error) a placeholder
- *		instead.  (log_statement, if set, has logged the text already.)
+ *		the server log (the STATEMENT line of an error) a fixed text that
+ *		names the call without its arguments.  (log_statement, if set, has
+ *		logged the real text already.)
  */
 static void
 hide_statement_text(void)
 {
-	static const char placeholder[] =
+	static const char shown_text[] =
 	"SELECT data_embassy.add_register(...) -- statement text hidden: it holds a connection string";
 
-	debug_query_string = placeholder;
-	pgstat_report_activity(STATE_RUNNING, placeholder);
+	debug_query_string = shown_text;
+	pgstat_report_activity(STATE_RUNNING, shown_text);
 }
 
 /*

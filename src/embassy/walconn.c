@@ -446,30 +446,36 @@ walconn_expect_shape(PGresult *res, int ntuples, int nfields,
 					  gotrows, gotfields, ntuples, nfields));
 }
 
+/*
+ * walconn_escaped
+ *		libpq's escaped copy q of a string, in palloc'd memory; q NULL (out
+ *		of memory, or bad encoding) is an error with message msg.
+ */
 static char *
-walconn_quote_identifier(DeWalConn *conn, const char *ident)
+walconn_escaped(DeWalConn *conn, char *q, const char *msg)
 {
-	char	   *q = PQescapeIdentifier(conn->conn, ident, strlen(ident));
 	char	   *result;
 
 	if (q == NULL)
-		walconn_connection_error(conn, _("could not quote an identifier"));
+		walconn_connection_error(conn, msg);
 	result = pstrdup(q);
 	PQfreemem(q);
 	return result;
 }
 
 static char *
+walconn_quote_identifier(DeWalConn *conn, const char *ident)
+{
+	return walconn_escaped(conn,
+						   PQescapeIdentifier(conn->conn, ident, strlen(ident)),
+						   _("could not quote an identifier"));
+}
+
+static char *
 walconn_quote_literal(DeWalConn *conn, const char *str)
 {
-	char	   *q = PQescapeLiteral(conn->conn, str, strlen(str));
-	char	   *result;
-
-	if (q == NULL)
-		walconn_connection_error(conn, _("could not quote a literal"));
-	result = pstrdup(q);
-	PQfreemem(q);
-	return result;
+	return walconn_escaped(conn, PQescapeLiteral(conn->conn, str, strlen(str)),
+						   _("could not quote a literal"));
 }
 
 /*
