@@ -146,6 +146,15 @@ AS 'MODULE_PATHNAME', 'data_embassy_copy_frames'
 LANGUAGE C STRICT VOLATILE;
 
 /*
+ * An embassy's heartbeat: a logical decoding message with the embassy's
+ * fresh nonce, which the output plugin seals into the embassy's stream with
+ * the register's WAL position (see src/register/heartbeat.c).
+ */
+CREATE FUNCTION heartbeat(nonce bytea) RETURNS pg_lsn
+AS 'MODULE_PATHNAME', 'data_embassy_heartbeat'
+LANGUAGE C STRICT VOLATILE;
+
+/*
  * Open frames with this site's private key and show their records.  The
  * frames must be consecutive frames of one stream; the first may be any.
  */
@@ -354,6 +363,8 @@ GRANT EXECUTE ON FUNCTION generate_key(), public_key(),
 
 /* copy_frames checks itself: superusers, admins and replication roles. */
 GRANT EXECUTE ON FUNCTION copy_frames(text) TO PUBLIC;
+/* heartbeat checks itself likewise */
+GRANT EXECUTE ON FUNCTION heartbeat(bytea) TO PUBLIC;
 GRANT SELECT ON embassy_pins TO data_embassy_admin;
 
 GRANT EXECUTE ON FUNCTION register_status(), frame_header(bytea),

@@ -37,6 +37,7 @@ int			de_compression_level = 1;
 int			de_max_registers = 8;
 int			de_retry_interval_ms = 5000;
 int			de_status_interval_ms = 1000;
+int			de_heartbeat_interval_ms = 5000;
 int			de_sequence_interval_ms = 1000;
 int			de_decoding_work_mem_kb = 16384;
 bool		de_stream_in_progress = true;
@@ -80,6 +81,15 @@ _PG_init(void)
 							NULL,
 							&de_status_interval_ms,
 							1000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("data_embassy.heartbeat_interval",
+							"Sets how often an apply worker asks its register for a sealed heartbeat.",
+							"The register seals the heartbeat's fresh nonce and its WAL position into the stream; the lag and failover views measure freshness from the latest one.",
+							&de_heartbeat_interval_ms,
+							5000, 100, 3600 * 1000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);

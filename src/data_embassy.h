@@ -22,6 +22,7 @@ extern int	de_compression_level;	/* data_embassy.compression_level */
 extern int	de_max_registers;	/* data_embassy.max_registers */
 extern int	de_retry_interval_ms;	/* data_embassy.retry_interval */
 extern int	de_status_interval_ms;	/* data_embassy.status_interval */
+extern int	de_heartbeat_interval_ms;	/* data_embassy.heartbeat_interval */
 extern int	de_sequence_interval_ms;	/* data_embassy.sequence_interval */
 extern int	de_decoding_work_mem_kb;	/* data_embassy.decoding_work_mem */
 extern bool de_stream_in_progress;	/* data_embassy.stream_in_progress */

@@ -138,7 +138,7 @@ data_embassy_add_register(PG_FUNCTION_ARGS)
 	bool		copy_data;
 	uint8		priv[DE_KEY_LEN];
 	uint8		own_pub[DE_KEY_LEN];
-	uint8		register_pub[DE_KEY_LEN];
+	DePublicKey register_pub;
 
 	de_require_preloaded();
 	de_check_admin_call("data_embassy.add_register()");
@@ -158,8 +158,8 @@ data_embassy_add_register(PG_FUNCTION_ARGS)
 				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				errmsg("register_key must not be null"));
 	de_key_from_text(text_to_cstring(PG_GETARG_TEXT_PP(2)), "register_key",
-					 register_pub);
-	key_text = de_key_to_text(register_pub);
+					 &register_pub);
+	key_text = de_key_to_text(&register_pub);
 
 	if (PG_ARGISNULL(3))
 		ereport(ERROR,
@@ -173,7 +173,7 @@ data_embassy_add_register(PG_FUNCTION_ARGS)
 	 */
 	de_identity_require(priv, own_pub);
 	explicit_bzero(priv, sizeof(priv));
-	if (memcmp(own_pub, register_pub, DE_KEY_LEN) == 0)
+	if (memcmp(own_pub, register_pub.dh, DE_KEY_LEN) == 0)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("register_key is this embassy's own public key"),

@@ -174,7 +174,9 @@ de_initial_sync(const DeInitialSync *sync)
 		copycxt = AllocSetContextCreate(sync->cxt,
 										"data_embassy initial copy",
 										ALLOCSET_DEFAULT_SIZES);
-		opener = de_opener_create(copycxt, sync->own_priv, sync->register_pub,
+		opener = de_opener_create(copycxt, sync->own_priv,
+								  sync->register_pub->dh,
+								  sync->register_pub->sign, NULL,
 								  DE_FRAME_KIND_COPY, true,
 								  reg->sysid, reg->dboid);
 

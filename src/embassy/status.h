@@ -89,6 +89,18 @@ typedef struct DeRegisterSlot
 	TimestampTz promoted_at;
 	XLogRecPtr	promoted_lsn;
 
+	/*
+	 * Sealed freshness: the newest heartbeat the register sealed with a nonce
+	 * this embassy made, the moment the nonce was made (the register was
+	 * alive then or later), its WAL flush position and the heartbeat's own
+	 * position.  heartbeat_requested_at: somebody (promote) wants a heartbeat
+	 * made after this moment; the worker sends one at once.
+	 */
+	TimestampTz proof_at;
+	XLogRecPtr	proof_flush_lsn;
+	XLogRecPtr	proof_lsn;
+	TimestampTz heartbeat_requested_at;
+
 	/* the latest initial copy (or resync) since server start */
 	bool		copy_started;
 	uint64		copy_tables_done;	/* tables whose rows all arrived */

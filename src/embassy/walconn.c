@@ -48,6 +48,9 @@
 
 #include "data_embassy.h"
 #include "embassy/walconn.h"
+#include "seal/codec.h"
+#include "seal/frame.h"
+#include "utils/builtins.h"
 
 /* Defaults added when the user's conninfo does not set them. */
 #define WALCONN_CONNECT_TIMEOUT		"30"
@@ -927,9 +930,11 @@ de_walconn_drop_slot(DeWalConn *conn, const char *slot, bool missing_ok)
 void
 de_walconn_start_streaming(DeWalConn *conn, const char *slot,
 						   XLogRecPtr start, const char *embassy_key,
+						   const uint8 *session,
 						   int decoding_work_mem_kb,
 						   bool stream_in_progress)
 {
+	char		session_hex[2 * DE_SESSION_LEN + 1];
 	char	   *what = psprintf(_("could not start streaming from replication slot \"%s\""),
 								slot);
 	char	   *query;
@@ -939,15 +944,71 @@ de_walconn_start_streaming(DeWalConn *conn, const char *slot,
 	if (decoding_work_mem_kb > 0)
 		snprintf(workmem, sizeof(workmem), ", \"decoding_work_mem\" '%d'",
 				 decoding_work_mem_kb);
-	query = psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X (\"embassy_key\" %s%s%s)",
+	hex_encode((const char *) session, DE_SESSION_LEN, session_hex);
+	session_hex[2 * DE_SESSION_LEN] = '\0';
+	query = psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X (\"embassy_key\" %s, \"session\" '%s', \"frame_version\" '%d'%s%s)",
 					 walconn_quote_identifier(conn, slot),
 					 LSN_FORMAT_ARGS(start),
-					 walconn_quote_literal(conn, embassy_key), workmem,
+					 walconn_quote_literal(conn, embassy_key), session_hex,
+					 DE_FRAME_VERSION, workmem,
 					 stream_in_progress ? ", \"stream_in_progress\" 'on'" : "");
 	res = walconn_exec(conn, query, what);
 	pfree(query);
 	walconn_expect(conn, res, PGRES_COPY_BOTH, what);
 	PQclear(res);
+}
+
+/*
+ * de_walconn_heartbeat_send
+ *		Ask the register, over an ordinary connection, to seal a heartbeat
+ *		with this nonce into the stream (data_embassy.heartbeat()).  Does
+ *		not wait for the answer: the proof comes back in the stream, and
+ *		de_walconn_heartbeat_poll() collects the command's result.
+ */
+void
+de_walconn_heartbeat_send(DeWalConn *conn, const uint8 *nonce)
+{
+	const char *what = _("could not send a heartbeat to the register");
+	const char *values[1];
+	int			lengths[1];
+	int			formats[1] = {1};
+	Oid			types[1] = {BYTEAOID};
+
+	values[0] = (const char *) nonce;
+	lengths[0] = DE_HEARTBEAT_NONCE_LEN;
+	if (!PQsendQueryParams(conn->conn,
+						   "SELECT data_embassy.heartbeat($1)",
+						   1, types, values, lengths, formats, 0))
+		walconn_connection_error(conn, what);
+	walconn_flush(conn, what);
+}
+
+/*
+ * de_walconn_heartbeat_poll
+ *		Collect the result of a heartbeat without blocking: true once the
+ *		command is done, false while it runs.  A refusal by the register
+ *		(say, the role may not call heartbeat()) is raised with its words.
+ */
+bool
+de_walconn_heartbeat_poll(DeWalConn *conn)
+{
+	const char *what = _("could not send a heartbeat to the register");
+
+	for (;;)
+	{
+		PGresult   *res;
+
+		if (PQconsumeInput(conn->conn) == 0)
+			walconn_connection_error(conn, what);
+		if (PQisBusy(conn->conn))
+			return false;
+		res = PQgetResult(conn->conn);
+		if (res == NULL)
+			return true;
+		if (PQresultStatus(res) != PGRES_TUPLES_OK)
+			walconn_report(conn, res, what);
+		PQclear(res);
+	}
 }
 
 /*

@@ -83,15 +83,24 @@ extern void de_walconn_drop_slot(DeWalConn *conn, const char *slot,
 								 bool missing_ok);
 
 /*
- * START_REPLICATION SLOT slot LOGICAL start ("embassy_key" 'key'), with
+ * START_REPLICATION SLOT slot LOGICAL start ("embassy_key" 'key',
+ * "session" 'hex', "frame_version" '2'), with
  * "decoding_work_mem" too when decoding_work_mem_kb > 0, and
  * "stream_in_progress" 'on' when stream_in_progress.
  */
 extern void de_walconn_start_streaming(DeWalConn *conn, const char *slot,
 									   XLogRecPtr start,
 									   const char *embassy_key,
+									   const uint8 *session,
 									   int decoding_work_mem_kb,
 									   bool stream_in_progress);
+
+/*
+ * Heartbeats, over an ordinary connection: send one (nonce of
+ * DE_HEARTBEAT_NONCE_LEN bytes) without waiting, then poll until done.
+ */
+extern void de_walconn_heartbeat_send(DeWalConn *conn, const uint8 *nonce);
+extern bool de_walconn_heartbeat_poll(DeWalConn *conn);
 
 /* A message of the replication stream, parsed. */
 typedef enum DeWalMessageKind

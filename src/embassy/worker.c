@@ -91,6 +91,10 @@
 
 /* application_name of our connections on the register */
 #define WORKER_APPNAME				"data_embassy"
+#define WORKER_HEARTBEAT_APPNAME	"data_embassy heartbeat"
+
+/* heartbeat nonces remembered until their proof comes back */
+#define WORKER_HEARTBEATS			8
 
 /* What a worker must do about the control flags of its slot. */
 typedef enum WorkerControl
@@ -111,7 +115,7 @@ static MemoryContext FrameContext = NULL;
 
 static uint8 own_priv[DE_KEY_LEN];
 static uint8 own_pub[DE_KEY_LEN];
-static uint8 register_pub[DE_KEY_LEN];
+static DePublicKey register_pub;
 static char *own_key_text = NULL;
 
 static RepOriginId origin_id = InvalidRepOriginId;
@@ -119,6 +123,29 @@ static DeApply *apply = NULL;
 static DeStream *streamed = NULL;
 
 static DeWalConn *stream_conn = NULL;
+
+/*
+ * The sealed session: the nonce this connection was given, whether the
+ * stream's HELLO has arrived, and the heartbeats asked for over hb_conn.
+ */
+static uint8 session[DE_SESSION_LEN];
+static XLogRecPtr stream_start = InvalidXLogRecPtr;
+static bool hello_seen = false;
+static TimestampTz session_started_at = 0;
+
+typedef struct WorkerHeartbeat
+{
+	uint8		nonce[DE_HEARTBEAT_NONCE_LEN];
+	TimestampTz issued_at;		/* 0: free */
+}			WorkerHeartbeat;
+
+static DeWalConn *hb_conn = NULL;
+static WorkerHeartbeat heartbeats[WORKER_HEARTBEATS];
+static int	hb_next = 0;
+static bool hb_outstanding = false; /* a heartbeat() call is running */
+static TimestampTz hb_sent_at = 0;
+static TimestampTz proof_at = 0;	/* issue time of the newest proven
+									 * heartbeat (sealed freshness) */
 
 /* stream progress, mirrored into the slot once per frame */
 static XLogRecPtr source_lsn = InvalidXLogRecPtr;
@@ -158,6 +185,11 @@ static bool worker_load_register(void);
 static void worker_setup_origin(bool reset);
 static void worker_connect(void);
 static void worker_check_identity(uint64 sysid, Oid dboid, bool pin);
+static void worker_heartbeat(void);
+static void worker_check_hello(const DeFrameHeader *hdr, const DeRecord *rec,
+							   bool stream);
+static void worker_heartbeat_proof(const DeFrameHeader *hdr,
+								   const DeRecord *rec);
 static void worker_initial_sync(void);
 static void worker_apply_copy_frame(DeOpener *opener, const char *frame,
 									size_t len);
@@ -359,6 +391,12 @@ worker_close_connections(void)
 		de_walconn_close(stream_conn);
 		stream_conn = NULL;
 	}
+	if (hb_conn != NULL)
+	{
+		de_walconn_close(hb_conn);
+		hb_conn = NULL;
+	}
+	hb_outstanding = false;
 }
 
 /*
@@ -446,8 +484,14 @@ worker_run(void)
 	de_slot_set_state(MySlot, DE_STATE_INITIALIZING, NULL);
 
 	de_identity_require(own_priv, own_pub);
-	own_key_text = MemoryContextStrdup(WorkerContext, de_key_to_text(own_pub));
-	de_key_from_text(reg.register_key, "register_key", register_pub);
+	{
+		DePublicKey own_key;
+
+		de_identity_public(&own_key);
+		own_key_text = MemoryContextStrdup(WorkerContext,
+										   de_key_to_text(&own_key));
+	}
+	de_key_from_text(reg.register_key, "register_key", &register_pub);
 
 	worker_setup_origin(reg.phase == DE_PHASE_INIT);
 	apply = de_apply_create(WorkerContext, register_name, origin_id);
@@ -555,8 +599,11 @@ worker_connect(void)
 	de_walconn_identify(stream_conn, &sysid, &tli, &xlogpos);
 	dboid = de_walconn_database_oid(stream_conn);
 
+	/*
+	 * xlogpos and tli travel unsealed: they are logged, never acted on.  The
+	 * stream's sealed HELLO and heartbeats say where the register stands.
+	 */
 	worker_check_identity(sysid, dboid, true);
-	worker_note_source(xlogpos);
 	logged_caught_up = false;
 
 	ereport(LOG,
@@ -624,13 +671,14 @@ worker_initial_sync(void)
 	sync.stream_conn = stream_conn;
 	sync.own_priv = own_priv;
 	sync.own_key_text = own_key_text;
-	sync.register_pub = register_pub;
+	sync.register_pub = &register_pub;
 	sync.cxt = WorkerContext;
 	sync.apply_frame = worker_apply_copy_frame;
 	sync.check_stop = worker_check_stop;
 
 	copy_relations_seen = 0;
 	copy_end_seen = false;
+	hello_seen = false;
 	copy_rows_counted = 0;
 
 	de_initial_sync(&sync);
@@ -754,8 +802,7 @@ worker_paused_loop(void)
 					worker_check_identity(sysid,
 										  de_walconn_database_oid(conn),
 										  false);
-				worker_note_source(xlogpos);
-				worker_publish(DE_STATE_PAUSED, true, 0, 0, 0);
+				worker_publish(DE_STATE_PAUSED, false, 0, 0, 0);
 				de_slot_set_state(MySlot, DE_STATE_PAUSED, "");
 			}
 			PG_CATCH();
@@ -802,7 +849,6 @@ worker_stream(void)
 {
 	MemoryContext streamcxt;
 	DeOpener   *opener;
-	XLogRecPtr	stream_start;
 	TimestampTz last_recv;
 	bool		ping_sent = false;
 
@@ -813,20 +859,28 @@ worker_stream(void)
 	de_stream_reset(streamed);
 	de_apply_reset_stream(apply);
 	MemoryContextSwitchTo(WorkerContext);
-	opener = de_opener_create(streamcxt, own_priv, register_pub,
+	/* a fresh nonce binds every frame of this stream to this connection */
+	if (!pg_strong_random(session, sizeof(session)))
+		ereport(ERROR,
+				errcode(ERRCODE_INTERNAL_ERROR),
+				errmsg("could not generate a random session nonce"));
+	session_started_at = GetCurrentTimestamp();
+	hello_seen = false;
+	opener = de_opener_create(streamcxt, own_priv, register_pub.dh,
+							  register_pub.sign, session,
 							  DE_FRAME_KIND_STREAM, true,
 							  reg.sysid, reg.dboid);
 
-	/* a stream must start where the replica stands, or earlier */
+	/* a stream must start exactly where the replica stands */
 	stream_start = replorigin_session_get_progress(false);
-	de_opener_limit_start(opener, stream_start);
+	de_opener_expect_start(opener, stream_start);
 	last_sent_flush = InvalidXLogRecPtr;
 	last_feedback_at = 0;
 	last_persist_at = GetCurrentTimestamp();
 
 	worker_check_remote_slot();
 	de_walconn_start_streaming(stream_conn, reg.slot_name, stream_start,
-							   own_key_text, de_decoding_work_mem_kb,
+							   own_key_text, session, de_decoding_work_mem_kb,
 							   de_stream_in_progress);
 	ereport(DEBUG1,
 			errmsg_internal("register \"%s\": streaming from %X/%X",
@@ -872,6 +926,7 @@ worker_stream(void)
 
 		worker_persist_position(false);
 		worker_send_feedback(false, false);
+		worker_heartbeat();
 
 		/* a register that went silent: ping, then give up */
 		now = GetCurrentTimestamp();
@@ -945,15 +1000,12 @@ worker_handle_message(DeOpener *opener, const DeWalMessage *msg)
 			}
 
 		case DE_WAL_KEEPALIVE:
-			if (!failures_reset)
-			{
-				/* the register answers: an old connection error is over */
-				de_slot_set_state(MySlot, catching_up ?
-								  DE_STATE_CATCHING_UP :
-								  DE_STATE_STREAMING, "");
-			}
-			worker_publish(catching_up ? DE_STATE_CATCHING_UP :
-						   DE_STATE_STREAMING, true, 0, 0, 0);
+
+			/*
+			 * Keepalives travel unsealed: anyone on the path could forge
+			 * them, so they prove nothing about the register and change no
+			 * view.  They are answered with what is authenticated.
+			 */
 			if (msg->reply_requested)
 				worker_send_feedback(true, false);
 			break;
@@ -1002,6 +1054,19 @@ worker_apply_frame(DeOpener *opener, const char *frame, size_t len,
 			MemoryContextSwitchTo(FrameContext);
 			if (!de_read_record(&reader, &rec))
 				break;
+
+			/* the session's first record, and heartbeats */
+			if (rec.type == DE_REC_HELLO || !hello_seen)
+			{
+				worker_check_hello(&hdr, &rec, stream);
+				if (rec.type == DE_REC_HELLO)
+					continue;
+			}
+			if (rec.type == DE_REC_HEARTBEAT)
+			{
+				worker_heartbeat_proof(&hdr, &rec);
+				continue;
+			}
 
 			/* transactions streamed before their commit: stream.c */
 			if (stream &&
@@ -1060,7 +1125,156 @@ worker_apply_frame(DeOpener *opener, const char *frame, size_t len,
 
 	worker_publish(stream ? (catching_up ? DE_STATE_CATCHING_UP :
 							 DE_STATE_STREAMING) : DE_STATE_COPYING,
-				   true, 1, len, hdr.plain_len);
+				   false, 1, len, hdr.plain_len);
+}
+
+/*
+ * worker_check_hello
+ *		The first record of a stream or copy must be its sealed HELLO, and
+ *		only the first.  For a stream it must name our slot and start exactly
+ *		where we asked (the opener checked the frame header's start too);
+ *		a register whose WAL ends before that has rewound its history.
+ */
+static void
+worker_check_hello(const DeFrameHeader *hdr, const DeRecord *rec, bool stream)
+{
+	if (rec->type != DE_REC_HELLO)
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("stream from register \"%s\" does not begin with its HELLO record",
+					   register_name),
+				errdetail("Frame %llu begins with a %s record.",
+						  (unsigned long long) hdr->seq,
+						  de_record_type_name(rec->type)));
+	if (hello_seen)
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("stream from register \"%s\" holds a second HELLO record",
+					   register_name),
+				errdetail("Frame %llu holds it.", (unsigned long long) hdr->seq));
+	if (reg.slot_name == NULL || strcmp(rec->slot, reg.slot_name) != 0)
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("stream from register \"%s\" belongs to another replication slot",
+					   register_name),
+				errdetail("Its HELLO names slot \"%s\"; this embassy's slot is \"%s\".",
+						  rec->slot, reg.slot_name ? reg.slot_name : ""));
+	if (stream)
+	{
+		if (rec->lsn != stream_start || hdr->start_lsn != stream_start)
+			ereport(ERROR,
+					errcode(ERRCODE_PROTOCOL_VIOLATION),
+					errmsg("stream from register \"%s\" does not start where this embassy asked",
+						   register_name),
+					errdetail("The register says decoding starts at %X/%X; this embassy asked for %X/%X.",
+							  LSN_FORMAT_ARGS(rec->lsn),
+							  LSN_FORMAT_ARGS(stream_start)));
+		if (rec->end_lsn < stream_start)
+			ereport(ERROR,
+					errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					errmsg("register \"%s\" has rewound its history",
+						   register_name),
+					errdetail("Its WAL ends at %X/%X on timeline %u, but this embassy has applied changes up to %X/%X.",
+							  LSN_FORMAT_ARGS(rec->end_lsn), hdr->timeline,
+							  LSN_FORMAT_ARGS(stream_start)),
+					errhint("The register was restored from an older backup, or another server answers in its name.  Once the register is right, copy it anew with data_embassy.resync_register()."));
+
+		/* the register was alive, sealing for this session, since it began */
+		if (session_started_at > proof_at)
+			proof_at = session_started_at;
+		source_lsn = Max(source_lsn, rec->end_lsn);
+	}
+	hello_seen = true;
+}
+
+/*
+ * worker_heartbeat
+ *		Every heartbeat interval, ask the register (over an ordinary
+ *		connection, without waiting) for a sealed heartbeat with a fresh
+ *		nonce, and collect the answer of the previous one.  A register
+ *		that does not answer within wal_receiver_timeout is a lost
+ *		connection.
+ */
+static void
+worker_heartbeat(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	WorkerHeartbeat *hb;
+	bool		requested;
+
+	if (hb_outstanding)
+	{
+		if (de_walconn_heartbeat_poll(hb_conn))
+			hb_outstanding = false;
+		else if (wal_receiver_timeout > 0 &&
+				 TimestampDifferenceExceeds(hb_sent_at, now,
+											Max(wal_receiver_timeout,
+												de_heartbeat_interval_ms)))
+			ereport(ERROR,
+					errcode(ERRCODE_CONNECTION_FAILURE),
+					errmsg("register \"%s\" did not answer a heartbeat for %d ms",
+						   register_name,
+						   Max(wal_receiver_timeout, de_heartbeat_interval_ms)));
+		if (hb_outstanding)
+			return;
+	}
+
+	SpinLockAcquire(&MySlot->mutex);
+	requested = MySlot->heartbeat_requested_at > hb_sent_at;
+	SpinLockRelease(&MySlot->mutex);
+
+	if (!requested && hb_sent_at != 0 &&
+		!TimestampDifferenceExceeds(hb_sent_at, now, de_heartbeat_interval_ms))
+		return;
+
+	if (hb_conn == NULL)
+		hb_conn = de_walconn_connect(reg.conninfo, false,
+									 WORKER_HEARTBEAT_APPNAME);
+
+	hb = &heartbeats[hb_next];
+	hb_next = (hb_next + 1) % WORKER_HEARTBEATS;
+	if (!pg_strong_random(hb->nonce, sizeof(hb->nonce)))
+		ereport(ERROR,
+				errcode(ERRCODE_INTERNAL_ERROR),
+				errmsg("could not generate a random heartbeat nonce"));
+	hb->issued_at = GetCurrentTimestamp();
+	de_walconn_heartbeat_send(hb_conn, hb->nonce);
+	hb_outstanding = true;
+	hb_sent_at = hb->issued_at;
+}
+
+/*
+ * worker_heartbeat_proof
+ *		A sealed HEARTBEAT: if it carries a nonce we issued, the register was
+ *		alive at or after the moment we made the nonce, its WAL reached
+ *		flush_lsn, and we have received everything it decoded before.  Other
+ *		embassies' heartbeats travel in every stream of the database; their
+ *		positions are sealed, but their nonces prove no time to us.
+ */
+static void
+worker_heartbeat_proof(const DeFrameHeader *hdr, const DeRecord *rec)
+{
+	int			i;
+
+	source_lsn = Max(source_lsn, rec->end_lsn);
+	for (i = 0; i < WORKER_HEARTBEATS; i++)
+	{
+		WorkerHeartbeat *hb = &heartbeats[i];
+
+		if (hb->issued_at == 0 ||
+			memcmp(hb->nonce, rec->nonce, DE_HEARTBEAT_NONCE_LEN) != 0)
+			continue;
+		if (hb->issued_at > proof_at)
+			proof_at = hb->issued_at;
+		hb->issued_at = 0;
+
+		SpinLockAcquire(&MySlot->mutex);
+		MySlot->proof_at = proof_at;
+		MySlot->proof_flush_lsn = rec->end_lsn;
+		MySlot->proof_lsn = rec->lsn;
+		SpinLockRelease(&MySlot->mutex);
+		break;
+	}
 }
 
 /*

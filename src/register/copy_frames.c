@@ -218,8 +218,7 @@ copy_next_frame(CopyFramesState *state)
 	uint16		flags = DE_FRAME_TXN_OPEN;
 	XLogRecPtr	source_lsn;
 
-	resetStringInfo(&state->body);
-
+	/* the body may already hold the HELLO, or the next table's RELATION */
 	while (state->body.len < state->batch_bytes)
 	{
 		bool		found;
@@ -261,6 +260,7 @@ copy_next_frame(CopyFramesState *state)
 	de_sealer_seal(state->sealer, state->body.data, (uint32) state->body.len,
 				   flags, state->lsn, state->lsn, source_lsn, &out);
 	SET_VARSIZE(out.data, out.len);
+	resetStringInfo(&state->body);
 
 	return (bytea *) out.data;
 }
@@ -279,7 +279,8 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 	{
 		ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 		char	   *keytext = text_to_cstring(PG_GETARG_TEXT_PP(0));
-		uint8		embassy_pub[DE_KEY_LEN];
+		DePublicKey embassy_key;
+		uint8		session[DE_SESSION_LEN] = {0};
 		uint8		priv[DE_KEY_LEN];
 		uint8		pub[DE_KEY_LEN];
 		MemoryContext old;
@@ -295,8 +296,8 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 					errmsg("permission denied to copy tables to an embassy"),
 					errhint("Only superusers, roles with the REPLICATION attribute and members of role \"%s\" may do this.",
 							DE_ADMIN_ROLE));
-		de_key_from_text(keytext, "embassy_key", embassy_pub);
-		de_pin_require(embassy_pub);
+		de_key_from_text(keytext, "embassy_key", &embassy_key);
+		de_pin_require(&embassy_key);
 
 		funcctx = SRF_FIRSTCALL_INIT();
 		old = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
@@ -313,17 +314,26 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 		state->snapshot = RegisterSnapshot(ActiveSnapshotSet() ?
 										   GetActiveSnapshot() :
 										   GetTransactionSnapshot());
-		state->lsn = copy_slot_lsn(embassy_pub);
+		state->lsn = copy_slot_lsn(embassy_key.dh);
 
 		de_identity_require(priv, pub);
-		state->sealer = de_sealer_create(state->mcxt, priv, pub, embassy_pub,
+		state->sealer = de_sealer_create(state->mcxt, priv, pub,
+										 embassy_key.dh, session,
 										 GetSystemIdentifier(), MyDatabaseId,
+										 GetWALInsertionTimeLine(),
 										 DE_FRAME_KIND_COPY,
 										 de_compression_level, state->lsn);
 		de_secure_zero(priv, sizeof(priv));
 
 		initStringInfo(&state->body);
 		enlargeStringInfo(&state->body, state->batch_bytes + 8192);
+		{
+			char	   *slot_name = de_slot_name_for_key(embassy_key.dh,
+														 MyDatabaseId);
+
+			de_write_hello(&state->body, slot_name, state->lsn,
+						   GetFlushRecPtr(NULL));
+		}
 		copy_list_tables(state);
 
 		if (rsinfo != NULL && IsA(rsinfo, ReturnSetInfo))

@@ -91,7 +91,7 @@ de_pins_relid(void)
  * historic snapshot while decoding (embassy_pins is a user catalog table).
  */
 static bool
-de_pin_find(const uint8 *embassy_pub)
+de_pin_find(const DePublicKey * embassy_key)
 {
 	Oid			relid;
 	Relation	rel;
@@ -103,7 +103,7 @@ de_pin_find(const uint8 *embassy_pub)
 	Assert(IsTransactionState());
 
 	relid = de_pins_relid();
-	keytext = de_key_to_text(embassy_pub);
+	keytext = de_key_to_text(embassy_key);
 
 	rel = table_open(relid, AccessShareLock);
 	if (RelationGetDescr(rel)->natts < Natts_de_pins_min)
@@ -142,9 +142,9 @@ de_pin_find(const uint8 *embassy_pub)
  *		Refuse an embassy key that is not pinned in the current database.
  */
 void
-de_pin_require(const uint8 *embassy_pub)
+de_pin_require(const DePublicKey * embassy_key)
 {
-	if (!de_pin_find(embassy_pub))
+	if (!de_pin_find(embassy_key))
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 				errmsg("embassy key is not pinned in database \"%s\"",
@@ -163,7 +163,7 @@ data_embassy_add_embassy(PG_FUNCTION_ARGS)
 {
 	char	   *name;
 	char	   *keytext;
-	uint8		pub[DE_KEY_LEN];
+	DePublicKey pub;
 	char	   *canonical;
 	char	   *slot_name;
 	DePrivilegedSql saved;
@@ -175,9 +175,9 @@ data_embassy_add_embassy(PG_FUNCTION_ARGS)
 	name = de_name_arg(fcinfo, 0, DE_NAME_EMBASSY);
 
 	keytext = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
-	de_key_from_text(keytext, "embassy_key", pub);
-	canonical = de_key_to_text(pub);
-	slot_name = de_slot_name_for_key(pub, MyDatabaseId);
+	de_key_from_text(keytext, "embassy_key", &pub);
+	canonical = de_key_to_text(&pub);
+	slot_name = de_slot_name_for_key(pub.dh, MyDatabaseId);
 
 	values[0] = CStringGetTextDatum(name);
 	values[1] = CStringGetTextDatum(canonical);

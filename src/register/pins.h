@@ -11,7 +11,7 @@
 #ifndef DE_PINS_H
 #define DE_PINS_H
 
-#include "seal/crypto.h"
+#include "seal/keys.h"
 
 /*
  * Raise ERROR (ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION) unless this
@@ -20,6 +20,6 @@
  * caller must be in a transaction.  Also raises ERROR when the extension
  * is not installed in this database.
  */
-extern void de_pin_require(const uint8 *embassy_pub);
+extern void de_pin_require(const DePublicKey * embassy_key);
 
 #endif							/* DE_PINS_H */

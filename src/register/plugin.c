@@ -63,6 +63,7 @@
 #include "miscadmin.h"
 #include "replication/logical.h"
 #include "replication/output_plugin.h"
+#include "replication/snapbuild.h"
 #include "replication/walsender.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
@@ -118,7 +119,9 @@ typedef struct DePluginData
 	MemoryContext frame_cxt;	/* the frame body */
 	MemoryContext change_cxt;	/* reset after every callback */
 
-	uint8		embassy_pub[DE_KEY_LEN];
+	DePublicKey embassy_key;
+	uint8		session[DE_SESSION_LEN];	/* the embassy's nonce, or zeros */
+	XLogRecPtr	start_lsn;		/* where decoding really starts */
 	int			batch_bytes;
 	int			zstd_level;
 	Oid			schema_oid;		/* data_embassy schema: not replicated */
@@ -272,6 +275,8 @@ de_plugin_parse_options(List *options, DePluginData *data)
 	bool		level_given = false;
 	bool		workmem_given = false;
 	bool		stream_given = false;
+	bool		session_given = false;
+	bool		version_given = false;
 
 	data->batch_bytes = de_batch_size_kb * 1024;
 	data->zstd_level = de_compression_level;
@@ -288,7 +293,7 @@ de_plugin_parse_options(List *options, DePluginData *data)
 				goto duplicate;
 			key_given = true;
 			de_key_from_text(de_option_value(elem), "embassy_key",
-							 data->embassy_pub);
+							 &data->embassy_key);
 		}
 		else if (strcmp(elem->defname, "batch_size") == 0)
 		{
@@ -338,13 +343,46 @@ de_plugin_parse_options(List *options, DePluginData *data)
 							   elem->defname, de_option_value(elem)),
 						errhint("Use a boolean value."));
 		}
+		else if (strcmp(elem->defname, "session") == 0)
+		{
+			const char *hex = de_option_value(elem);
+
+			if (session_given)
+				goto duplicate;
+			session_given = true;
+			if (strlen(hex) != 2 * DE_SESSION_LEN)
+				ereport(ERROR,
+						errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("invalid value for option \"%s\"",
+							   elem->defname),
+						errdetail("A session is %d hexadecimal digits.",
+								  2 * DE_SESSION_LEN));
+			(void) hex_decode(hex, 2 * DE_SESSION_LEN,
+							  (char *) data->session);
+		}
+		else if (strcmp(elem->defname, "frame_version") == 0)
+		{
+			int			version;
+
+			if (version_given)
+				goto duplicate;
+			version_given = true;
+			version = de_option_int(elem, 0, 0, 255);
+			if (version != DE_FRAME_VERSION)
+				ereport(ERROR,
+						errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						errmsg("embassy reads frame format version %d, but this register writes version %d",
+							   version, DE_FRAME_VERSION),
+						errhint("Run the same version of data_embassy on the register and on the embassy."));
+		}
 		else
 			ereport(ERROR,
 					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					errmsg("option \"%s\" is not recognized by output plugin \"%s\"",
 						   elem->defname, DE_PLUGIN_NAME),
-					errhint("Valid options are \"%s\", \"%s\", \"%s\", \"%s\" and \"%s\".",
-							"embassy_key", "batch_size", "compression_level",
+					errhint("Valid options are \"%s\", \"%s\", \"%s\", \"%s\", \"%s\", \"%s\" and \"%s\".",
+							"embassy_key", "session", "frame_version",
+							"batch_size", "compression_level",
 							"decoding_work_mem", "stream_in_progress"));
 		continue;
 
@@ -610,6 +648,40 @@ de_plugin_begin_if_needed(DePluginData *data, ReorderBufferTXN *txn,
 
 /* ---------- startup and shutdown ---------- */
 
+/*
+ * de_plugin_decoding_start
+ *		The position decoding of this session really starts from.
+ *
+ * CreateDecodingContext() starts at the larger of the client's requested
+ * position and the slot's confirmed_flush, and keeps it in the snapshot
+ * builder, whose struct is private; SnapBuildXactNeedsSkip() answers
+ * "ptr < start" for any ptr, so a binary search finds it exactly.  The
+ * answer is sealed into the stream's HELLO, so the embassy learns where the
+ * stream begins from the register, not from the network.
+ */
+static XLogRecPtr
+de_plugin_decoding_start(LogicalDecodingContext *ctx)
+{
+	XLogRecPtr	lo = ctx->slot->data.confirmed_flush;	/* not skipped... */
+	XLogRecPtr	hi = PG_UINT64_MAX;
+
+	/* ...unless confirmed_flush itself is below the start */
+	if (!SnapBuildXactNeedsSkip(ctx->snapshot_builder, lo))
+		return lo;
+
+	/* invariant: lo is skipped (below the start), hi is not */
+	while (hi - lo > 1)
+	{
+		XLogRecPtr	mid = lo + (hi - lo) / 2;
+
+		if (SnapBuildXactNeedsSkip(ctx->snapshot_builder, mid))
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return hi;
+}
+
 static void
 de_plugin_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
 				  bool is_init)
@@ -658,7 +730,7 @@ de_plugin_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
 		StartTransactionCommand();
 		started = true;
 	}
-	de_pin_require(data->embassy_pub);
+	de_pin_require(&data->embassy_key);
 	data->schema_oid = de_schema_oid(false);
 	if (started)
 		CommitTransactionCommand();
@@ -676,18 +748,40 @@ de_plugin_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
 											 "data_embassy change",
 											 ALLOCSET_DEFAULT_SIZES);
 
+	/*
+	 * Where decoding really starts: the larger of what the client asked for
+	 * and the slot's confirmed position.  Refuse a slot confirmed past the
+	 * WAL this register has written (its WAL was rewound under it, by a
+	 * restore from an older backup, or feedback was forged).
+	 */
+	data->start_lsn = de_plugin_decoding_start(ctx);
+	if (data->start_lsn > GetFlushRecPtr(NULL))
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("replication slot \"%s\" starts past the end of this register's WAL",
+					   NameStr(ctx->slot->data.name)),
+				errdetail("Decoding would start at %X/%X, but the WAL is flushed only up to %X/%X.",
+						  LSN_FORMAT_ARGS(data->start_lsn),
+						  LSN_FORMAT_ARGS(GetFlushRecPtr(NULL))),
+				errhint("The register's history went back (a restore from an older backup?) or its slot was confirmed by a forger.  The embassy must copy this register anew."));
+
 	data->sealer = de_sealer_create(ctx->context, priv, pub,
-									data->embassy_pub, GetSystemIdentifier(),
-									MyDatabaseId, DE_FRAME_KIND_STREAM,
-									data->zstd_level,
-									ctx->slot->data.confirmed_flush);
+									data->embassy_key.dh, data->session,
+									GetSystemIdentifier(), MyDatabaseId,
+									GetWALInsertionTimeLine(),
+									DE_FRAME_KIND_STREAM, data->zstd_level,
+									data->start_lsn);
 	de_secure_zero(priv, sizeof(priv));
 
 	de_body_init(data);
 	de_relcache_init(data);
 
-	data->last_commit_lsn = ctx->slot->data.confirmed_flush;
-	data->last_end_lsn = ctx->slot->data.confirmed_flush;
+	/* the stream's first record says where and for which slot it starts */
+	de_write_hello(&data->body, NameStr(ctx->slot->data.name),
+				   data->start_lsn, GetFlushRecPtr(NULL));
+
+	data->last_commit_lsn = data->start_lsn;
+	data->last_end_lsn = data->start_lsn;
 	data->last_position_at = 0;
 
 	/*
@@ -909,9 +1003,37 @@ de_plugin_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 				  const char *prefix, Size message_size, const char *message)
 {
 	DePluginData *data = ctx->output_plugin_private;
-	MemoryContext old = MemoryContextSwitchTo(data->change_cxt);
+	MemoryContext old;
 	bool		wrote;
 
+	/*
+	 * An embassy's heartbeat: seal its nonce, where the register's WAL
+	 * stands, at once.  Everything decoded before it has been written ahead
+	 * of it, so the embassy learns, sealed and fresh, how far it is.  A
+	 * malformed one is not replicated either.
+	 */
+	if (!transactional && strcmp(prefix, DE_HEARTBEAT_PREFIX) == 0)
+	{
+		if (message_size == DE_HEARTBEAT_NONCE_LEN)
+		{
+			old = MemoryContextSwitchTo(data->change_cxt);
+			de_write_heartbeat(&data->body, (const uint8 *) message,
+							   message_lsn, GetFlushRecPtr(NULL));
+
+			/*
+			 * Every commit before the message has been written: the embassy
+			 * may confirm up to its end, as after a position frame.
+			 */
+			if (ctx->reader->EndRecPtr > data->last_commit_lsn)
+				data->last_commit_lsn = ctx->reader->EndRecPtr;
+			de_plugin_seal(ctx, data, 0, data->last_commit_lsn);
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(data->change_cxt);
+		}
+		return;
+	}
+
+	old = MemoryContextSwitchTo(data->change_cxt);
 	if (transactional)
 	{
 		de_plugin_begin_if_needed(data, txn, InvalidTransactionId);

@@ -588,6 +588,26 @@ de_write_copy_end(StringInfo out, uint64 rows)
 }
 
 void
+de_write_hello(StringInfo out, const char *slot, XLogRecPtr start_lsn,
+			   XLogRecPtr flush_lsn)
+{
+	pq_sendint8(out, DE_REC_HELLO);
+	codec_put_str(out, slot, strlen(slot));
+	pq_sendint64(out, start_lsn);
+	pq_sendint64(out, flush_lsn);
+}
+
+void
+de_write_heartbeat(StringInfo out, const uint8 *nonce, XLogRecPtr lsn,
+				   XLogRecPtr flush_lsn)
+{
+	pq_sendint8(out, DE_REC_HEARTBEAT);
+	pq_sendbytes(out, (const char *) nonce, DE_HEARTBEAT_NONCE_LEN);
+	pq_sendint64(out, lsn);
+	pq_sendint64(out, flush_lsn);
+}
+
+void
 de_write_sequences(StringInfo out, int n, char **nspnames, char **relnames,
 				   const int64 *last_values)
 {
@@ -956,6 +976,23 @@ de_read_record(DeReader *reader, DeRecord *rec)
 				break;
 			}
 
+		case DE_REC_HELLO:
+			rec->slot = codec_get_name(reader, start, type, "slot");
+			codec_need(reader, start, type, "start_lsn", 8 + 8);
+			rec->lsn = codec_get_u64(reader);
+			rec->end_lsn = codec_get_u64(reader);
+			break;
+
+		case DE_REC_HEARTBEAT:
+			codec_need(reader, start, type, "nonce",
+					   DE_HEARTBEAT_NONCE_LEN + 8 + 8);
+			memcpy(rec->nonce, reader->data + reader->pos,
+				   DE_HEARTBEAT_NONCE_LEN);
+			reader->pos += DE_HEARTBEAT_NONCE_LEN;
+			rec->lsn = codec_get_u64(reader);
+			rec->end_lsn = codec_get_u64(reader);
+			break;
+
 		case DE_REC_STREAM_START:
 			{
 				uint8		first;
@@ -1038,6 +1075,10 @@ de_record_type_name(char type)
 			return "COPY_END";
 		case DE_REC_SEQUENCES:
 			return "SEQUENCES";
+		case DE_REC_HELLO:
+			return "HELLO";
+		case DE_REC_HEARTBEAT:
+			return "HEARTBEAT";
 		case DE_REC_STREAM_START:
 			return "STREAM_START";
 		case DE_REC_SUBXACT:

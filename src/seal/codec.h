@@ -23,6 +23,21 @@
  *					content str
  *	'E' COPY_END	rows u64: closes an initial-copy stream; a copy without it
  *					is incomplete
+ *	'H' HELLO		slot str, start_lsn u64, flush_lsn u64: the first record
+ *					of frame 1 of every stream and every copy.  slot is the
+ *					register's replication slot the stream or copy belongs to;
+ *					start_lsn is, in a stream, the position decoding really
+ *					starts from (the larger of the position the embassy asked
+ *					for and the slot's confirmed position), in a copy, the
+ *					slot's consistent point (the copy's snapshot); flush_lsn
+ *					is the register's WAL flush position.  With the frame
+ *					header's session, timeline and clock it binds the stream
+ *					to this connection and says where it begins.
+ *	'Y' HEARTBEAT	nonce 16 bytes, lsn u64, flush_lsn u64: the register
+ *					decoded a heartbeat the embassy asked for with this fresh
+ *					nonce (data_embassy.heartbeat()), at WAL position lsn,
+ *					while its WAL was flushed up to flush_lsn.  Written
+ *					outside transactions, in a frame of its own.
  *	'Q' SEQUENCES	count u32, count x { nspname str, relname str,
  *					last_value i64 }: the last value each sequence of the
  *					register had handed out when the record was written
@@ -93,6 +108,11 @@
 #define DE_REC_STREAM_STOP	'P'
 #define DE_REC_STREAM_ABORT	'A'
 #define DE_REC_STREAM_COMMIT	'K'
+#define DE_REC_HELLO		'H'
+#define DE_REC_HEARTBEAT	'Y'
+
+#define DE_HEARTBEAT_NONCE_LEN	16
+#define DE_HEARTBEAT_PREFIX		"data_embassy.heartbeat"
 
 #define DE_COL_NULL			'n'
 #define DE_COL_UNCHANGED	'u'
@@ -165,6 +185,12 @@ extern void de_write_insert_values(StringInfo out, DeRelOut *ro,
 								   Datum *values, bool *isnull);
 extern void de_write_copy_end(StringInfo out, uint64 rows);
 
+/* HELLO and HEARTBEAT (see the record list above). */
+extern void de_write_hello(StringInfo out, const char *slot,
+						   XLogRecPtr start_lsn, XLogRecPtr flush_lsn);
+extern void de_write_heartbeat(StringInfo out, const uint8 *nonce,
+							   XLogRecPtr lsn, XLogRecPtr flush_lsn);
+
 /* SEQUENCES: n entries of schema, name and last value handed out. */
 extern void de_write_sequences(StringInfo out, int n, char **nspnames,
 							   char **relnames, const int64 *last_values);
@@ -209,10 +235,12 @@ typedef struct DeRecord
 {
 	char		type;			/* DE_REC_* */
 
-	/* BEGIN, COMMIT, MESSAGE, streaming records */
+	/* BEGIN, COMMIT, MESSAGE, streaming records, HELLO, HEARTBEAT */
 	XLogRecPtr	lsn;			/* BEGIN final_lsn, (STREAM_)COMMIT
-								 * commit_lsn, MESSAGE lsn */
-	XLogRecPtr	end_lsn;		/* (STREAM_)COMMIT */
+								 * commit_lsn, MESSAGE and HEARTBEAT lsn,
+								 * HELLO start_lsn */
+	XLogRecPtr	end_lsn;		/* (STREAM_)COMMIT; HELLO and HEARTBEAT
+								 * flush_lsn */
 	TimestampTz commit_time;	/* BEGIN, (STREAM_)COMMIT */
 	TransactionId xid;			/* BEGIN, STREAM_*, SUBXACT */
 	TransactionId subxid;		/* STREAM_ABORT */
@@ -247,6 +275,12 @@ typedef struct DeRecord
 
 	/* COPY_END */
 	uint64		rows;
+
+	/* HELLO */
+	char	   *slot;
+
+	/* HEARTBEAT */
+	uint8		nonce[DE_HEARTBEAT_NONCE_LEN];
 
 	/* SEQUENCES */
 	int			nsequences;

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * crypto.c
- *		  X25519, HKDF-SHA256, SHA-256 and AES-256-GCM over OpenSSL 3 EVP.
+ *		  X25519, Ed25519, HKDF-SHA256, SHA-256 and AES-256-GCM over
+ *		  OpenSSL 3 EVP.
  *
  * This is the only file that includes OpenSSL headers.  Every primitive
  * comes from OpenSSL; nothing here implements cryptography itself.
@@ -10,7 +11,7 @@
  * one is held only by a local variable: each function frees what it made
  * before it reports a failure.  The one long-lived handle, the cipher
  * context of a DeAead, is owned by a memory context and freed by a reset
- * callback, as well as by de_aead_free().
+ * callback, as well as by de_aead_free(); the key of a DeSignKey likewise.
  *
  * Messages never contain key material; a failed OpenSSL call is reported
  * as "could not ..." with OpenSSL's reason in errdetail
@@ -34,6 +35,14 @@
 struct DeAead
 {
 	EVP_CIPHER_CTX *ctx;		/* NULL once freed */
+	MemoryContextCallback cb;
+};
+
+/* An Ed25519 key, private (signing) or public (verifying). */
+struct DeSignKey
+{
+	EVP_PKEY   *pkey;			/* NULL once freed */
+	bool		is_private;
 	MemoryContextCallback cb;
 };
 
@@ -489,4 +498,119 @@ void
 de_secure_zero(void *p, size_t len)
 {
 	OPENSSL_cleanse(p, len);
+}
+
+/* ---------- Ed25519 ---------- */
+
+static void
+de_sign_key_reset_callback(void *arg)
+{
+	DeSignKey  *key = (DeSignKey *) arg;
+
+	/* EVP_PKEY_free() wipes the private key */
+	EVP_PKEY_free(key->pkey);
+	key->pkey = NULL;
+}
+
+/*
+ * de_sign_key_create
+ *		An Ed25519 key owned by mcxt: from a 32-byte private seed when
+ *		is_private, else from a 32-byte public key.  A public key that is
+ *		not a valid encoding is refused with ERRCODE_INVALID_PARAMETER_VALUE.
+ */
+DeSignKey *
+de_sign_key_create(MemoryContext mcxt, const uint8 *raw, bool is_private)
+{
+	DeSignKey  *key;
+	EVP_PKEY   *pkey;
+
+	key = MemoryContextAllocZero(mcxt, sizeof(DeSignKey));
+	if (is_private)
+		pkey = EVP_PKEY_new_raw_private_key_ex(NULL, "ED25519", NULL,
+											   raw, DE_KEY_LEN);
+	else
+		pkey = EVP_PKEY_new_raw_public_key_ex(NULL, "ED25519", NULL,
+											  raw, DE_KEY_LEN);
+	if (pkey == NULL)
+		ereport(ERROR,
+				errcode(is_private ?
+						ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION :
+						ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("could not load an Ed25519 key"),
+				de_openssl_errdetail());
+	key->pkey = pkey;
+	key->is_private = is_private;
+	key->cb.func = de_sign_key_reset_callback;
+	key->cb.arg = key;
+	MemoryContextRegisterResetCallback(mcxt, &key->cb);
+	return key;
+}
+
+/* The public half of a key, 32 bytes. */
+void
+de_sign_key_public(DeSignKey * key, uint8 *pub)
+{
+	size_t		publen = DE_KEY_LEN;
+
+	if (EVP_PKEY_get_raw_public_key(key->pkey, pub, &publen) <= 0 ||
+		publen != DE_KEY_LEN)
+		ereport(ERROR,
+				errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+				errmsg("could not compute an Ed25519 public key"),
+				de_openssl_errdetail());
+}
+
+/*
+ * de_sign
+ *		Ed25519 signature (DE_SIG_LEN bytes) of msg with a private key.
+ */
+void
+de_sign(DeSignKey * key, const uint8 *msg, size_t len, uint8 *sig)
+{
+	EVP_MD_CTX *ctx;
+	size_t		siglen = DE_SIG_LEN;
+	bool		ok;
+
+	Assert(key->is_private && key->pkey != NULL);
+	ctx = EVP_MD_CTX_new();
+	ok = ctx != NULL &&
+		EVP_DigestSignInit_ex(ctx, NULL, NULL, NULL, NULL, key->pkey,
+							  NULL) > 0 &&
+		EVP_DigestSign(ctx, sig, &siglen, msg, len) > 0 &&
+		siglen == DE_SIG_LEN;
+	EVP_MD_CTX_free(ctx);
+	if (!ok)
+		ereport(ERROR,
+				errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+				errmsg("could not sign with Ed25519"),
+				de_openssl_errdetail());
+}
+
+/*
+ * de_verify
+ *		Is sig a valid Ed25519 signature of msg under key?  A bad signature
+ *		is an answer (false), not an error.
+ */
+bool
+de_verify(DeSignKey * key, const uint8 *msg, size_t len, const uint8 *sig)
+{
+	EVP_MD_CTX *ctx;
+	int			rc;
+
+	Assert(key->pkey != NULL);
+	ctx = EVP_MD_CTX_new();
+	if (ctx == NULL ||
+		EVP_DigestVerifyInit_ex(ctx, NULL, NULL, NULL, NULL, key->pkey,
+								NULL) <= 0)
+	{
+		EVP_MD_CTX_free(ctx);
+		ereport(ERROR,
+				errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+				errmsg("could not verify an Ed25519 signature"),
+				de_openssl_errdetail());
+	}
+	rc = EVP_DigestVerify(ctx, sig, DE_SIG_LEN, msg, len);
+	EVP_MD_CTX_free(ctx);
+	ERR_clear_error();
+	return rc == 1;
 }

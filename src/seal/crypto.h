@@ -20,6 +20,7 @@
 #define DE_HASH_LEN		32		/* SHA-256 */
 #define DE_NONCE_LEN	12		/* AES-GCM nonce */
 #define DE_TAG_LEN		16		/* AES-GCM tag */
+#define DE_SIG_LEN		64		/* Ed25519 signature */
 
 /* Fresh X25519 key pair. */
 extern void de_x25519_generate(uint8 *priv, uint8 *pub);
@@ -68,6 +69,20 @@ extern bool de_aead_open(DeAead *aead, const uint8 *nonce,
 						 const uint8 *sealed, size_t sealedlen, uint8 *out);
 
 /* Overwrite secret bytes in a way the compiler keeps. */
+/*
+ * Ed25519 signing keys (from a 32-byte private seed) and verifying keys
+ * (from a 32-byte public key), owned by a memory context.
+ */
+typedef struct DeSignKey DeSignKey;
+
+extern DeSignKey * de_sign_key_create(MemoryContext mcxt, const uint8 *raw,
+									  bool is_private);
+extern void de_sign_key_public(DeSignKey * key, uint8 *pub);
+extern void de_sign(DeSignKey * key, const uint8 *msg, size_t len,
+					uint8 *sig);
+extern bool de_verify(DeSignKey * key, const uint8 *msg, size_t len,
+					  const uint8 *sig);
+
 extern void de_secure_zero(void *p, size_t len);
 
 #endif							/* DE_CRYPTO_H */

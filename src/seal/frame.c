@@ -30,11 +30,12 @@
 
 #include "port/pg_bswap.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "seal/frame.h"
 
 /* HKDF info prefix; followed by sysid, dboid and kind */
-#define DE_FRAME_INFO		"data_embassy frame v1"
+#define DE_FRAME_INFO		"data_embassy frame v2"
 #define DE_FRAME_INFO_LEN	(sizeof(DE_FRAME_INFO) - 1 + 8 + 4 + 1)
 
 /* field offsets, as documented in frame.h */
@@ -44,15 +45,22 @@
 #define OFF_FLAGS		6
 #define OFF_SYSID		8
 #define OFF_DBOID		16
-#define OFF_EPH_PUB		20
-#define OFF_SEQ			52
-#define OFF_START_LSN	60
-#define OFF_END_LSN		68
-#define OFF_COMMIT_LSN	76
-#define OFF_SOURCE_LSN	84
-#define OFF_PLAIN_LEN	92
-#define OFF_SEALED_LEN	96
-#define OFF_PREV_HASH	100
+#define OFF_TIMELINE	20
+#define OFF_EPH_PUB		24
+#define OFF_SESSION		56
+#define OFF_SEQ			72
+#define OFF_START_LSN	80
+#define OFF_END_LSN		88
+#define OFF_COMMIT_LSN	96
+#define OFF_SOURCE_LSN	104
+#define OFF_SOURCE_TIME	112
+#define OFF_PLAIN_LEN	120
+#define OFF_SEALED_LEN	124
+#define OFF_PREV_HASH	128
+
+/* what the register signs: this label, then the frame's SHA-256 */
+#define DE_FRAME_SIG_LABEL		"data_embassy frame v2 signature"
+#define DE_FRAME_SIG_MSG_LEN	(sizeof(DE_FRAME_SIG_LABEL) - 1 + DE_HASH_LEN)
 
 StaticAssertDecl(OFF_PREV_HASH + DE_HASH_LEN == DE_FRAME_HEADER_SIZE,
 				 "frame header layout does not add up");
@@ -78,8 +86,11 @@ struct DeSealer
 	DeAead	   *aead;
 	uint8		nonce_base[DE_NONCE_LEN];
 	uint8		eph_pub[DE_KEY_LEN];
+	uint8		session[DE_SESSION_LEN];
+	DeSignKey  *sign_key;		/* the register's Ed25519 key */
 	uint64		sysid;
 	Oid			dboid;
+	TimeLineID	timeline;
 	char		kind;
 	int			zstd_level;
 	uint64		next_seq;
@@ -101,12 +112,15 @@ struct DeOpener
 	uint8		embassy_pub[DE_KEY_LEN];
 	uint8		register_pub[DE_KEY_LEN];
 	uint8		static_dh[DE_KEY_LEN];	/* DH(embassy, register) */
+	DeSignKey  *verify_key;		/* the register's Ed25519 key */
+	bool		check_session;
+	uint8		session[DE_SESSION_LEN];
 	char		kind;
 	bool		require_first;
 	uint64		expect_sysid;
 	Oid			expect_dboid;
-	bool		limit_start;	/* the first frame may not start past... */
-	XLogRecPtr	start_limit;	/* ...this position */
+	bool		check_start;	/* the first frame must start exactly... */
+	XLogRecPtr	expect_start;	/* ...here */
 
 	/* the stream, once its first frame has been opened */
 	bool		in_stream;
@@ -197,12 +211,15 @@ de_frame_write_header(uint8 *buf, const DeFrameHeader *hdr)
 	de_put16(buf + OFF_FLAGS, hdr->flags);
 	de_put64(buf + OFF_SYSID, hdr->sysid);
 	de_put32(buf + OFF_DBOID, hdr->dboid);
+	de_put32(buf + OFF_TIMELINE, hdr->timeline);
 	memcpy(buf + OFF_EPH_PUB, hdr->eph_pub, DE_KEY_LEN);
+	memcpy(buf + OFF_SESSION, hdr->session, DE_SESSION_LEN);
 	de_put64(buf + OFF_SEQ, hdr->seq);
 	de_put64(buf + OFF_START_LSN, hdr->start_lsn);
 	de_put64(buf + OFF_END_LSN, hdr->end_lsn);
 	de_put64(buf + OFF_COMMIT_LSN, hdr->commit_lsn);
 	de_put64(buf + OFF_SOURCE_LSN, hdr->source_lsn);
+	de_put64(buf + OFF_SOURCE_TIME, (uint64) hdr->source_time);
 	de_put32(buf + OFF_PLAIN_LEN, hdr->plain_len);
 	de_put32(buf + OFF_SEALED_LEN, hdr->sealed_len);
 	memcpy(buf + OFF_PREV_HASH, hdr->prev_hash, DE_HASH_LEN);
@@ -217,30 +234,45 @@ de_frame_peek_header(const char *frame, size_t len, DeFrameHeader *hdr)
 {
 	const uint8 *buf = (const uint8 *) frame;
 
-	if (len < DE_FRAME_HEADER_SIZE)
-		ereport(ERROR,
-				errcode(ERRCODE_DATA_CORRUPTED),
-				errmsg("frame is truncated"),
-				errdetail("The frame has %zu bytes, fewer than the %d bytes of a frame header.",
-						  len, DE_FRAME_HEADER_SIZE));
-	if (memcmp(buf + OFF_MAGIC, DE_FRAME_MAGIC, 4) != 0)
+	if (len < OFF_VERSION + 1 ||
+		memcmp(buf + OFF_MAGIC, DE_FRAME_MAGIC, 4) != 0)
 		ereport(ERROR,
 				errcode(ERRCODE_DATA_CORRUPTED),
 				errmsg("data is not a data_embassy frame"),
 				errdetail("A frame starts with the bytes \"%s\".",
 						  DE_FRAME_MAGIC));
 
+	/* another version's header may have another size: say so first */
+	if (buf[OFF_VERSION] != DE_FRAME_VERSION)
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("frame format version %d is not supported",
+					   (int) buf[OFF_VERSION]),
+				errdetail("This server reads frame format version %d; the frame was written in version %d.",
+						  DE_FRAME_VERSION, (int) buf[OFF_VERSION]),
+				errhint("Run the same version of data_embassy on the register and on the embassy."));
+
+	if (len < DE_FRAME_HEADER_SIZE)
+		ereport(ERROR,
+				errcode(ERRCODE_DATA_CORRUPTED),
+				errmsg("frame is truncated"),
+				errdetail("The frame has %zu bytes, fewer than the %d bytes of a frame header.",
+						  len, DE_FRAME_HEADER_SIZE));
+
 	hdr->version = buf[OFF_VERSION];
 	hdr->kind = (char) buf[OFF_KIND];
 	hdr->flags = de_get16(buf + OFF_FLAGS);
 	hdr->sysid = de_get64(buf + OFF_SYSID);
 	hdr->dboid = de_get32(buf + OFF_DBOID);
+	hdr->timeline = de_get32(buf + OFF_TIMELINE);
 	memcpy(hdr->eph_pub, buf + OFF_EPH_PUB, DE_KEY_LEN);
+	memcpy(hdr->session, buf + OFF_SESSION, DE_SESSION_LEN);
 	hdr->seq = de_get64(buf + OFF_SEQ);
 	hdr->start_lsn = de_get64(buf + OFF_START_LSN);
 	hdr->end_lsn = de_get64(buf + OFF_END_LSN);
 	hdr->commit_lsn = de_get64(buf + OFF_COMMIT_LSN);
 	hdr->source_lsn = de_get64(buf + OFF_SOURCE_LSN);
+	hdr->source_time = (TimestampTz) de_get64(buf + OFF_SOURCE_TIME);
 	hdr->plain_len = de_get32(buf + OFF_PLAIN_LEN);
 	hdr->sealed_len = de_get32(buf + OFF_SEALED_LEN);
 	memcpy(hdr->prev_hash, buf + OFF_PREV_HASH, DE_HASH_LEN);
@@ -297,6 +329,14 @@ de_frame_nonce(const uint8 *nonce_base, uint64 seq, uint8 *nonce)
 		nonce[DE_NONCE_LEN - 8 + i] ^= seqbuf[i];
 }
 
+/* The message a frame's signature covers: a label, then the frame's hash. */
+static void
+de_frame_sig_msg(const uint8 *hash, uint8 *msg)
+{
+	memcpy(msg, DE_FRAME_SIG_LABEL, sizeof(DE_FRAME_SIG_LABEL) - 1);
+	memcpy(msg + sizeof(DE_FRAME_SIG_LABEL) - 1, hash, DE_HASH_LEN);
+}
+
 /* ---------- sealing ---------- */
 
 static void
@@ -319,12 +359,14 @@ de_sealer_create(MemoryContext mcxt,
 				 const uint8 *register_priv,
 				 const uint8 *register_pub,
 				 const uint8 *embassy_pub,
-				 uint64 sysid, Oid dboid, char kind,
-				 int zstd_level, XLogRecPtr start_lsn)
+				 const uint8 *session,
+				 uint64 sysid, Oid dboid, TimeLineID timeline,
+				 char kind, int zstd_level, XLogRecPtr start_lsn)
 {
 	MemoryContext cxt;
 	DeSealer   *sealer;
 	DeKeyWork  *work;
+	uint8		seed[DE_KEY_LEN];
 
 	Assert(kind == DE_FRAME_KIND_STREAM || kind == DE_FRAME_KIND_COPY);
 
@@ -352,8 +394,14 @@ de_sealer_create(MemoryContext mcxt,
 	sealer->aead = de_aead_create(cxt, work->key);
 	de_secure_zero(work, sizeof(DeKeyWork));
 
+	de_identity_sign_seed(register_priv, seed);
+	sealer->sign_key = de_sign_key_create(cxt, seed, true);
+	de_secure_zero(seed, sizeof(seed));
+
+	memcpy(sealer->session, session, DE_SESSION_LEN);
 	sealer->sysid = sysid;
 	sealer->dboid = dboid;
+	sealer->timeline = timeline;
 	sealer->kind = kind;
 	sealer->zstd_level = zstd_level;
 	sealer->next_seq = 1;
@@ -382,6 +430,7 @@ de_sealer_seal(DeSealer *sealer, const char *plain, uint32 plain_len,
 	uint8	   *frame;
 	uint8	   *body;
 	uint8		nonce[DE_NONCE_LEN];
+	uint8		sigmsg[DE_FRAME_SIG_MSG_LEN];
 	size_t		frame_len;
 
 	if (sealer->zctx == NULL)
@@ -408,7 +457,8 @@ de_sealer_seal(DeSealer *sealer, const char *plain, uint32 plain_len,
 					errmsg("frame body of %u bytes is too large", plain_len));
 	}
 
-	enlargeStringInfo(out, DE_FRAME_HEADER_SIZE + bound + DE_TAG_LEN);
+	enlargeStringInfo(out, DE_FRAME_HEADER_SIZE + bound + DE_TAG_LEN +
+					  DE_SIG_LEN);
 	frame = (uint8 *) out->data + out->len;
 	body = frame + DE_FRAME_HEADER_SIZE;
 
@@ -429,12 +479,15 @@ de_sealer_seal(DeSealer *sealer, const char *plain, uint32 plain_len,
 	hdr.flags = flags;
 	hdr.sysid = sealer->sysid;
 	hdr.dboid = sealer->dboid;
+	hdr.timeline = sealer->timeline;
 	memcpy(hdr.eph_pub, sealer->eph_pub, DE_KEY_LEN);
+	memcpy(hdr.session, sealer->session, DE_SESSION_LEN);
 	hdr.seq = sealer->next_seq;
 	hdr.start_lsn = sealer->start_lsn;
 	hdr.end_lsn = end_lsn;
 	hdr.commit_lsn = commit_lsn;
 	hdr.source_lsn = source_lsn;
+	hdr.source_time = GetCurrentTimestamp();
 	hdr.plain_len = plain_len;
 	hdr.sealed_len = (uint32) (clen + DE_TAG_LEN);
 	memcpy(hdr.prev_hash, sealer->prev_hash, DE_HASH_LEN);
@@ -446,6 +499,9 @@ de_sealer_seal(DeSealer *sealer, const char *plain, uint32 plain_len,
 
 	frame_len = DE_FRAME_HEADER_SIZE + clen + DE_TAG_LEN;
 	de_sha256(frame, frame_len, sealer->prev_hash);
+	de_frame_sig_msg(sealer->prev_hash, sigmsg);
+	de_sign(sealer->sign_key, sigmsg, sizeof(sigmsg), frame + frame_len);
+	frame_len += DE_SIG_LEN;
 
 	out->len += frame_len;
 	out->data[out->len] = '\0';
@@ -488,6 +544,8 @@ DeOpener *
 de_opener_create(MemoryContext mcxt,
 				 const uint8 *embassy_priv,
 				 const uint8 *register_pub,
+				 const uint8 *register_sign_pub,
+				 const uint8 *expect_session,
 				 char kind, bool require_first,
 				 uint64 expect_sysid, Oid expect_dboid)
 {
@@ -520,6 +578,10 @@ de_opener_create(MemoryContext mcxt,
 	memcpy(opener->register_pub, register_pub, DE_KEY_LEN);
 	de_x25519_public(embassy_priv, opener->embassy_pub);
 	de_x25519_dh(embassy_priv, register_pub, opener->static_dh);
+	opener->verify_key = de_sign_key_create(cxt, register_sign_pub, false);
+	opener->check_session = (expect_session != NULL);
+	if (expect_session != NULL)
+		memcpy(opener->session, expect_session, DE_SESSION_LEN);
 
 	opener->kind = kind;
 	opener->require_first = require_first;
@@ -560,34 +622,27 @@ de_opener_check_header(DeOpener *opener, const DeFrameHeader *hdr, size_t len)
 {
 	unsigned long long seq = (unsigned long long) hdr->seq;
 
-	/* version (magic and minimal length: de_frame_peek_header) */
-	if (hdr->version != DE_FRAME_VERSION)
-		ereport(ERROR,
-				errcode(ERRCODE_PROTOCOL_VIOLATION),
-				errmsg("frame format version %d is not supported",
-					   hdr->version),
-				errdetail("This server reads frames of version %d.",
-						  DE_FRAME_VERSION));
-
-	/* length of the whole frame */
+	/* length of the whole frame (magic, version: de_frame_peek_header) */
 	if (hdr->sealed_len < DE_TAG_LEN)
 		ereport(ERROR,
 				errcode(ERRCODE_DATA_CORRUPTED),
 				errmsg("frame %llu is malformed", seq),
 				errdetail("Its sealed body of %u bytes is shorter than an authentication tag.",
 						  hdr->sealed_len));
-	if (len - DE_FRAME_HEADER_SIZE < hdr->sealed_len)
+	if (len - DE_FRAME_HEADER_SIZE < (size_t) hdr->sealed_len + DE_SIG_LEN)
 		ereport(ERROR,
 				errcode(ERRCODE_DATA_CORRUPTED),
 				errmsg("frame is truncated"),
-				errdetail("Frame %llu announces a sealed body of %u bytes, but only %zu bytes follow its header.",
-						  seq, hdr->sealed_len, len - DE_FRAME_HEADER_SIZE));
-	if (len - DE_FRAME_HEADER_SIZE > hdr->sealed_len)
+				errdetail("Frame %llu announces a sealed body of %u bytes and a signature of %d, but only %zu bytes follow its header.",
+						  seq, hdr->sealed_len, DE_SIG_LEN,
+						  len - DE_FRAME_HEADER_SIZE));
+	if (len - DE_FRAME_HEADER_SIZE > (size_t) hdr->sealed_len + DE_SIG_LEN)
 		ereport(ERROR,
 				errcode(ERRCODE_DATA_CORRUPTED),
 				errmsg("frame %llu is malformed", seq),
-				errdetail("It announces a sealed body of %u bytes, but %zu bytes follow its header.",
-						  hdr->sealed_len, len - DE_FRAME_HEADER_SIZE));
+				errdetail("It announces a sealed body of %u bytes and a signature of %d, but %zu bytes follow its header.",
+						  hdr->sealed_len, DE_SIG_LEN,
+						  len - DE_FRAME_HEADER_SIZE));
 
 	/* kind */
 	if (hdr->kind != DE_FRAME_KIND_STREAM && hdr->kind != DE_FRAME_KIND_COPY)
@@ -613,6 +668,15 @@ de_opener_check_header(DeOpener *opener, const DeFrameHeader *hdr, size_t len)
 	if (opener->in_stream &&
 		(hdr->sysid != opener->sysid || hdr->dboid != opener->dboid))
 		de_opener_foreign(hdr, opener->sysid, opener->dboid);
+
+	/* session: a frame of another connection, recorded and replayed */
+	if (opener->check_session &&
+		memcmp(hdr->session, opener->session, DE_SESSION_LEN) != 0)
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("frame belongs to another session"),
+				errdetail("Frame %llu was sealed for another connection than this one (a recorded frame sent again).",
+						  seq));
 
 	/* stream */
 	if (opener->in_stream &&
@@ -718,7 +782,9 @@ de_opener_open(DeOpener *opener, const char *frame, size_t len,
 	uint8		nonce_base[DE_NONCE_LEN];
 	uint8		nonce[DE_NONCE_LEN];
 	uint8		hash[DE_HASH_LEN];
+	uint8		sigmsg[DE_FRAME_SIG_MSG_LEN];
 	size_t		clen;
+	size_t		signed_len;
 	const uint8 *cbody;
 
 	if (opener->dctx == NULL)
@@ -730,6 +796,17 @@ de_opener_open(DeOpener *opener, const char *frame, size_t len,
 	de_frame_peek_header(frame, len, &h);
 	de_opener_check_header(opener, &h, len);
 	seq = (unsigned long long) h.seq;
+
+	/* the register's signature, over everything before it */
+	signed_len = len - DE_SIG_LEN;
+	de_sha256(frame, signed_len, hash);
+	de_frame_sig_msg(hash, sigmsg);
+	if (!de_verify(opener->verify_key, sigmsg, sizeof(sigmsg),
+				   (const uint8 *) frame + signed_len))
+		ereport(ERROR,
+				errcode(ERRCODE_DATA_CORRUPTED),
+				errmsg("could not verify the signature of frame %llu", seq),
+				errdetail("The frame was altered, or it was not signed by this register."));
 
 	/* the stream's key, or a candidate one for a stream's first frame */
 	if (opener->in_stream)
@@ -768,15 +845,23 @@ de_opener_open(DeOpener *opener, const char *frame, size_t len,
 	cbody = (const uint8 *) opener->body.data;
 
 	/* from here on the header is authentic */
-	if (!opener->in_stream && opener->limit_start &&
-		h.start_lsn > opener->start_limit)
+	if (!opener->in_stream && opener->check_start &&
+		h.start_lsn > opener->expect_start)
 		ereport(ERROR,
 				errcode(ERRCODE_PROTOCOL_VIOLATION),
 				errmsg("gap in the stream before frame %llu", seq),
 				errdetail("The stream starts at %X/%X, but changes are applied only up to %X/%X.",
 						  LSN_FORMAT_ARGS(h.start_lsn),
-						  LSN_FORMAT_ARGS(opener->start_limit)),
-				errhint("The register's replication slot moved past what this embassy has applied.  Drop the register and add it again to copy it anew."));
+						  LSN_FORMAT_ARGS(opener->expect_start)),
+				errhint("The register's replication slot moved past what this embassy has applied.  Copy the register anew with data_embassy.resync_register()."));
+	if (!opener->in_stream && opener->check_start &&
+		h.start_lsn < opener->expect_start)
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("stream starts before what this embassy has applied"),
+				errdetail("The stream starts at %X/%X, but this embassy asked for %X/%X, up to which it has applied changes.",
+						  LSN_FORMAT_ARGS(h.start_lsn),
+						  LSN_FORMAT_ARGS(opener->expect_start)));
 	if (opener->in_stream && h.start_lsn != opener->prev_end_lsn)
 		ereport(ERROR,
 				errcode(ERRCODE_DATA_CORRUPTED),
@@ -852,8 +937,6 @@ de_opener_open(DeOpener *opener, const char *frame, size_t len,
 		plain->data[plain->len] = '\0';
 	}
 
-	de_sha256(frame, len, hash);
-
 	/* every check passed: commit the new state */
 	if (!opener->in_stream)
 	{
@@ -878,15 +961,16 @@ de_opener_open(DeOpener *opener, const char *frame, size_t len,
 }
 
 /*
- * de_opener_limit_start
- *		The stream's first frame must start at or before "limit" (the
- *		position the receiver has applied up to); a later start is a gap.
+ * de_opener_expect_start
+ *		The stream's first frame must start exactly at "start" (the position
+ *		the receiver asked for, up to which it has applied): a later start is
+ *		a gap, an earlier one history sent again.
  */
 void
-de_opener_limit_start(DeOpener *opener, XLogRecPtr limit)
+de_opener_expect_start(DeOpener *opener, XLogRecPtr start)
 {
-	opener->limit_start = true;
-	opener->start_limit = limit;
+	opener->check_start = true;
+	opener->expect_start = start;
 }
 
 /*

@@ -3,41 +3,54 @@
  * frame.h
  *		  Sealed frames: the unit data_embassy sends over the wire.
  *
- * A frame is a fixed header in the clear followed by the sealed body.  The
- * header is the AES-256-GCM associated data, so none of it can be changed
- * without the tag failing.  All integers are big-endian.
+ * A frame is a fixed header in the clear, the sealed body, and the
+ * register's signature.  The header is the AES-256-GCM associated data, so
+ * none of it can be changed without the tag failing.  All integers are
+ * big-endian.
  *
  *	 off len  field
  *	   0   4  magic "DEMB"
- *	   4   1  format version (1)
+ *	   4   1  format version (2)
  *	   5   1  kind: 'S' change stream, 'C' initial-copy stream
  *	   6   2  flags (DE_FRAME_*)
  *	   8   8  register system identifier
  *	  16   4  register database oid
- *	  20  32  sender's ephemeral X25519 public key (names the stream)
- *	  52   8  sequence number within the stream, from 1
- *	  60   8  start_lsn: end_lsn of the previous frame; for frame 1 the
- *			  position the stream starts from (the slot's confirmed flush)
- *	  68   8  end_lsn: decoding position this frame reaches
- *	  76   8  commit_lsn: what a receiver may confirm once it has applied
+ *	  20   4  timeline: the register's WAL timeline when sealed
+ *	  24  32  sender's ephemeral X25519 public key (names the stream)
+ *	  56  16  session: the random nonce the embassy chose for this
+ *			  connection; every frame of the stream or copy carries it, so
+ *			  no frame of another connection can be passed off in this one
+ *	  72   8  sequence number within the stream, from 1
+ *	  80   8  start_lsn: end_lsn of the previous frame; for frame 1 the
+ *			  position the stream really starts from (see the HELLO record
+ *			  in codec.h)
+ *	  88   8  end_lsn: decoding position this frame reaches
+ *	  96   8  commit_lsn: what a receiver may confirm once it has applied
  *			  and made durable everything up to and including this frame
- *	  84   8  source_lsn: the register's WAL flush position when sealed
- *	  92   4  plain_len: length of the body before compression
- *	  96   4  sealed_len: length of the sealed body (compressed + tag)
- *	 100  32  SHA-256 of the previous frame (header + sealed body), zeros
+ *	 104   8  source_lsn: the register's WAL flush position when sealed
+ *	 112   8  source_time: the register's clock when sealed (TimestampTz)
+ *	 120   4  plain_len: length of the body before compression
+ *	 124   4  sealed_len: length of the sealed body (compressed + tag)
+ *	 128  32  SHA-256 of the previous frame (header + sealed body), zeros
  *			  for frame 1: the hash chain
- *	 132      sealed body
+ *	 160      sealed body (sealed_len bytes)
+ *	 then 64  Ed25519 signature, by the register's signing key, of
+ *			  "data_embassy frame v2 signature" || SHA-256(header + sealed
+ *			  body)
  *
  * Keys: per stream the sender makes an ephemeral X25519 pair.  The frame key
  * and nonce base come from HKDF-SHA256 with
  *		ikm  = DH(ephemeral, embassy) || DH(register, embassy)
  *		salt = ephemeral_pub || embassy_pub || register_pub
- *		info = "data_embassy frame v1" || sysid || dboid || kind
- * (HPKE's authenticated mode in spirit): only the embassy can open, only the
- * register could have sealed.  The nonce is the nonce base XOR the sequence
- * number, so it never repeats under one key.
+ *		info = "data_embassy frame v2" || sysid || dboid || kind
+ * (HPKE's authenticated mode in spirit): only the embassy can open.  That
+ * mode alone would let whoever holds the embassy's private key seal frames
+ * as the register (key-compromise impersonation: DH(register, embassy) is
+ * known to both ends), so every frame is also signed with the register's
+ * Ed25519 key, which only the register holds.  The nonce is the nonce base
+ * XOR the sequence number, so it never repeats under one key.
  *
- * IDENTIFICATION
+  * IDENTIFICATION
  *		  src/seal/frame.h
  *
  *-------------------------------------------------------------------------
@@ -46,13 +59,17 @@
 #define DE_FRAME_H
 
 #include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
 
 #include "seal/crypto.h"
+#include "seal/keys.h"
 
 #define DE_FRAME_MAGIC			"DEMB"
-#define DE_FRAME_VERSION		1
-#define DE_FRAME_HEADER_SIZE	132
+#define DE_FRAME_VERSION		2
+#define DE_FRAME_HEADER_SIZE	160
+#define DE_SESSION_LEN			16	/* the embassy's nonce per connection */
+#define DE_FRAME_OVERHEAD		(DE_FRAME_HEADER_SIZE + DE_TAG_LEN + DE_SIG_LEN)
 
 #define DE_FRAME_KIND_STREAM	'S'
 #define DE_FRAME_KIND_COPY		'C'
@@ -71,12 +88,15 @@ typedef struct DeFrameHeader
 	uint16		flags;
 	uint64		sysid;
 	Oid			dboid;
+	TimeLineID	timeline;
 	uint8		eph_pub[DE_KEY_LEN];
+	uint8		session[DE_SESSION_LEN];
 	uint64		seq;
 	XLogRecPtr	start_lsn;
 	XLogRecPtr	end_lsn;
 	XLogRecPtr	commit_lsn;
 	XLogRecPtr	source_lsn;
+	TimestampTz source_time;
 	uint32		plain_len;
 	uint32		sealed_len;
 	uint8		prev_hash[DE_HASH_LEN];
@@ -85,7 +105,10 @@ typedef struct DeFrameHeader
 /*
  * Sending side: one per stream (one decoding session, or one initial copy).
  * Holds the ephemeral key, the AEAD and zstd contexts (reused for every
- * frame), the sequence counter and the chain hash.
+ * frame), the signing key, the sequence counter and the chain hash.
+ * register_priv is the register's X25519 private key (its Ed25519 key is
+ * derived from it, see keys.h); session is the embassy's nonce for this
+ * connection; timeline the register's current timeline.
  */
 typedef struct DeSealer DeSealer;
 
@@ -93,8 +116,10 @@ extern DeSealer *de_sealer_create(MemoryContext mcxt,
 								  const uint8 *register_priv,
 								  const uint8 *register_pub,
 								  const uint8 *embassy_pub,
-								  uint64 sysid, Oid dboid, char kind,
-								  int zstd_level, XLogRecPtr start_lsn);
+								  const uint8 *session,
+								  uint64 sysid, Oid dboid, TimeLineID timeline,
+								  char kind, int zstd_level,
+								  XLogRecPtr start_lsn);
 
 /*
  * Compress and seal one body and append the whole frame (header and sealed
@@ -114,10 +139,12 @@ extern void de_sealer_free(DeSealer *sealer);
  * were given), stream (ephemeral key), sequence, chain, tag, the start of the
  * stream (when a limit was given) or the continuity of LSNs, and the body's
  * lengths, then decompresses.  On any failure it raises ERROR with
- *		ERRCODE_DATA_CORRUPTED		malformed, truncated, bad tag, bad chain
- *		ERRCODE_PROTOCOL_VIOLATION	sequence skipped or repeated, frame from
- *									another stream or register, a stream
- *									that starts past the limit (a gap)
+ *		ERRCODE_DATA_CORRUPTED		malformed, truncated, bad tag, bad chain,
+ *									bad signature
+ *		ERRCODE_PROTOCOL_VIOLATION	another format version, sequence skipped
+ *									or repeated, frame from another stream,
+ *									session or register, a stream that
+ *									starts past the limit (a gap)
  * and leaves the opener's state untouched, so nothing from a bad frame is
  * ever returned and the stream can only continue with the right frame.
  */
@@ -126,20 +153,25 @@ typedef struct DeOpener DeOpener;
 /*
  * require_first: the first frame must carry sequence 1 (a receiver reading a
  * live stream); false lets a debugging tool start anywhere.  expect_sysid
- * and expect_dboid of 0 accept any register identity.
+ * and expect_dboid of 0 accept any register identity.  expect_session is
+ * the nonce the receiver gave this connection; NULL (a debugging tool)
+ * accepts any.  The register's Ed25519 key checks every frame's signature.
  */
 extern DeOpener *de_opener_create(MemoryContext mcxt,
 								  const uint8 *embassy_priv,
 								  const uint8 *register_pub,
+								  const uint8 *register_sign_pub,
+								  const uint8 *expect_session,
 								  char kind, bool require_first,
 								  uint64 expect_sysid, Oid expect_dboid);
 
 /*
- * Refuse a stream whose first frame starts past "limit" (the position the
- * receiver has applied up to): the frames in between are missing.  Call
+ * Refuse a stream whose first frame does not start exactly at "start" (the
+ * position the receiver asked for and has applied up to): past it the
+ * frames in between are missing, before it history is sent again.  Call
  * before the first frame is opened.
  */
-extern void de_opener_limit_start(DeOpener *opener, XLogRecPtr limit);
+extern void de_opener_expect_start(DeOpener *opener, XLogRecPtr start);
 
 /* Open one frame; the body is left in "plain" (reset first). */
 extern void de_opener_open(DeOpener *opener, const char *frame, size_t len,

@@ -516,7 +516,7 @@ data_embassy_inspect_frames(PG_FUNCTION_ARGS)
 	ArrayType  *frames = PG_GETARG_ARRAYTYPE_P(0);
 	char	   *keytext = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	uint8		register_pub[DE_KEY_LEN];
+	DePublicKey register_pub;
 	uint8		priv[DE_KEY_LEN];
 	uint8		pub[DE_KEY_LEN];
 	Datum	   *elems;
@@ -536,7 +536,7 @@ data_embassy_inspect_frames(PG_FUNCTION_ARGS)
 				errmsg("permission denied to inspect frames"),
 				errhint("Only superusers may open frames with this site's private key."));
 
-	de_key_from_text(keytext, "register_key", register_pub);
+	de_key_from_text(keytext, "register_key", &register_pub);
 
 	SetSingleFuncCall(fcinfo, 0);
 
@@ -563,7 +563,8 @@ data_embassy_inspect_frames(PG_FUNCTION_ARGS)
 	}
 
 	de_identity_require(priv, pub);
-	opener = de_opener_create(CurrentMemoryContext, priv, register_pub,
+	opener = de_opener_create(CurrentMemoryContext, priv, register_pub.dh,
+							  register_pub.sign, NULL,
 							  hdr.kind, false, 0, InvalidOid);
 	de_secure_zero(priv, sizeof(priv));
 
@@ -656,7 +657,7 @@ data_embassy_frame_header(PG_FUNCTION_ARGS)
 									ObjectIdGetDatum(InvalidOid),
 									Int32GetDatum(-1));
 	values[4] = ObjectIdGetDatum(hdr.dboid);
-	values[5] = CStringGetTextDatum(de_key_to_text(hdr.eph_pub));
+	values[5] = CStringGetTextDatum(de_bytes_to_hex(hdr.eph_pub));
 	values[6] = Int64GetDatum((int64) hdr.seq);
 	values[7] = LSNGetDatum(hdr.start_lsn);
 	values[8] = LSNGetDatum(hdr.end_lsn);

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * keys.c
- *		  This site's X25519 identity key, and the text form of public keys.
+ *		  This site's identity key, and the text form of public keys.
  *
  * The identity key pair belongs to the cluster, not to a database, so it
  * lives in a file of the data directory, $PGDATA/data_embassy/identity.key,
@@ -20,6 +20,11 @@
  * so of two concurrent calls exactly one wins and no existing key is ever
  * replaced; the directory is fsynced afterwards.  The directory is created
  * with mode 0700.
+ *
+ * The file holds one secret, the X25519 private key.  The site's Ed25519
+ * signing key (frames are signed with it, see frame.h) is derived from it
+ * with HKDF under a label of its own, so a site has one secret to guard
+ * and back up.  A site's public key, as peers pin it, is both public keys.
  *
  * A key file readable or writable by anybody but its owner, owned by
  * another user, or not in the format above is refused.  Once loaded, the
@@ -40,12 +45,13 @@
 #include "miscadmin.h"
 #include "storage/fd.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 
 #include "data_embassy.h"
 #include "privilege.h"
 #include "seal/keys.h"
 
-static void de_key_check_usable(const uint8 *pub, const char *what);
+static void de_key_check_usable(const DePublicKey * key, const char *what);
 static bool de_key_is_canonical(const uint8 *pub);
 
 PG_FUNCTION_INFO_V1(data_embassy_generate_key);
@@ -116,26 +122,40 @@ de_hex_decode(const char *text, uint8 *key)
 
 /*
  * de_key_to_text
- *		A public key as 64 lower-case hexadecimal digits (palloc'd).
+ *		A site's public key as text (palloc'd): the X25519 key, then the
+ *		Ed25519 key, each as 64 lower-case hexadecimal digits.
  */
 char *
-de_key_to_text(const uint8 *pub)
+de_key_to_text(const DePublicKey * key)
+{
+	char	   *hex = palloc(DE_PUBLIC_KEY_TEXT_LEN + 1);
+
+	de_hex_encode(key->dh, hex);
+	de_hex_encode(key->sign, hex + DE_KEY_TEXT_LEN);
+	hex[DE_PUBLIC_KEY_TEXT_LEN] = '\0';
+	return hex;
+}
+
+/* One 32-byte key as 64 lower-case hexadecimal digits (palloc'd). */
+char *
+de_bytes_to_hex(const uint8 *raw)
 {
 	char	   *hex = palloc(DE_KEY_TEXT_LEN + 1);
 
-	de_hex_encode(pub, hex);
+	de_hex_encode(raw, hex);
 	hex[DE_KEY_TEXT_LEN] = '\0';
 	return hex;
 }
 
 /*
  * de_key_from_text
- *		Parse a public key given as text; "what" names the SQL argument or
- *		plugin option it came from, as a parameter of whole messages.  The value itself is never echoed: somebody might paste a
+ *		Parse a site's public key given as text; "what" names the SQL
+ *		argument or plugin option it came from, as a parameter of whole
+ *		messages.  The value itself is never echoed: somebody might paste a
  *		private key by mistake.
  */
 void
-de_key_from_text(const char *text, const char *what, uint8 *pub)
+de_key_from_text(const char *text, const char *what, DePublicKey * key)
 {
 	size_t		len;
 	int			bad;
@@ -152,18 +172,33 @@ de_key_from_text(const char *text, const char *what, uint8 *pub)
 				errmsg("invalid public key for \"%s\"", what),
 				errdetail("The value is empty."),
 				errhint("Public keys are the %d hexadecimal digits that data_embassy.public_key() returns.",
-						DE_KEY_TEXT_LEN));
+						DE_PUBLIC_KEY_TEXT_LEN));
 
-	if (len != DE_KEY_TEXT_LEN)
+	if (len == DE_KEY_TEXT_LEN)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("public key for \"%s\" has no signing key", what),
+				errdetail("It has %d hexadecimal digits, the form of keys before frame format version %d; a key is now %d digits: the X25519 key, then the Ed25519 key frames are signed with.",
+						  DE_KEY_TEXT_LEN, DE_FRAME_FORMAT_SIGNED,
+						  DE_PUBLIC_KEY_TEXT_LEN),
+				errhint("Take the key again from data_embassy.public_key() on that site, after data_embassy there has been upgraded."));
+
+	if (len != DE_PUBLIC_KEY_TEXT_LEN)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("invalid public key for \"%s\"", what),
 				errdetail("A public key is %d hexadecimal digits long, but %zu bytes were given.",
-						  DE_KEY_TEXT_LEN, len),
+						  DE_PUBLIC_KEY_TEXT_LEN, len),
 				errhint("Public keys are the %d hexadecimal digits that data_embassy.public_key() returns.",
-						DE_KEY_TEXT_LEN));
+						DE_PUBLIC_KEY_TEXT_LEN));
 
-	bad = de_hex_decode(text, pub);
+	bad = de_hex_decode(text, key->dh);
+	if (bad < 0)
+	{
+		bad = de_hex_decode(text +DE_KEY_TEXT_LEN, key->sign);
+		if (bad >= 0)
+			bad += DE_KEY_TEXT_LEN;
+	}
 	if (bad >= 0)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -171,16 +206,16 @@ de_key_from_text(const char *text, const char *what, uint8 *pub)
 				errdetail("A public key consists of hexadecimal digits only, but position %d holds another character.",
 						  bad + 1),
 				errhint("Public keys are the %d hexadecimal digits that data_embassy.public_key() returns.",
-						DE_KEY_TEXT_LEN));
+						DE_PUBLIC_KEY_TEXT_LEN));
 
-	if (!de_key_is_canonical(pub))
+	if (!de_key_is_canonical(key->dh))
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("invalid public key for \"%s\"", what),
 				errdetail("The key is not in canonical form: its highest bit is set or its value is not below 2^255 - 19, so another text names the same key."),
 				errhint("Pass the key exactly as data_embassy.public_key() returns it."));
 
-	de_key_check_usable(pub, what);
+	de_key_check_usable(key, what);
 }
 
 /*
@@ -219,12 +254,14 @@ de_key_context(void *arg)
  *		trial key agreement with a throw-away key.
  */
 static void
-de_key_check_usable(const uint8 *pub, const char *what)
+de_key_check_usable(const DePublicKey * key, const char *what)
 {
 	ErrorContextCallback errcb;
 	uint8		priv[DE_KEY_LEN];
 	uint8		mypub[DE_KEY_LEN];
 	uint8		secret[DE_KEY_LEN];
+	MemoryContext tmp;
+	MemoryContext old;
 
 	errcb.callback = de_key_context;
 	errcb.arg = unconstify(char *, what);
@@ -232,7 +269,14 @@ de_key_check_usable(const uint8 *pub, const char *what)
 	error_context_stack = &errcb;
 
 	de_x25519_generate(priv, mypub);
-	de_x25519_dh(priv, pub, secret);
+	de_x25519_dh(priv, key->dh, secret);
+
+	tmp = AllocSetContextCreate(CurrentMemoryContext, "data_embassy key check",
+								ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(tmp);
+	(void) de_sign_key_create(tmp, key->sign, false);
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(tmp);
 
 	error_context_stack = errcb.previous;
 
@@ -617,6 +661,7 @@ data_embassy_generate_key(PG_FUNCTION_ARGS)
 {
 	uint8		priv[DE_KEY_LEN];
 	uint8		pub[DE_KEY_LEN];
+	DePublicKey key;
 
 	de_check_admin_call("data_embassy.generate_key()");
 
@@ -624,6 +669,8 @@ data_embassy_generate_key(PG_FUNCTION_ARGS)
 	PG_TRY();
 	{
 		de_identity_write(priv, pub);
+		memcpy(key.dh, pub, DE_KEY_LEN);
+		de_identity_sign_public(priv, key.sign);
 	}
 	PG_FINALLY();
 	{
@@ -635,7 +682,7 @@ data_embassy_generate_key(PG_FUNCTION_ARGS)
 	 * Do not cache the new key here: the file is the only truth, and the next
 	 * de_identity_load() reads and checks what was written.
 	 */
-	PG_RETURN_TEXT_P(cstring_to_text(de_key_to_text(pub)));
+	PG_RETURN_TEXT_P(cstring_to_text(de_key_to_text(&key)));
 }
 
 /*
@@ -645,11 +692,66 @@ data_embassy_generate_key(PG_FUNCTION_ARGS)
 Datum
 data_embassy_public_key(PG_FUNCTION_ARGS)
 {
+	DePublicKey key;
+
+	de_identity_public(&key);
+	PG_RETURN_TEXT_P(cstring_to_text(de_key_to_text(&key)));
+}
+
+/*
+ * de_identity_sign_seed
+ *		The Ed25519 private seed of an identity: HKDF-SHA256 of its X25519
+ *		private key, under a label of its own, so the two keys are
+ *		independent and the key file stays one secret.
+ */
+void
+de_identity_sign_seed(const uint8 *priv, uint8 *seed)
+{
+	static const char salt[] = "data_embassy identity";
+	static const char info[] = "data_embassy ed25519 signing key v1";
+
+	de_hkdf_sha256((const uint8 *) salt, sizeof(salt) - 1, priv, DE_KEY_LEN,
+				   (const uint8 *) info, sizeof(info) - 1, seed, DE_KEY_LEN);
+}
+
+/* The Ed25519 public key of an identity, from its X25519 private key. */
+void
+de_identity_sign_public(const uint8 *priv, uint8 *sign_pub)
+{
+	uint8		seed[DE_KEY_LEN];
+	MemoryContext tmp;
+	DeSignKey  *key;
+
+	tmp = AllocSetContextCreate(CurrentMemoryContext, "data_embassy signing key",
+								ALLOCSET_SMALL_SIZES);
+	de_identity_sign_seed(priv, seed);
+	PG_TRY();
+	{
+		key = de_sign_key_create(tmp, seed, true);
+		de_sign_key_public(key, sign_pub);
+	}
+	PG_FINALLY();
+	{
+		de_secure_zero(seed, sizeof(seed));
+		MemoryContextDelete(tmp);
+	}
+	PG_END_TRY();
+}
+
+/* This site's public key, both halves; ERROR when there is no identity. */
+void
+de_identity_public(DePublicKey * key)
+{
 	uint8		priv[DE_KEY_LEN];
-	uint8		pub[DE_KEY_LEN];
 
-	de_identity_require(priv, pub);
-	de_secure_zero(priv, DE_KEY_LEN);
-
-	PG_RETURN_TEXT_P(cstring_to_text(de_key_to_text(pub)));
+	de_identity_require(priv, key->dh);
+	PG_TRY();
+	{
+		de_identity_sign_public(priv, key->sign);
+	}
+	PG_FINALLY();
+	{
+		de_secure_zero(priv, sizeof(priv));
+	}
+	PG_END_TRY();
 }

@@ -1,12 +1,15 @@
 /*-------------------------------------------------------------------------
  *
  * keys.h
- *		  This site's X25519 identity key and the text form of public keys.
+ *		  This site's identity key and the text form of public keys.
  *
  * The private key lives in $PGDATA/data_embassy/identity.key (mode 0600,
  * written atomically and fsynced); it never enters a table, a log line, an
- * error message or a plugin option.  Public keys travel as text: 64
- * lower-case hexadecimal digits (upper case accepted on input).
+ * error message or a plugin option.  A site's public key has two halves:
+ * the X25519 key frames are sealed to, and the Ed25519 key frames are
+ * signed with (derived from the same secret).  It travels as text: 128
+ * lower-case hexadecimal digits, X25519 then Ed25519 (upper case accepted
+ * on input).
  *
  * IDENTIFICATION
  *		  src/seal/keys.h
@@ -21,7 +24,18 @@
 #define DE_KEY_DIR			"data_embassy"
 #define DE_KEY_FILE			"data_embassy/identity.key"
 #define DE_KEY_TEXT_LEN		(2 * DE_KEY_LEN)
+#define DE_PUBLIC_KEY_TEXT_LEN	(4 * DE_KEY_LEN)
 #define DE_SLOT_PREFIX		"data_embassy_"
+
+/* The first frame format whose keys carry a signing key. */
+#define DE_FRAME_FORMAT_SIGNED	2
+
+/* A site's public key. */
+typedef struct DePublicKey
+{
+	uint8		dh[DE_KEY_LEN]; /* X25519: frames are sealed to it */
+	uint8		sign[DE_KEY_LEN];	/* Ed25519: frames are signed with it */
+}			DePublicKey;
 
 /*
  * Load this site's identity.  Returns false when no key has been generated;
@@ -33,23 +47,28 @@ extern bool de_identity_load(uint8 *priv, uint8 *pub);
 /* As de_identity_load(), but a missing key is an ERROR with a hint. */
 extern void de_identity_require(uint8 *priv, uint8 *pub);
 
-/* Public key to text (palloc'd, 64 hex digits). */
-extern char *de_key_to_text(const uint8 *pub);
+/* A site's public key to text (palloc'd, 128 hex digits). */
+extern char *de_key_to_text(const DePublicKey * key);
+
+/* One 32-byte value as 64 hex digits (palloc'd). */
+extern char *de_bytes_to_hex(const uint8 *raw);
 
 /*
  * Text to public key.  Callers pass the name of the SQL argument or plugin
- * option in "what"; it appears quoted in the messages; NULL raises ERRCODE_NULL_VALUE_NOT_ALLOWED, bad length or
- * digits and keys no key agreement can use (points of small order) raise
- * ERRCODE_INVALID_PARAMETER_VALUE.
+ * option the text came from ("what"), for messages.  Refuses keys without a
+ * signing half, non-canonical X25519 keys and keys no stream could use.
  */
-extern void de_key_from_text(const char *text, const char *what, uint8 *pub);
+extern void de_key_from_text(const char *text, const char *what,
+							 DePublicKey * key);
 
-/*
- * Replication slot name an embassy with this public key uses in one
- * register database: "data_embassy_", the first 16 hex digits of
- * SHA-256(key), "_" and the register database's OID (slots are per cluster,
- * and one register cluster may hold several register databases).
- */
+/* This site's public key (ERROR when it has no identity yet). */
+extern void de_identity_public(DePublicKey * key);
+
+/* The Ed25519 seed and public key derived from an X25519 private key. */
+extern void de_identity_sign_seed(const uint8 *priv, uint8 *seed);
+extern void de_identity_sign_public(const uint8 *priv, uint8 *sign_pub);
+
+/* Slot name for an embassy's key in a register database (palloc'd). */
 extern char *de_slot_name_for_key(const uint8 *pub, Oid register_dboid);
 
 #endif							/* DE_KEYS_H */
