@@ -31,14 +31,24 @@ to 127.0.0.1:target_port.  It runs in a forked child process driven over
 two pipes: each method sends one command line and waits (bounded) for the
 child's one-line reply.
 
-Client to server, bytes pass through unchanged; the proxy only watches the
-startup packets so that it knows when the server answers an SSLRequest or a
-GSSENCRequest with a single byte.  Server to client, it splits the stream
-into protocol messages.  A CopyData message ('d') whose payload starts with
-'w' (XLogData: 'w', dataStart, walEnd, sendTime, 25 bytes) and whose data
-starts with the frame magic "DEMB" carries one data_embassy frame (132-byte
-clear header, then the sealed body; see src/frame.h).  Those frames are
-recorded and, when a rule says so, attacked:
+Both directions are split into protocol messages (after the startup
+packets; when the server accepts an SSLRequest or a GSSENCRequest the rest
+of that connection passes untouched).  Client to server, queries ('Q' and
+'P') and Standby Status Updates can be rewritten (see rewrite_start_lsn,
+rewrite_snapshot, forge_feedback), and the answers to IDENTIFY_SYSTEM and
+CREATE_REPLICATION_SLOT in the server's DataRow (rewrite_identify,
+rewrite_slot_lsn).
+
+Server to client, a CopyData message ('d') whose payload starts with 'w'
+(XLogData: 'w', dataStart, walEnd, sendTime, 25 bytes) and whose data
+starts with the frame magic "DEMB" carries one data_embassy frame; so does
+a one-column DataRow of copy_frames() that starts with "DEMB" (the
+initial copy).  The frame's version byte (offset 4) says its layout: v1 is
+a 132-byte clear header and the sealed body, v2 a 160-byte header, the
+sealed body and a 64-byte signature (issue #10).  Frames of both paths
+are recorded (and can be replayed on a later connection: replay_stream,
+replay_copy); stream frames can be hidden all at once (hide_frames) and,
+when a rule says so, attacked one by one:
 
   flip      XOR one byte inside the sealed body (or at "offset")
   drop      do not forward the frame
@@ -58,6 +68,9 @@ as a forger on an unencrypted path could.  Every other message, the
 startup and the non-CopyData protocol pass through unchanged.  Commands that act on connections: stall (hold both
 directions of every connection for N seconds), cut (close every
 connection), refuse (close new connections at once for N seconds).
+
+A rule with then_hide => 1 turns hide_frames on once it has fired (the
+frames after it vanish until clear()).
 
 A rule applies to the nth frame (default 1) that matches it: of kind 'S'
 (default; kind => 'C' or '*'), and with a body (data_only, default 1;
@@ -88,7 +101,9 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 
 use constant {
-	FRAME_HEADER_SIZE => 132,
+	FRAME_HEADER_V1 => 132,
+	FRAME_HEADER_V2 => 160,
+	FRAME_SIGNATURE_V2 => 64,
 	XLOGDATA_HEADER => 25,
 	SSL_REQUEST_CODE => 80877103,
 	GSSENC_REQUEST_CODE => 80877104,
@@ -231,7 +246,7 @@ sub _command
 =item tamper(op, %opts)
 
 Add a rule; see the description above for ops and options: nth,
-every_stream, count, kind, data_only, offset (flip), keep (truncate),
+every_stream, count, kind, data_only, then_hide, offset (flip), keep (truncate),
 frame (inject: an index of recorded_frames(), or several joined by '+'),
 hex (inject: a frame given as hex), replace (inject).
 
@@ -311,6 +326,101 @@ request a reply (0 stops it).
 =cut
 
 sub forge_keepalives { return $_[0]->_command('keepalive', $_[1]); }
+
+=pod
+
+=item hide_frames(on)
+
+Hidden lag: while on, drop every sealed frame of every replication
+connection (data and position frames alike) and let keepalives and
+everything else through.  Frames are still recorded.
+
+=cut
+
+sub hide_frames { return $_[0]->_command('hide', $_[1] ? 1 : 0); }
+
+=pod
+
+=item rewrite_identify(spec), rewrite_slot_lsn(spec), rewrite_start_lsn(spec),
+forge_feedback(spec)
+
+Until clear() (or spec 'off'), rewrite a position in the clear.  spec is
+"+N" (N bytes ahead), "-N" (N bytes back) or an LSN "X/Y" (set it):
+
+  rewrite_identify    xlogpos in the server's answer to IDENTIFY_SYSTEM
+  rewrite_slot_lsn    consistent_point in the answer to
+                      CREATE_REPLICATION_SLOT
+  rewrite_start_lsn   the start LSN of the client's START_REPLICATION
+  forge_feedback      flush and apply of the client's Standby Status
+                      Updates ('r'); write is raised to flush if below
+
+Message lengths are fixed so that the protocol stays valid.
+
+=cut
+
+sub _spec
+{
+	my ($spec) = @_;
+	croak "mitm: bad position spec $spec"
+	  unless $spec =~ m{^([-+]\d+|[0-9A-Fa-f]+/[0-9A-Fa-f]+|off)$};
+	return $spec;
+}
+sub rewrite_identify { return $_[0]->_command('identify', _spec($_[1])); }
+sub rewrite_slot_lsn { return $_[0]->_command('slot_lsn', _spec($_[1])); }
+sub rewrite_start_lsn { return $_[0]->_command('start_lsn', _spec($_[1])); }
+sub forge_feedback { return $_[0]->_command('feedback', _spec($_[1])); }
+
+=pod
+
+=item rewrite_snapshot(mode, [hold => seconds])
+
+Until clear(), rewrite the client's "SET TRANSACTION SNAPSHOT '...'"
+(simple Query or Parse): mode 'replace' puts "SET TRANSACTION ISOLATION
+LEVEL REPEATABLE READ" in its place (the client sees the same success, and
+its transaction takes a fresh snapshot at its first query), 'strip'
+removes the statement (an empty query), 'off' stops.  With hold, what the
+client sends next on that connection is held that many seconds, so that
+the fresh snapshot is taken later still.
+
+=cut
+
+sub rewrite_snapshot
+{
+	my ($self, $mode, %opts) = @_;
+	return $self->_command('snapshot', $mode, ($opts{hold} // 0) + 0);
+}
+
+=pod
+
+=item replay_stream(conn), replay_copy(conn)
+
+Replay: on the next connection other than "conn" that carries frames of
+that path (stream: XLogData of a replication connection; copy: rows of
+copy_frames()), send the frames recorded on connection "conn" instead,
+and drop that connection's own frames for the rest of its life.  Fires
+once; 'off' cancels one not yet fired.
+
+=cut
+
+sub replay_stream { return $_[0]->_command('replay', 'stream', $_[1]); }
+sub replay_copy { return $_[0]->_command('replay', 'copy', $_[1]); }
+
+=pod
+
+=item seen()
+
+The last positions seen in the clear before any rewrite, as a hash:
+identify (IDENTIFY_SYSTEM's xlogpos), slot (a consistent_point), start
+(START_REPLICATION's LSN), feedback (a status update's flush).
+
+=cut
+
+sub seen
+{
+	my ($self) = @_;
+	my %h = map { split /=/, $_, 2 } split / /, $self->_command('seen');
+	return \%h;
+}
 
 =pod
 
@@ -482,6 +592,15 @@ sub _child_main
 		keepalive_ahead => 0,
 		recorded => [],
 		next_frame => 0,
+		hide_frames => 0,
+		identify => undef,
+		slot_lsn => undef,
+		start_lsn => undef,
+		feedback => undef,
+		snapshot_mode => '',
+		snapshot_hold => 0,
+		replay_stream => undef,
+		replay_copy => undef,
 		stats => {
 			connections => 0,
 			repl_connections => 0,
@@ -489,6 +608,20 @@ sub _child_main
 			frames_tampered => 0,
 			keepalives_seen => 0,
 			keepalives_forged => 0,
+			frames_hidden => 0,
+			frames_replayed => 0,
+			frames_replaced => 0,
+			copy_frames_seen => 0,
+			identify_seen => 0,
+			identify_rewritten => 0,
+			create_slot_seen => 0,
+			slot_rewritten => 0,
+			start_seen => 0,
+			start_rewritten => 0,
+			snapshot_seen => 0,
+			snapshot_rewritten => 0,
+			feedback_seen => 0,
+			feedback_forged => 0,
 			map { ("tampered_$_" => 0) }
 			  qw(flip drop repeat swap truncate inject),
 		},
@@ -513,8 +646,12 @@ sub _child_main
 				my $s = $c->{$side};
 				next unless $s;
 				$rsel->add($s);
+				# a connection held after a snapshot rewrite keeps what
+				# its client sends for a while
+				my $held = $side eq 'server'
+				  && ($c->{hold_until} // 0) > time();
 				$wsel->add($s)
-				  if !$stalled && length $c->{"out_$side"};
+				  if !$stalled && !$held && length $c->{"out_$side"};
 			}
 		}
 		my ($r, $w) = IO::Select->select($rsel, $wsel, undef, 0.1);
@@ -681,30 +818,214 @@ sub _write_socket
 	return;
 }
 
-# Client to server: pass through, watching only the startup packets.
+# Client to server: split into messages (after the startup packets) and
+# rewrite the ones a rewrite rule names; every other byte passes unchanged.
 sub _from_client
 {
 	my ($c, $buf) = @_;
-	$c->{out_server} .= $buf;
-	return unless $c->{client_startup};
 	$c->{in_client} .= $buf;
-	while (length $c->{in_client} >= 8)
+	if ($c->{opaque})
 	{
-		my ($len, $code) = unpack('N N', $c->{in_client});
-		last if length $c->{in_client} < $len;
-		substr($c->{in_client}, 0, $len) = '';
-		if ($len == 8
-			&& ($code == SSL_REQUEST_CODE || $code == GSSENC_REQUEST_CODE))
+		$c->{out_server} .= $c->{in_client};
+		$c->{in_client} = '';
+		return;
+	}
+	while (length $c->{in_client})
+	{
+		if ($c->{client_startup})
 		{
-			$c->{single_bytes}++;
+			last if length $c->{in_client} < 8;
+			my ($len, $code) = unpack('N N', $c->{in_client});
+			if ($len < 8 || $len > 100_000)
+			{
+				# not a startup packet we understand: stop parsing
+				$c->{opaque} = 1;
+				$c->{out_server} .= $c->{in_client};
+				$c->{in_client} = '';
+				last;
+			}
+			last if length $c->{in_client} < $len;
+			$c->{out_server} .= substr($c->{in_client}, 0, $len, '');
+			if ($len == 8
+				&& ($code == SSL_REQUEST_CODE || $code == GSSENC_REQUEST_CODE))
+			{
+				$c->{single_bytes}++;
+				# the answer decides whether what follows is encrypted
+				$c->{await_single} = 1;
+				last;
+			}
+			# StartupMessage or CancelRequest: typed messages follow.
+			$c->{client_startup} = 0;
 			next;
 		}
-		# StartupMessage or CancelRequest: typed messages follow.
-		$c->{client_startup} = 0;
-		$c->{in_client} = '';
-		last;
+		last if $c->{await_single};
+		last if length $c->{in_client} < 5;
+		my ($type, $len) = unpack('a N', $c->{in_client});
+		last if length $c->{in_client} < 1 + $len;
+		my $msg = substr($c->{in_client}, 0, 1 + $len, '');
+		$c->{out_server} .= _client_message($c, $type, $msg);
 	}
 	return;
+}
+
+# One typed message from the client, rewritten if a rule says so.
+sub _client_message
+{
+	my ($c, $type, $msg) = @_;
+	if ($type eq 'Q')
+	{
+		my $q = substr($msg, 5, length($msg) - 6);
+		my $q2 = _client_query($c, $q);
+		return $msg if $q2 eq $q;
+		return 'Q' . pack('N', 4 + length($q2) + 1) . $q2 . "\0";
+	}
+	if ($type eq 'P')
+	{
+		# Parse: statement name, query, parameter types
+		my $body = substr($msg, 5);
+		my $z1 = index($body, "\0");
+		my $z2 = index($body, "\0", $z1 + 1);
+		return $msg if $z1 < 0 || $z2 < 0;
+		my $q = substr($body, $z1 + 1, $z2 - $z1 - 1);
+		my $q2 = _client_query($c, $q);
+		return $msg if $q2 eq $q;
+		$body = substr($body, 0, $z1 + 1) . $q2 . substr($body, $z2);
+		return 'P' . pack('N', 4 + length $body) . $body;
+	}
+	if ($type eq 'd' && length($msg) == 5 + 34 && substr($msg, 5, 1) eq 'r')
+	{
+		# Standby Status Update: 'r', write, flush, apply, sendTime, reply
+		$C{stats}{feedback_seen}++;
+		my ($write, $flush, $apply) = unpack('Q> Q> Q>', substr($msg, 6, 24));
+		$C{last_feedback} = _lsn_text($flush);
+		return $msg unless defined $C{feedback};
+		my $f2 = _lsn_apply($flush, $C{feedback});
+		my $a2 = _lsn_apply($apply, $C{feedback});
+		$a2 = $f2 if $a2 > $f2;
+		my $w2 = $write > $f2 ? $write : $f2;
+		substr($msg, 6, 24) = pack('Q> Q> Q>', $w2, $f2, $a2);
+		$C{stats}{feedback_forged}++;
+		_log("connection $c->{id}: feedback flush " . _lsn_text($flush)
+			  . ' forged to ' . _lsn_text($f2));
+		return $msg;
+	}
+	return $msg;
+}
+
+# A query's text, rewritten if a rule says so; notes which server answers
+# (IDENTIFY_SYSTEM, CREATE_REPLICATION_SLOT) are to be rewritten.
+sub _client_query
+{
+	my ($c, $q) = @_;
+	if ($q =~ /^\s*IDENTIFY_SYSTEM\b/i)
+	{
+		$C{stats}{identify_seen}++;
+		$c->{pending} = 'identify' if defined $C{identify};
+	}
+	elsif ($q =~ /^\s*CREATE_REPLICATION_SLOT\b/i)
+	{
+		$C{stats}{create_slot_seen}++;
+		$c->{pending} = 'slot' if defined $C{slot_lsn};
+	}
+	elsif ($q =~ m{^(\s*START_REPLICATION\s+SLOT\s+\S+\s+LOGICAL\s+)([0-9A-Fa-f]+/[0-9A-Fa-f]+)(.*)$}s)
+	{
+		my ($pre, $lsn, $post) = ($1, $2, $3);
+		$C{stats}{start_seen}++;
+		$C{last_start} = $lsn;
+		if (defined $C{start_lsn})
+		{
+			my $new = _lsn_text(_lsn_apply(_lsn_num($lsn), $C{start_lsn}));
+			$C{stats}{start_rewritten}++;
+			_log("connection $c->{id}: START_REPLICATION $lsn rewritten to $new");
+			return $pre . $new . $post;
+		}
+	}
+	elsif ($q =~ /SET\s+TRANSACTION\s+SNAPSHOT\s+'[^']*'/i)
+	{
+		$C{stats}{snapshot_seen}++;
+		if ($C{snapshot_mode})
+		{
+			my $with = $C{snapshot_mode} eq 'strip' ? ''
+			  : 'SET TRANSACTION ISOLATION LEVEL REPEATABLE READ';
+			(my $q2 = $q) =~ s/SET\s+TRANSACTION\s+SNAPSHOT\s+'[^']*'/$with/i;
+			$C{stats}{snapshot_rewritten}++;
+			$c->{hold_until} = time() + $C{snapshot_hold};
+			_log("connection $c->{id}: \"$q\" rewritten to \"$q2\", "
+				  . "connection held $C{snapshot_hold} s");
+			return $q2;
+		}
+	}
+	return $q;
+}
+
+# A DataRow's fields (undef for NULL) and back.
+sub _datarow_fields
+{
+	my ($msg) = @_;
+	my $n = unpack('n', substr($msg, 5, 2));
+	my $off = 7;
+	my @f;
+	for (1 .. $n)
+	{
+		my $len = unpack('l>', substr($msg, $off, 4));
+		$off += 4;
+		if ($len < 0)
+		{
+			push @f, undef;
+			next;
+		}
+		push @f, substr($msg, $off, $len);
+		$off += $len;
+	}
+	return @f;
+}
+
+sub _datarow_msg
+{
+	my (@f) = @_;
+	my $body = pack('n', scalar @f);
+	$body .= defined $_ ? pack('l>', length $_) . $_ : pack('l>', -1)
+	  foreach @f;
+	return 'D' . pack('N', 4 + length $body) . $body;
+}
+
+# A DataRow from the server: the answer to IDENTIFY_SYSTEM (systemid,
+# timeline, xlogpos, dbname) or CREATE_REPLICATION_SLOT (slot_name,
+# consistent_point, snapshot_name, output_plugin) to rewrite, or one row
+# of copy_frames() (one frame, binary).
+sub _server_datarow
+{
+	my ($c, $msg) = @_;
+	my @f = _datarow_fields($msg);
+	my $pending = $c->{pending} // '';
+	if (@f >= 3 && $pending eq 'identify' && defined $f[2])
+	{
+		my $new = _lsn_text(_lsn_apply(_lsn_num($f[2]), $C{identify}));
+		_log("connection $c->{id}: IDENTIFY_SYSTEM xlogpos $f[2] rewritten to $new");
+		$C{last_identify} = $f[2];
+		$f[2] = $new;
+		$C{stats}{identify_rewritten}++;
+		return _datarow_msg(@f);
+	}
+	if (@f >= 2 && $pending eq 'slot' && defined $f[1])
+	{
+		my $new = _lsn_text(_lsn_apply(_lsn_num($f[1]), $C{slot_lsn}));
+		_log("connection $c->{id}: CREATE_REPLICATION_SLOT consistent_point $f[1] rewritten to $new");
+		$C{last_slot} = $f[1];
+		$f[1] = $new;
+		$C{stats}{slot_rewritten}++;
+		return _datarow_msg(@f);
+	}
+	if (@f == 1 && defined $f[0]
+		&& length $f[0] >= FRAME_HEADER_V1
+		&& substr($f[0], 0, 4) eq 'DEMB')
+	{
+		my $h = _frame_header($f[0]);
+		_record($c, $f[0], $h, $msg, 'copy');
+		$C{stats}{copy_frames_seen}++;
+		return '' if _replay($c, 'copy');
+	}
+	return $msg;
 }
 
 # Server to client: split into messages, attack frames.
@@ -714,10 +1035,22 @@ sub _from_server
 	$c->{in_server} .= $buf;
 	while (length $c->{in_server})
 	{
+		if ($c->{opaque})
+		{
+			$c->{out_client} .= $c->{in_server};
+			$c->{in_server} = '';
+			last;
+		}
 		if ($c->{single_bytes} > 0)
 		{
-			$c->{out_client} .= substr($c->{in_server}, 0, 1, '');
+			my $answer = substr($c->{in_server}, 0, 1, '');
+			$c->{out_client} .= $answer;
 			$c->{single_bytes}--;
+			$c->{await_single} = 0;
+			# SSL or GSSAPI accepted: the rest is encrypted, pass it as is
+			$c->{opaque} = 1 if $answer eq 'S' || $answer eq 'G';
+			# the client's bytes held until the answer can go on now
+			_from_client($c, '');
 			next;
 		}
 		last if length $c->{in_server} < 5;
@@ -729,11 +1062,20 @@ sub _from_server
 			$c->{repl} = 1;
 		}
 		if ($type eq 'd'
-			&& $len >= 4 + XLOGDATA_HEADER + FRAME_HEADER_SIZE
+			&& $len >= 4 + XLOGDATA_HEADER + FRAME_HEADER_V1
 			&& substr($msg, 5, 1) eq 'w'
 			&& substr($msg, 5 + XLOGDATA_HEADER, 4) eq 'DEMB')
 		{
 			_on_frame($c, $msg);
+		}
+		elsif ($type eq 'D')
+		{
+			$c->{out_client} .= _server_datarow($c, $msg);
+		}
+		elsif ($type eq 'Z')
+		{
+			$c->{pending} = undef;
+			$c->{out_client} .= $msg;
 		}
 		elsif ($type eq 'd' && $len == 4 + 18 && substr($msg, 5, 1) eq 'k')
 		{
@@ -757,17 +1099,39 @@ sub _from_server
 	return;
 }
 
-# Parse the clear header of a frame (see src/frame.h).
+# Parse the clear header of a frame by its version byte (offset 4): v1
+# has a 132-byte header (src/seal/frame.h before issue #10), v2 a 160-byte
+# header and a 64-byte signature after the sealed body.
 sub _frame_header
 {
 	my ($frame) = @_;
 	my %h;
-	(
-		$h{magic}, $h{version}, $h{kind}, $h{flags}, $h{sysid_hi},
-		$h{sysid_lo}, $h{dboid}, $h{eph}, $h{seq_hi}, $h{seq_lo}
-	) = unpack('a4 C a n N N N a32 N N', $frame);
-	$h{seq} = $h{seq_hi} * 4294967296 + $h{seq_lo};
-	($h{plain_len}, $h{sealed_len}) = unpack('N N', substr($frame, 92, 8));
+	($h{magic}, $h{version}, $h{kind}, $h{flags}, $h{sysid}, $h{dboid}) =
+	  unpack('a4 C a n Q> N', $frame);
+	if ($h{version} >= 2 && length $frame >= FRAME_HEADER_V2)
+	{
+		$h{header_size} = FRAME_HEADER_V2;
+		$h{trailer} = FRAME_SIGNATURE_V2;
+		$h{timeline} = unpack('N', substr($frame, 20, 4));
+		$h{eph} = substr($frame, 24, 32);
+		$h{session} = unpack('H32', substr($frame, 56, 16));
+		(
+			$h{seq}, $h{start_lsn}, $h{end_lsn}, $h{commit_lsn},
+			$h{source_lsn}, $h{source_time}, $h{plain_len}, $h{sealed_len}
+		) = unpack('Q> Q> Q> Q> Q> q> N N', substr($frame, 72, 56));
+	}
+	else
+	{
+		$h{header_size} = FRAME_HEADER_V1;
+		$h{trailer} = 0;
+		$h{timeline} = 0;
+		$h{eph} = substr($frame, 20, 32);
+		$h{session} = '';
+		(
+			$h{seq}, $h{start_lsn}, $h{end_lsn}, $h{commit_lsn},
+			$h{source_lsn}, $h{plain_len}, $h{sealed_len}
+		) = unpack('Q> Q> Q> Q> Q> N N', substr($frame, 52, 48));
+	}
 	$h{stream} = unpack('H12', $h{eph});
 	return \%h;
 }
@@ -781,23 +1145,88 @@ sub _frame_msg
 
 sub _record
 {
-	my ($c, $frame, $h) = @_;
+	my ($c, $frame, $h, $msg, $via) = @_;
 	my $rec = {
 		index => $C{next_frame}++,
 		conn => $c->{id},
+		via => $via // 'stream',
+		version => $h->{version},
 		seq => $h->{seq},
 		kind => $h->{kind},
 		flags => $h->{flags},
+		start_lsn => _lsn_text($h->{start_lsn}),
+		end_lsn => _lsn_text($h->{end_lsn}),
+		commit_lsn => _lsn_text($h->{commit_lsn}),
 		plain_len => $h->{plain_len},
 		sealed_len => $h->{sealed_len},
 		len => length $frame,
 		stream => $h->{stream},
 		tampered => 0,
 		bytes => $frame,
+		msg => $msg,
 	};
 	push @{ $C{recorded} }, $rec;
 	shift @{ $C{recorded} } while @{ $C{recorded} } > MAX_RECORDED;
 	return $rec;
+}
+
+# LSN helpers: numbers to "X/Y" text and back, and a rewrite spec applied
+# to a position: "+N" moves it N bytes ahead, "-N" back, "X/Y" sets it.
+sub _lsn_text
+{
+	my ($n) = @_;
+	return sprintf('%X/%X', int($n / 4294967296), $n % 4294967296);
+}
+
+sub _lsn_num
+{
+	my ($t) = @_;
+	die "not an LSN: $t\n" unless $t =~ m{^([0-9A-Fa-f]+)/([0-9A-Fa-f]+)$};
+	return hex($1) * 4294967296 + hex($2);
+}
+
+sub _lsn_apply
+{
+	my ($n, $spec) = @_;
+	return $n + $1 if $spec =~ /^\+(\d+)$/;
+	return ($n > $1 ? $n - $1 : 0) if $spec =~ /^-(\d+)$/;
+	return _lsn_num($spec);
+}
+
+# The recorded frames of one connection, of one path ('stream': XLogData
+# of a replication connection, 'copy': rows of copy_frames()).
+sub _recorded_of
+{
+	my ($conn, $via) = @_;
+	return grep { $_->{conn} == $conn && $_->{via} eq $via }
+	  @{ $C{recorded} };
+}
+
+# Replay: the first connection other than the recorded one that carries
+# frames of that path gets the recorded frames instead of its own (which
+# are dropped for the rest of its life).  Returns true when this frame
+# was consumed by a replay.
+sub _replay
+{
+	my ($c, $via) = @_;
+	my $key = "replaying_$via";
+	if (!$c->{$key} && defined $C{"replay_$via"}
+		&& $C{"replay_$via"} != $c->{id})
+	{
+		my @old = _recorded_of($C{"replay_$via"}, $via);
+		$c->{$key} = 1;
+		delete $C{"replay_$via"};
+		$c->{out_client} .= $_->{msg} foreach @old;
+		$C{stats}{frames_replayed} += @old;
+		_log("connection $c->{id}: replaying " . scalar(@old)
+			  . " $via frames recorded earlier instead of its own");
+	}
+	if ($c->{$key})
+	{
+		$C{stats}{frames_replaced}++;
+		return 1;
+	}
+	return 0;
 }
 
 sub _rule_matches
@@ -814,7 +1243,7 @@ sub _on_frame
 	my $xlog_header = substr($msg, 5, XLOGDATA_HEADER);
 	my $frame = substr($msg, 5 + XLOGDATA_HEADER);
 	my $h = _frame_header($frame);
-	my $rec = _record($c, $frame, $h);
+	my $rec = _record($c, $frame, $h, $msg, 'stream');
 
 	if (!$c->{repl})
 	{
@@ -827,6 +1256,17 @@ sub _on_frame
 	}
 	$C{stats}{frames_seen}++;
 	$c->{frames}++;
+
+	# A replayed stream replaces this connection's own frames.
+	return if _replay($c, 'stream');
+
+	# Hidden lag: every sealed frame vanishes, keepalives still pass.
+	if ($C{hide_frames})
+	{
+		$rec->{tampered} = 1;
+		$C{stats}{frames_hidden}++;
+		return;
+	}
 
 	# Which rule, if any, fires on this frame?
 	my $fire;
@@ -845,7 +1285,8 @@ sub _on_frame
 	if ($op eq 'flip')
 	{
 		my $off = $fire->{offset}
-		  // FRAME_HEADER_SIZE + int((length($frame) - FRAME_HEADER_SIZE) / 2);
+		  // $h->{header_size}
+		  + int((length($frame) - $h->{header_size}) / 2);
 		$off = length($frame) - 1 if $off >= length $frame;
 		substr($frame, $off, 1) = chr(ord(substr($frame, $off, 1)) ^ 0x01);
 		push @out, _frame_msg($xlog_header, $frame);
@@ -865,7 +1306,8 @@ sub _on_frame
 	elsif ($op eq 'truncate')
 	{
 		my $keep = $fire->{keep}
-		  // FRAME_HEADER_SIZE + int((length($frame) - FRAME_HEADER_SIZE) / 2);
+		  // $h->{header_size}
+		  + int((length($frame) - $h->{header_size}) / 2);
 		$keep = length($frame) - 1 if $keep >= length $frame;
 		push @out, _frame_msg($xlog_header, substr($frame, 0, $keep));
 	}
@@ -926,6 +1368,8 @@ sub _on_frame
 		$C{stats}{frames_tampered}++;
 		$C{stats}{"tampered_$op"}++;
 		$fire->{fired}++;
+		# then_hide: the frames after this one vanish (hide_frames)
+		$C{hide_frames} = 1 if $fire->{then_hide};
 		_log("connection $c->{id}: $op frame seq $h->{seq} kind $h->{kind} "
 			  . "stream $h->{stream} plain $h->{plain_len} "
 			  . "sealed $h->{sealed_len} (rule $fire->{id})");
@@ -936,6 +1380,17 @@ sub _on_frame
 		}
 	}
 	$c->{out_client} .= join('', @out);
+	return;
+}
+
+# Forget every rewrite and replay rule (the clear command).
+sub _clear_rewrites
+{
+	$C{hide_frames} = 0;
+	$C{$_} = undef foreach qw(identify slot_lsn start_lsn feedback
+	  replay_stream replay_copy);
+	$C{snapshot_mode} = '';
+	$C{snapshot_hold} = 0;
 	return;
 }
 
@@ -960,7 +1415,7 @@ sub _child_command
 {
 	my ($line) = @_;
 	my ($cmd, @args) = split / /, $line;
-	_log("command: $line") unless $cmd =~ /^(stats|ping|frames|hex)$/;
+	_log("command: $line") unless $cmd =~ /^(stats|ping|frames|hex|seen)$/;
 	if ($cmd eq 'ping')
 	{
 		return 'pong';
@@ -989,12 +1444,48 @@ sub _child_command
 		$C{stall_until} = 0;
 		$C{refuse_until} = 0;
 		$C{keepalive_ahead} = 0;
+		_clear_rewrites();
 		foreach my $c (@{ $C{conns} })
 		{
 			$c->{out_client} .= $c->{held} if $c->{held};
 			$c->{held} = undef;
+			$c->{hold_until} = 0;
 		}
 		return 'ok';
+	}
+	elsif ($cmd eq 'hide')
+	{
+		$C{hide_frames} = $args[0] ? 1 : 0;
+		return 'ok';
+	}
+	elsif ($cmd =~ /^(identify|slot_lsn|start_lsn|feedback)$/)
+	{
+		die "usage: $cmd +N|-N|X/Y|off\n"
+		  unless @args == 1 && $args[0] =~ m{^([-+]\d+|[0-9A-Fa-f]+/[0-9A-Fa-f]+|off)$};
+		$C{$cmd} = $args[0] eq 'off' ? undef : $args[0];
+		return 'ok';
+	}
+	elsif ($cmd eq 'snapshot')
+	{
+		die "usage: snapshot replace|strip|off [hold seconds]\n"
+		  unless @args >= 1 && $args[0] =~ /^(replace|strip|off)$/;
+		$C{snapshot_mode} = $args[0] eq 'off' ? '' : $args[0];
+		$C{snapshot_hold} = ($args[1] // 0) + 0;
+		return 'ok';
+	}
+	elsif ($cmd eq 'replay')
+	{
+		die "usage: replay stream|copy connection|off\n"
+		  unless @args == 2 && $args[0] =~ /^(stream|copy)$/
+		  && $args[1] =~ /^(\d+|off)$/;
+		$C{"replay_$args[0]"} = $args[1] eq 'off' ? undef : $args[1] + 0;
+		return 'ok';
+	}
+	elsif ($cmd eq 'seen')
+	{
+		# the last values seen in the clear, before any rewrite
+		return join(' ', map { "$_=" . ($C{"last_$_"} // '') }
+			  qw(identify slot start feedback));
 	}
 	elsif ($cmd eq 'keepalive')
 	{
@@ -1036,8 +1527,8 @@ sub _child_command
 		{
 			push @f, join(',',
 				map { "$_:$r->{$_}" }
-				  qw(index conn seq kind flags plain_len sealed_len len
-				  stream tampered));
+				  qw(index conn via version seq kind flags start_lsn end_lsn
+				  commit_lsn plain_len sealed_len len stream tampered));
 		}
 		return join(' ', 'ok', @f);
 	}
