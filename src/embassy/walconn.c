@@ -409,9 +409,16 @@ de_conninfo_transport(const char *conninfo, DeConnTransport *t)
 		{
 			t->local = false;
 			t->remote_host = pstrdup(target);
-			break;
 		}
+		pfree(addr);
+		pfree(name);
+		if (!local)
+			break;
 	}
+	if (host != NULL)
+		pfree(host);
+	if (hostaddr != NULL)
+		pfree(hostaddr);
 
 	return true;
 }
