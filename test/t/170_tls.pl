@@ -241,10 +241,13 @@ like($stderr,
 # The table holds the rows the first link copied; the new slot starts now.
 $emb->safe_psql('postgres',
 	"SELECT data_embassy.add_register('svc', 'service=register_tls', '$rkey', false)");
+ok(DataEmbassy::wait_state($emb, 'svc', 'streaming'),
+	'the worker connects through the service and makes its slot');
 $reg->safe_psql('postgres',
 	"INSERT INTO person (code, name) VALUES ('T1', 'over the service')");
-DataEmbassy::wait_caught_up($reg, $emb, 'svc',
-	msg => 'a register reached through a verify-full service streams');
+ok( $emb->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM person WHERE code = 'T1'"),
+	'a register reached through a verify-full service streams');
 is($reg->safe_psql('postgres', q{
 	SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)
 	WHERE r.application_name LIKE 'data_embassy%'}),
@@ -287,8 +290,10 @@ write_services('127.0.0.1', 'verify-full');
 	"SELECT data_embassy.alter_register('svc', require_tls => true)");
 is($ret, 0, 'alter_register turns the rule on again');
 is($stderr, '', 'without a warning: the service verifies the register');
-DataEmbassy::wait_caught_up($reg, $emb, 'svc',
-	msg => 'the link comes back over verify-full');
+ok( $emb->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM person WHERE code = 'T2'"),
+	'the link comes back over verify-full with what was held back');
+DataEmbassy::wait_caught_up($reg, $emb, 'svc', msg => 'and catches up');
 DataEmbassy::compare_tables($reg, $emb, 'postgres');
 $emb->safe_psql('postgres', "SELECT data_embassy.drop_register('svc')");
 
