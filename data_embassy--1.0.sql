@@ -206,6 +206,7 @@ CREATE TABLE registers (
 	promoted_lsn pg_lsn,
 	skip_lsn	pg_lsn,			/* skip(): the transaction to skip */
 	skip_requested_by name,		/* and who asked */
+	require_tls boolean NOT NULL DEFAULT true, /* another host: verify-ca/full */
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
@@ -253,9 +254,19 @@ CREATE TABLE replicated_sequences (
 	last_value	bigint NOT NULL
 );
 
+/*
+ * require_tls: a register on another host is reached only with sslmode
+ * verify-ca or verify-full (checked here and at every connection).
+ */
 CREATE FUNCTION add_register(name text, conninfo text, register_key text,
-							 copy_data boolean DEFAULT true) RETURNS void
+							 copy_data boolean DEFAULT true,
+							 require_tls boolean DEFAULT true) RETURNS void
 AS 'MODULE_PATHNAME', 'data_embassy_add_register'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+/* Change require_tls; the worker starts again at commit. */
+CREATE FUNCTION alter_register(name text, require_tls boolean) RETURNS void
+AS 'MODULE_PATHNAME', 'data_embassy_alter_register'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
 CREATE FUNCTION drop_register(name text) RETURNS void
@@ -311,8 +322,12 @@ CREATE VIEW lag AS
 		   applied_lsn, lag_bytes, lag_time, last_applied_commit_at,
 		   last_message_at, frames_applied, rows_applied, wire_bytes,
 		   plain_bytes, last_error, failed_commit_lsn, copy_tables_done,
-		   copy_tables_total, copy_rows, copy_bytes
-	FROM register_status();
+		   copy_tables_total, copy_rows, copy_bytes,
+		   (SELECT r.require_tls FROM registers r
+			WHERE r.name OPERATOR(pg_catalog.=) s.register
+			  AND s.database OPERATOR(pg_catalog.=) pg_catalog.current_database())
+			AS require_tls
+	FROM register_status() s;
 
 CREATE VIEW failover_status AS
 	SELECT register, state,
@@ -326,7 +341,9 @@ CREATE VIEW failover_status AS
 				WHEN source_lsn IS NOT NULL AND applied_lsn IS NOT NULL
 				THEN GREATEST(source_lsn - applied_lsn, 0)::bigint
 		   END AS unreplicated_bytes,
-		   promoted_at, promoted_lsn
+		   promoted_at, promoted_lsn,
+		   (SELECT r.require_tls FROM registers r
+			WHERE r.name OPERATOR(pg_catalog.=) s.register) AS require_tls
 	FROM register_status() s
 	WHERE database = pg_catalog.current_database();
 
@@ -355,7 +372,8 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION generate_key(), public_key(),
 	add_embassy(text, text), drop_embassy(text),
 	set_keyless_identity_full(boolean),
-	add_register(text, text, text, boolean), drop_register(text),
+	add_register(text, text, text, boolean, boolean),
+	alter_register(text, boolean), drop_register(text),
 	pause_register(text), resume_register(text),
 	retry_register(text), resync_register(text), skip(text, pg_lsn),
 	promote(text, interval)

@@ -123,6 +123,82 @@ BEGIN;
 SELECT data_embassy.drop_register('r1');
 ROLLBACK;
 
+-- TLS by default: a register on another host needs sslmode verify-full or
+-- verify-ca.  (192.0.2.0/24 is TEST-NET-1, reserved for documentation:
+-- no server answers there.)
+SELECT data_embassy.add_register('far', 'host=192.0.2.1 dbname=postgres', :'rkey');
+-- tls_verdict: what add_register says of a conninfo, undone either way
+CREATE FUNCTION tls_verdict(conninfo text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+	st text;
+	msg text;
+	det text;
+BEGIN
+	BEGIN
+		PERFORM data_embassy.add_register('tls_probe', conninfo,
+										  repeat('ef', 31) || '6f', false);
+		RAISE EXCEPTION USING ERRCODE = 'P0004', MESSAGE = 'accepted';
+	EXCEPTION WHEN assert_failure THEN
+		RETURN 'accepted';
+	END;
+EXCEPTION WHEN OTHERS THEN
+	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, det = PG_EXCEPTION_DETAIL;
+	RETURN st || ': ' || det;
+END
+$$;
+SELECT c AS conninfo, tls_verdict(c) AS verdict
+FROM (VALUES
+	('host=192.0.2.1 sslmode=require'),
+	('host=192.0.2.1 sslmode=verify-ca'),
+	('host=192.0.2.1 sslmode=verify-full sslrootcert=/nonexistent/ca.crt'),
+	('postgresql://192.0.2.1/postgres?sslmode=disable'),
+	('postgresql://192.0.2.1/postgres?sslmode=verify-full'),
+	('host=register.example sslmode=prefer'),
+	('host=/nonexistent,192.0.2.1,localhost'),
+	('host=/nonexistent,localhost,127.0.0.1,127.1.2.3,::1,@abstract sslmode=disable'),
+	('host=,LocalHost sslmode=allow'),
+	('hostaddr=127.0.0.1 host=register.example sslmode=disable'),
+	('hostaddr=192.0.2.1 host=localhost'),
+	('hostaddr=127.0.0.1,192.0.2.1 host=localhost,localhost'),
+	('host=::ffff:127.0.0.1 sslmode=disable'),
+	('host=::ffff:192.0.2.1 sslmode=disable'),
+	('host=2001:db8::1'),
+	('host=127.0.0.1.example sslmode=disable'),
+	('service=regress_no_such_service')
+) AS v(c);
+SELECT count(*) AS nothing_added FROM data_embassy.registers WHERE name <> 'r1';
+-- the opt-out is explicit, stored and shown; NULL is refused
+SELECT data_embassy.add_register('far', 'host=192.0.2.1', :'rkey', false, NULL);
+SELECT data_embassy.alter_register('r1', NULL);
+SELECT data_embassy.alter_register('nope', false);
+SELECT data_embassy.alter_register(NULL, false);
+SELECT name, require_tls FROM data_embassy.registers;
+SELECT data_embassy.alter_register('r1', true);
+SELECT data_embassy.alter_register('r1', false);
+SELECT name, require_tls FROM data_embassy.registers;
+SELECT wait_lag('r1', 'require_tls IS false') AS r1_opted_out_in_lag;
+SELECT register, require_tls FROM data_embassy.failover_status;
+SELECT data_embassy.alter_register('r1', true);
+SELECT wait_lag('r1', 'require_tls') AS r1_back_in_lag;
+-- a register added with the opt-out: the worker connects to a host that
+-- never answers (connect_timeout=1); turned back on, the worker refuses the
+-- conninfo itself and says so in last_error
+SELECT data_embassy.add_register('far',
+	'host=192.0.2.1 port=1 connect_timeout=1 dbname=postgres',
+	repeat('ef', 31) || '6f', false, require_tls => false);
+SELECT name, require_tls FROM data_embassy.registers WHERE name = 'far';
+SELECT wait_lag('far', $$state = 'disconnected' AND last_error IS NOT NULL$$)
+	AS far_disconnected;
+SELECT data_embassy.alter_register('far', true);
+SELECT wait_lag('far', $$last_error LIKE 'connection to register "far" must use sslmode%'$$)
+	AS far_refused_by_worker;
+SELECT state, require_tls, last_error FROM data_embassy.lag WHERE register = 'far';
+\set VERBOSITY terse
+SELECT data_embassy.drop_register('far');
+\set VERBOSITY default
+DROP FUNCTION tls_verdict(text);
+
 -- privileges: a plain role may call none of the functions nor read the view
 CREATE ROLE regress_de_api_plain;
 CREATE ROLE regress_de_api_admin IN ROLE data_embassy_admin;
@@ -134,6 +210,7 @@ SELECT data_embassy.drop_register('r1');
 SELECT data_embassy.retry_register('r1');
 SELECT data_embassy.resync_register('r1');
 SELECT data_embassy.skip('r1', '0/1000');
+SELECT data_embassy.alter_register('r1', false);
 SELECT count(*) FROM data_embassy.lag;
 SELECT count(*) FROM data_embassy.skipped_transactions;
 RESET ROLE;
@@ -147,6 +224,7 @@ REVOKE EXECUTE ON FUNCTION data_embassy.pause_register(text) FROM regress_de_api
 SET ROLE regress_de_api_admin;
 SELECT data_embassy.pause_register('r1');
 SELECT data_embassy.resume_register('r1');
+SELECT data_embassy.alter_register('r1', true);
 SELECT conninfo FROM data_embassy.registers;
 RESET ROLE;
 -- a hostile search_path: an "=" of the caller's that would run with the

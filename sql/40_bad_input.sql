@@ -193,6 +193,32 @@ FROM (VALUES
 ) AS v(label, name, conninfo, key, copy)
 ORDER BY v.label;
 
+-- require_tls: NULL, and a register on another host without verify-full
+SELECT v.label, try(format('SELECT data_embassy.add_register(%L, %L, %L, false, %s)',
+						   'r1', v.conninfo, :'okkey', v.tls))
+FROM (VALUES
+	('null require_tls', :'unreachable', 'NULL'),
+	('remote host, no sslmode', 'host=192.0.2.1 password=hunter2', 'true'),
+	('remote host, sslmode=require', 'host=192.0.2.1 sslmode=require', 'true'),
+	('remote hostaddr, local host name', 'host=localhost hostaddr=192.0.2.1', 'true'),
+	('undefined service', 'service=regress_no_such_service', 'true')
+) AS v(label, conninfo, tls)
+ORDER BY v.label;
+
+--
+-- alter_register(name, require_tls)
+--
+SELECT v.label, try(v.q)
+FROM (VALUES
+	('null name', 'SELECT data_embassy.alter_register(NULL, true)'),
+	('empty name', $$SELECT data_embassy.alter_register('', true)$$),
+	('64-byte name', format('SELECT data_embassy.alter_register(%s, true)', :'longname')),
+	('unknown', $$SELECT data_embassy.alter_register('nope', false)$$),
+	('injection', $$SELECT data_embassy.alter_register('x''; DROP TABLE data_embassy.registers; --', false)$$),
+	('null require_tls', $$SELECT data_embassy.alter_register('nope', NULL)$$)
+) AS v(label, q)
+ORDER BY v.label;
+
 -- a conninfo with a password is refused without echoing it
 SELECT try($$SELECT data_embassy.add_register('r1',
 		'host=/nonexistent nosuchkeyword=1 password=hunter2', repeat('6b', 32))$$)

@@ -46,7 +46,7 @@
 #define REGISTER_COLUMNS \
 	"name, conninfo, register_key, copy_data, slot_name::pg_catalog.text, " \
 	"state, paused, register_sysid::pg_catalog.text, register_dboid, " \
-	"promoted_at, promoted_lsn, skip_lsn"
+	"promoted_at, promoted_lsn, skip_lsn, require_tls"
 #define Anum_reg_name			1
 #define Anum_reg_conninfo		2
 #define Anum_reg_register_key	3
@@ -59,7 +59,8 @@
 #define Anum_reg_promoted_at	10
 #define Anum_reg_promoted_lsn	11
 #define Anum_reg_skip_lsn		12
-#define Natts_reg				12
+#define Anum_reg_require_tls	13
+#define Natts_reg				13
 
 static const char *const phase_names[] = {
 	[DE_PHASE_INIT] = "init",
@@ -138,7 +139,7 @@ result_register(MemoryContext cxt, int row)
 	bool		isnull;
 	Datum		d;
 
-	StaticAssertStmt(Natts_reg == Anum_reg_skip_lsn,
+	StaticAssertStmt(Natts_reg == Anum_reg_require_tls,
 					 "REGISTER_COLUMNS and its column numbers disagree");
 
 	reg->name = result_text(cxt, row, Anum_reg_name);
@@ -164,6 +165,8 @@ result_register(MemoryContext cxt, int row)
 	reg->promoted_lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(d);
 	d = result_datum(row, Anum_reg_skip_lsn, &isnull);
 	reg->skip_lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(d);
+	d = result_datum(row, Anum_reg_require_tls, &isnull);
+	reg->require_tls = isnull || DatumGetBool(d);
 	return reg;
 }
 
@@ -308,11 +311,12 @@ de_catalog_lock_registers(void)
 
 void
 de_catalog_insert_register(const char *name, const char *conninfo,
-						   const char *register_key, bool copy_data)
+						   const char *register_key, bool copy_data,
+						   bool require_tls)
 {
 	DePrivilegedSql save;
-	Oid			types[4] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID};
-	Datum		values[4];
+	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID, BOOLOID};
+	Datum		values[5];
 
 	(void) catalog_begin(&save, false);
 
@@ -347,10 +351,12 @@ de_catalog_insert_register(const char *name, const char *conninfo,
 	values[1] = CStringGetTextDatum(conninfo);
 	values[2] = CStringGetTextDatum(register_key);
 	values[3] = BoolGetDatum(copy_data);
+	values[4] = BoolGetDatum(require_tls);
 	(void) de_privileged_sql_exec("INSERT INTO " REGISTERS
-								  " (name, conninfo, register_key, copy_data, state)"
-								  " VALUES ($1, $2, $3, $4, 'init')",
-								  SPI_OK_INSERT, 4, types, values, NULL);
+								  " (name, conninfo, register_key, copy_data,"
+								  " require_tls, state)"
+								  " VALUES ($1, $2, $3, $4, $5, 'init')",
+								  SPI_OK_INSERT, 5, types, values, NULL);
 	de_privileged_sql_end(&save);
 }
 
@@ -376,6 +382,25 @@ de_catalog_set_paused(const char *name, bool paused)
 								  " WHERE name OPERATOR(pg_catalog.=) $1",
 								  SPI_OK_UPDATE, 2, types, values, NULL);
 	de_privileged_sql_end(&save);
+}
+
+void
+de_catalog_set_require_tls(const char *name, bool require_tls)
+{
+	DePrivilegedSql save;
+	Oid			types[2] = {TEXTOID, BOOLOID};
+	Datum		values[2];
+	uint64		n;
+
+	(void) catalog_begin(&save, false);
+	values[0] = CStringGetTextDatum(name);
+	values[1] = BoolGetDatum(require_tls);
+	n = de_privileged_sql_exec("UPDATE " REGISTERS " SET require_tls = $2"
+							   " WHERE name OPERATOR(pg_catalog.=) $1",
+							   SPI_OK_UPDATE, 2, types, values, NULL);
+	de_privileged_sql_end(&save);
+	if (n != 1)
+		catalog_register_gone(name);
 }
 
 void

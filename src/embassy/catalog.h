@@ -45,6 +45,7 @@ typedef struct DeRegister
 	char	   *slot_name;		/* NULL until the first connection */
 	DeRegisterPhase phase;
 	bool		paused;
+	bool		require_tls;	/* another host only with verify-ca/full */
 	bool		pinned;			/* sysid and dboid known */
 	uint64		sysid;
 	Oid			dboid;
@@ -87,9 +88,10 @@ extern List *de_catalog_lock_registers(void);
  */
 extern void de_catalog_insert_register(const char *name, const char *conninfo,
 									   const char *register_key,
-									   bool copy_data);
+									   bool copy_data, bool require_tls);
 extern void de_catalog_delete_register(const char *name);
 extern void de_catalog_set_paused(const char *name, bool paused);
+extern void de_catalog_set_require_tls(const char *name, bool require_tls);
 
 /* The first connection pins the register's identity and names the slot. */
 extern void de_catalog_set_identity(const char *name, uint64 sysid, Oid dboid,

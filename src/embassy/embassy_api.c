@@ -2,8 +2,8 @@
  *
  * embassy_api.c
  *		  SQL functions that configure the registers an embassy replicates:
- *		  add_register, drop_register, pause_register, resume_register,
- *		  retry_register, resync_register and skip.
+ *		  add_register, alter_register, drop_register, pause_register,
+ *		  resume_register, retry_register, resync_register and skip.
  *
  * The registers live in the table data_embassy.registers of the database
  * that holds the replica.  These functions change that table and ask the
@@ -73,8 +73,10 @@ static PendingSlot drop_pending = {-1, 0};
 static PendingSlot restart_pending = {-1, 0};
 
 static void api_xact_callback(XactEvent event, void *arg);
+static void remember_slot(PendingSlot *pending, DeRegisterSlot *slot);
 
 PG_FUNCTION_INFO_V1(data_embassy_add_register);
+PG_FUNCTION_INFO_V1(data_embassy_alter_register);
 PG_FUNCTION_INFO_V1(data_embassy_drop_register);
 PG_FUNCTION_INFO_V1(data_embassy_pause_register);
 PG_FUNCTION_INFO_V1(data_embassy_resume_register);
@@ -136,6 +138,7 @@ data_embassy_add_register(PG_FUNCTION_ARGS)
 	char	   *conninfo;
 	char	   *key_text;
 	bool		copy_data;
+	bool		require_tls;
 	uint8		priv[DE_KEY_LEN];
 	uint8		own_pub[DE_KEY_LEN];
 	DePublicKey register_pub;
@@ -167,6 +170,21 @@ data_embassy_add_register(PG_FUNCTION_ARGS)
 				errmsg("copy_data must not be null"));
 	copy_data = PG_GETARG_BOOL(3);
 
+	if (PG_ARGISNULL(4))
+		ereport(ERROR,
+				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				errmsg("require_tls must not be null"));
+	require_tls = PG_GETARG_BOOL(4);
+
+	/*
+	 * The TLS rule, judged on what libpq would use now; the worker judges it
+	 * again at every connection, as the service file or the environment may
+	 * change.
+	 */
+	if (require_tls)
+		(void) de_conninfo_require_tls(conninfo, name, ERROR,
+									   ERRCODE_INVALID_PARAMETER_VALUE);
+
 	/*
 	 * The slot on the register is named after this embassy's key and the
 	 * register database's OID; the worker names it at its first connection.
@@ -179,7 +197,8 @@ data_embassy_add_register(PG_FUNCTION_ARGS)
 				errmsg("register_key is this embassy's own public key"),
 				errhint("Pass the key that data_embassy.public_key() returns on the register."));
 
-	de_catalog_insert_register(name, conninfo, key_text, copy_data);
+	de_catalog_insert_register(name, conninfo, key_text, copy_data,
+							   require_tls);
 
 	if (de_conninfo_has_password(conninfo))
 		ereport(WARNING,
@@ -192,6 +211,67 @@ data_embassy_add_register(PG_FUNCTION_ARGS)
 	warn_if_no_free_slot();
 	de_launcher_rescan_at_commit();
 
+	PG_RETURN_VOID();
+}
+
+/*
+ * data_embassy_alter_register
+ *		Change whether a register's connection must verify the server when
+ *		it goes to another host.  At commit the worker starts again, so the
+ *		new rule applies to its next connection at once.
+ */
+Datum
+data_embassy_alter_register(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	bool		require_tls;
+	DeRegister *reg;
+	DeRegisterSlot *slot;
+
+	de_require_preloaded();
+	de_check_admin_call("data_embassy.alter_register()");
+
+	name = de_name_arg(fcinfo, 0, DE_NAME_REGISTER);
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				errmsg("require_tls must not be null"));
+	require_tls = PG_GETARG_BOOL(1);
+
+	/* waits for a drop_register of the same register */
+	reg = de_catalog_get_register(name, DE_LOCK_NO_KEY_UPDATE, false);
+	if (reg->phase == DE_PHASE_PROMOTED)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("register \"%s\" has been promoted", name),
+				errdetail("A promoted register is never connected to again."));
+
+	if (reg->require_tls == require_tls)
+	{
+		ereport(NOTICE,
+				errmsg("register \"%s\" already has require_tls %s",
+					   name, require_tls ? "on" : "off"));
+		PG_RETURN_VOID();
+	}
+
+	/* the safe direction is always allowed; say what the worker will do */
+	if (require_tls)
+		(void) de_conninfo_require_tls(reg->conninfo, name, WARNING,
+									   ERRCODE_WARNING);
+
+	de_catalog_set_require_tls(name, require_tls);
+	ereport(LOG,
+			errmsg("register \"%s\": require_tls set to %s by user \"%s\"",
+				   name, require_tls ? "on" : "off",
+				   GetUserNameFromId(GetUserId(), false)));
+
+	LWLockAcquire(DeShared->lock, LW_SHARED);
+	slot = de_slot_find(MyDatabaseId, name);
+	if (slot != NULL)
+		remember_slot(&restart_pending, slot);
+	LWLockRelease(DeShared->lock);
+
+	de_launcher_rescan_at_commit();
 	PG_RETURN_VOID();
 }
 

@@ -29,7 +29,9 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netinet/in.h>
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -248,6 +250,212 @@ de_conninfo_redact(const char *conninfo)
 	PQconninfoFree(opts);
 
 	return buf.data;
+}
+
+/*
+ * walconn_list_item
+ *		Element i of a comma-separated libpq list (host, hostaddr), split as
+ *		libpq splits it (no escapes); "" past its end.
+ */
+static char *
+walconn_list_item(const char *list, int i)
+{
+	const char *s = list ? list : "";
+	const char *e;
+
+	for (; i > 0; i--)
+	{
+		s = strchr(s, ',');
+		if (s == NULL)
+			return pstrdup("");
+		s++;
+	}
+	for (e = s; *e != '\0' && *e != ','; e++)
+		;
+	return pnstrdup(s, e - s);
+}
+
+/* Number of elements of a comma-separated libpq list; 0 when empty. */
+static int
+walconn_list_length(const char *list)
+{
+	int			n = 1;
+
+	if (list == NULL || list[0] == '\0')
+		return 0;
+	for (; *list; list++)
+		if (*list == ',')
+			n++;
+	return n;
+}
+
+/*
+ * walconn_is_loopback
+ *		Is addr a numeric loopback address: 127.0.0.0/8, ::1, or
+ *		::ffff:127.x.y.z?  Names other than "localhost" are not resolved: a
+ *		name that needs DNS is judged remote.
+ */
+static bool
+walconn_is_loopback(const char *addr)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (pg_strcasecmp(addr, "localhost") == 0)
+		return true;
+	if (inet_pton(AF_INET, addr, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, addr, &a6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&a6) ||
+			(IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+	return false;
+}
+
+/*
+ * de_conninfo_transport
+ *		Judge a conninfo for the TLS rule on the options libpq would really
+ *		use, without connecting.  Returns false, with t->error set, when
+ *		libpq cannot complete the options (a service that is not defined,
+ *		say).
+ *
+ * libpq offers no call that completes a conninfo with its defaults (the
+ * service file, whether named by "service" or PGSERVICE, then the
+ * environment, then the compiled-in defaults) other than starting a
+ * connection.  So a connection is started with the conninfo expanded
+ * exactly as de_walconn_connect() expands it, plus a target_session_attrs
+ * value libpq rejects while checking the options: PQconnectStartParams()
+ * then stops before it opens a socket, and PQconninfo() shows the
+ * completed options.  That no socket was opened is checked.
+ *
+ * Each host libpq may try is judged: a hostaddr element if given, else the
+ * host element; an empty one (the default socket directory) or a Unix
+ * socket path (starting with '/' or '@') is local, and so are "localhost"
+ * and the numeric loopback addresses.
+ */
+bool
+de_conninfo_transport(const char *conninfo, DeConnTransport *t)
+{
+	const char *keys[3] = {"dbname", "target_session_attrs", NULL};
+	const char *vals[3] = {conninfo, "(options only)", NULL};
+	PGconn	   *conn;
+	PQconninfoOption *opts;
+	char	   *host = NULL;
+	char	   *hostaddr = NULL;
+	int			nhosts;
+
+	memset(t, 0, sizeof(DeConnTransport));
+
+	/* complain about a malformed conninfo without echoing it */
+	de_conninfo_validate(conninfo);
+
+	conn = PQconnectStartParams(keys, vals, /* expand_dbname = */ true);
+	if (conn == NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_OUT_OF_MEMORY),
+				errmsg("out of memory"));
+	if (PQsocket(conn) >= 0)
+	{
+		PQfinish(conn);
+		elog(ERROR, "libpq opened a connection while only its options were to be read");
+	}
+
+	opts = PQconninfo(conn);
+	if (opts != NULL)
+	{
+		for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
+		{
+			if (o->val == NULL)
+				continue;
+			if (strcmp(o->keyword, "host") == 0)
+				host = pstrdup(o->val);
+			else if (strcmp(o->keyword, "hostaddr") == 0)
+				hostaddr = pstrdup(o->val);
+			else if (strcmp(o->keyword, "sslmode") == 0)
+				t->sslmode = pstrdup(o->val);
+		}
+		PQconninfoFree(opts);
+	}
+
+	/* sslmode always has a value once libpq has filled in its defaults */
+	if (t->sslmode == NULL)
+	{
+		t->error = walconn_scrub(PQerrorMessage(conn));
+		PQfinish(conn);
+		return false;
+	}
+	PQfinish(conn);
+
+	t->verified = strcmp(t->sslmode, "verify-ca") == 0 ||
+		strcmp(t->sslmode, "verify-full") == 0;
+
+	/* as libpq counts the hosts it will try */
+	nhosts = walconn_list_length(hostaddr);
+	if (nhosts == 0)
+		nhosts = Max(walconn_list_length(host), 1);
+
+	t->local = true;
+	for (int i = 0; i < nhosts; i++)
+	{
+		char	   *addr = walconn_list_item(hostaddr, i);
+		char	   *name = walconn_list_item(host, i);
+		const char *target = addr[0] != '\0' ? addr : name;
+		bool		local;
+
+		if (target[0] == '\0')
+			local = true;		/* the default socket directory */
+		else if (target == name && (name[0] == '/' || name[0] == '@'))
+			local = true;		/* a Unix socket */
+		else
+			local = walconn_is_loopback(target);
+
+		if (!local)
+		{
+			t->local = false;
+			t->remote_host = pstrdup(target);
+		}
+		pfree(addr);
+		pfree(name);
+		if (!local)
+			break;
+	}
+	if (host != NULL)
+		pfree(host);
+	if (hostaddr != NULL)
+		pfree(hostaddr);
+
+	return true;
+}
+
+/*
+ * de_conninfo_require_tls
+ *		Apply the TLS rule to the conninfo of register register_name.
+ */
+bool
+de_conninfo_require_tls(const char *conninfo, const char *register_name,
+						int elevel, int sqlerrcode)
+{
+	DeConnTransport t;
+
+	if (!de_conninfo_transport(conninfo, &t))
+	{
+		ereport(elevel,
+				errcode(sqlerrcode),
+				errmsg("could not read the connection options of register \"%s\"",
+					   register_name),
+				errdetail_internal("%s", t.error));
+		return false;
+	}
+	if (t.local || t.verified)
+		return true;
+
+	ereport(elevel,
+			errcode(sqlerrcode),
+			errmsg("connection to register \"%s\" must use sslmode \"%s\" or \"%s\"",
+				   register_name, "verify-full", "verify-ca"),
+			errdetail("Host \"%s\" is not on this machine, and libpq would connect to it with sslmode \"%s\".",
+					  t.remote_host, t.sslmode),
+			errhint("Add \"sslmode=verify-full\" and \"sslrootcert\" to the connection string, or opt out with \"require_tls => false\" in data_embassy.add_register() or data_embassy.alter_register()."));
+	return false;
 }
 
 /*

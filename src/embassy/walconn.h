@@ -37,6 +37,32 @@ extern bool de_conninfo_has_password(const char *conninfo);
 extern char *de_conninfo_redact(const char *conninfo);
 
 /*
+ * What a conninfo would give libpq to connect with, for the TLS rule: the
+ * options as libpq itself completes them (service file, PGHOST, PGSSLMODE
+ * and the other environment defaults), judged without connecting.
+ */
+typedef struct DeConnTransport
+{
+	bool		local;			/* every host it may reach is this machine */
+	bool		verified;		/* sslmode is verify-ca or verify-full */
+	char	   *sslmode;		/* the sslmode libpq would use */
+	char	   *remote_host;	/* the first host that is not local, or NULL */
+	char	   *error;			/* why libpq could not complete the options */
+} DeConnTransport;
+
+extern bool de_conninfo_transport(const char *conninfo, DeConnTransport *t);
+
+/*
+ * The TLS rule: a register on another machine is reached only with
+ * sslmode verify-ca or verify-full.  Reports at elevel, with sqlerrcode,
+ * when conninfo breaks it (for register register_name); returns whether it
+ * keeps it.
+ */
+extern bool de_conninfo_require_tls(const char *conninfo,
+									const char *register_name,
+									int elevel, int sqlerrcode);
+
+/*
  * Connect.  replication = true adds replication=database (a walsender
  * that also accepts SQL); appname becomes application_name.
  */

@@ -595,6 +595,9 @@ worker_connect(void)
 
 	de_slot_set_state(MySlot, DE_STATE_INITIALIZING, NULL);
 
+	if (reg.require_tls)
+		(void) de_conninfo_require_tls(reg.conninfo, register_name, ERROR,
+									   ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION);
 	stream_conn = de_walconn_connect(reg.conninfo, true, WORKER_APPNAME);
 	de_walconn_identify(stream_conn, &sysid, &tli, &xlogpos);
 	dboid = de_walconn_database_oid(stream_conn);

@@ -11,6 +11,13 @@
 # register shows it), physical replication is refused to its role, and a
 # conninfo with sslmode=disable, or one trusting another CA, leaves the
 # register disconnected with the reason in last_error.
+#
+# The TLS rule (require_tls): a conninfo is judged on what libpq would
+# use, service file included.  A service that moves the register to a host
+# that is not local, without verify-ca or verify-full, is refused by
+# add_register, and by the worker at its next connection (last_error says
+# why, and nothing is applied); the opt-out shows in the views, and the
+# link comes back over verify-full.
 use strict;
 use warnings;
 
@@ -180,14 +187,117 @@ is($reg->safe_psql('postgres', q{
 is($reg->safe_psql('postgres',
 		'SELECT active, client_addr FROM data_embassy.embassies'),
 	't|127.0.0.1', 'the embassies view shows the connection');
+is($emb->safe_psql('postgres', q{
+	SELECT l.require_tls, f.require_tls, r.require_tls
+	FROM data_embassy.lag l JOIN data_embassy.failover_status f USING (register)
+		 JOIN data_embassy.registers r ON r.name = l.register
+	WHERE l.register = 'population'}),
+	't|t|t', 'require_tls is on by default and the views show it');
 
 $emb->safe_psql('postgres', "SELECT data_embassy.drop_register('population')");
 is($reg->safe_psql('postgres',
 		q{SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'data_embassy%'}),
 	'0', 'drop_register dropped the slot over TLS');
 
-# What the embassy says when the link is refused.
+# The register reached through a service file, as libpq reads it: the
+# embassy's postmaster (and so its workers) gets PGSERVICEFILE.
 my $rkey = DataEmbassy::public_key($reg);
+my $service_file = "$dir/pg_service.conf";
+sub write_services
+{
+	my ($tls_host, $tls_sslmode) = @_;
+	open(my $fh, '>', $service_file) or die $!;
+	print $fh qq{[register_tls]
+host=$tls_host
+port=$port
+dbname=postgres
+user=embassy_repl
+connect_timeout=1
+sslmode=$tls_sslmode
+sslrootcert=$dir/ca.crt
+sslcert=$dir/embassy.crt
+sslkey=$dir/embassy.key
+
+[register_far]
+host=192.0.2.1
+port=$port
+dbname=postgres
+user=embassy_repl
+};
+	close $fh;
+	return;
+}
+write_services('127.0.0.1', 'verify-full');
+$ENV{PGSERVICEFILE} = $service_file;
+$emb->restart;
+
+my ($ret, $stdout, $stderr) = $emb->psql('postgres',
+	"SELECT data_embassy.add_register('far', 'service=register_far', '$rkey', false)");
+isnt($ret, 0, 'add_register refuses a service that names another host without verify-full');
+like($stderr,
+	qr/connection to register "far" must use sslmode "verify-full" or "verify-ca".*DETAIL:  Host "192\.0\.2\.1" is not on this machine, and libpq would connect to it with sslmode "prefer"\..*HINT:  .*require_tls => false/s,
+	'the refusal names the host of the service file, the sslmode, and the opt-out');
+
+# The table holds the rows the first link copied; the new slot starts now.
+$emb->safe_psql('postgres',
+	"SELECT data_embassy.add_register('svc', 'service=register_tls', '$rkey', false)");
+ok(DataEmbassy::wait_state($emb, 'svc', 'streaming'),
+	'the worker connects through the service and makes its slot');
+$reg->safe_psql('postgres',
+	"INSERT INTO person (code, name) VALUES ('T1', 'over the service')");
+ok( $emb->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM person WHERE code = 'T1'"),
+	'a register reached through a verify-full service streams');
+is($reg->safe_psql('postgres', q{
+	SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)
+	WHERE r.application_name LIKE 'data_embassy%'}),
+	't', 'the service\'s connection is on TLS');
+
+# The service moves the register to another host without verify-full; the
+# worker is cut off and, at its next connection, refuses the conninfo
+# without connecting.
+write_services('192.0.2.1', 'require');
+$reg->safe_psql('postgres', q{
+	SELECT pg_terminate_backend(pid) FROM pg_stat_replication
+	WHERE application_name LIKE 'data_embassy%'});
+ok( $emb->poll_query_until('postgres', q{
+		SELECT state = 'disconnected' AND last_error LIKE
+			'connection to register "svc" must use sslmode "verify-full" or "verify-ca": Host "192.0.2.1" is not on this machine, and libpq would connect to it with sslmode "require".'
+		FROM data_embassy.lag WHERE register = 'svc'}),
+	'the worker refuses the moved service; last_error says why');
+$reg->safe_psql('postgres',
+	"INSERT INTO person (code, name) VALUES ('T2', 'while refused')");
+is($emb->safe_psql('postgres', "SELECT count(*) FROM person WHERE code = 'T2'"),
+	'0', 'nothing is applied while the conninfo is refused');
+
+# The opt-out shows in the views, and the worker then tries the host (it
+# never answers: connect_timeout=1).
+$emb->safe_psql('postgres',
+	"SELECT data_embassy.alter_register('svc', require_tls => false)");
+is($emb->safe_psql('postgres', q{
+	SELECT l.require_tls, f.require_tls
+	FROM data_embassy.lag l JOIN data_embassy.failover_status f USING (register)
+	WHERE l.register = 'svc'}),
+	'f|f', 'the opt-out shows in lag and failover_status');
+ok( $emb->poll_query_until('postgres', q{
+		SELECT state = 'disconnected' AND last_error NOT LIKE '%must use sslmode%'
+		FROM data_embassy.lag WHERE register = 'svc'}),
+	'opted out, the worker tries the host itself');
+
+# Back to the register over verify-full, with the rule on again.
+write_services('127.0.0.1', 'verify-full');
+($ret, $stdout, $stderr) = $emb->psql('postgres',
+	"SELECT data_embassy.alter_register('svc', require_tls => true)");
+is($ret, 0, 'alter_register turns the rule on again');
+is($stderr, '', 'without a warning: the service verifies the register');
+ok( $emb->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM person WHERE code = 'T2'"),
+	'the link comes back over verify-full with what was held back');
+DataEmbassy::wait_caught_up($reg, $emb, 'svc', msg => 'and catches up');
+DataEmbassy::compare_tables($reg, $emb, 'postgres');
+$emb->safe_psql('postgres', "SELECT data_embassy.drop_register('svc')");
+
+# What the embassy says when the link is refused.
 foreach my $case (
 	[
 		'sslmode=disable',
