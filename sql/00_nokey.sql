@@ -12,7 +12,7 @@ INSERT INTO de_nokey VALUES (1);
 -- any well-formed embassy key: the missing identity is found first
 SELECT count(*)
 FROM pg_logical_slot_get_binary_changes('de_nokey', NULL, NULL,
-										'embassy_key', repeat('ab', 31) || '2b');
+										'embassy_key', (repeat('ab', 31) || '2b' || repeat('ed', 32)));
 
 SELECT pg_drop_replication_slot('de_nokey');
 DROP TABLE de_nokey;

@@ -9,10 +9,10 @@
 -- no key yet
 SELECT data_embassy.public_key();
 
--- generate it: 64 lower-case hex digits, the same that public_key() returns
+-- generate it: 128 lower-case hex digits (X25519 then Ed25519), the same that public_key() returns
 SELECT data_embassy.generate_key() AS pub \gset
 SELECT length(:'pub') AS len,
-	   :'pub' ~ '^[0-9a-f]{64}$' AS lower_hex,
+	   :'pub' ~ '^[0-9a-f]{128}$' AS lower_hex,
 	   :'pub' = data_embassy.public_key() AS same_as_public_key;
 
 -- a site has one key

@@ -136,14 +136,14 @@ WHERE rec IN ('UPDATE', 'DELETE');
 SELECT pg_drop_replication_slot('de_keyless');
 
 -- add_embassy() names the tables (count, then the first five)
-SELECT data_embassy.add_embassy('kl-embassy', repeat('3d', 32));
+SELECT data_embassy.add_embassy('kl-embassy', (repeat('3d', 32) || repeat('ed', 32)));
 SELECT data_embassy.drop_embassy('kl-embassy');
 DROP TABLE de_kl_nothing, de_kl_idx, de_kl_deferred, de_kl_child,
 	de_kl_uniq, de_kl_upart;
-SELECT data_embassy.add_embassy('kl-embassy', repeat('3d', 32));
+SELECT data_embassy.add_embassy('kl-embassy', (repeat('3d', 32) || repeat('ed', 32)));
 SELECT data_embassy.drop_embassy('kl-embassy');
 DROP TABLE de_kl_nopk;
-SELECT data_embassy.add_embassy('kl-embassy', repeat('3d', 32));
+SELECT data_embassy.add_embassy('kl-embassy', (repeat('3d', 32) || repeat('ed', 32)));
 SELECT data_embassy.drop_embassy('kl-embassy');
 
 -- automatic REPLICA IDENTITY FULL: off by default

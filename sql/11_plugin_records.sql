@@ -123,7 +123,7 @@ SELECT count(*) FROM pg_logical_slot_peek_binary_changes('de_records', NULL, NUL
 SELECT count(*) FROM pg_logical_slot_peek_binary_changes('de_records', NULL, NULL,
 	'embassy_key', 'not a key');
 SELECT count(*) FROM pg_logical_slot_peek_binary_changes('de_records', NULL, NULL,
-	'embassy_key', repeat('cd', 31) || '4d');
+	'embassy_key', (repeat('cd', 31) || '4d' || repeat('ed', 32)));
 -- the plugin writes binary: the text functions refuse it
 SELECT count(*) FROM pg_logical_slot_peek_changes('de_records', NULL, NULL,
 	'embassy_key', data_embassy.public_key());

@@ -72,7 +72,7 @@ SELECT de_open(ARRAY[f[1], f[2] || '\x00'::bytea]) FROM a;
 SELECT de_open(ARRAY['\x00'::bytea]);
 SELECT de_open(ARRAY[convert_to(repeat('not a frame ', 20), 'UTF8')]);
 -- sealed by another register (or opened with the wrong register key)
-SELECT de_open(f, repeat('ab', 31) || '2b') FROM a;
+SELECT de_open(f, (repeat('ab', 31) || '2b' || repeat('ed', 32))) FROM a;
 SELECT de_open(f, 'bad key') FROM a;
 
 -- nothing of a bad frame is returned, not even the good frames before it

@@ -98,11 +98,11 @@ WHERE rec = 'INSERT' AND relation = 'public.de_people';
 ROLLBACK;
 
 -- refused: unpinned or malformed keys, a plain role
-SELECT count(*) FROM data_embassy.copy_frames(repeat('cd', 31) || '4d');
+SELECT count(*) FROM data_embassy.copy_frames((repeat('cd', 31) || '4d' || repeat('ed', 32)));
 SELECT count(*) FROM data_embassy.copy_frames('nope');
 CREATE ROLE regress_de_copy_plain;
 SET ROLE regress_de_copy_plain;
-SELECT count(*) FROM data_embassy.copy_frames(repeat('cd', 31) || '4d');
+SELECT count(*) FROM data_embassy.copy_frames((repeat('cd', 31) || '4d' || repeat('ed', 32)));
 RESET ROLE;
 DROP ROLE regress_de_copy_plain;
 -- an administrator may

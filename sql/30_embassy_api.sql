@@ -25,7 +25,7 @@ END
 $$;
 
 \set conninfo 'host=/nonexistent port=1 dbname=postgres password=secret'
-SELECT repeat('ab', 31) || '2b' AS rkey \gset
+SELECT (repeat('ab', 31) || '2b' || repeat('ed', 32)) AS rkey \gset
 
 -- bad names
 SELECT data_embassy.add_register(NULL, :'conninfo', :'rkey');
@@ -41,7 +41,7 @@ SELECT data_embassy.add_register('r1', NULL, :'rkey');
 DO $$
 BEGIN
 	PERFORM data_embassy.add_register('r1', 'host=/nonexistent bogus=1 password=secret',
-									  repeat('ab', 31) || '2b');
+									  (repeat('ab', 31) || '2b' || repeat('ed', 32)));
 EXCEPTION WHEN invalid_parameter_value THEN
 	RAISE NOTICE 'bad conninfo refused, password shown: %', SQLERRM LIKE '%secret%';
 END
@@ -64,7 +64,7 @@ SELECT name, register_key = :'rkey' AS key_ok, copy_data, state, paused,
 FROM data_embassy.registers;
 
 -- duplicates
-SELECT data_embassy.add_register('r1', :'conninfo', repeat('cd', 31) || '4d');
+SELECT data_embassy.add_register('r1', :'conninfo', (repeat('cd', 31) || '4d' || repeat('ed', 32)));
 SELECT data_embassy.add_register('r2', :'conninfo', :'rkey');
 
 -- the launcher gives it a slot and a worker within seconds
@@ -137,7 +137,7 @@ DECLARE
 BEGIN
 	BEGIN
 		PERFORM data_embassy.add_register('tls_probe', conninfo,
-										  repeat('ef', 31) || '6f', false);
+										  (repeat('ef', 31) || '6f' || repeat('ed', 32)), false);
 		RAISE EXCEPTION USING ERRCODE = 'P0004', MESSAGE = 'accepted';
 	EXCEPTION WHEN assert_failure THEN
 		RETURN 'accepted';
@@ -186,7 +186,7 @@ SELECT wait_lag('r1', 'require_tls') AS r1_back_in_lag;
 -- conninfo itself and says so in last_error
 SELECT data_embassy.add_register('far',
 	'host=192.0.2.1 port=1 connect_timeout=1 dbname=postgres',
-	repeat('ef', 31) || '6f', false, require_tls => false);
+	(repeat('ef', 31) || '6f' || repeat('ed', 32)), false, require_tls => false);
 SELECT name, require_tls FROM data_embassy.registers WHERE name = 'far';
 SELECT wait_lag('far', $$state = 'disconnected' AND last_error IS NOT NULL$$)
 	AS far_disconnected;
@@ -204,7 +204,7 @@ CREATE ROLE regress_de_api_plain;
 CREATE ROLE regress_de_api_admin IN ROLE data_embassy_admin;
 CREATE ROLE regress_de_api_monitor IN ROLE pg_monitor;
 SET ROLE regress_de_api_plain;
-SELECT data_embassy.add_register('r2', :'conninfo', repeat('cd', 31) || '4d');
+SELECT data_embassy.add_register('r2', :'conninfo', (repeat('cd', 31) || '4d' || repeat('ed', 32)));
 SELECT data_embassy.pause_register('r1');
 SELECT data_embassy.drop_register('r1');
 SELECT data_embassy.retry_register('r1');
@@ -264,7 +264,7 @@ SELECT count(*) AS origins_left FROM pg_replication_origin
 WHERE roname LIKE 'data_embassy%';
 
 -- a second register, dropped by an administrator
-SELECT data_embassy.add_register('r2', :'conninfo', repeat('cd', 31) || '4d');
+SELECT data_embassy.add_register('r2', :'conninfo', (repeat('cd', 31) || '4d' || repeat('ed', 32)));
 SELECT wait_lag('r2', 'true') AS r2_listed;
 SET ROLE regress_de_api_admin;
 SET client_min_messages = error;

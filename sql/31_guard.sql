@@ -6,7 +6,7 @@
 --
 \set conninfo 'host=/nonexistent port=1 dbname=postgres'
 \set VERBOSITY terse
-SELECT data_embassy.add_register('g1', :'conninfo', repeat('ef', 31) || '6f');
+SELECT data_embassy.add_register('g1', :'conninfo', (repeat('ef', 31) || '6f' || repeat('ed', 32)));
 
 CREATE TABLE guard_replica (id int);
 CREATE TABLE guard_local (id int);
@@ -127,7 +127,7 @@ $$;
 \c
 SET default_transaction_read_only = off;
 SELECT data_embassy.add_register('ro', 'host=/nonexistent port=1 dbname=postgres',
-								 repeat('ef', 31) || '6f');
+								 (repeat('ef', 31) || '6f' || repeat('ed', 32)));
 DO $$
 DECLARE
 	listed boolean := false;

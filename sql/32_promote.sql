@@ -6,9 +6,9 @@
 --
 \set VERBOSITY terse
 SELECT data_embassy.add_register('p1', 'host=/nonexistent port=1 dbname=postgres',
-								 repeat('1a', 31) || '1a');
+								 (repeat('1a', 31) || '1a' || repeat('ed', 32)));
 SELECT data_embassy.add_register('p2', 'host=/nonexistent port=2 dbname=postgres',
-								 repeat('2b', 31) || '2b');
+								 (repeat('2b', 31) || '2b' || repeat('ed', 32)));
 
 -- promote() of both fails on the second (its statement times out while
 -- promote() pauses before committing): neither is promoted, and both go

@@ -44,7 +44,7 @@ $$;
 
 -- what the calls below need, computed before the search_path turns hostile
 SELECT data_embassy.public_key() AS ownkey \gset
-SELECT repeat('4d', 32) AS embkey, repeat('3c', 32) AS regkey \gset
+SELECT '4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4dedededededededededededededededededededededededededededededededed' AS embkey, '3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3cedededededededededededededededededededededededededededededededed' AS regkey \gset
 \set unreachable 'host=/nonexistent port=1 dbname=postgres'
 
 CREATE TABLE hostile_data (id integer PRIMARY KEY, note text);
@@ -199,9 +199,9 @@ FROM data_embassy.embassies ORDER BY name;
 SELECT data_embassy.drop_embassy('hostile');
 SELECT label, try(q)
 FROM (VALUES
-	('add_embassy null name', $$SELECT data_embassy.add_embassy(NULL, repeat('4d', 32))$$),
+	('add_embassy null name', $$SELECT data_embassy.add_embassy(NULL, '4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4dedededededededededededededededededededededededededededededededed')$$),
 	('add_embassy null key', $$SELECT data_embassy.add_embassy('hostile', NULL)$$),
-	('add_embassy duplicate name', $$SELECT data_embassy.add_embassy('self', repeat('4d', 32))$$),
+	('add_embassy duplicate name', $$SELECT data_embassy.add_embassy('self', '4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4dedededededededededededededededededededededededededededededededed')$$),
 	('add_embassy pinned key', $$SELECT data_embassy.add_embassy('hostile', data_embassy.public_key())$$),
 	('add_embassy malformed key', $$SELECT data_embassy.add_embassy('hostile', 'xyz')$$),
 	('drop_embassy null', $$SELECT data_embassy.drop_embassy(NULL)$$),
@@ -227,7 +227,7 @@ SELECT count(*) AS null_frame_no_header FROM data_embassy.frame_header(NULL)
 WHERE version IS NOT NULL;
 SELECT label, try(q)
 FROM (VALUES
-	('copy_frames unpinned key', $$SELECT count(*) FROM data_embassy.copy_frames(repeat('4d', 32))$$),
+	('copy_frames unpinned key', $$SELECT count(*) FROM data_embassy.copy_frames('4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4dedededededededededededededededededededededededededededededededed')$$),
 	('copy_frames malformed key', $$SELECT count(*) FROM data_embassy.copy_frames('xyz')$$),
 	('frame_header garbage', $$SELECT * FROM data_embassy.frame_header('\xdeadbeef')$$),
 	('inspect_frames not granted', $$SELECT count(*) FROM data_embassy.inspect_frames('{}', 'xyz')$$)
@@ -251,7 +251,7 @@ SELECT label, try(q)
 FROM (VALUES
 	('inspect_frames garbage', $$SELECT count(*) FROM data_embassy.inspect_frames(ARRAY['\xdeadbeef'::bytea], data_embassy.public_key())$$),
 	('inspect_frames malformed key', $$SELECT count(*) FROM data_embassy.inspect_frames((SELECT array_agg(fr) FROM hf), 'xyz')$$),
-	('inspect_frames foreign key', $$SELECT count(*) FROM data_embassy.inspect_frames((SELECT array_agg(fr ORDER BY n) FROM hf), repeat('4d', 32))$$)
+	('inspect_frames foreign key', $$SELECT count(*) FROM data_embassy.inspect_frames((SELECT array_agg(fr ORDER BY n) FROM hf), '4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4dedededededededededededededededededededededededededededededededed')$$)
 ) AS v(label, q)
 ORDER BY label COLLATE "C";
 
@@ -278,14 +278,14 @@ SHOW search_path;
 SELECT data_embassy.add_register('h1', :'unreachable', :'regkey', false);
 SELECT label, try(q)
 FROM (VALUES
-	('add_register null name', $$SELECT data_embassy.add_register(NULL, 'host=/nonexistent', repeat('3c', 32))$$),
-	('add_register null conninfo', $$SELECT data_embassy.add_register('h2', NULL, repeat('3c', 32))$$),
+	('add_register null name', $$SELECT data_embassy.add_register(NULL, 'host=/nonexistent', '3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3cedededededededededededededededededededededededededededededededed')$$),
+	('add_register null conninfo', $$SELECT data_embassy.add_register('h2', NULL, '3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3cedededededededededededededededededededededededededededededededed')$$),
 	('add_register null key', $$SELECT data_embassy.add_register('h2', 'host=/nonexistent', NULL)$$),
-	('add_register null copy_data', $$SELECT data_embassy.add_register('h2', 'host=/nonexistent', repeat('2d', 32), NULL)$$),
-	('add_register existing name', $$SELECT data_embassy.add_register('h1', 'host=/nonexistent', repeat('2d', 32))$$),
-	('add_register existing key', $$SELECT data_embassy.add_register('h2', 'host=/nonexistent', repeat('3c', 32))$$),
+	('add_register null copy_data', $$SELECT data_embassy.add_register('h2', 'host=/nonexistent', '2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2dedededededededededededededededededededededededededededededededed', NULL)$$),
+	('add_register existing name', $$SELECT data_embassy.add_register('h1', 'host=/nonexistent', '2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2dedededededededededededededededededededededededededededededededed')$$),
+	('add_register existing key', $$SELECT data_embassy.add_register('h2', 'host=/nonexistent', '3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3cedededededededededededededededededededededededededededededededed')$$),
 	('add_register own key', $$SELECT data_embassy.add_register('h2', 'host=/nonexistent', data_embassy.public_key())$$),
-	('add_register bad conninfo', $$SELECT data_embassy.add_register('h2', 'nosuchkeyword=1', repeat('2d', 32))$$)
+	('add_register bad conninfo', $$SELECT data_embassy.add_register('h2', 'nosuchkeyword=1', '2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2dedededededededededededededededededededededededededededededededed')$$)
 ) AS v(label, q)
 ORDER BY label COLLATE "C";
 

@@ -36,7 +36,7 @@ SELECT 'before' AS at,
 	   (SELECT count(*) FROM pg_replication_origin) AS origins,
 	   (SELECT count(*) FROM data_embassy.lag) AS lag_rows;
 
-SELECT repeat('6b', 32) AS okkey \gset
+SELECT (repeat('6b', 32) || repeat('ed', 32)) AS okkey \gset
 SELECT data_embassy.public_key() AS ownkey \gset
 \set longname '''nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn'''
 \set unreachable 'host=/nonexistent port=1 dbname=postgres'
@@ -63,9 +63,9 @@ FROM (VALUES
 	('empty key', quote_literal('bad'), ''''''),
 	('short key', quote_literal('bad'), quote_literal(repeat('6b', 31))),
 	('long key', quote_literal('bad'), quote_literal(repeat('6b', 33))),
-	('non-hex key', quote_literal('bad'), quote_literal(repeat('zz', 32))),
-	('key with spaces', quote_literal('bad'), quote_literal(' ' || repeat('6b', 31) || ' ')),
-	('key with semicolon', quote_literal('bad'), quote_literal(repeat('6b', 31) || ';x')),
+	('non-hex key', quote_literal('bad'), quote_literal(repeat('zz', 64))),
+	('key with spaces', quote_literal('bad'), quote_literal(' ' || repeat('6b', 63) || ' ')),
+	('key with semicolon', quote_literal('bad'), quote_literal(repeat('6b', 63) || ';x')),
 	('duplicate name', quote_literal('self'), quote_literal(:'okkey')),
 	('duplicate key', quote_literal('other'), quote_literal(:'ownkey')),
 	-- the same key in another form: bit 255 set, or u = p + 9 (the base
@@ -75,7 +75,7 @@ FROM (VALUES
 		lpad(to_hex(('x' || substr(:'okkey', 63, 2))::bit(8)::int | 128), 2, '0')
 		from 63 for 2))),
 	('key not below 2^255-19', quote_literal('bad'),
-	 quote_literal('f6' || repeat('ff', 30) || '7f'))
+	 quote_literal('f6' || repeat('ff', 30) || '7f' || repeat('ed', 32)))
 ) AS v(label, name, key)
 ORDER BY v.label;
 
@@ -221,7 +221,7 @@ ORDER BY v.label;
 
 -- a conninfo with a password is refused without echoing it
 SELECT try($$SELECT data_embassy.add_register('r1',
-		'host=/nonexistent nosuchkeyword=1 password=hunter2', repeat('6b', 32))$$)
+		'host=/nonexistent nosuchkeyword=1 password=hunter2', (repeat('6b', 32) || repeat('ed', 32)))$$)
 	LIKE '%hunter2%' AS password_echoed;
 
 --
@@ -282,7 +282,7 @@ SELECT try(format('SELECT data_embassy.add_register(%L, %L, %L, false)',
 SELECT v.label, try(v.q)
 FROM (VALUES
 	('1 add again, other key', format('SELECT data_embassy.add_register(%L, %L, %L)',
-									  'bad-input', :'unreachable', repeat('7c', 32))),
+									  'bad-input', :'unreachable', (repeat('7c', 32) || repeat('ed', 32)))),
 	('2 same key, other name', format('SELECT data_embassy.add_register(%L, %L, %L)',
 									  'bad-input-2', :'unreachable', :'okkey')),
 	('3 resume before pause', $$SELECT data_embassy.resume_register('bad-input')$$),
@@ -314,8 +314,8 @@ SELECT * FROM data_embassy.promote('bad-input');
 SELECT v.label, try(format('SELECT data_embassy.add_register(%L, %L, %L)',
 						   'r-small', :'unreachable', v.key))
 FROM (VALUES
-	('all zeros', repeat('00', 32)),
-	('one', '01' || repeat('00', 31))
+	('all zeros', (repeat('00', 32) || repeat('ed', 32))),
+	('one', '01' || repeat('00', 31) || repeat('ed', 32))
 ) AS v(label, key)
 ORDER BY v.label;
 
