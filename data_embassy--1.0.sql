@@ -139,9 +139,13 @@ LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
 /*
  * Sealed frames holding every replicated table's rows as of the caller's
- * snapshot (the embassy sets the slot's exported snapshot first).
+ * snapshot, for one session of the embassy.  The caller's transaction must
+ * run in snapshot_name, exported by the walsender that created slot_name
+ * (the embassy's slot) and still held by it; the frames seal the slot's
+ * consistent point.
  */
-CREATE FUNCTION copy_frames(embassy_key text) RETURNS SETOF bytea
+CREATE FUNCTION copy_frames(embassy_key text, session text, slot_name text,
+							snapshot_name text) RETURNS SETOF bytea
 AS 'MODULE_PATHNAME', 'data_embassy_copy_frames'
 LANGUAGE C STRICT VOLATILE;
 
@@ -380,7 +384,7 @@ GRANT EXECUTE ON FUNCTION generate_key(), public_key(),
 	TO data_embassy_admin;
 
 /* copy_frames checks itself: superusers, admins and replication roles. */
-GRANT EXECUTE ON FUNCTION copy_frames(text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION copy_frames(text, text, text, text) TO PUBLIC;
 /* heartbeat checks itself likewise */
 GRANT EXECUTE ON FUNCTION heartbeat(bytea) TO PUBLIC;
 GRANT SELECT ON embassy_pins TO data_embassy_admin;

@@ -1225,7 +1225,9 @@ apply_check_change(DeApply *apply, DeRecord *rec)
 {
 	if (apply->state == DE_APPLY_COPYING || apply->state == DE_APPLY_COPY_DONE)
 	{
-		if (rec->type != DE_REC_INSERT || apply->state == DE_APPLY_COPY_DONE)
+		/* a copy is rows, and its sequences before COPY_END */
+		if ((rec->type != DE_REC_INSERT && rec->type != DE_REC_SEQUENCES) ||
+			apply->state == DE_APPLY_COPY_DONE)
 			ereport(ERROR,
 					errcode(ERRCODE_PROTOCOL_VIOLATION),
 					errmsg("unexpected %s record in initial copy of register \"%s\"",

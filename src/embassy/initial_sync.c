@@ -14,6 +14,15 @@
  * before that commit starts the first run over, and a crash after it
  * streams from the consistent point.
  *
+ * Nothing of this that travels in the clear is trusted.  Every attempt at a
+ * copy gets a fresh random session nonce, which the register seals into
+ * every frame and the opener checks, so a copy recorded from an earlier
+ * attempt is refused.  The register refuses to seal a copy outside the
+ * snapshot exported with the slot's creation, and seals the slot's name and
+ * consistent point into the copy's HELLO; the origin starts from that
+ * sealed point, and a reply to CREATE_REPLICATION_SLOT that says otherwise
+ * was rewritten on the way and fails the copy.
+ *
  * A copy again (resync_register) empties the tables that replicate the
  * register in the same transaction, so that the copy either replaces their
  * rows or, if it fails, leaves them as they were.
@@ -156,6 +165,8 @@ de_initial_sync(const DeInitialSync *sync)
 		DeOpener   *opener;
 		char	   *frame;
 		int			len;
+		uint8		session[DE_SESSION_LEN];
+		XLogRecPtr	sealed = InvalidXLogRecPtr;
 
 		de_slot_set_state(sync->slot, DE_STATE_COPYING, NULL);
 		de_slot_copy_begin(sync->slot);
@@ -167,16 +178,21 @@ de_initial_sync(const DeInitialSync *sync)
 		 * The snapshot lives until the next command on the replication
 		 * connection, so import it before anything else happens there.
 		 */
+		if (!pg_strong_random(session, sizeof(session)))
+			ereport(ERROR,
+					errcode(ERRCODE_INTERNAL_ERROR),
+					errmsg("could not generate a random session nonce"));
 		copy_conn = de_walconn_connect(reg->conninfo, false,
 									   INITIAL_SYNC_APPNAME);
-		de_walconn_copy_start(copy_conn, snapshot, sync->own_key_text);
+		de_walconn_copy_start(copy_conn, snapshot, sync->own_key_text,
+							  session, reg->slot_name);
 
 		copycxt = AllocSetContextCreate(sync->cxt,
 										"data_embassy initial copy",
 										ALLOCSET_DEFAULT_SIZES);
 		opener = de_opener_create(copycxt, sync->own_priv,
 								  sync->register_pub->dh,
-								  sync->register_pub->sign, NULL,
+								  sync->register_pub->sign, session,
 								  DE_FRAME_KIND_COPY, true,
 								  reg->sysid, reg->dboid);
 
@@ -188,7 +204,29 @@ de_initial_sync(const DeInitialSync *sync)
 			sync->check_stop();
 
 			sync->apply_frame(opener, frame, len);
+
+			/* frame 1 held the sealed HELLO: the point to start from */
+			if (XLogRecPtrIsInvalid(sealed))
+			{
+				sealed = sync->copy_start_lsn();
+				if (sealed != consistent)
+					ereport(ERROR,
+							errcode(ERRCODE_PROTOCOL_VIOLATION),
+							errmsg("reply of register \"%s\" to CREATE_REPLICATION_SLOT was rewritten",
+								   register_name),
+							errdetail("The reply gave consistent point %X/%X; the register sealed %X/%X into the initial copy.",
+									  LSN_FORMAT_ARGS(consistent),
+									  LSN_FORMAT_ARGS(sealed)),
+							errhint("Something on the path between the sites altered the replication connection.  The copy starts over at the next attempt."));
+			}
 		}
+		if (XLogRecPtrIsInvalid(sealed))
+			ereport(ERROR,
+					errcode(ERRCODE_PROTOCOL_VIOLATION),
+					errmsg("initial copy of register \"%s\" is incomplete",
+						   register_name),
+					errdetail("The register sent no frame."));
+		consistent = sealed;
 
 		if (!de_apply_copy_done(sync->apply))
 			ereport(ERROR,

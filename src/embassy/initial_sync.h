@@ -37,15 +37,18 @@ typedef struct DeInitialSync
 								size_t len);
 	/* between frames: leave the process if the worker must stop */
 	void		(*check_stop) (void);
+	/* the consistent point sealed in the copy's HELLO, or 0 before it */
+	XLogRecPtr	(*copy_start_lsn) (void);
 } DeInitialSync;
 
 /*
  * Create the register's replication slot (dropping one left by an earlier
  * unfinished run) and, with copy_data, apply the initial copy read over a
- * second connection from the slot's exported snapshot.  Commits the copy,
- * the origin at the slot's consistent point and registers.state =
- * 'streaming' in one local transaction; raises on any failure, leaving the
- * register in its first run.
+ * second connection from the slot's exported snapshot, sealed for a fresh
+ * session nonce.  Commits the copy, the origin at the slot's consistent
+ * point (with copy_data, the one sealed in the copy's HELLO) and
+ * registers.state = 'streaming' in one local transaction; raises on any
+ * failure, leaving the register in its first run.
  */
 extern void de_initial_sync(const DeInitialSync *sync);
 

@@ -1422,18 +1422,22 @@ de_walconn_socket(DeWalConn *conn)
 /*
  * de_walconn_copy_start
  *		Import the slot's exported snapshot on an ordinary connection and
- *		start data_embassy.copy_frames() for this embassy, one row at a time.
+ *		start data_embassy.copy_frames() for this embassy, session and slot,
+ *		one row at a time.  Both statements travel in the clear: the
+ *		register checks the import itself and seals the session.
  */
 void
 de_walconn_copy_start(DeWalConn *conn, const char *snapshot_name,
-					  const char *embassy_key)
+					  const char *embassy_key, const uint8 *session,
+					  const char *slot)
 {
 	const char *what = _("could not start the initial copy");
 	const char *query;
-	const char *params[1];
-	Oid			types[1];
+	const char *params[4];
+	Oid			types[4];
 	PGresult   *res;
 	char	   *set_snapshot;
+	char		session_hex[2 * DE_SESSION_LEN + 1];
 
 	res = walconn_exec(conn,
 					   "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
@@ -1448,12 +1452,18 @@ de_walconn_copy_start(DeWalConn *conn, const char *snapshot_name,
 	walconn_expect(conn, res, PGRES_COMMAND_OK, what);
 	PQclear(res);
 
-	query = "SELECT " DE_SCHEMA_NAME ".copy_frames($1)";
+	hex_encode((const char *) session, DE_SESSION_LEN, session_hex);
+	session_hex[2 * DE_SESSION_LEN] = '\0';
+
+	query = "SELECT " DE_SCHEMA_NAME ".copy_frames($1, $2, $3, $4)";
 	params[0] = embassy_key;
-	types[0] = TEXTOID;
+	params[1] = session_hex;
+	params[2] = slot;
+	params[3] = snapshot_name;
+	types[0] = types[1] = types[2] = types[3] = TEXTOID;
 
 	/* binary result: the frames arrive as raw bytes */
-	if (!PQsendQueryParams(conn->conn, query, 1, types, params, NULL, NULL, 1))
+	if (!PQsendQueryParams(conn->conn, query, 4, types, params, NULL, NULL, 1))
 		walconn_connection_error(conn, what);
 	if (!PQsetSingleRowMode(conn->conn))
 		walconn_connection_error(conn, what);

@@ -99,7 +99,8 @@ extern DeRemoteSlotStatus de_walconn_slot_status(DeWalConn *conn,
 /*
  * CREATE_REPLICATION_SLOT slot LOGICAL data_embassy, exporting a snapshot
  * when snapshot_name is not NULL (the snapshot lives until the next command
- * on this connection).  Returns the consistent point.
+ * on this connection).  Returns the consistent point of the reply, which
+ * travels in the clear: the initial copy seals the one to trust.
  */
 extern XLogRecPtr de_walconn_create_slot(DeWalConn *conn, const char *slot,
 										 char **snapshot_name);
@@ -170,12 +171,14 @@ extern pgsocket de_walconn_socket(DeWalConn *conn);
 
 /*
  * Initial copy over an ordinary connection: import the slot's exported
- * snapshot and run data_embassy.copy_frames(embassy_key) in single-row
- * mode.  de_walconn_copy_next() returns the next sealed frame (valid until
- * the next call) or NULL at the end of the result.
+ * snapshot and run data_embassy.copy_frames(embassy_key, session, slot,
+ * snapshot_name) in single-row mode (session: DE_SESSION_LEN bytes, sent
+ * as hex).  de_walconn_copy_next() returns the next sealed frame (valid
+ * until the next call) or NULL at the end of the result.
  */
 extern void de_walconn_copy_start(DeWalConn *conn, const char *snapshot_name,
-								  const char *embassy_key);
+								  const char *embassy_key,
+								  const uint8 *session, const char *slot);
 extern char *de_walconn_copy_next(DeWalConn *conn, int *len);
 
 #endif							/* DE_WALCONN_H */

@@ -169,6 +169,8 @@ static uint64 copy_relations_seen = 0;
 static bool copy_end_seen = false;
 static uint64 copy_rows_counted = 0;	/* added to rows_applied, not
 										 * committed yet */
+/* the slot's consistent point, sealed in the copy's HELLO */
+static XLogRecPtr copy_hello_lsn = InvalidXLogRecPtr;
 
 /* the frame being applied, for the error context */
 static bool frame_valid = false;
@@ -191,6 +193,7 @@ static void worker_check_hello(const DeFrameHeader *hdr, const DeRecord *rec,
 static void worker_heartbeat_proof(const DeFrameHeader *hdr,
 								   const DeRecord *rec);
 static void worker_initial_sync(void);
+static XLogRecPtr worker_copy_start_lsn(void);
 static void worker_apply_copy_frame(DeOpener *opener, const char *frame,
 									size_t len);
 static void worker_check_stop(void);
@@ -678,10 +681,12 @@ worker_initial_sync(void)
 	sync.cxt = WorkerContext;
 	sync.apply_frame = worker_apply_copy_frame;
 	sync.check_stop = worker_check_stop;
+	sync.copy_start_lsn = worker_copy_start_lsn;
 
 	copy_relations_seen = 0;
 	copy_end_seen = false;
 	hello_seen = false;
+	copy_hello_lsn = InvalidXLogRecPtr;
 	copy_rows_counted = 0;
 
 	de_initial_sync(&sync);
@@ -689,6 +694,16 @@ worker_initial_sync(void)
 	/* the copy's rows were counted in rows_applied as they arrived */
 	(void) de_apply_take_row_count(apply);
 	copy_rows_counted = 0;
+}
+
+/*
+ * worker_copy_start_lsn
+ *		The consistent point sealed in the copy's HELLO, or 0 before it.
+ */
+static XLogRecPtr
+worker_copy_start_lsn(void)
+{
+	return copy_hello_lsn;
 }
 
 /*
@@ -1186,6 +1201,29 @@ worker_check_hello(const DeFrameHeader *hdr, const DeRecord *rec, bool stream)
 		if (session_started_at > proof_at)
 			proof_at = session_started_at;
 		source_lsn = Max(source_lsn, rec->end_lsn);
+	}
+	else
+	{
+		/*
+		 * The copy: its HELLO opens frame 1 and seals the slot's consistent
+		 * point, which the frame header repeats; the origin starts there.
+		 */
+		if (hdr->seq != 1)
+			ereport(ERROR,
+					errcode(ERRCODE_PROTOCOL_VIOLATION),
+					errmsg("initial copy of register \"%s\" does not begin with its HELLO record",
+						   register_name),
+					errdetail("Its HELLO arrived in frame %llu.",
+							  (unsigned long long) hdr->seq));
+		if (XLogRecPtrIsInvalid(rec->lsn) || rec->lsn != hdr->start_lsn)
+			ereport(ERROR,
+					errcode(ERRCODE_PROTOCOL_VIOLATION),
+					errmsg("initial copy of register \"%s\" has no valid starting point",
+						   register_name),
+					errdetail("Its HELLO seals %X/%X; its frame header says %X/%X.",
+							  LSN_FORMAT_ARGS(rec->lsn),
+							  LSN_FORMAT_ARGS(hdr->start_lsn)));
+		copy_hello_lsn = rec->lsn;
 	}
 	hello_seen = true;
 }

@@ -1,24 +1,40 @@
 /*-------------------------------------------------------------------------
  *
  * copy_frames.c
- *		  copy_frames(embassy_key): the initial copy of every replicated
- *		  table as sealed frames of an initial-copy stream.
+ *		  copy_frames(embassy_key, session, slot_name, snapshot_name): the
+ *		  initial copy of every replicated table as sealed frames of an
+ *		  initial-copy stream, bound to the embassy's slot.
  *
- * The embassy imports the slot's exported snapshot and calls this
+ * The embassy creates its slot with CREATE_REPLICATION_SLOT ... (SNAPSHOT
+ * 'export'), imports that snapshot on an ordinary connection and calls this
  * function; the tables and their rows are read with the caller's
  * snapshot, so the copy and the change stream that follows meet exactly.
- * The stream is RELATION then INSERT records, table after table, and a
+ * The stream is a HELLO record (the slot's name and consistent point), then
+ * RELATION and INSERT records, table after table, a SEQUENCES record and a
  * last COPY_END record with the number of rows; a receiver that never sees
  * COPY_END has an incomplete copy.
+ *
+ * Both the slot's creation and the snapshot import travel in the clear, so
+ * the copy proves itself: it refuses to run unless the caller's transaction
+ * runs in the snapshot that the walsender which created the embassy's slot
+ * exported and still holds (the export file in pg_snapshots names that
+ * walsender and lists the snapshot's xmin, xmax and running transactions,
+ * compared here with the caller's), and every frame carries the session
+ * nonce the embassy made for this one attempt.  The HELLO seals the slot's
+ * consistent point, which the embassy uses as its starting point.
+ *
+ * Sequences are not MVCC: their values are read when the copy reaches its
+ * end, at or after the snapshot, so they are never below a value the copied
+ * rows could hold, and a promotion right after the copy hands out no used
+ * value.
  *
  * The function returns one frame per call (value-per-call mode), so memory
  * stays bounded by the frame size whatever the size of the tables.  Call
  * it in the select list to have frames streamed to the client as they are
  * sealed; in FROM, the executor materializes them first.
  *
- * Frame LSNs: every frame carries the confirmed position of the embassy's
- * slot (the point the change stream continues from), or 0 when that slot
- * does not exist in this database.
+ * Frame LSNs: every frame carries the slot's consistent point (the point
+ * the change stream continues from).
  *
  * IDENTIFICATION
  *		  src/register/copy_frames.c
@@ -32,14 +48,19 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xlog.h"
+#include "access/xact.h"
 #include "access/xlogrecovery.h"
 #include "catalog/pg_class.h"
 #include "executor/tuptable.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "replication/slot.h"
+#include "storage/fd.h"
 #include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
 #include "storage/spin.h"
+#include "utils/backend_status.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -49,6 +70,7 @@
 #include "privilege.h"
 #include "register/pins.h"
 #include "register/plugin.h"
+#include "register/sequences.h"
 #include "seal/codec.h"
 #include "seal/frame.h"
 #include "seal/keys.h"
@@ -62,7 +84,7 @@ typedef struct CopyFramesState
 	MemoryContext row_cxt;		/* reset after every row */
 	DeSealer   *sealer;
 	Snapshot	snapshot;		/* registered copy of the caller's */
-	XLogRecPtr	lsn;			/* the slot's confirmed position, or 0 */
+	XLogRecPtr	lsn;			/* the slot's consistent point */
 	int			batch_bytes;
 
 	Oid		   *relids;			/* tables to copy, in OID order */
@@ -76,6 +98,7 @@ typedef struct CopyFramesState
 
 	StringInfoData body;
 	uint64		rows;
+	bool		sequences_written;	/* SEQUENCES is in the body */
 	bool		finished;		/* COPY_END has been sealed */
 	bool		cleaned;
 } CopyFramesState;
@@ -118,26 +141,434 @@ copy_list_tables(CopyFramesState *state)
 	qsort(state->relids, state->nrelids, sizeof(Oid), oid_cmp);
 }
 
-/* Confirmed position of the embassy's slot in this database, or 0. */
-static XLogRecPtr
-copy_slot_lsn(const uint8 *embassy_pub)
+/* A snapshot as the export file in pg_snapshots describes it. */
+typedef struct CopyExportedSnapshot
 {
-	char	   *slot_name = de_slot_name_for_key(embassy_pub, MyDatabaseId);
+	int			backend_id;		/* the exporter's virtual transaction */
+	uint32		lxid;
+	int			pid;			/* the exporter */
+	Oid			dbid;
+	TransactionId xmin;
+	TransactionId xmax;
+	int			xcnt;
+	TransactionId *xip;
+	bool		suboverflowed;
+	int			subxcnt;
+	TransactionId *subxip;
+} CopyExportedSnapshot;
+
+/* Refuse the copy: its snapshot is not the one exported for the slot. */
+#define COPY_SNAPSHOT_ERRMSG(slot) \
+	errmsg("initial copy does not run in the snapshot exported for replication slot \"%s\"", (slot))
+#define COPY_SNAPSHOT_ERRHINT \
+	errhint("Only the embassy can take the copy: right after creating its slot, it imports the slot's snapshot with SET TRANSACTION SNAPSHOT in a REPEATABLE READ transaction and calls this function.")
+
+/* Order of transaction ids, for comparing sets. */
+static int
+copy_xid_cmp(const void *a, const void *b)
+{
+	TransactionId xa = *(const TransactionId *) a;
+	TransactionId xb = *(const TransactionId *) b;
+
+	return (xa > xb) - (xa < xb);
+}
+
+/*
+ * copy_parse_session
+ *		The embassy's session nonce: DE_SESSION_LEN bytes as hex digits.
+ */
+static void
+copy_parse_session(const char *text, uint8 *session)
+{
+	if (strlen(text) != 2 * DE_SESSION_LEN ||
+		strspn(text, "0123456789abcdefABCDEF") != 2 * DE_SESSION_LEN)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("invalid session \"%s\"", text),
+				errdetail("A session is %d hexadecimal digits.",
+						  2 * DE_SESSION_LEN));
+	(void) hex_decode(text, 2 * DE_SESSION_LEN, (char *) session);
+}
+
+/*
+ * copy_read_export
+ *		Read and parse the export file of snapshot_name (the format written
+ *		by ExportSnapshot).  A name that is not an exported snapshot's, or a
+ *		file gone because its exporter moved on, is refused.
+ */
+static void
+copy_read_export(const char *slot_name, const char *snapshot_name,
+				 CopyExportedSnapshot *exp)
+{
+	char		path[MAXPGPATH];
+	FILE	   *f;
+	StringInfoData buf;
+	char		chunk[1024];
+	size_t		n;
+	char	   *line;
+	char	   *next;
+	int			nxip = 0;
+	int			nsubxip = 0;
+	bool		have_vxid = false;
+	bool		have_pid = false;
+	bool		have_xmin = false;
+	bool		have_xmax = false;
+
+	/* as ImportSnapshot: the name is hex digits and dashes only */
+	if (snapshot_name[0] == '\0' ||
+		strlen(snapshot_name) >= 64 ||
+		strspn(snapshot_name, "0123456789ABCDEF-") != strlen(snapshot_name))
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("invalid snapshot identifier: \"%s\"", snapshot_name));
+
+	snprintf(path, sizeof(path), "pg_snapshots/%s", snapshot_name);
+	f = AllocateFile(path, PG_BINARY_R);
+	if (f == NULL)
+	{
+		if (errno == ENOENT)
+			ereport(ERROR,
+					errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					COPY_SNAPSHOT_ERRMSG(slot_name),
+					errdetail("No snapshot \"%s\" is exported now: its walsender has moved on, or it never existed.",
+							  snapshot_name),
+					COPY_SNAPSHOT_ERRHINT);
+		ereport(ERROR,
+				errcode_for_file_access(),
+				errmsg("could not open file \"%s\" for reading: %m", path));
+	}
+	initStringInfo(&buf);
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		appendBinaryStringInfo(&buf, chunk, n);
+	if (ferror(f))
+		ereport(ERROR,
+				errcode_for_file_access(),
+				errmsg("could not read file \"%s\": %m", path));
+	FreeFile(f);
+
+	memset(exp, 0, sizeof(CopyExportedSnapshot));
+	for (line = buf.data; line != NULL && *line != '\0'; line = next)
+	{
+		char	   *colon;
+		char	   *value;
+
+		next = strchr(line, '\n');
+		if (next != NULL)
+			*next++ = '\0';
+		colon = strchr(line, ':');
+		if (colon == NULL)
+			goto bad;
+		*colon = '\0';
+		value = colon + 1;
+
+		if (strcmp(line, "vxid") == 0)
+		{
+			if (sscanf(value, "%d/%u", &exp->backend_id, &exp->lxid) != 2)
+				goto bad;
+			have_vxid = true;
+		}
+		else if (strcmp(line, "pid") == 0)
+		{
+			if (sscanf(value, "%d", &exp->pid) != 1)
+				goto bad;
+			have_pid = true;
+		}
+		else if (strcmp(line, "dbid") == 0)
+		{
+			if (sscanf(value, "%u", &exp->dbid) != 1)
+				goto bad;
+		}
+		else if (strcmp(line, "xmin") == 0)
+		{
+			if (sscanf(value, "%u", &exp->xmin) != 1)
+				goto bad;
+			have_xmin = true;
+		}
+		else if (strcmp(line, "xmax") == 0)
+		{
+			if (sscanf(value, "%u", &exp->xmax) != 1)
+				goto bad;
+			have_xmax = true;
+		}
+		else if (strcmp(line, "xcnt") == 0)
+		{
+			if (sscanf(value, "%d", &exp->xcnt) != 1 || exp->xcnt < 0 ||
+				exp->xcnt > GetMaxSnapshotXidCount())
+				goto bad;
+			exp->xip = palloc(sizeof(TransactionId) * (exp->xcnt + 1));
+		}
+		else if (strcmp(line, "xip") == 0)
+		{
+			if (exp->xip == NULL || nxip >= exp->xcnt ||
+				sscanf(value, "%u", &exp->xip[nxip]) != 1)
+				goto bad;
+			nxip++;
+		}
+		else if (strcmp(line, "sof") == 0)
+			exp->suboverflowed = (strcmp(value, "1") == 0);
+		else if (strcmp(line, "sxcnt") == 0)
+		{
+			if (sscanf(value, "%d", &exp->subxcnt) != 1 || exp->subxcnt < 0 ||
+				exp->subxcnt > GetMaxSnapshotSubxidCount())
+				goto bad;
+			exp->subxip = palloc(sizeof(TransactionId) * (exp->subxcnt + 1));
+		}
+		else if (strcmp(line, "sxp") == 0)
+		{
+			if (exp->subxip == NULL || nsubxip >= exp->subxcnt ||
+				sscanf(value, "%u", &exp->subxip[nsubxip]) != 1)
+				goto bad;
+			nsubxip++;
+		}
+		/* iso, ro and rec do not decide what the copy sees */
+	}
+	if (!have_vxid || !have_pid || !have_xmin || !have_xmax ||
+		nxip != exp->xcnt || nsubxip != exp->subxcnt)
+		goto bad;
+	pfree(buf.data);
+	return;
+
+bad:
+	ereport(ERROR,
+			errcode(ERRCODE_DATA_CORRUPTED),
+			errmsg("invalid snapshot data in file \"%s\"", path));
+}
+
+/*
+ * copy_exporter_created_slot
+ *		Is the backend of this pid a walsender of this database whose last
+ *		command created slot_name, exporting its snapshot?  An exported
+ *		snapshot lives only until its walsender's next command, so this
+ *		binds the snapshot to the slot's creation.
+ */
+static bool
+copy_exporter_created_slot(int pid, const char *slot_name, char **activity)
+{
+	int			nbackends = pgstat_fetch_stat_numbackends();
+	int			i;
+
+	*activity = NULL;
+	for (i = 1; i <= nbackends; i++)
+	{
+		LocalPgBackendStatus *local = pgstat_fetch_stat_local_beentry(i);
+		PgBackendStatus *be;
+		char	   *text;
+		char	   *p;
+		char	   *upper;
+		StringInfoData name;
+
+		if (local == NULL)
+			continue;
+		be = &local->backendStatus;
+		if (be->st_procpid != pid)
+			continue;
+		if (be->st_backendType != B_WAL_SENDER ||
+			be->st_databaseid != MyDatabaseId)
+			return false;
+
+		/* "" when the walsender reports no command */
+		text = pgstat_clip_activity(be->st_activity_raw);
+		*activity = text;
+
+		/* CREATE_REPLICATION_SLOT name ... (SNAPSHOT 'export') */
+		p = text;
+		while (*p == ' ')
+			p++;
+		if (pg_strncasecmp(p, "CREATE_REPLICATION_SLOT", 23) != 0 ||
+			p[23] != ' ')
+			return false;
+		p += 23;
+		while (*p == ' ')
+			p++;
+		initStringInfo(&name);
+		if (*p == '"')
+		{
+			for (p++; *p != '\0'; p++)
+			{
+				if (*p == '"')
+				{
+					if (p[1] != '"')
+						break;
+					p++;
+				}
+				appendStringInfoChar(&name, *p);
+			}
+			if (*p != '"')
+				return false;
+			p++;
+		}
+		else
+		{
+			for (; *p != '\0' && *p != ' '; p++)
+				appendStringInfoChar(&name, pg_ascii_tolower((unsigned char) *p));
+		}
+		if (strcmp(name.data, slot_name) != 0)
+			return false;
+
+		upper = pstrdup(p);
+		for (p = upper; *p != '\0'; p++)
+			*p = pg_ascii_toupper((unsigned char) *p);
+		return strstr(upper, "SNAPSHOT 'EXPORT'") != NULL ||
+			strstr(upper, "EXPORT_SNAPSHOT") != NULL;
+	}
+	return false;
+}
+
+/*
+ * copy_same_xids
+ *		Do two lists of transaction ids hold the same set?
+ */
+static bool
+copy_same_xids(const TransactionId *a, int na, const TransactionId *b, int nb)
+{
+	TransactionId *sa;
+	TransactionId *sb;
+	bool		same;
+
+	if (na != nb)
+		return false;
+	if (na == 0)
+		return true;
+	sa = palloc(sizeof(TransactionId) * na);
+	sb = palloc(sizeof(TransactionId) * nb);
+	memcpy(sa, a, sizeof(TransactionId) * na);
+	memcpy(sb, b, sizeof(TransactionId) * nb);
+	qsort(sa, na, sizeof(TransactionId), copy_xid_cmp);
+	qsort(sb, nb, sizeof(TransactionId), copy_xid_cmp);
+	same = memcmp(sa, sb, sizeof(TransactionId) * na) == 0;
+	pfree(sa);
+	pfree(sb);
+	return same;
+}
+
+/*
+ * copy_bind_to_slot
+ *		Refuse the copy unless the caller's transaction runs in the snapshot
+ *		exported by the walsender that created the embassy's slot, and that
+ *		walsender still holds it.  Returns the slot's consistent point (its
+ *		confirmed position, read under its mutex).
+ */
+static XLogRecPtr
+copy_bind_to_slot(const uint8 *embassy_pub, const char *slot_name,
+				  const char *snapshot_name, Snapshot snap)
+{
+	char	   *own_slot = de_slot_name_for_key(embassy_pub, MyDatabaseId);
 	ReplicationSlot *slot;
-	XLogRecPtr	lsn = InvalidXLogRecPtr;
+	bool		found = false;
+	bool		logical = false;
+	Oid			slot_db = InvalidOid;
+	pid_t		active_pid = 0;
+	XLogRecPtr	consistent = InvalidXLogRecPtr;
+	CopyExportedSnapshot exp;
+	char		prefix[32];
+	PGPROC	   *proc;
+	char	   *activity;
+
+	if (strcmp(slot_name, own_slot) != 0)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("replication slot \"%s\" does not belong to this embassy",
+					   slot_name),
+				errdetail("The slot of this embassy in this database is \"%s\".",
+						  own_slot));
 
 	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
 	slot = SearchNamedReplicationSlot(slot_name, false);
 	if (slot != NULL)
 	{
+		found = true;
 		SpinLockAcquire(&slot->mutex);
-		if (slot->data.database == MyDatabaseId)
-			lsn = slot->data.confirmed_flush;
+		logical = SlotIsLogical(slot);
+		slot_db = slot->data.database;
+		active_pid = slot->active_pid;
+		consistent = slot->data.confirmed_flush;
 		SpinLockRelease(&slot->mutex);
 	}
 	LWLockRelease(ReplicationSlotControlLock);
-	pfree(slot_name);
-	return lsn;
+
+	if (!found)
+		ereport(ERROR,
+				errcode(ERRCODE_UNDEFINED_OBJECT),
+				errmsg("replication slot \"%s\" does not exist", slot_name));
+	if (!logical || slot_db != MyDatabaseId)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("replication slot \"%s\" is not a logical slot of this database",
+					   slot_name));
+
+	if (!IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				COPY_SNAPSHOT_ERRMSG(slot_name),
+				errdetail("The copy runs in a transaction of isolation level READ COMMITTED, not REPEATABLE READ."),
+				COPY_SNAPSHOT_ERRHINT);
+
+	copy_read_export(slot_name, snapshot_name, &exp);
+
+	/* ExportSnapshot names the file after its exporter's transaction */
+	snprintf(prefix, sizeof(prefix), "%08X-%08X-",
+			 (uint32) exp.backend_id, exp.lxid);
+	proc = BackendPidGetProc(exp.pid);
+	if (strncmp(snapshot_name, prefix, strlen(prefix)) != 0 ||
+		exp.dbid != MyDatabaseId || proc == NULL ||
+		proc->backendId != exp.backend_id || proc->lxid != exp.lxid)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				COPY_SNAPSHOT_ERRMSG(slot_name),
+				errdetail("Snapshot \"%s\" was not exported by a transaction of this database that is still running.",
+						  snapshot_name),
+				COPY_SNAPSHOT_ERRHINT);
+
+	/* PostgreSQL 15 releases a slot once CREATE_REPLICATION_SLOT is done */
+	if (active_pid != 0 && active_pid != exp.pid)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_IN_USE),
+				COPY_SNAPSHOT_ERRMSG(slot_name),
+				errdetail("The slot is in use by process %d: its snapshot is no longer the one to copy.",
+						  (int) active_pid),
+				COPY_SNAPSHOT_ERRHINT);
+
+	if (!copy_exporter_created_slot(exp.pid, slot_name, &activity))
+	{
+		if (activity == NULL)
+			ereport(ERROR,
+					errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					COPY_SNAPSHOT_ERRMSG(slot_name),
+					errdetail("Snapshot \"%s\" was exported by process %d, which is not a walsender of this database.",
+							  snapshot_name, exp.pid),
+					COPY_SNAPSHOT_ERRHINT);
+		if (activity[0] == '\0')
+			ereport(ERROR,
+					errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					COPY_SNAPSHOT_ERRMSG(slot_name),
+					errdetail("Snapshot \"%s\" was exported by walsender %d, which does not report the command it ran.",
+							  snapshot_name, exp.pid),
+					errhint("The copy checks that the walsender's last command created the slot: track_activities must be on for the embassy's replication role."));
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				COPY_SNAPSHOT_ERRMSG(slot_name),
+				errdetail("Snapshot \"%s\" was exported by process %d, whose last command did not create the slot: \"%s\".",
+						  snapshot_name, exp.pid, activity),
+				COPY_SNAPSHOT_ERRHINT);
+	}
+
+	/* the caller's snapshot must be that one: an import stripped or replaced */
+	if (snap->xmin != exp.xmin || snap->xmax != exp.xmax ||
+		!copy_same_xids(snap->xip, snap->xcnt, exp.xip, exp.xcnt) ||
+		snap->suboverflowed != exp.suboverflowed ||
+		(!exp.suboverflowed &&
+		 !copy_same_xids(snap->subxip, snap->subxcnt, exp.subxip,
+						 exp.subxcnt)))
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				COPY_SNAPSHOT_ERRMSG(slot_name),
+				errdetail("The transaction's snapshot (xmin %u, xmax %u, %u running) is not snapshot \"%s\" (xmin %u, xmax %u, %d running): its import was stripped or replaced.",
+						  snap->xmin, snap->xmax, snap->xcnt, snapshot_name,
+						  exp.xmin, exp.xmax, exp.xcnt),
+				COPY_SNAPSHOT_ERRHINT);
+
+	pfree(own_slot);
+	return consistent;
 }
 
 /* End the scan of the current table. */
@@ -227,6 +658,18 @@ copy_next_frame(CopyFramesState *state)
 
 		if (state->rel == NULL && !copy_open_next_table(state))
 		{
+			/* the sequences as they are now, at or after the snapshot */
+			if (!state->sequences_written)
+			{
+				DeSeqReporter *seqs;
+
+				seqs = de_seqreport_create(state->row_cxt,
+										   de_schema_oid(false));
+				(void) de_seqreport_write(seqs, &state->body);
+				MemoryContextReset(state->row_cxt);
+				state->sequences_written = true;
+				continue;		/* the body may be full now */
+			}
 			de_write_copy_end(&state->body, state->rows);
 			state->finished = true;
 			flags = 0;
@@ -267,7 +710,8 @@ copy_next_frame(CopyFramesState *state)
 
 /*
  * data_embassy_copy_frames
- *		copy_frames(embassy_key text) returns setof bytea.
+ *		copy_frames(embassy_key text, session text, slot_name text,
+ *		snapshot_name text) returns setof bytea.
  */
 Datum
 data_embassy_copy_frames(PG_FUNCTION_ARGS)
@@ -278,11 +722,15 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 	if (SRF_IS_FIRSTCALL())
 	{
 		ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-		char	   *keytext = text_to_cstring(PG_GETARG_TEXT_PP(0));
+		char	   *keytext;
+		char	   *slot_name;
+		char	   *snapshot_name;
 		DePublicKey embassy_key;
-		uint8		session[DE_SESSION_LEN] = {0};
+		uint8		session[DE_SESSION_LEN];
 		uint8		priv[DE_KEY_LEN];
 		uint8		pub[DE_KEY_LEN];
+		Snapshot	snap;
+		XLogRecPtr	consistent;
 		MemoryContext old;
 
 		/*
@@ -296,8 +744,17 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 					errmsg("permission denied to copy tables to an embassy"),
 					errhint("Only superusers, roles with the REPLICATION attribute and members of role \"%s\" may do this.",
 							DE_ADMIN_ROLE));
+		keytext = text_to_cstring(PG_GETARG_TEXT_PP(0));
+		slot_name = text_to_cstring(PG_GETARG_TEXT_PP(2));
+		snapshot_name = text_to_cstring(PG_GETARG_TEXT_PP(3));
 		de_key_from_text(keytext, "embassy_key", &embassy_key);
 		de_pin_require(&embassy_key);
+		copy_parse_session(text_to_cstring(PG_GETARG_TEXT_PP(1)), session);
+
+		/* in REPEATABLE READ, the transaction's snapshot for every query */
+		snap = GetTransactionSnapshot();
+		consistent = copy_bind_to_slot(embassy_key.dh, slot_name,
+									   snapshot_name, snap);
 
 		funcctx = SRF_FIRSTCALL_INIT();
 		old = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
@@ -311,10 +768,8 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 											   "data_embassy copy row",
 											   ALLOCSET_DEFAULT_SIZES);
 		state->batch_bytes = de_batch_size_kb * 1024;
-		state->snapshot = RegisterSnapshot(ActiveSnapshotSet() ?
-										   GetActiveSnapshot() :
-										   GetTransactionSnapshot());
-		state->lsn = copy_slot_lsn(embassy_key.dh);
+		state->snapshot = RegisterSnapshot(snap);
+		state->lsn = consistent;
 
 		de_identity_require(priv, pub);
 		state->sealer = de_sealer_create(state->mcxt, priv, pub,
@@ -327,13 +782,8 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 
 		initStringInfo(&state->body);
 		enlargeStringInfo(&state->body, state->batch_bytes + 8192);
-		{
-			char	   *slot_name = de_slot_name_for_key(embassy_key.dh,
-														 MyDatabaseId);
-
-			de_write_hello(&state->body, slot_name, state->lsn,
-						   GetFlushRecPtr(NULL));
-		}
+		de_write_hello(&state->body, slot_name, state->lsn,
+					   GetFlushRecPtr(NULL));
 		copy_list_tables(state);
 
 		if (rsinfo != NULL && IsA(rsinfo, ReturnSetInfo))

@@ -131,7 +131,7 @@ refused($reg, 'plain', "SELECT data_embassy.add_embassy('thief', repeat('5a', 32
 	'add_embassy()');
 refused($reg, 'plain', q{SELECT data_embassy.drop_embassy('embassy')},
 	'drop_embassy()');
-refused($reg, 'plain', "SELECT count(*) FROM data_embassy.copy_frames('$ekey')",
+refused($reg, 'plain', "SELECT count(*) FROM data_embassy.copy_frames('$ekey', repeat('0', 32), 'no_slot', '00000003-00000002-1')",
 	'copy_frames()');
 refused($reg, 'plain', q{SELECT * FROM data_embassy.embassies}, 'reading the embassies view');
 refused($reg, 'plain', q{INSERT INTO data_embassy.embassy_pins (name, embassy_key, slot_name)
@@ -212,7 +212,7 @@ is($reg->safe_psql('postgres',
 		"SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot'"),
 	'0', 'the old embassy slot is gone');
 my ($ret, $stdout, $stderr) = $reg->psql('postgres',
-	"SELECT count(*) FROM data_embassy.copy_frames('$ekey')");
+	"SELECT count(*) FROM data_embassy.copy_frames('$ekey', repeat('0', 32), 'no_slot', '00000003-00000002-1')");
 ok($ret != 0 && $stderr =~ /not pinned/, 'the old key is no longer served')
   or diag($stderr);
 
