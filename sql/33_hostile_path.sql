@@ -219,16 +219,26 @@ WHERE oid OPERATOR(pg_catalog.=) 'hijack.hostile_nokey'::regclass;
 DROP TABLE hijack.hostile_nokey;
 SELECT try('SELECT data_embassy.set_keyless_identity_full(NULL)') AS keyless_null;
 
+-- frames to inspect: a heartbeat sealed by the output plugin (the copy
+-- runs only in a replication slot's exported snapshot, see TAP 175)
+-- (slots need a replication role: the superuser makes the frames)
+RESET ROLE;
+SELECT 'created' FROM pg_create_logical_replication_slot('hostile_hf', 'data_embassy');
+SELECT data_embassy.heartbeat('\xabababababababababababababababab'::bytea) IS NOT NULL AS beat;
 CREATE TEMP TABLE hf AS
-SELECT n, fr FROM data_embassy.copy_frames(:'ownkey') WITH ORDINALITY AS c(fr, n);
+SELECT n, fr FROM pg_logical_slot_get_binary_changes('hostile_hf', NULL, NULL,
+		'embassy_key', :'ownkey') WITH ORDINALITY AS c(l, x, fr, n);
+SELECT pg_drop_replication_slot('hostile_hf');
+GRANT SELECT ON hf TO regress_hostile;
+SET ROLE regress_hostile;
 SELECT DISTINCT h.version, h.kind FROM hf, data_embassy.frame_header(hf.fr) h;
-SELECT count(*) AS null_key_no_frames FROM data_embassy.copy_frames(NULL);
+SELECT count(*) AS null_key_no_frames FROM data_embassy.copy_frames(NULL, NULL, NULL, NULL);
 SELECT count(*) AS null_frame_no_header FROM data_embassy.frame_header(NULL)
 WHERE version IS NOT NULL;
 SELECT label, try(q)
 FROM (VALUES
-	('copy_frames unpinned key', $$SELECT count(*) FROM data_embassy.copy_frames('4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4dedededededededededededededededededededededededededededededededed')$$),
-	('copy_frames malformed key', $$SELECT count(*) FROM data_embassy.copy_frames('xyz')$$),
+	('copy_frames unpinned key', $$SELECT count(*) FROM data_embassy.copy_frames('4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4dedededededededededededededededededededededededededededededededed', '00000000000000000000000000000000', 'no_slot', '00000003-00000002-1')$$),
+	('copy_frames malformed key', $$SELECT count(*) FROM data_embassy.copy_frames('xyz', '00000000000000000000000000000000', 'no_slot', '00000003-00000002-1')$$),
 	('frame_header garbage', $$SELECT * FROM data_embassy.frame_header('\xdeadbeef')$$),
 	('inspect_frames not granted', $$SELECT count(*) FROM data_embassy.inspect_frames('{}', 'xyz')$$)
 ) AS v(label, q)

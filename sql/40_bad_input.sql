@@ -126,10 +126,12 @@ SELECT try(format(
 SELECT pg_drop_replication_slot('bad_input');
 
 --
--- copy_frames(embassy_key): strict; malformed and unpinned keys
+-- copy_frames(embassy_key, session, slot_name, snapshot_name): strict;
+-- malformed and unpinned keys
 --
-SELECT count(*) AS null_key_no_rows FROM data_embassy.copy_frames(NULL);
-SELECT v.label, try(format('SELECT count(*) FROM data_embassy.copy_frames(%s)', v.key))
+SELECT count(*) AS null_key_no_rows FROM data_embassy.copy_frames(NULL, NULL, NULL, NULL);
+SELECT v.label, try(format('SELECT count(*) FROM data_embassy.copy_frames(%s, %L, %L, %L)',
+						   v.key, repeat('0', 32), 'no_slot', '00000003-00000002-1'))
 FROM (VALUES
 	('empty key', ''''''),
 	('malformed key', quote_literal('xyz')),
