@@ -169,6 +169,7 @@ static uint64 copy_relations_seen = 0;
 static bool copy_end_seen = false;
 static uint64 copy_rows_counted = 0;	/* added to rows_applied, not
 										 * committed yet */
+
 /* the slot's consistent point, sealed in the copy's HELLO */
 static XLogRecPtr copy_hello_lsn = InvalidXLogRecPtr;
 

@@ -155,7 +155,7 @@ typedef struct CopyExportedSnapshot
 	bool		suboverflowed;
 	int			subxcnt;
 	TransactionId *subxip;
-} CopyExportedSnapshot;
+}			CopyExportedSnapshot;
 
 /* Refuse the copy: its snapshot is not the one exported for the slot. */
 #define COPY_SNAPSHOT_ERRMSG(slot) \
@@ -198,7 +198,7 @@ copy_parse_session(const char *text, uint8 *session)
  */
 static void
 copy_read_export(const char *slot_name, const char *snapshot_name,
-				 CopyExportedSnapshot *exp)
+				 CopyExportedSnapshot * exp)
 {
 	char		path[MAXPGPATH];
 	FILE	   *f;
@@ -372,6 +372,7 @@ copy_exporter_created_slot(int pid, const char *slot_name, char **activity)
 
 		/* CREATE_REPLICATION_SLOT name ... (SNAPSHOT 'export') */
 		p = text;
+
 		while (*p == ' ')
 			p++;
 		if (pg_strncasecmp(p, "CREATE_REPLICATION_SLOT", 23) != 0 ||
