@@ -17,6 +17,7 @@
 #include "embassy/status.h"
 #include "embassy/walconn.h"
 #include "seal/frame.h"
+#include "seal/keys.h"
 
 /* What the initial sync needs from the apply worker that runs it. */
 typedef struct DeInitialSync

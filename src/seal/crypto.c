@@ -502,6 +502,17 @@ de_secure_zero(void *p, size_t len)
 
 /* ---------- Ed25519 ---------- */
 
+void
+de_derive_sign_seed(const uint8 *x25519_priv, uint8 *seed)
+{
+	static const char salt[] = "data_embassy identity";
+	static const char info[] = "data_embassy ed25519 signing key v1";
+
+	de_hkdf_sha256((const uint8 *) salt, sizeof(salt) - 1,
+				   x25519_priv, DE_KEY_LEN,
+				   (const uint8 *) info, sizeof(info) - 1, seed, DE_KEY_LEN);
+}
+
 static void
 de_sign_key_reset_callback(void *arg)
 {

@@ -75,6 +75,13 @@ extern bool de_aead_open(DeAead *aead, const uint8 *nonce,
  */
 typedef struct DeSignKey DeSignKey;
 
+/*
+ * The Ed25519 seed of an identity: HKDF-SHA256 of its X25519 private key
+ * under a label of its own, so the two keys are independent and a site
+ * keeps one secret.
+ */
+extern void de_derive_sign_seed(const uint8 *x25519_priv, uint8 *seed);
+
 extern DeSignKey * de_sign_key_create(MemoryContext mcxt, const uint8 *raw,
 									  bool is_private);
 extern void de_sign_key_public(DeSignKey * key, uint8 *pub);

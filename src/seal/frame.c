@@ -394,7 +394,7 @@ de_sealer_create(MemoryContext mcxt,
 	sealer->aead = de_aead_create(cxt, work->key);
 	de_secure_zero(work, sizeof(DeKeyWork));
 
-	de_identity_sign_seed(register_priv, seed);
+	de_derive_sign_seed(register_priv, seed);
 	sealer->sign_key = de_sign_key_create(cxt, seed, true);
 	de_secure_zero(seed, sizeof(seed));
 

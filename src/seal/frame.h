@@ -63,7 +63,6 @@
 #include "lib/stringinfo.h"
 
 #include "seal/crypto.h"
-#include "seal/keys.h"
 
 #define DE_FRAME_MAGIC			"DEMB"
 #define DE_FRAME_VERSION		2

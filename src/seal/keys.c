@@ -698,22 +698,6 @@ data_embassy_public_key(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(de_key_to_text(&key)));
 }
 
-/*
- * de_identity_sign_seed
- *		The Ed25519 private seed of an identity: HKDF-SHA256 of its X25519
- *		private key, under a label of its own, so the two keys are
- *		independent and the key file stays one secret.
- */
-void
-de_identity_sign_seed(const uint8 *priv, uint8 *seed)
-{
-	static const char salt[] = "data_embassy identity";
-	static const char info[] = "data_embassy ed25519 signing key v1";
-
-	de_hkdf_sha256((const uint8 *) salt, sizeof(salt) - 1, priv, DE_KEY_LEN,
-				   (const uint8 *) info, sizeof(info) - 1, seed, DE_KEY_LEN);
-}
-
 /* The Ed25519 public key of an identity, from its X25519 private key. */
 void
 de_identity_sign_public(const uint8 *priv, uint8 *sign_pub)
@@ -724,7 +708,7 @@ de_identity_sign_public(const uint8 *priv, uint8 *sign_pub)
 
 	tmp = AllocSetContextCreate(CurrentMemoryContext, "data_embassy signing key",
 								ALLOCSET_SMALL_SIZES);
-	de_identity_sign_seed(priv, seed);
+	de_derive_sign_seed(priv, seed);
 	PG_TRY();
 	{
 		key = de_sign_key_create(tmp, seed, true);

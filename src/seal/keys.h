@@ -64,8 +64,7 @@ extern void de_key_from_text(const char *text, const char *what,
 /* This site's public key (ERROR when it has no identity yet). */
 extern void de_identity_public(DePublicKey * key);
 
-/* The Ed25519 seed and public key derived from an X25519 private key. */
-extern void de_identity_sign_seed(const uint8 *priv, uint8 *seed);
+/* The Ed25519 public key derived from an X25519 private key (crypto.h). */
 extern void de_identity_sign_public(const uint8 *priv, uint8 *sign_pub);
 
 /* Slot name for an embassy's key in a register database (palloc'd). */

@@ -50,6 +50,8 @@
 
 static uint8 embassy_pub[DE_KEY_LEN];
 static uint8 register_pub[DE_KEY_LEN];
+static uint8 register_sign_pub[DE_KEY_LEN];
+static const uint8 fuzz_session[DE_SESSION_LEN] = {0x5e, 0x55, 0x10, 0x4e};
 
 /* which errcodes an operation may raise */
 static const int opener_codes[] = {
@@ -278,7 +280,8 @@ create_opener(void *arg)
 	CreateArg  *c = (CreateArg *) arg;
 
 	c->opener = de_opener_create(CurrentMemoryContext, fuzz_embassy_priv,
-								 register_pub, c->kind, c->require_first,
+								 register_pub, register_sign_pub, fuzz_session,
+								 c->kind, c->require_first,
 								 c->sysid, c->dboid);
 }
 
@@ -372,8 +375,8 @@ create_sealer(void *arg)
 	SealArg    *s = (SealArg *) arg;
 
 	s->sealer = de_sealer_create(CurrentMemoryContext, fuzz_register_priv,
-								 register_pub, embassy_pub, FUZZ_SYSID,
-								 FUZZ_DBOID, s->kind, 1,
+								 register_pub, embassy_pub, fuzz_session,
+								 FUZZ_SYSID, FUZZ_DBOID, 1, s->kind, 1,
 								 (XLogRecPtr) 0x1000000);
 }
 
@@ -504,6 +507,13 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	shim_init();
 	de_x25519_public(fuzz_embassy_priv, embassy_pub);
 	de_x25519_public(fuzz_register_priv, register_pub);
+	{
+		uint8		seed[DE_KEY_LEN];
+
+		de_derive_sign_seed(fuzz_register_priv, seed);
+		de_sign_key_public(de_sign_key_create(TopMemoryContext, seed, true),
+						   register_sign_pub);
+	}
 	return 0;
 }
 

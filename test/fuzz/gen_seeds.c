@@ -38,6 +38,8 @@
 static const char *outdir;
 static uint8 embassy_pub[DE_KEY_LEN];
 static uint8 register_pub[DE_KEY_LEN];
+static uint8 register_sign_pub[DE_KEY_LEN];
+static const uint8 fuzz_session[DE_SESSION_LEN] = {0x5e, 0x55, 0x10, 0x4e};
 
 /* ---------- writing fields ---------- */
 
@@ -343,8 +345,9 @@ seed_frames(const char *name, char kind, uint8 flags, StringInfo *bodies,
 	StringInfoData seed;
 
 	sealer = de_sealer_create(CurrentMemoryContext, fuzz_register_priv,
-							  register_pub, embassy_pub, FUZZ_SYSID,
-							  FUZZ_DBOID, kind, 1, (XLogRecPtr) 0x1000000);
+							  register_pub, embassy_pub, fuzz_session,
+							  FUZZ_SYSID, FUZZ_DBOID, 1, kind, 1,
+							  (XLogRecPtr) 0x1000000);
 	initStringInfo(&seed);
 	put_u8(&seed, FUZZ_MODE_OPEN);
 	put_u8(&seed, flags);
@@ -413,6 +416,13 @@ main(int argc, char **argv)
 	shim_init();
 	de_x25519_public(fuzz_embassy_priv, embassy_pub);
 	de_x25519_public(fuzz_register_priv, register_pub);
+	{
+		uint8		seed[DE_KEY_LEN];
+
+		de_derive_sign_seed(fuzz_register_priv, seed);
+		de_sign_key_public(de_sign_key_create(TopMemoryContext, seed, true),
+						   register_sign_pub);
+	}
 
 	changes = makeStringInfo();
 	body_changes(changes);

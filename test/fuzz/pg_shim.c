@@ -33,10 +33,12 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/time.h>
 
 #include "lib/stringinfo.h"
 #include "nodes/memnodes.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "pg_shim.h"
 
@@ -877,4 +879,14 @@ ExceptionalCondition(const char *conditionName, const char *errorType,
 	fprintf(stderr, "shim: TRAP: %s(\"%s\", File: \"%s\", Line: %d)\n",
 			errorType, conditionName, fileName, lineNumber);
 	abort();
+}
+
+/* The sealer stamps frames with the sender's clock. */
+TimestampTz
+GetCurrentTimestamp(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return (TimestampTz) (tv.tv_sec - 946684800) * 1000000 + tv.tv_usec;
 }
