@@ -1396,7 +1396,8 @@ worker_send_feedback(bool force, bool request_reply)
 									de_status_interval_ms))
 		return;
 
-	applied = de_apply_last_applied(apply);
+	/* as the register shows them: replay <= flush <= write */
+	applied = Min(de_apply_last_applied(apply), flushed);
 	written = Max(received_lsn, flushed);
 
 	de_walconn_send_status(stream_conn, written, flushed, applied, now,
