@@ -431,8 +431,8 @@ data_embassy_register_status(PG_FUNCTION_ARGS)
 
 		/*
 		 * Caught up: nothing sealed is left to apply, and a fresh sealed
-		 * proof says the register was alive lately.  Otherwise the replica
-		 * is behind since the oldest of: the oldest received but unapplied
+		 * proof says the register was alive lately.  Otherwise the replica is
+		 * behind since the oldest of: the oldest received but unapplied
 		 * commit, the moment the sealed source passed what was applied, and,
 		 * when the proof is stale, the proof itself (nothing tells what the
 		 * register did after it).  None of these moves on a retry.
