@@ -316,7 +316,10 @@ CREATE FUNCTION register_status(
 	OUT wire_bytes bigint, OUT plain_bytes bigint, OUT last_error text,
 	OUT promoted_at timestamptz, OUT promoted_lsn pg_lsn,
 	OUT failed_commit_lsn pg_lsn, OUT copy_tables_done bigint,
-	OUT copy_tables_total bigint, OUT copy_rows bigint, OUT copy_bytes bigint)
+	OUT copy_tables_total bigint, OUT copy_rows bigint, OUT copy_bytes bigint,
+	OUT last_contact_at timestamptz, OUT contact_age interval,
+	OUT caught_up boolean, OUT behind_since timestamptz, OUT retries integer,
+	OUT failing_since timestamptz)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'data_embassy_register_status'
 LANGUAGE C STRICT VOLATILE;
@@ -326,30 +329,43 @@ CREATE VIEW lag AS
 		   applied_lsn, lag_bytes, lag_time, last_applied_commit_at,
 		   last_message_at, frames_applied, rows_applied, wire_bytes,
 		   plain_bytes, last_error, failed_commit_lsn, copy_tables_done,
-		   copy_tables_total, copy_rows, copy_bytes,
+		   copy_tables_total, copy_rows, copy_bytes, last_contact_at,
+		   contact_age, caught_up, behind_since, retries, failing_since,
 		   (SELECT r.require_tls FROM registers r
 			WHERE r.name OPERATOR(pg_catalog.=) s.register
 			  AND s.database OPERATOR(pg_catalog.=) pg_catalog.current_database())
 			AS require_tls
 	FROM register_status() s;
 
+/*
+ * A promoted register shows what promote() reported (its latest row in
+ * promotions); any other the estimate promote() would make now, which is
+ * lag_bytes.
+ */
 CREATE VIEW failover_status AS
-	SELECT register, state,
-		   state NOT IN ('promoted', 'promoting') AS can_promote,
-		   last_message_at AS last_contact_at,
-		   source_lsn, applied_lsn,
-		   CASE WHEN state = 'promoted'
-				THEN (SELECT p.unreplicated_bytes FROM promotions p
-					  WHERE p.register OPERATOR(pg_catalog.=) s.register
-					  ORDER BY p.promoted_at DESC LIMIT 1)
-				WHEN source_lsn IS NOT NULL AND applied_lsn IS NOT NULL
-				THEN GREATEST(source_lsn - applied_lsn, 0)::bigint
-		   END AS unreplicated_bytes,
-		   promoted_at, promoted_lsn,
+	SELECT s.register, s.state,
+		   s.state NOT IN ('promoted', 'promoting') AS can_promote,
+		   s.last_contact_at,
+		   CASE WHEN s.state = 'promoted' THEN p.source_lsn
+				ELSE s.source_lsn END AS source_lsn,
+		   CASE WHEN s.state = 'promoted' THEN p.promoted_lsn
+				ELSE s.applied_lsn END AS applied_lsn,
+		   CASE WHEN s.state = 'promoted' THEN p.unreplicated_bytes
+				ELSE s.lag_bytes END AS unreplicated_bytes,
+		   COALESCE(s.promoted_at, p.promoted_at) AS promoted_at,
+		   COALESCE(s.promoted_lsn, p.promoted_lsn) AS promoted_lsn,
+		   s.contact_age, s.caught_up, s.lag_time,
 		   (SELECT r.require_tls FROM registers r
 			WHERE r.name OPERATOR(pg_catalog.=) s.register) AS require_tls
 	FROM register_status() s
-	WHERE database = pg_catalog.current_database();
+		 LEFT JOIN LATERAL
+			(SELECT pr.source_lsn, pr.promoted_lsn, pr.unreplicated_bytes,
+					pr.promoted_at
+			 FROM promotions pr
+			 WHERE pr.register OPERATOR(pg_catalog.=) s.register
+			 ORDER BY pr.promoted_at DESC LIMIT 1) p
+			ON s.state OPERATOR(pg_catalog.=) 'promoted'
+	WHERE s.database OPERATOR(pg_catalog.=) pg_catalog.current_database();
 
 /* What promote() returns, one row per register promoted. */
 CREATE TYPE promotion AS (
@@ -361,7 +377,8 @@ CREATE TYPE promotion AS (
 );
 
 CREATE FUNCTION promote(register text DEFAULT NULL,
-						wait_for_catchup interval DEFAULT '0')
+						wait_for_catchup interval DEFAULT '0',
+						accept_data_loss boolean DEFAULT false)
 RETURNS SETOF promotion
 AS 'MODULE_PATHNAME', 'data_embassy_promote'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE ROWS 1;
@@ -380,7 +397,7 @@ GRANT EXECUTE ON FUNCTION generate_key(), public_key(),
 	alter_register(text, boolean), drop_register(text),
 	pause_register(text), resume_register(text),
 	retry_register(text), resync_register(text), skip(text, pg_lsn),
-	promote(text, interval)
+	promote(text, interval, boolean)
 	TO data_embassy_admin;
 
 /* copy_frames checks itself: superusers, admins and replication roles. */

@@ -264,6 +264,8 @@ SELECT * FROM data_embassy.promote();
 SELECT * FROM data_embassy.promote('nope', '-1 s');
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 SELECT * FROM data_embassy.promote(NULL, NULL);
+SELECT * FROM data_embassy.promote(NULL, '1 s', NULL);
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
 SELECT * FROM data_embassy.promote(:longname);
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 BEGIN;

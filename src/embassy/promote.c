@@ -4,10 +4,14 @@
  *		  data_embassy.promote(): fail over one register, or all of them.
  *
  * For each register:
- *	1. With wait_for_catchup, ask the register for its current WAL position
- *	   and wait (at most that long) until the worker has applied up to it: a
- *	   planned switch-over loses nothing.  An unreachable register is the
- *	   disaster case: there is nothing to wait for.
+ *	1. With wait_for_catchup (a planned switch-over), ask the worker for a
+ *	   sealed heartbeat made after the call began and wait (at most that
+ *	   long) until it has come back and everything up to the register's WAL
+ *	   flush position it carries is applied: then nothing is lost as of that
+ *	   proof.  Without such a proof in time it is an error and nothing is
+ *	   promoted, unless accept_data_loss says to promote with what was
+ *	   received.  Nothing unsealed (IDENTIFY_SYSTEM, keepalives) is asked.
+ *	   Without wait_for_catchup (the register is lost) nothing is waited for.
  *	2. Tell the apply worker to stop (the slot's "promoted" flag): it applies
  *	   the frames it has already received, abandons a transaction whose last
  *	   frame never came, and exits.
@@ -48,7 +52,6 @@
 #include "embassy/launcher.h"
 #include "embassy/promote.h"
 #include "embassy/status.h"
-#include "embassy/walconn.h"
 #include "embassy/worker.h"
 #include "privilege.h"
 
@@ -134,66 +137,81 @@ slot_positions(DeRegisterSlot *slot, XLogRecPtr *applied, XLogRecPtr *source)
 }
 
 /*
- * promote_wait_catchup
- *		Ask the register for its WAL position and wait until the worker has
- *		applied that far, or the time is up.  Returns the position asked
- *		for, or InvalidXLogRecPtr if the register could not be reached.
+ * promote_wait_proof
+ *		Ask the worker for a sealed heartbeat made from now on and wait, at
+ *		most wait_ms, until one has come back and the worker has applied up
+ *		to the WAL flush position it carries.  Returns that position, or
+ *		raises an error (nothing is promoted) when there is no such proof in
+ *		time, unless accept_loss: then it warns and returns
+ *		InvalidXLogRecPtr.
  */
-static void
-identify_on(DeWalConn *conn, void *arg)
-{
-	uint64		sysid;
-	TimeLineID	tli;
-
-	de_walconn_identify(conn, &sysid, &tli, (XLogRecPtr *) arg);
-}
-
 static XLogRecPtr
-promote_wait_catchup(PromoteTarget *t, DeRegisterSlot *slot, int64 wait_ms)
+promote_wait_proof(PromoteTarget *t, DeRegisterSlot *slot, int64 wait_ms,
+				   bool accept_loss)
 {
-	XLogRecPtr	target = InvalidXLogRecPtr;
-	TimestampTz deadline;
-	ErrorData  *edata;
+	TimestampTz start = GetCurrentTimestamp();
+	TimestampTz deadline = TimestampTzPlusMilliseconds(start, wait_ms);
+	TimestampTz proof_at = 0;
+	XLogRecPtr	proof_flush = InvalidXLogRecPtr;
+	XLogRecPtr	applied = InvalidXLogRecPtr;
+	const char *why;
 
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
-
-	edata = de_walconn_try(t->reg->conninfo, "data_embassy promote",
-						   identify_on, &target);
-	if (edata != NULL)
+	if (slot != NULL)
 	{
-		ereport(NOTICE,
-				errmsg("register \"%s\" cannot be reached; promoting with what was received",
-					   t->reg->name),
-				errdetail("%s", edata->message));
-		FreeErrorData(edata);
-		return InvalidXLogRecPtr;
+		SpinLockAcquire(&slot->mutex);
+		if (slot->heartbeat_requested_at < start)
+			slot->heartbeat_requested_at = start;
+		SpinLockRelease(&slot->mutex);
+
+		LWLockAcquire(DeShared->lock, LW_SHARED);
+		if (slot->worker_latch != NULL)
+			SetLatch(slot->worker_latch);
+		LWLockRelease(DeShared->lock);
+
+		for (;;)
+		{
+			CHECK_FOR_INTERRUPTS();
+
+			SpinLockAcquire(&slot->mutex);
+			proof_at = slot->proof_at;
+			proof_flush = slot->proof_flush_lsn;
+			applied = slot->applied_lsn;
+			SpinLockRelease(&slot->mutex);
+
+			if (proof_at >= start && !XLogRecPtrIsInvalid(applied) &&
+				applied >= proof_flush)
+				return proof_flush;
+			if (GetCurrentTimestamp() >= deadline)
+				break;
+
+			(void) WaitLatch(MyLatch,
+							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 50, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
 	}
 
 	if (slot == NULL)
-		return target;
+		why = _("No apply worker runs for it.");
+	else if (proof_at < start)
+		why = _("No sealed heartbeat made after the call began came back from the register.");
+	else
+		why = psprintf(_("The register proved its WAL flushed to %X/%X, but only %X/%X was applied here."),
+					   LSN_FORMAT_ARGS(proof_flush), LSN_FORMAT_ARGS(applied));
 
-	for (;;)
-	{
-		XLogRecPtr	applied,
-					source;
+	if (!accept_loss)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("register \"%s\" could not be proven caught up within %lld ms; nothing was promoted",
+					   t->reg->name, (long long) wait_ms),
+				errdetail_internal("%s", why),
+				errhint("Check that data_embassy.lag shows its worker streaming and try again, or, to promote with what was received and lose what the register wrote since, call promote() with accept_data_loss => true."));
 
-		CHECK_FOR_INTERRUPTS();
-		slot_positions(slot, &applied, &source);
-		if (applied >= target)
-			break;
-		if (GetCurrentTimestamp() >= deadline)
-		{
-			ereport(NOTICE,
-					errmsg("register \"%s\" did not catch up within the wait; promoting at %X/%X, %X/%X was asked for",
-						   t->reg->name, LSN_FORMAT_ARGS(applied),
-						   LSN_FORMAT_ARGS(target)));
-			break;
-		}
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 50, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-	}
-	return target;
+	ereport(WARNING,
+			errmsg("register \"%s\" is promoted without proof that it caught up",
+				   t->reg->name),
+			errdetail_internal("%s", why));
+	return InvalidXLogRecPtr;
 }
 
 /*
@@ -269,17 +287,19 @@ promote_test_delay(void)
 /*
  * promote_one
  *		Steps 1 to 3 for one register; the caller undoes the worker stop if
- *		this or a later register fails.
+ *		this or a later register fails.  The positions recorded are sealed
+ *		ones only: what the origin says is applied here, and the highest
+ *		register WAL position a sealed frame or proof reported.
  */
 static void
-promote_one(PromoteTarget *t, int64 wait_ms)
+promote_one(PromoteTarget *t, int64 wait_ms, bool accept_loss)
 {
-	XLogRecPtr	target = InvalidXLogRecPtr;
+	XLogRecPtr	proven = InvalidXLogRecPtr;
 	RepOriginId origin;
 
 	t->source = InvalidXLogRecPtr;
 	if (wait_ms > 0)
-		target = promote_wait_catchup(t, t->slot, wait_ms);
+		proven = promote_wait_proof(t, t->slot, wait_ms, accept_loss);
 	if (t->slot)
 	{
 		SpinLockAcquire(&t->slot->mutex);
@@ -298,10 +318,8 @@ promote_one(PromoteTarget *t, int64 wait_ms)
 								true);
 	t->applied = (origin != InvalidRepOriginId) ?
 		replorigin_get_progress(origin, false) : InvalidXLogRecPtr;
-	if (target > t->source)
-		t->source = target;
-	if (t->source < t->applied)
-		t->source = t->applied;
+	if (proven > t->source)
+		t->source = proven;
 
 	t->now = GetCurrentTimestamp();
 	(void) promote_commit_state(t->reg->name, t->applied, t->source,
@@ -352,6 +370,7 @@ data_embassy_promote(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	char	   *name = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
 	int64		wait_ms = 0;
+	bool		accept_loss;
 	List	   *targets;
 	ListCell   *lc;
 
@@ -370,6 +389,12 @@ data_embassy_promote(PG_FUNCTION_ARGS)
 					errhint("Write it as, for example, '30 s' or '5 min'."));
 		wait_ms = iv->time / 1000;
 	}
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				errmsg("accept_data_loss must not be null"),
+				errhint("Pass true to promote without proof that the register caught up, false to refuse then."));
+	accept_loss = PG_GETARG_BOOL(2);
 
 	PreventInTransactionBlock(true, "data_embassy.promote()");
 
@@ -394,7 +419,7 @@ data_embassy_promote(PG_FUNCTION_ARGS)
 			t->slot = de_slot_find(MyDatabaseId, t->reg->name);
 			LWLockRelease(DeShared->lock);
 
-			promote_one(t, wait_ms);
+			promote_one(t, wait_ms, accept_loss);
 		}
 	}
 	PG_CATCH();
@@ -409,12 +434,16 @@ data_embassy_promote(PG_FUNCTION_ARGS)
 		PromoteTarget *t = lfirst(lc);
 		Datum		values[5];
 		bool		nulls[5] = {false};
+		int64		unreplicated;
 
 		if (t->slot)
 		{
+			/* the views show what this promotion reports */
 			SpinLockAcquire(&t->slot->mutex);
 			t->slot->promoted_at = t->now;
 			t->slot->promoted_lsn = t->applied;
+			t->slot->applied_lsn = t->applied;
+			t->slot->source_lsn = t->source;
 			SpinLockRelease(&t->slot->mutex);
 			de_slot_set_state(t->slot, DE_STATE_PROMOTED, NULL);
 		}
@@ -425,10 +454,10 @@ data_embassy_promote(PG_FUNCTION_ARGS)
 		nulls[2] = XLogRecPtrIsInvalid(t->applied);
 		values[3] = LSNGetDatum(t->source);
 		nulls[3] = XLogRecPtrIsInvalid(t->source);
-		/* unknown unless both positions are known */
-		values[4] = Int64GetDatum(t->source > t->applied ?
-								  (int64) (t->source - t->applied) : 0);
-		nulls[4] = nulls[2] || nulls[3];
+		/* as failover_status computes it; unknown without both positions */
+		unreplicated = de_unreplicated_bytes(t->source, t->applied);
+		values[4] = Int64GetDatum(unreplicated);
+		nulls[4] = (unreplicated < 0);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 
 		ereport(LOG,

@@ -154,6 +154,12 @@ init_slot_locked(DeRegisterSlot *slot, Oid dboid, const DeRegisterRow *row)
 	slot->last_message_at = 0;
 	slot->pending_since = 0;
 	slot->behind_since = 0;
+	slot->contact_at = 0;
+	slot->failing_since = 0;
+	slot->proof_at = 0;
+	slot->proof_flush_lsn = InvalidXLogRecPtr;
+	slot->proof_lsn = InvalidXLogRecPtr;
+	slot->heartbeat_requested_at = 0;
 	slot->frames_applied = 0;
 	slot->rows_applied = 0;
 	slot->wire_bytes = 0;

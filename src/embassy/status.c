@@ -2,7 +2,8 @@
  *
  * status.c
  *		  Shared memory of an embassy: the register slots, their locking,
- *		  and the register_status() function the lag view is built on.
+ *		  and the register_status() function the lag and failover_status
+ *		  views are built on.
  *
  * The slots live in one struct allocated at server start; its size follows
  * data_embassy.max_registers.  See status.h for the locking protocol.
@@ -31,7 +32,7 @@
 #define DE_SHMEM_NAME		"data_embassy"
 #define DE_TRANCHE_NAME		"data_embassy"
 
-#define REGISTER_STATUS_COLS	23
+#define REGISTER_STATUS_COLS	29
 
 DeSharedState *DeShared = NULL;
 
@@ -301,6 +302,44 @@ interval_datum(int64 usecs)
 }
 
 /*
+ * de_unreplicated_bytes
+ *		The register's sealed WAL position beyond what is applied here, 0
+ *		when caught up with it, -1 when either is unknown.
+ */
+int64
+de_unreplicated_bytes(XLogRecPtr source, XLogRecPtr applied)
+{
+	if (XLogRecPtrIsInvalid(source) || XLogRecPtrIsInvalid(applied))
+		return -1;
+	return source > applied ? (int64) (source - applied) : 0;
+}
+
+/*
+ * contact_is_fresh
+ *		Is the newest sealed proof of contact recent enough to vouch for the
+ *		present?  The worker asks for one every heartbeat interval, so a
+ *		proof older than two intervals means heartbeats are not coming back.
+ */
+static bool
+contact_is_fresh(TimestampTz contact_at, TimestampTz now)
+{
+	return contact_at != 0 &&
+		!TimestampDifferenceExceeds(contact_at, now,
+									2 * de_heartbeat_interval_ms);
+}
+
+/* The earlier of two moments, where 0 means none. */
+static TimestampTz
+earlier_moment(TimestampTz a, TimestampTz b)
+{
+	if (a == 0)
+		return b;
+	if (b == 0)
+		return a;
+	return Min(a, b);
+}
+
+/*
  * data_embassy_register_status
  *		One row per register of the whole cluster, except those being
  *		dropped.
@@ -347,7 +386,10 @@ data_embassy_register_status(PG_FUNCTION_ARGS)
 		bool		nulls[REGISTER_STATUS_COLS];
 		char	   *dbname;
 		int			col = 0;
-		bool		known;
+		int64		unreplicated;
+		bool		fresh;
+		bool		caught_up;
+		TimestampTz behind;
 
 		memset(values, 0, sizeof(values));
 		memset(nulls, 0, sizeof(nulls));
@@ -375,25 +417,41 @@ data_embassy_register_status(PG_FUNCTION_ARGS)
 		lsn_datum_or_null(s->applied_lsn, &values[col], &nulls[col]);
 		col++;
 
-		/* lag_bytes: how far the register's WAL is ahead of what we applied */
-		known = !XLogRecPtrIsInvalid(s->source_lsn) &&
-			!XLogRecPtrIsInvalid(s->applied_lsn);
-		if (known)
-			values[col] = Int64GetDatum(s->source_lsn > s->applied_lsn ?
-										(int64) (s->source_lsn - s->applied_lsn) : 0);
+		/*
+		 * lag_bytes: how far the register's WAL, as last sealed, is ahead of
+		 * what we applied; failover_status shows it as unreplicated_bytes,
+		 * computed as promote() computes its own.
+		 */
+		unreplicated = de_unreplicated_bytes(s->source_lsn, s->applied_lsn);
+		if (unreplicated >= 0)
+			values[col] = Int64GetDatum(unreplicated);
 		else
 			nulls[col] = true;
 		col++;
 
+		/*
+		 * Caught up: nothing sealed is left to apply, and a fresh sealed
+		 * proof says the register was alive lately.  Otherwise the replica is
+		 * behind since the oldest of: the oldest received but unapplied
+		 * commit, the moment the sealed source passed what was applied, and,
+		 * when the proof is stale, the proof itself (nothing tells what the
+		 * register did after it).  None of these moves on a retry.
+		 */
+		fresh = contact_is_fresh(s->contact_at, now);
+		caught_up = fresh && unreplicated == 0 && s->pending_since == 0;
+		behind = 0;
+		if (!caught_up)
+		{
+			behind = earlier_moment(s->pending_since, s->behind_since);
+			if (!fresh)
+				behind = earlier_moment(behind, s->contact_at);
+		}
+
 		/* lag_time */
-		if (known && s->applied_lsn >= s->source_lsn && s->pending_since == 0)
+		if (caught_up)
 			values[col] = interval_datum(0);
-		else if (s->pending_since != 0)
-			values[col] = interval_datum(now - s->pending_since);
-		else if (s->behind_since != 0)
-			values[col] = interval_datum(now - s->behind_since);
-		else if (known)
-			values[col] = interval_datum(0);
+		else if (behind != 0)
+			values[col] = interval_datum(now - behind);
 		else
 			nulls[col] = true;
 		col++;
@@ -443,6 +501,23 @@ data_embassy_register_status(PG_FUNCTION_ARGS)
 			nulls[col++] = true;
 			nulls[col++] = true;
 		}
+
+		/* last_contact_at, contact_age, caught_up, behind_since */
+		timestamp_datum_or_null(s->contact_at, &values[col], &nulls[col]);
+		col++;
+		if (s->contact_at != 0)
+			values[col] = interval_datum(now - s->contact_at);
+		else
+			nulls[col] = true;
+		col++;
+		values[col++] = BoolGetDatum(caught_up);
+		timestamp_datum_or_null(behind, &values[col], &nulls[col]);
+		col++;
+
+		/* retries, failing_since */
+		values[col++] = Int32GetDatum(s->failures);
+		timestamp_datum_or_null(s->failing_since, &values[col], &nulls[col]);
+		col++;
 
 		Assert(col == REGISTER_STATUS_COLS);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc,

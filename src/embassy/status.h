@@ -74,11 +74,17 @@ typedef struct DeRegisterSlot
 	XLogRecPtr	received_lsn;	/* end_lsn of the last frame received */
 	XLogRecPtr	applied_lsn;	/* everything before this is applied */
 	TimestampTz last_applied_commit_at; /* register commit time */
-	TimestampTz last_message_at;	/* latest frame or keepalive */
+	TimestampTz last_message_at;	/* arrival of the latest sealed frame */
 	TimestampTz pending_since;	/* commit time of the oldest received but
 								 * unapplied commit, 0 if none */
 	TimestampTz behind_since;	/* when source_lsn first passed applied_lsn, 0
-								 * when caught up */
+								 * when caught up; kept across the worker's
+								 * runs */
+	TimestampTz contact_at;		/* newest sealed proof that the register was
+								 * alive: the moment the nonce of a HELLO or
+								 * of a matched heartbeat was made */
+	TimestampTz failing_since;	/* first failure of the current series of
+								 * failed runs, 0 once a run streams */
 	uint64		frames_applied;
 	uint64		rows_applied;
 	uint64		wire_bytes;
@@ -129,6 +135,14 @@ typedef struct DeSharedState
 } DeSharedState;
 
 extern PGDLLIMPORT DeSharedState *DeShared;
+
+/*
+ * The bytes a promotion now would lose as far as sealed data tells: the
+ * register's sealed WAL position beyond what is applied here (0 when
+ * applied is at or past it), or -1 when either position is unknown.  The
+ * views and promote() both use it.
+ */
+extern int64 de_unreplicated_bytes(XLogRecPtr source, XLogRecPtr applied);
 
 /* Install shmem_request/shmem_startup hooks (from _PG_init). */
 extern void de_status_shmem_init_hooks(void);

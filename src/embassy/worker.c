@@ -89,7 +89,12 @@
 /* Longest sleep of the streaming loop. */
 #define WORKER_NAPTIME_MS			1000
 
-/* application_name of our connections on the register */
+/*
+ * application_name of our connections on the register: the replication
+ * connection goes by our slot's name once it is known (see
+ * worker_appname()), so that synchronous_standby_names can name each
+ * embassy of each register database; this until then.
+ */
 #define WORKER_APPNAME				"data_embassy"
 #define WORKER_HEARTBEAT_APPNAME	"data_embassy heartbeat"
 
@@ -157,7 +162,6 @@ static bool logged_caught_up = false;	/* "caught up" logged on this
 										 * connection */
 static TimestampTz last_commit_time = 0;
 static TimestampTz open_xact_commit_time = 0;
-static TimestampTz behind_since = 0;
 
 /* feedback */
 static XLogRecPtr last_sent_flush = InvalidXLogRecPtr;
@@ -186,6 +190,7 @@ static WorkerControl worker_control(void);
 static void worker_reload_config(void);
 static bool worker_load_register(void);
 static void worker_setup_origin(bool reset);
+static const char *worker_appname(void);
 static void worker_connect(void);
 static void worker_check_identity(uint64 sysid, Oid dboid, bool pin);
 static void worker_heartbeat(void);
@@ -351,9 +356,17 @@ worker_on_error(void)
 		DE_STATE_DISCONNECTED : DE_STATE_ERROR;
 	if (MySlot != NULL)
 	{
+		TimestampTz now = GetCurrentTimestamp();
+
 		de_slot_set_state(MySlot, state,
 						  worker_error_text(edata,
 											state == DE_STATE_DISCONNECTED));
+
+		/* the first failure of a series: the lag view's failing_since */
+		SpinLockAcquire(&MySlot->mutex);
+		if (MySlot->failing_since == 0)
+			MySlot->failing_since = now;
+		SpinLockRelease(&MySlot->mutex);
 	}
 
 	EmitErrorReport();
@@ -586,6 +599,20 @@ worker_setup_origin(bool reset)
 }
 
 /*
+ * worker_appname
+ *		application_name of our replication connections: our slot's name on
+ *		the register, unique per embassy and register database, which the
+ *		register's DBA lists in synchronous_standby_names (an
+ *		application_name in the register's conninfo takes precedence).
+ *		Before the first connection the slot's name is not known yet.
+ */
+static const char *
+worker_appname(void)
+{
+	return reg.slot_name != NULL ? reg.slot_name : WORKER_APPNAME;
+}
+
+/*
  * worker_connect
  *		Connect in replication mode and make sure it is the right register.
  */
@@ -596,13 +623,14 @@ worker_connect(void)
 	TimeLineID	tli;
 	XLogRecPtr	xlogpos;
 	Oid			dboid;
+	const char *appname = worker_appname();
 
 	de_slot_set_state(MySlot, DE_STATE_INITIALIZING, NULL);
 
 	if (reg.require_tls)
 		(void) de_conninfo_require_tls(reg.conninfo, register_name, ERROR,
 									   ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION);
-	stream_conn = de_walconn_connect(reg.conninfo, true, WORKER_APPNAME);
+	stream_conn = de_walconn_connect(reg.conninfo, true, appname);
 	de_walconn_identify(stream_conn, &sysid, &tli, &xlogpos);
 	dboid = de_walconn_database_oid(stream_conn);
 
@@ -611,6 +639,17 @@ worker_connect(void)
 	 * stream's sealed HELLO and heartbeats say where the register stands.
 	 */
 	worker_check_identity(sysid, dboid, true);
+
+	/* the first connection learnt our slot's name: connect again under it */
+	if (strcmp(appname, worker_appname()) != 0)
+	{
+		de_walconn_close(stream_conn);
+		stream_conn = NULL;
+		stream_conn = de_walconn_connect(reg.conninfo, true, worker_appname());
+		de_walconn_identify(stream_conn, &sysid, &tli, &xlogpos);
+		worker_check_identity(sysid, de_walconn_database_oid(stream_conn),
+							  false);
+	}
 	logged_caught_up = false;
 
 	ereport(LOG,
@@ -815,7 +854,7 @@ worker_paused_loop(void)
 
 				if (conn == NULL)
 					conn = de_walconn_connect(reg.conninfo, true,
-											  WORKER_APPNAME);
+											  worker_appname());
 				de_walconn_identify(conn, &sysid, &tli, &xlogpos);
 				if (reg.pinned)
 					worker_check_identity(sysid,
@@ -1399,7 +1438,8 @@ worker_send_feedback(bool force, bool request_reply)
 									de_status_interval_ms))
 		return;
 
-	applied = de_apply_last_applied(apply);
+	/* as the register shows them: replay <= flush <= write */
+	applied = Min(de_apply_last_applied(apply), flushed);
 	written = Max(received_lsn, flushed);
 
 	de_walconn_send_status(stream_conn, written, flushed, applied, now,
@@ -1424,9 +1464,12 @@ worker_note_source(XLogRecPtr lsn)
 
 /*
  * worker_publish
- *		Mirror progress into the slot: once per frame or keepalive, never per
- *		row.  contact: a message from the register just arrived.  A slot
- *		that promote() marked promoting keeps that state.
+ *		Mirror progress into the slot: once per frame, never per row.
+ *		contact: a sealed message from the register just arrived (every
+ *		frame counts as one).  Only sealed data moves source_lsn and the
+ *		contact time; behind_since and failing_since live in the slot, so a
+ *		retry does not reset them.  A slot that promote() marked promoting
+ *		keeps that state.
  */
 static void
 worker_publish(DeState state, bool contact, uint64 frames, uint64 wire,
@@ -1436,14 +1479,6 @@ worker_publish(DeState state, bool contact, uint64 frames, uint64 wire,
 	uint64		rows = de_apply_take_row_count(apply);
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz pending_since;
-
-	if (!XLogRecPtrIsInvalid(source_lsn) && source_lsn > applied)
-	{
-		if (behind_since == 0)
-			behind_since = now;
-	}
-	else
-		behind_since = 0;
 
 	pending_since = de_apply_in_transaction(apply) ? open_xact_commit_time : 0;
 
@@ -1462,17 +1497,32 @@ worker_publish(DeState state, bool contact, uint64 frames, uint64 wire,
 	if (MySlot->state != DE_STATE_PROMOTING)
 		MySlot->state = state;
 	if (!XLogRecPtrIsInvalid(source_lsn))
+	{
 		MySlot->source_lsn = source_lsn;
+		/* behind since the sealed source first passed what is applied */
+		if (source_lsn > applied)
+		{
+			if (MySlot->behind_since == 0)
+				MySlot->behind_since = now;
+		}
+		else
+			MySlot->behind_since = 0;
+	}
 	if (!XLogRecPtrIsInvalid(received_lsn))
 		MySlot->received_lsn = received_lsn;
 	if (!XLogRecPtrIsInvalid(applied))
 		MySlot->applied_lsn = applied;
 	if (last_commit_time != 0)
 		MySlot->last_applied_commit_at = last_commit_time;
-	if (contact)
+	if (proof_at > MySlot->contact_at)
+		MySlot->contact_at = proof_at;
+	if (contact || frames > 0)
 		MySlot->last_message_at = now;
+	/* a run that streams ends a series of failures, as failures = 0 does */
+	if (frames > 0 &&
+		(state == DE_STATE_STREAMING || state == DE_STATE_CATCHING_UP))
+		MySlot->failing_since = 0;
 	MySlot->pending_since = pending_since;
-	MySlot->behind_since = behind_since;
 	MySlot->frames_applied += frames;
 	MySlot->rows_applied += rows;
 	MySlot->wire_bytes += wire;

@@ -11,7 +11,8 @@ use Test::More;
 use DataEmbassy;
 
 my $reg = DataEmbassy::register_node('register');
-my $emb = DataEmbassy::embassy_node('embassy');
+my $emb = DataEmbassy::embassy_node('embassy',
+	extra_conf => "data_embassy.heartbeat_interval = '1s'\n");
 
 my $ddl = 'CREATE TABLE t (id integer PRIMARY KEY, v text)';
 $reg->safe_psql('postgres', $ddl);
@@ -25,9 +26,13 @@ DataEmbassy::wait_caught_up($reg, $emb, 'r');
 $emb->safe_psql('postgres', "SELECT data_embassy.pause_register('r')");
 ok(DataEmbassy::wait_state($emb, 'r', 'paused'), 'state paused');
 $reg->safe_psql('postgres', "INSERT INTO t SELECT g, 'b' FROM generate_series(101, 5000) g");
+# A paused worker asks for no sealed heartbeat: once the last proof is older
+# than two heartbeat intervals, the replica is no longer shown caught up
+# and lag_time counts from that proof.
 ok($emb->poll_query_until('postgres',
-		q{SELECT lag_bytes > 0 AND lag_time > '0' FROM data_embassy.lag WHERE register = 'r'}),
-	'lag_bytes and lag_time grow while paused');
+		q{SELECT NOT caught_up AND lag_time > '0' AND lag_time >= contact_age
+		  FROM data_embassy.lag WHERE register = 'r'}),
+	'not caught up, and lag_time grows while paused');
 my $t1 = $emb->safe_psql('postgres', q{SELECT lag_time FROM data_embassy.lag WHERE register = 'r'});
 sleep 2;
 ok($emb->safe_psql('postgres',
@@ -43,7 +48,7 @@ ok($reg->safe_psql('postgres',
 $emb->safe_psql('postgres', "SELECT data_embassy.resume_register('r')");
 DataEmbassy::wait_caught_up($reg, $emb, 'r', msg => 'caught up after resume');
 ok($emb->poll_query_until('postgres',
-		q{SELECT lag_bytes = 0 AND lag_time = '0' FROM data_embassy.lag WHERE register = 'r'}),
+		q{SELECT lag_bytes = 0 AND lag_time = '0' AND caught_up FROM data_embassy.lag WHERE register = 'r'}),
 	'lag back to zero after resume');
 ok($reg->poll_query_until('postgres',
 		q{SELECT lag_bytes = 0 FROM data_embassy.embassies WHERE name = 'embassy'}),

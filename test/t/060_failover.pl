@@ -60,19 +60,71 @@ DataEmbassy::wait_caught_up($reg, $emb, 'population');
 my $reg_person_max = $reg->safe_psql('postgres', q{SELECT last_value FROM person_id_seq});
 my $reg_ticket = $reg->safe_psql('postgres', q{SELECT last_value FROM ticket_seq});
 
+# Heartbeats every second: a sealed proof older than two seconds is stale.
+$emb->safe_psql('postgres', q{
+	ALTER SYSTEM SET data_embassy.heartbeat_interval = '1s';
+	SELECT pg_reload_conf();
+});
+ok( $emb->poll_query_until('postgres',
+		q{SELECT caught_up AND lag_time = '0' AND contact_age < '2 s'
+		  FROM data_embassy.lag WHERE register = 'population'}),
+	'idle and alive: caught up, with a fresh sealed proof');
+is($emb->safe_psql('postgres', q{
+	SELECT fs.caught_up, fs.unreplicated_bytes, l.retries, l.failing_since IS NULL
+	FROM data_embassy.failover_status fs JOIN data_embassy.lag l USING (register)}),
+	't|0|0|t', 'failover_status says caught up, no retries');
+
 # --- the home site is lost --------------------------------------------------
 $reg->stop('immediate');
 ok(DataEmbassy::wait_state($emb, 'population', 'disconnected'), 'disconnected');
+
+# The views do not say "caught up": lag_time grows from the last sealed
+# proof, across the worker's retries.
+ok( $emb->poll_query_until('postgres',
+		q{SELECT lag_time > '2 s' AND NOT caught_up AND retries >= 2
+				 AND failing_since IS NOT NULL
+		  FROM data_embassy.lag WHERE register = 'population'}),
+	'register down: lag_time past two heartbeat intervals, retries counted');
 my $fs = $emb->safe_psql('postgres', q{
-	SELECT state, can_promote, last_contact_at IS NOT NULL, unreplicated_bytes IS NOT NULL
+	SELECT state, can_promote, caught_up, last_contact_at IS NOT NULL,
+		   contact_age > '2 s', lag_time >= contact_age,
+		   unreplicated_bytes IS NOT NULL
 	FROM data_embassy.failover_status WHERE register = 'population'});
-is($fs, 'disconnected|t|t|t', 'failover_status shows the loss and the last contact');
+is($fs, 'disconnected|t|f|t|t|t|t',
+	'failover_status shows the loss, how old the last sealed proof is, and no catch-up');
+my ($lag1, $retries1) = split /\|/, $emb->safe_psql('postgres', q{
+	SELECT extract(epoch FROM lag_time), retries
+	FROM data_embassy.lag WHERE register = 'population'});
+ok( $emb->poll_query_until('postgres',
+		qq{SELECT retries > $retries1 FROM data_embassy.lag
+		   WHERE register = 'population'}),
+	'the worker keeps retrying');
+my $lag2 = $emb->safe_psql('postgres', q{
+	SELECT extract(epoch FROM lag_time)
+	FROM data_embassy.lag WHERE register = 'population'});
+cmp_ok($lag2, '>', $lag1, 'lag_time does not reset on a retry');
+
+# A planned switch-over needs a sealed proof made after the call began: with
+# the register down there is none, and nothing is promoted.
+my ($ret, $out, $err) = $emb->psql('postgres',
+	"SELECT * FROM data_embassy.promote('population', wait_for_catchup => '2 s')");
+isnt($ret, 0, 'promote(wait_for_catchup) with the register down fails');
+like($err, qr/register "population" could not be proven caught up within 2000 ms; nothing was promoted/,
+	'saying no proof came');
+like($err, qr/accept_data_loss/, 'and how to accept the loss');
+is($emb->safe_psql('postgres', q{SELECT state FROM data_embassy.registers}),
+	'streaming', 'the register is not promoted');
+ok(DataEmbassy::wait_state($emb, 'population', 'disconnected'),
+	'the worker goes on trying');
+($ret, $out, $err) = $emb->psql('postgres',
+	"SELECT * FROM data_embassy.promote('population', '1 s', NULL)");
+like($err, qr/accept_data_loss must not be null/, 'accept_data_loss NULL is refused');
 
 # Non-admin roles may not promote; pg_monitor may look.
 $emb->safe_psql('postgres', q{
 	CREATE ROLE clerk LOGIN; CREATE ROLE watcher LOGIN IN ROLE pg_monitor;
 });
-my ($ret, $out, $err) = $emb->psql('postgres', "SELECT data_embassy.promote('population')",
+($ret, $out, $err) = $emb->psql('postgres', "SELECT data_embassy.promote('population')",
 	extra_params => ['-U', 'clerk']);
 isnt($ret, 0, 'a plain role cannot promote');
 like($err, qr/permission denied/, 'permission denied');
@@ -87,17 +139,25 @@ isnt($ret, 0, 'pg_monitor cannot read conninfo');
 ($ret, $out, $err) = $emb->psql('postgres', "SELECT data_embassy.promote('nosuch')");
 like($err, qr/register "nosuch" does not exist/, 'promoting an unknown register is an error');
 
-my $row = $emb->safe_psql('postgres', q{
-	SELECT register, promoted_at IS NOT NULL, applied_lsn IS NOT NULL
-	FROM data_embassy.promote('population')});
-is($row, 'population|t|t', 'promote() returns its row');
+my $row;
+($ret, $row, $err) = $emb->psql('postgres', q{
+	SELECT register, promoted_at IS NOT NULL, applied_lsn IS NOT NULL,
+		   unreplicated_bytes
+	FROM data_embassy.promote('population', wait_for_catchup => '1 s',
+							  accept_data_loss => true)});
+my $promoted_unreplicated = (split /\|/, $row)[3];
+is($row, "population|t|t|$promoted_unreplicated", 'promote() with accept_data_loss returns its row');
+like($err, qr/WARNING:  register "population" is promoted without proof that it caught up/,
+	'with a warning that no proof came');
 
 ($ret, $out, $err) = $emb->psql('postgres', "SELECT data_embassy.promote('population')");
 like($err, qr/register "population" is already promoted/, 'a second promote is an error');
 
 is($emb->safe_psql('postgres',
-		q{SELECT state, can_promote, promoted_at IS NOT NULL FROM data_embassy.failover_status}),
-	'promoted|f|t', 'failover_status shows the promotion');
+		q{SELECT state, can_promote, promoted_at IS NOT NULL, unreplicated_bytes
+		  FROM data_embassy.failover_status}),
+	"promoted|f|t|$promoted_unreplicated",
+	'failover_status shows the promotion and the unreplicated bytes promote() reported');
 
 # Application writes succeed, with ids above everything the register used.
 $emb->safe_psql('postgres', q{
@@ -136,9 +196,18 @@ $emb->safe_psql('planned', 'CREATE TABLE t (id serial PRIMARY KEY, v text)');
 DataEmbassy::link_sites($reg2, $emb, 'planned', embassy_db => 'planned', copy_data => 0);
 ok(DataEmbassy::wait_state($emb, 'planned', 'streaming', 'planned'), 'second register streaming');
 $reg2->safe_psql('postgres', "INSERT INTO t (v) SELECT 'v' || g FROM generate_series(1, 20000) g");
+my $before = $reg2->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
 $row = $emb->safe_psql('planned',
-	q{SELECT unreplicated_bytes FROM data_embassy.promote('planned', '30 s')});
-is($row, '0', 'planned switch-over: unreplicated_bytes = 0');
+	qq{SELECT unreplicated_bytes, source_lsn >= '$before', applied_lsn >= '$before'
+	   FROM data_embassy.promote('planned', '30 s')});
+is($row, '0|t|t',
+	'planned switch-over: caught up with a sealed proof made after the call began, unreplicated_bytes = 0');
+is($emb->safe_psql('planned',
+		q{SELECT f.state, f.unreplicated_bytes, f.source_lsn = p.source_lsn,
+				 f.applied_lsn = p.promoted_lsn
+		  FROM data_embassy.failover_status f
+			   JOIN data_embassy.promotions p USING (register)}),
+	'promoted|0|t|t', 'failover_status agrees with promote()');
 DataEmbassy::compare_tables($reg2, $emb, 'postgres', 'planned');
 
 # --- a crash in the middle of promote() -------------------------------------
