@@ -221,6 +221,14 @@ decode_body(void *arg)
 			case DE_REC_STREAM_ABORT:
 				sum += rec.xid + rec.subxid;
 				break;
+			case DE_REC_HELLO:
+				sum += strlen(rec.slot) + rec.lsn + rec.end_lsn;
+				break;
+			case DE_REC_HEARTBEAT:
+				for (int i = 0; i < DE_HEARTBEAT_NONCE_LEN; i++)
+					sum += rec.nonce[i];
+				sum += rec.lsn + rec.end_lsn;
+				break;
 			default:
 				fuzz_fail("decoder returned a record of an unknown type");
 		}
