@@ -245,9 +245,15 @@ de_initial_sync(const DeInitialSync *sync)
 		StartTransactionCommand();
 	}
 
-	/* the state, the copy and the origin at the consistent point, at once */
+	/*
+	 * The state, the copy and the origin at the sealed consistent point, at
+	 * once.  Without a copy nothing sealed says where the slot stands yet:
+	 * the origin stays unset, and the first stream starts wherever the
+	 * register seals that its slot stands (worker_check_hello).
+	 */
 	initial_sync_set_streaming(register_name);
-	de_apply_commit(sync->apply, consistent, GetCurrentTimestamp());
+	de_apply_commit(sync->apply, reg->copy_data ? consistent : InvalidXLogRecPtr,
+					GetCurrentTimestamp());
 	MemoryContextSwitchTo(sync->cxt);
 
 	reg->phase = DE_PHASE_STREAMING;
@@ -258,6 +264,6 @@ de_initial_sync(const DeInitialSync *sync)
 					   register_name, LSN_FORMAT_ARGS(consistent)));
 	else
 		ereport(LOG,
-				errmsg("register \"%s\" is ready to stream from %X/%X",
+				errmsg("register \"%s\" is ready to stream from where its new slot stands (%X/%X by the register's unsealed reply)",
 					   register_name, LSN_FORMAT_ARGS(consistent)));
 }

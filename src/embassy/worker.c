@@ -931,7 +931,8 @@ worker_stream(void)
 
 	/* a stream must start exactly where the replica stands */
 	stream_start = replorigin_session_get_progress(false);
-	de_opener_expect_start(opener, stream_start);
+	if (!XLogRecPtrIsInvalid(stream_start))
+		de_opener_expect_start(opener, stream_start);
 	last_sent_flush = InvalidXLogRecPtr;
 	last_feedback_at = 0;
 	last_persist_at = GetCurrentTimestamp();
@@ -1219,6 +1220,35 @@ worker_check_hello(const DeFrameHeader *hdr, const DeRecord *rec, bool stream)
 						  rec->slot, reg.slot_name ? reg.slot_name : ""));
 	if (stream)
 	{
+		/*
+		 * The first stream of a register added without a copy asks for no
+		 * position: it starts where the register's new slot stands, as the
+		 * register seals it, never where an unsealed reply said.
+		 */
+		if (XLogRecPtrIsInvalid(stream_start))
+		{
+			if (rec->lsn != rec->confirmed_lsn || hdr->start_lsn != rec->lsn)
+				ereport(ERROR,
+						errcode(ERRCODE_PROTOCOL_VIOLATION),
+						errmsg("first stream from register \"%s\" does not start at its slot's position",
+							   register_name),
+						errdetail("The register says decoding starts at %X/%X; its slot stands at %X/%X.",
+								  LSN_FORMAT_ARGS(rec->lsn),
+								  LSN_FORMAT_ARGS(rec->confirmed_lsn)));
+			stream_start = rec->lsn;
+		}
+
+		/* the slot confirmed past what we applied: feedback we never sent */
+		if (rec->confirmed_lsn > stream_start)
+			ereport(ERROR,
+					errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					errmsg("replication slot \"%s\" on register \"%s\" was moved past what this embassy has applied",
+						   rec->slot, register_name),
+					errdetail("The slot is confirmed up to %X/%X; this embassy has applied changes up to %X/%X.  The changes in between are not sent again.",
+							  LSN_FORMAT_ARGS(rec->confirmed_lsn),
+							  LSN_FORMAT_ARGS(stream_start)),
+					errhint("Feedback was forged on the network, or the slot was advanced at the register.  Copy the register anew with data_embassy.resync_register()."));
+
 		if (rec->lsn != stream_start || hdr->start_lsn != stream_start)
 			ereport(ERROR,
 					errcode(ERRCODE_PROTOCOL_VIOLATION),

@@ -784,7 +784,7 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 		initStringInfo(&state->body);
 		enlargeStringInfo(&state->body, state->batch_bytes + 8192);
 		de_write_hello(&state->body, slot_name, state->lsn,
-					   GetFlushRecPtr(NULL));
+					   GetFlushRecPtr(NULL), state->lsn);
 		copy_list_tables(state);
 
 		if (rsinfo != NULL && IsA(rsinfo, ReturnSetInfo))

@@ -778,7 +778,8 @@ de_plugin_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
 
 	/* the stream's first record says where and for which slot it starts */
 	de_write_hello(&data->body, NameStr(ctx->slot->data.name),
-				   data->start_lsn, GetFlushRecPtr(NULL));
+				   data->start_lsn, GetFlushRecPtr(NULL),
+				   ctx->slot->data.confirmed_flush);
 
 	data->last_commit_lsn = data->start_lsn;
 	data->last_end_lsn = data->start_lsn;

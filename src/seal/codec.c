@@ -589,12 +589,13 @@ de_write_copy_end(StringInfo out, uint64 rows)
 
 void
 de_write_hello(StringInfo out, const char *slot, XLogRecPtr start_lsn,
-			   XLogRecPtr flush_lsn)
+			   XLogRecPtr flush_lsn, XLogRecPtr confirmed_lsn)
 {
 	pq_sendint8(out, DE_REC_HELLO);
 	codec_put_str(out, slot, strlen(slot));
 	pq_sendint64(out, start_lsn);
 	pq_sendint64(out, flush_lsn);
+	pq_sendint64(out, confirmed_lsn);
 }
 
 void
@@ -978,9 +979,10 @@ de_read_record(DeReader *reader, DeRecord *rec)
 
 		case DE_REC_HELLO:
 			rec->slot = codec_get_name(reader, start, type, "slot");
-			codec_need(reader, start, type, "start_lsn", 8 + 8);
+			codec_need(reader, start, type, "start_lsn", 8 + 8 + 8);
 			rec->lsn = codec_get_u64(reader);
 			rec->end_lsn = codec_get_u64(reader);
+			rec->confirmed_lsn = codec_get_u64(reader);
 			break;
 
 		case DE_REC_HEARTBEAT:

@@ -23,14 +23,17 @@
  *					content str
  *	'E' COPY_END	rows u64: closes an initial-copy stream; a copy without it
  *					is incomplete
- *	'H' HELLO		slot str, start_lsn u64, flush_lsn u64: the first record
+ *	'H' HELLO		slot str, start_lsn u64, flush_lsn u64, confirmed_lsn u64:
+ *					the first record
  *					of frame 1 of every stream and every copy.  slot is the
  *					register's replication slot the stream or copy belongs to;
  *					start_lsn is, in a stream, the position decoding really
  *					starts from (the larger of the position the embassy asked
  *					for and the slot's confirmed position), in a copy, the
  *					slot's consistent point (the copy's snapshot); flush_lsn
- *					is the register's WAL flush position.  With the frame
+ *					is the register's WAL flush position; confirmed_lsn the
+ *					slot's confirmed position when the stream began (in a
+ *					copy, the consistent point again).  With the frame
  *					header's session, timeline and clock it binds the stream
  *					to this connection and says where it begins.
  *	'Y' HEARTBEAT	nonce 16 bytes, lsn u64, flush_lsn u64: the register
@@ -187,7 +190,8 @@ extern void de_write_copy_end(StringInfo out, uint64 rows);
 
 /* HELLO and HEARTBEAT (see the record list above). */
 extern void de_write_hello(StringInfo out, const char *slot,
-						   XLogRecPtr start_lsn, XLogRecPtr flush_lsn);
+						   XLogRecPtr start_lsn, XLogRecPtr flush_lsn,
+						   XLogRecPtr confirmed_lsn);
 extern void de_write_heartbeat(StringInfo out, const uint8 *nonce,
 							   XLogRecPtr lsn, XLogRecPtr flush_lsn);
 
@@ -278,6 +282,7 @@ typedef struct DeRecord
 
 	/* HELLO */
 	char	   *slot;
+	XLogRecPtr	confirmed_lsn;
 
 	/* HEARTBEAT */
 	uint8		nonce[DE_HEARTBEAT_NONCE_LEN];
