@@ -159,6 +159,7 @@ init_slot_locked(DeRegisterSlot *slot, Oid dboid, const DeRegisterRow *row)
 	slot->proof_at = 0;
 	slot->proof_flush_lsn = InvalidXLogRecPtr;
 	slot->proof_lsn = InvalidXLogRecPtr;
+	slot->proof_crc = 0;
 	slot->heartbeat_requested_at = 0;
 	slot->frames_applied = 0;
 	slot->rows_applied = 0;

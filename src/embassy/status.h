@@ -105,6 +105,9 @@ typedef struct DeRegisterSlot
 	TimestampTz proof_at;
 	XLogRecPtr	proof_flush_lsn;
 	XLogRecPtr	proof_lsn;
+	uint32		proof_crc;		/* CRC of that heartbeat's WAL record: the
+								 * next stream asks the register whether its
+								 * WAL still holds it (history.c) */
 	TimestampTz heartbeat_requested_at;
 
 	/* the latest initial copy (or resync) since server start */

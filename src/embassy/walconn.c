@@ -1137,7 +1137,8 @@ de_walconn_drop_slot(DeWalConn *conn, const char *slot, bool missing_ok)
  */
 void
 de_walconn_start_streaming(DeWalConn *conn, const char *slot,
-						   XLogRecPtr start, const char *embassy_key,
+						   XLogRecPtr start, XLogRecPtr history_lsn,
+						   const char *embassy_key,
 						   const uint8 *session,
 						   int decoding_work_mem_kb,
 						   bool stream_in_progress)
@@ -1147,18 +1148,22 @@ de_walconn_start_streaming(DeWalConn *conn, const char *slot,
 								slot);
 	char	   *query;
 	char		workmem[64] = "";
+	char		history[64] = "";
 	PGresult   *res;
 
 	if (decoding_work_mem_kb > 0)
 		snprintf(workmem, sizeof(workmem), ", \"decoding_work_mem\" '%d'",
 				 decoding_work_mem_kb);
+	if (!XLogRecPtrIsInvalid(history_lsn))
+		snprintf(history, sizeof(history), ", \"history_lsn\" '%X/%X'",
+				 LSN_FORMAT_ARGS(history_lsn));
 	hex_encode((const char *) session, DE_SESSION_LEN, session_hex);
 	session_hex[2 * DE_SESSION_LEN] = '\0';
-	query = psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X (\"embassy_key\" %s, \"session\" '%s', \"frame_version\" '%d'%s%s)",
+	query = psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X (\"embassy_key\" %s, \"session\" '%s', \"frame_version\" '%d'%s%s%s)",
 					 walconn_quote_identifier(conn, slot),
 					 LSN_FORMAT_ARGS(start),
 					 walconn_quote_literal(conn, embassy_key), session_hex,
-					 DE_FRAME_VERSION, workmem,
+					 DE_FRAME_VERSION, history, workmem,
 					 stream_in_progress ? ", \"stream_in_progress\" 'on'" : "");
 	res = walconn_exec(conn, query, what);
 	pfree(query);

@@ -111,12 +111,14 @@ extern void de_walconn_drop_slot(DeWalConn *conn, const char *slot,
 
 /*
  * START_REPLICATION SLOT slot LOGICAL start ("embassy_key" 'key',
- * "session" 'hex', "frame_version" '2'), with
+ * "session" 'hex', "frame_version" '2', and "history_lsn" 'X/Y' when
+ * history_lsn is valid), with
  * "decoding_work_mem" too when decoding_work_mem_kb > 0, and
  * "stream_in_progress" 'on' when stream_in_progress.
  */
 extern void de_walconn_start_streaming(DeWalConn *conn, const char *slot,
 									   XLogRecPtr start,
+									   XLogRecPtr history_lsn,
 									   const char *embassy_key,
 									   const uint8 *session,
 									   int decoding_work_mem_kb,

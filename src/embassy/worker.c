@@ -136,6 +136,8 @@ static DeWalConn *stream_conn = NULL;
 static uint8 session[DE_SESSION_LEN];
 static XLogRecPtr stream_start = InvalidXLogRecPtr;
 static bool hello_seen = false;
+static XLogRecPtr history_lsn = InvalidXLogRecPtr;	/* asked in this stream */
+static uint32 history_crc = 0;
 static TimestampTz session_started_at = 0;
 
 typedef struct WorkerHeartbeat
@@ -194,6 +196,7 @@ static const char *worker_appname(void);
 static void worker_connect(void);
 static void worker_check_identity(uint64 sysid, Oid dboid, bool pin);
 static void worker_heartbeat(void);
+static void worker_check_history(const DeRecord *rec);
 static void worker_check_hello(const DeFrameHeader *hdr, const DeRecord *rec,
 							   bool stream);
 static void worker_heartbeat_proof(const DeFrameHeader *hdr,
@@ -358,9 +361,8 @@ worker_on_error(void)
 	{
 		TimestampTz now = GetCurrentTimestamp();
 
-		de_slot_set_state(MySlot, state,
-						  worker_error_text(edata,
-											state == DE_STATE_DISCONNECTED));
+		/* with its detail: a register's refusal often says why only there */
+		de_slot_set_state(MySlot, state, worker_error_text(edata, true));
 
 		/* the first failure of a series: the lag view's failing_since */
 		SpinLockAcquire(&MySlot->mutex);
@@ -938,8 +940,14 @@ worker_stream(void)
 	last_persist_at = GetCurrentTimestamp();
 
 	worker_check_remote_slot();
+	/* the register must still hold the last heartbeat we saw */
+	SpinLockAcquire(&MySlot->mutex);
+	history_lsn = MySlot->proof_lsn;
+	history_crc = MySlot->proof_crc;
+	SpinLockRelease(&MySlot->mutex);
+
 	de_walconn_start_streaming(stream_conn, reg.slot_name, stream_start,
-							   own_key_text, session, de_decoding_work_mem_kb,
+							   history_lsn, own_key_text, session, de_decoding_work_mem_kb,
 							   de_stream_in_progress);
 	ereport(DEBUG1,
 			errmsg_internal("register \"%s\": streaming from %X/%X",
@@ -1267,6 +1275,8 @@ worker_check_hello(const DeFrameHeader *hdr, const DeRecord *rec, bool stream)
 							  LSN_FORMAT_ARGS(stream_start)),
 					errhint("The register was restored from an older backup, or another server answers in its name.  Once the register is right, copy it anew with data_embassy.resync_register()."));
 
+		worker_check_history(rec);
+
 		/* the register was alive, sealing for this session, since it began */
 		if (session_started_at > proof_at)
 			proof_at = session_started_at;
@@ -1296,6 +1306,63 @@ worker_check_hello(const DeFrameHeader *hdr, const DeRecord *rec, bool stream)
 		copy_hello_lsn = rec->lsn;
 	}
 	hello_seen = true;
+}
+
+/*
+ * worker_check_history
+ *		The stream's HELLO says what the register's WAL holds where the last
+ *		heartbeat we saw was written.  Another record there, or none, means
+ *		the register is not the history we applied: restored from an older
+ *		backup, or another server answering in its name.
+ */
+static void
+worker_check_history(const DeRecord *rec)
+{
+	const char *why = NULL;
+
+	if (XLogRecPtrIsInvalid(history_lsn))
+		return;
+	if (rec->history_lsn != history_lsn ||
+		rec->history_status == DE_HISTORY_NOT_ASKED)
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("stream from register \"%s\" does not answer the history check this embassy asked for",
+					   register_name),
+				errdetail("This embassy asked about %X/%X; the register answered about %X/%X.",
+						  LSN_FORMAT_ARGS(history_lsn),
+						  LSN_FORMAT_ARGS(rec->history_lsn)));
+
+	switch (rec->history_status)
+	{
+		case DE_HISTORY_FOUND:
+			if (rec->crc != history_crc)
+				why = "its WAL holds another record there";
+			break;
+		case DE_HISTORY_NO_RECORD:
+			why = "no record of its WAL starts there";
+			break;
+		case DE_HISTORY_AHEAD:
+			why = "its WAL does not reach that far";
+			break;
+		case DE_HISTORY_GONE:
+			ereport(LOG,
+					errmsg("register \"%s\": its history at %X/%X cannot be checked, that WAL was removed",
+						   register_name, LSN_FORMAT_ARGS(history_lsn)));
+			return;
+		default:
+			ereport(ERROR,
+					errcode(ERRCODE_PROTOCOL_VIOLATION),
+					errmsg("stream from register \"%s\" answers the history check with unknown status %d",
+						   register_name, (int) (uint8) rec->history_status));
+	}
+	if (why != NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("register \"%s\" has rewound its history",
+					   register_name),
+				errdetail("This embassy received a heartbeat the register wrote at %X/%X, but %s.",
+						  LSN_FORMAT_ARGS(history_lsn), why),
+				errhint("The register was restored from an older backup, or another server answers in its name.  Once the register is right, copy it anew with data_embassy.resync_register()."));
 }
 
 /*
@@ -1383,6 +1450,7 @@ worker_heartbeat_proof(const DeFrameHeader *hdr, const DeRecord *rec)
 		MySlot->proof_at = proof_at;
 		MySlot->proof_flush_lsn = rec->end_lsn;
 		MySlot->proof_lsn = rec->lsn;
+		MySlot->proof_crc = rec->crc;
 		SpinLockRelease(&MySlot->mutex);
 		break;
 	}

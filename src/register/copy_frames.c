@@ -68,6 +68,7 @@
 
 #include "data_embassy.h"
 #include "privilege.h"
+#include "register/history.h"
 #include "register/pins.h"
 #include "register/plugin.h"
 #include "register/sequences.h"
@@ -784,7 +785,8 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 		initStringInfo(&state->body);
 		enlargeStringInfo(&state->body, state->batch_bytes + 8192);
 		de_write_hello(&state->body, slot_name, state->lsn,
-					   GetFlushRecPtr(NULL), state->lsn);
+					   GetFlushRecPtr(NULL), state->lsn,
+					   InvalidXLogRecPtr, DE_HISTORY_NOT_ASKED, 0);
 		copy_list_tables(state);
 
 		if (rsinfo != NULL && IsA(rsinfo, ReturnSetInfo))

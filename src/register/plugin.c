@@ -74,6 +74,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
+#include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
@@ -81,6 +82,7 @@
 #include "data_embassy.h"
 #include "seal/frame.h"
 #include "seal/keys.h"
+#include "register/history.h"
 #include "register/keyless.h"
 #include "register/pins.h"
 #include "register/plugin.h"
@@ -121,6 +123,7 @@ typedef struct DePluginData
 
 	DePublicKey embassy_key;
 	uint8		session[DE_SESSION_LEN];	/* the embassy's nonce, or zeros */
+	XLogRecPtr	history_lsn;	/* a heartbeat the embassy saw, or 0 */
 	XLogRecPtr	start_lsn;		/* where decoding really starts */
 	int			batch_bytes;
 	int			zstd_level;
@@ -276,6 +279,7 @@ de_plugin_parse_options(List *options, DePluginData *data)
 	bool		workmem_given = false;
 	bool		stream_given = false;
 	bool		session_given = false;
+	bool		history_given = false;
 	bool		version_given = false;
 
 	data->batch_bytes = de_batch_size_kb * 1024;
@@ -360,6 +364,22 @@ de_plugin_parse_options(List *options, DePluginData *data)
 			(void) hex_decode(hex, 2 * DE_SESSION_LEN,
 							  (char *) data->session);
 		}
+		else if (strcmp(elem->defname, "history_lsn") == 0)
+		{
+			bool		have_error = false;
+
+			if (history_given)
+				goto duplicate;
+			history_given = true;
+			data->history_lsn = pg_lsn_in_internal(de_option_value(elem),
+												   &have_error);
+			if (have_error)
+				ereport(ERROR,
+						errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("invalid value for option \"%s\": \"%s\"",
+							   elem->defname, de_option_value(elem)),
+						errhint("Use an LSN such as 0/16B3748."));
+		}
 		else if (strcmp(elem->defname, "frame_version") == 0)
 		{
 			int			version;
@@ -380,8 +400,8 @@ de_plugin_parse_options(List *options, DePluginData *data)
 					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					errmsg("option \"%s\" is not recognized by output plugin \"%s\"",
 						   elem->defname, DE_PLUGIN_NAME),
-					errhint("Valid options are \"%s\", \"%s\", \"%s\", \"%s\", \"%s\", \"%s\" and \"%s\".",
-							"embassy_key", "session", "frame_version",
+					errhint("Valid options are \"%s\", \"%s\", \"%s\", \"%s\", \"%s\", \"%s\", \"%s\" and \"%s\".",
+							"embassy_key", "session", "history_lsn", "frame_version",
 							"batch_size", "compression_level",
 							"decoding_work_mem", "stream_in_progress"));
 		continue;
@@ -777,9 +797,17 @@ de_plugin_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
 	de_relcache_init(data);
 
 	/* the stream's first record says where and for which slot it starts */
-	de_write_hello(&data->body, NameStr(ctx->slot->data.name),
-				   data->start_lsn, GetFlushRecPtr(NULL),
-				   ctx->slot->data.confirmed_flush);
+	{
+		char		status = DE_HISTORY_NOT_ASKED;
+		uint32		crc = 0;
+
+		if (!XLogRecPtrIsInvalid(data->history_lsn))
+			status = de_history_lookup(data->history_lsn, &crc);
+		de_write_hello(&data->body, NameStr(ctx->slot->data.name),
+					   data->start_lsn, GetFlushRecPtr(NULL),
+					   ctx->slot->data.confirmed_flush,
+					   data->history_lsn, status, crc);
+	}
 
 	data->last_commit_lsn = data->start_lsn;
 	data->last_end_lsn = data->start_lsn;
@@ -1017,9 +1045,16 @@ de_plugin_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	{
 		if (message_size == DE_HEARTBEAT_NONCE_LEN)
 		{
+			/*
+			 * The message is the record being decoded (message_lsn is its
+			 * end): its start and CRC fingerprint this history.
+			 */
+			Assert(ctx->reader->EndRecPtr == message_lsn &&
+				   ctx->reader->record != NULL);
 			old = MemoryContextSwitchTo(data->change_cxt);
 			de_write_heartbeat(&data->body, (const uint8 *) message,
-							   message_lsn, GetFlushRecPtr(NULL));
+							   ctx->reader->ReadRecPtr, GetFlushRecPtr(NULL),
+							   ctx->reader->record->header.xl_crc);
 
 			/*
 			 * Every commit before the message has been written: the embassy

@@ -589,23 +589,29 @@ de_write_copy_end(StringInfo out, uint64 rows)
 
 void
 de_write_hello(StringInfo out, const char *slot, XLogRecPtr start_lsn,
-			   XLogRecPtr flush_lsn, XLogRecPtr confirmed_lsn)
+			   XLogRecPtr flush_lsn, XLogRecPtr confirmed_lsn,
+			   XLogRecPtr history_lsn, char history_status,
+			   uint32 history_crc)
 {
 	pq_sendint8(out, DE_REC_HELLO);
 	codec_put_str(out, slot, strlen(slot));
 	pq_sendint64(out, start_lsn);
 	pq_sendint64(out, flush_lsn);
 	pq_sendint64(out, confirmed_lsn);
+	pq_sendint64(out, history_lsn);
+	pq_sendint8(out, (uint8) history_status);
+	pq_sendint32(out, history_crc);
 }
 
 void
 de_write_heartbeat(StringInfo out, const uint8 *nonce, XLogRecPtr lsn,
-				   XLogRecPtr flush_lsn)
+				   XLogRecPtr flush_lsn, uint32 crc)
 {
 	pq_sendint8(out, DE_REC_HEARTBEAT);
 	pq_sendbytes(out, (const char *) nonce, DE_HEARTBEAT_NONCE_LEN);
 	pq_sendint64(out, lsn);
 	pq_sendint64(out, flush_lsn);
+	pq_sendint32(out, crc);
 }
 
 void
@@ -979,20 +985,24 @@ de_read_record(DeReader *reader, DeRecord *rec)
 
 		case DE_REC_HELLO:
 			rec->slot = codec_get_name(reader, start, type, "slot");
-			codec_need(reader, start, type, "start_lsn", 8 + 8 + 8);
+			codec_need(reader, start, type, "start_lsn", 8 + 8 + 8 + 8 + 1 + 4);
 			rec->lsn = codec_get_u64(reader);
 			rec->end_lsn = codec_get_u64(reader);
 			rec->confirmed_lsn = codec_get_u64(reader);
+			rec->history_lsn = codec_get_u64(reader);
+			rec->history_status = (char) codec_get_u8(reader);
+			rec->crc = codec_get_u32(reader);
 			break;
 
 		case DE_REC_HEARTBEAT:
 			codec_need(reader, start, type, "nonce",
-					   DE_HEARTBEAT_NONCE_LEN + 8 + 8);
+					   DE_HEARTBEAT_NONCE_LEN + 8 + 8 + 4);
 			memcpy(rec->nonce, reader->data + reader->pos,
 				   DE_HEARTBEAT_NONCE_LEN);
 			reader->pos += DE_HEARTBEAT_NONCE_LEN;
 			rec->lsn = codec_get_u64(reader);
 			rec->end_lsn = codec_get_u64(reader);
+			rec->crc = codec_get_u32(reader);
 			break;
 
 		case DE_REC_STREAM_START:

@@ -23,7 +23,8 @@
  *					content str
  *	'E' COPY_END	rows u64: closes an initial-copy stream; a copy without it
  *					is incomplete
- *	'H' HELLO		slot str, start_lsn u64, flush_lsn u64, confirmed_lsn u64:
+ *	'H' HELLO		slot str, start_lsn u64, flush_lsn u64, confirmed_lsn u64,
+ *					history_lsn u64, history_status u8, history_crc u32:
  *					the first record
  *					of frame 1 of every stream and every copy.  slot is the
  *					register's replication slot the stream or copy belongs to;
@@ -33,13 +34,18 @@
  *					slot's consistent point (the copy's snapshot); flush_lsn
  *					is the register's WAL flush position; confirmed_lsn the
  *					slot's confirmed position when the stream began (in a
- *					copy, the consistent point again).  With the frame
+ *					copy, the consistent point again).  history_*: what the
+ *					register's WAL holds at the position of a heartbeat the
+ *					embassy saw (the stream's "history_lsn" option; 0 and
+ *					'-' when none was asked): see src/register/history.h.  With the frame
  *					header's session, timeline and clock it binds the stream
  *					to this connection and says where it begins.
- *	'Y' HEARTBEAT	nonce 16 bytes, lsn u64, flush_lsn u64: the register
+ *	'Y' HEARTBEAT	nonce 16 bytes, lsn u64, flush_lsn u64, crc u32: the register
  *					decoded a heartbeat the embassy asked for with this fresh
- *					nonce (data_embassy.heartbeat()), at WAL position lsn,
- *					while its WAL was flushed up to flush_lsn.  Written
+ *					nonce (data_embassy.heartbeat()), whose WAL record starts
+ *					at lsn,
+ *					while its WAL was flushed up to flush_lsn; crc is its WAL
+ *					record's CRC, a fingerprint of that history.  Written
  *					outside transactions, in a frame of its own.
  *	'Q' SEQUENCES	count u32, count x { nspname str, relname str,
  *					last_value i64 }: the last value each sequence of the
@@ -113,6 +119,13 @@
 #define DE_REC_STREAM_COMMIT	'K'
 #define DE_REC_HELLO		'H'
 #define DE_REC_HEARTBEAT	'Y'
+
+/* HELLO history_status: what the register found at history_lsn */
+#define DE_HISTORY_NOT_ASKED	'-'
+#define DE_HISTORY_FOUND		'f' /* a record starts there: its CRC */
+#define DE_HISTORY_AHEAD		'a' /* at or past the WAL flush position */
+#define DE_HISTORY_GONE			'g' /* the WAL there was removed */
+#define DE_HISTORY_NO_RECORD	'n' /* no valid record starts there */
 
 #define DE_HEARTBEAT_NONCE_LEN	16
 #define DE_HEARTBEAT_PREFIX		"data_embassy.heartbeat"
@@ -191,9 +204,11 @@ extern void de_write_copy_end(StringInfo out, uint64 rows);
 /* HELLO and HEARTBEAT (see the record list above). */
 extern void de_write_hello(StringInfo out, const char *slot,
 						   XLogRecPtr start_lsn, XLogRecPtr flush_lsn,
-						   XLogRecPtr confirmed_lsn);
+						   XLogRecPtr confirmed_lsn, XLogRecPtr history_lsn,
+						   char history_status, uint32 history_crc);
 extern void de_write_heartbeat(StringInfo out, const uint8 *nonce,
-							   XLogRecPtr lsn, XLogRecPtr flush_lsn);
+							   XLogRecPtr lsn, XLogRecPtr flush_lsn,
+							   uint32 crc);
 
 /* SEQUENCES: n entries of schema, name and last value handed out. */
 extern void de_write_sequences(StringInfo out, int n, char **nspnames,
@@ -283,6 +298,11 @@ typedef struct DeRecord
 	/* HELLO */
 	char	   *slot;
 	XLogRecPtr	confirmed_lsn;
+	XLogRecPtr	history_lsn;
+	char		history_status;
+
+	/* HELLO history_crc, HEARTBEAT crc */
+	uint32		crc;
 
 	/* HEARTBEAT */
 	uint8		nonce[DE_HEARTBEAT_NONCE_LEN];

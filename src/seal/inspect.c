@@ -462,6 +462,40 @@ inspect_record(InspectState *state, DeRecord *rec, Datum *values,
 			json_xid(&buf, &first, "subxid", rec->subxid);
 			break;
 
+		case DE_REC_HELLO:
+			json_key(&buf, &first, "slot");
+			escape_json(&buf, rec->slot);
+			json_key(&buf, &first, "start_lsn");
+			json_lsn(&buf, rec->lsn);
+			json_key(&buf, &first, "flush_lsn");
+			json_lsn(&buf, rec->end_lsn);
+			json_key(&buf, &first, "confirmed_lsn");
+			json_lsn(&buf, rec->confirmed_lsn);
+			if (rec->history_status != DE_HISTORY_NOT_ASKED)
+			{
+				char		status[2] = {rec->history_status, '\0'};
+
+				json_key(&buf, &first, "history_lsn");
+				json_lsn(&buf, rec->history_lsn);
+				json_key(&buf, &first, "history_status");
+				escape_json(&buf, status);
+				json_key(&buf, &first, "history_crc");
+				appendStringInfo(&buf, "%u", rec->crc);
+			}
+			break;
+
+		case DE_REC_HEARTBEAT:
+			json_key(&buf, &first, "nonce");
+			json_text_or_hex(&buf, (const char *) rec->nonce,
+							 DE_HEARTBEAT_NONCE_LEN);
+			json_key(&buf, &first, "lsn");
+			json_lsn(&buf, rec->lsn);
+			json_key(&buf, &first, "flush_lsn");
+			json_lsn(&buf, rec->end_lsn);
+			json_key(&buf, &first, "crc");
+			appendStringInfo(&buf, "%u", rec->crc);
+			break;
+
 		case DE_REC_COPY_END:
 			json_key(&buf, &first, "rows");
 			appendStringInfo(&buf, UINT64_FORMAT, rec->rows);

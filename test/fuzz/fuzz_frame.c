@@ -222,7 +222,8 @@ decode_body(void *arg)
 				sum += rec.xid + rec.subxid;
 				break;
 			case DE_REC_HELLO:
-				sum += strlen(rec.slot) + rec.lsn + rec.end_lsn + rec.confirmed_lsn;
+				sum += strlen(rec.slot) + rec.lsn + rec.end_lsn + rec.confirmed_lsn +
+					rec.history_lsn + (uint8) rec.history_status + rec.crc;
 				break;
 			case DE_REC_HEARTBEAT:
 				for (int i = 0; i < DE_HEARTBEAT_NONCE_LEN; i++)

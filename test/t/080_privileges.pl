@@ -127,7 +127,7 @@ refused($emb, 'plain', q{UPDATE data_embassy.registers SET paused = true},
 refused($emb, 'plain', q{DELETE FROM citizen},
 	'writing a replicated table', qr/permission denied|replicated|read-only|cannot/i);
 
-refused($reg, 'plain', "SELECT data_embassy.add_embassy('thief', repeat('5a', 32))",
+refused($reg, 'plain', "SELECT data_embassy.add_embassy('thief', repeat('5a', 32) || repeat('ed', 32))",
 	'add_embassy()');
 refused($reg, 'plain', q{SELECT data_embassy.drop_embassy('embassy')},
 	'drop_embassy()');
@@ -135,7 +135,7 @@ refused($reg, 'plain', "SELECT count(*) FROM data_embassy.copy_frames('$ekey', r
 	'copy_frames()');
 refused($reg, 'plain', q{SELECT * FROM data_embassy.embassies}, 'reading the embassies view');
 refused($reg, 'plain', q{INSERT INTO data_embassy.embassy_pins (name, embassy_key, slot_name)
-	VALUES ('thief', repeat('5a', 32), 'x')}, 'inserting a pin directly');
+	VALUES ('thief', repeat('5a', 32) || repeat('ed', 32), 'x')}, 'inserting a pin directly');
 
 # Nothing changed.
 is($emb->safe_psql('postgres', q{SELECT name || ':' || paused FROM data_embassy.registers}),
@@ -226,7 +226,7 @@ note("rotation: $rows rows compared, " . ($n - 10000) . ' rows written during it
 # (last: a register that crashed here would take the other checks with it)
 
 # a well-formed key that nobody pinned
-my $unpinned = '5a' x 32;
+my $unpinned = ('5a' x 32) . ('ed' x 32);
 $reg->safe_psql('postgres', q{CREATE ROLE replicator LOGIN REPLICATION});
 
 # by SQL, even as superuser
