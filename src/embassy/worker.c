@@ -513,6 +513,16 @@ worker_run(void)
 	de_key_from_text(reg.register_key, "register_key", &register_pub);
 
 	worker_setup_origin(reg.phase == DE_PHASE_INIT);
+
+	/*
+	 * The views show what is durable here: a run that failed may have
+	 * published positions it had not yet made durable (promote() reads the
+	 * origin too, so both say the same).
+	 */
+	SpinLockAcquire(&MySlot->mutex);
+	MySlot->applied_lsn = replorigin_session_get_progress(false);
+	SpinLockRelease(&MySlot->mutex);
+
 	apply = de_apply_create(WorkerContext, register_name, origin_id);
 	de_apply_adopt_rows(apply, !reg.copy_data);
 	streamed = de_stream_create(WorkerContext, apply, register_name,
