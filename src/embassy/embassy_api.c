@@ -464,9 +464,24 @@ drop_slot_on(DeWalConn *conn, void *arg)
 }
 
 static void
-drop_remote_slot(const char *name, const char *conninfo, const char *slot_name)
+drop_remote_slot(const char *name, const char *conninfo, bool require_tls,
+				 const char *slot_name)
 {
 	ErrorData  *edata;
+
+	/* the TLS rule holds for this short connection too (warned, not sent) */
+	if (require_tls &&
+		!de_conninfo_require_tls(conninfo, name, WARNING,
+								 ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION))
+	{
+		ereport(WARNING,
+				errcode(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
+				errmsg("replication slot of register \"%s\" was not dropped",
+					   name),
+				errhint("Replication slot \"%s\" keeps WAL on the register until it is dropped there: run \"SELECT pg_catalog.pg_drop_replication_slot('%s')\" on the register.",
+						slot_name, slot_name));
+		return;
+	}
 
 	edata = de_walconn_try(conninfo, "data_embassy drop_register",
 						   drop_slot_on, (void *) slot_name);
@@ -513,7 +528,8 @@ data_embassy_drop_register(PG_FUNCTION_ARGS)
 
 	/* a register never connected to has no slot */
 	if (reg->slot_name != NULL && reg->slot_name[0] != '\0')
-		drop_remote_slot(name, reg->conninfo, reg->slot_name);
+		drop_remote_slot(name, reg->conninfo, reg->require_tls,
+						 reg->slot_name);
 
 	origin = de_origin_name(MyDatabaseId, name);
 	replorigin_drop_by_name(origin, true, false);

@@ -864,6 +864,10 @@ worker_paused_loop(void)
 				TimeLineID	tli;
 				XLogRecPtr	xlogpos;
 
+				if (conn == NULL && reg.require_tls)
+					(void) de_conninfo_require_tls(reg.conninfo, register_name,
+												   ERROR,
+												   ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION);
 				if (conn == NULL)
 					conn = de_walconn_connect(reg.conninfo, true,
 											  worker_appname());
