@@ -98,6 +98,9 @@
 #define WORKER_APPNAME				"data_embassy"
 #define WORKER_HEARTBEAT_APPNAME	"data_embassy heartbeat"
 
+/* a received batch holds at most this much (and DE_VERIFY_BATCH_MAX) */
+#define WORKER_BATCH_BYTES			(4 * 1024 * 1024)
+
 /* heartbeat nonces remembered until their proof comes back */
 #define WORKER_HEARTBEATS			8
 
@@ -134,6 +137,8 @@ static DeWalConn *stream_conn = NULL;
  * stream's HELLO has arrived, and the heartbeats asked for over hb_conn.
  */
 static uint8 session[DE_SESSION_LEN];
+static TimestampTz last_recv = 0;	/* the last message of the stream */
+static bool ping_sent = false;	/* a reply was asked for since */
 static XLogRecPtr stream_start = InvalidXLogRecPtr;
 static bool hello_seen = false;
 static XLogRecPtr history_lsn = InvalidXLogRecPtr;	/* asked in this stream */
@@ -196,6 +201,7 @@ static const char *worker_appname(void);
 static void worker_connect(void);
 static void worker_check_identity(uint64 sysid, Oid dboid, bool pin);
 static void worker_heartbeat(void);
+static bool worker_receive_batch(DeOpener *opener, MemoryContext batchcxt);
 static void worker_check_history(const DeRecord *rec);
 static void worker_check_hello(const DeFrameHeader *hdr, const DeRecord *rec,
 							   bool stream);
@@ -922,12 +928,13 @@ static void
 worker_stream(void)
 {
 	MemoryContext streamcxt;
+	MemoryContext batchcxt;
 	DeOpener   *opener;
-	TimestampTz last_recv;
-	bool		ping_sent = false;
 
 	streamcxt = AllocSetContextCreate(WorkerContext, "data_embassy stream",
 									  ALLOCSET_DEFAULT_SIZES);
+	batchcxt = AllocSetContextCreate(streamcxt, "data_embassy received batch",
+									 ALLOCSET_DEFAULT_SIZES);
 
 	/* a new stream: RELATION records and frame sequence start again */
 	de_stream_reset(streamed);
@@ -970,6 +977,7 @@ worker_stream(void)
 	catching_up = false;
 	worker_publish(DE_STATE_STREAMING, false, 0, 0, 0);
 	last_recv = GetCurrentTimestamp();
+	ping_sent = false;
 
 	for (;;)
 	{
@@ -987,23 +995,9 @@ worker_stream(void)
 		if (ctl == WORKER_PAUSE)
 			break;
 
-		/* everything that has arrived */
-		for (;;)
-		{
-			DeWalMessage msg;
-
-			if (!de_walconn_receive_message(stream_conn, register_name, &msg))
-				break;
-
-			last_recv = GetCurrentTimestamp();
-			ping_sent = false;
-			worker_handle_message(opener, &msg);
-			MemoryContextSwitchTo(WorkerContext);
-
-			CHECK_FOR_INTERRUPTS();
-			if (worker_control() != WORKER_RUN)
-				break;
-		}
+		/* everything that has arrived, a batch at a time */
+		while (worker_receive_batch(opener, batchcxt))
+			;
 
 		worker_persist_position(false);
 		worker_send_feedback(false, false);
@@ -1047,6 +1041,70 @@ worker_stream(void)
 	de_apply_reset_stream(apply);
 	MemoryContextSwitchTo(WorkerContext);
 	MemoryContextDelete(streamcxt);
+}
+
+/*
+ * worker_receive_batch
+ *		Take what has arrived, up to DE_VERIFY_BATCH_MAX messages or
+ *		WORKER_BATCH_BYTES, and handle it in order.  The frames of a batch
+ *		are verified together: one signature, the last one's, proves the
+ *		others through the hash chain (de_opener_verify_batch), so a worker
+ *		that falls behind spends less on signatures, not more.  Returns
+ *		false when nothing more is ready or the worker must stop streaming.
+ */
+static bool
+worker_receive_batch(DeOpener *opener, MemoryContext batchcxt)
+{
+	DeWalMessage msgs[DE_VERIFY_BATCH_MAX];
+	const char *frames[DE_VERIFY_BATCH_MAX];
+	size_t		lens[DE_VERIFY_BATCH_MAX];
+	int			nmsgs = 0;
+	int			nframes = 0;
+	size_t		bytes = 0;
+	bool		more = true;
+	int			i;
+
+	MemoryContextReset(batchcxt);
+	while (nmsgs < DE_VERIFY_BATCH_MAX && bytes < WORKER_BATCH_BYTES)
+	{
+		DeWalMessage *msg = &msgs[nmsgs];
+
+		if (!de_walconn_receive_message(stream_conn, register_name, msg))
+		{
+			more = false;
+			break;
+		}
+		/* the data is the connection's until the next receive: copy it */
+		if (msg->kind == DE_WAL_XLOGDATA)
+		{
+			char	   *copy = MemoryContextAlloc(batchcxt, msg->len);
+
+			memcpy(copy, msg->data, msg->len);
+			msg->data = copy;
+			frames[nframes] = copy;
+			lens[nframes] = msg->len;
+			nframes++;
+			bytes += msg->len;
+		}
+		nmsgs++;
+	}
+	if (nmsgs == 0)
+		return false;
+
+	last_recv = GetCurrentTimestamp();
+	ping_sent = false;
+	de_opener_verify_batch(opener, frames, lens, nframes);
+
+	for (i = 0; i < nmsgs; i++)
+	{
+		worker_handle_message(opener, &msgs[i]);
+		MemoryContextSwitchTo(WorkerContext);
+
+		CHECK_FOR_INTERRUPTS();
+		if (worker_control() != WORKER_RUN)
+			return false;
+	}
+	return more;
 }
 
 /*

@@ -119,6 +119,16 @@ struct DeOpener
 	bool		require_first;
 	uint64		expect_sysid;
 	Oid			expect_dboid;
+
+	/*
+	 * Hashes of frames proven by the signature of a later frame of the same
+	 * batch (de_opener_verify_batch), in order; next_proven is the next one
+	 * expected.
+	 */
+	int			nproven;
+	int			next_proven;
+	uint8		proven[DE_VERIFY_BATCH_MAX][DE_HASH_LEN];
+
 	bool		check_start;	/* the first frame must start exactly... */
 	XLogRecPtr	expect_start;	/* ...here */
 
@@ -797,11 +807,22 @@ de_opener_open(DeOpener *opener, const char *frame, size_t len,
 	de_opener_check_header(opener, &h, len);
 	seq = (unsigned long long) h.seq;
 
-	/* the register's signature, over everything before it */
+	/*
+	 * The register's signature, over everything before it; or a later frame
+	 * of the batch whose signature covers this one through the chain.
+	 */
 	signed_len = len - DE_SIG_LEN;
 	de_sha256(frame, signed_len, hash);
-	de_frame_sig_msg(hash, sigmsg);
-	if (!de_verify(opener->verify_key, sigmsg, sizeof(sigmsg),
+	if (opener->next_proven < opener->nproven &&
+		memcmp(hash, opener->proven[opener->next_proven], DE_HASH_LEN) == 0)
+		opener->next_proven++;
+	else
+	{
+		opener->nproven = opener->next_proven = 0;
+		de_frame_sig_msg(hash, sigmsg);
+	}
+	if (opener->nproven == 0 &&
+		!de_verify(opener->verify_key, sigmsg, sizeof(sigmsg),
 				   (const uint8 *) frame + signed_len))
 		ereport(ERROR,
 				errcode(ERRCODE_DATA_CORRUPTED),
@@ -958,6 +979,58 @@ de_opener_open(DeOpener *opener, const char *frame, size_t len,
 	de_secure_zero(nonce_base, sizeof(nonce_base));
 
 	*hdr = h;
+}
+
+/*
+ * de_opener_verify_batch
+ *		Frames that arrived together: verify the last one's signature only.
+ *
+ * Each frame's header carries the SHA-256 of the frame before it, and the
+ * signature covers the header, so a valid signature on the last frame of
+ * a chain proves every frame before it in that chain, as long as each
+ * link holds.  When all links of the batch hold and the last signature
+ * verifies, the batch's frame hashes are remembered, and de_opener_open()
+ * skips the signature of a frame whose hash is the next remembered one;
+ * anything else (a broken link, a bad signature, a frame not in the
+ * batch) leaves every frame to be verified on its own, so a bad frame is
+ * still refused with its own error.  Everything else de_opener_open()
+ * checks is checked for every frame as before.  At most
+ * DE_VERIFY_BATCH_MAX frames count.
+ */
+void
+de_opener_verify_batch(DeOpener *opener, const char *const *frames,
+					   const size_t *lens, int n)
+{
+	uint8		hashes[DE_VERIFY_BATCH_MAX][DE_HASH_LEN];
+	uint8		sigmsg[DE_FRAME_SIG_MSG_LEN];
+	int			i;
+
+	opener->nproven = opener->next_proven = 0;
+	n = Min(n, DE_VERIFY_BATCH_MAX);
+	if (n < 2)
+		return;
+
+	for (i = 0; i < n; i++)
+	{
+		const uint8 *buf = (const uint8 *) frames[i];
+
+		if (lens[i] < DE_FRAME_HEADER_SIZE + DE_SIG_LEN ||
+			memcmp(buf + OFF_MAGIC, DE_FRAME_MAGIC, 4) != 0 ||
+			buf[OFF_VERSION] != DE_FRAME_VERSION)
+			return;
+		if (i > 0 &&
+			memcmp(buf + OFF_PREV_HASH, hashes[i - 1], DE_HASH_LEN) != 0)
+			return;
+		de_sha256(buf, lens[i] - DE_SIG_LEN, hashes[i]);
+	}
+
+	de_frame_sig_msg(hashes[n - 1], sigmsg);
+	if (!de_verify(opener->verify_key, sigmsg, sizeof(sigmsg),
+				   (const uint8 *) frames[n - 1] + lens[n - 1] - DE_SIG_LEN))
+		return;
+
+	memcpy(opener->proven, hashes, (size_t) n * DE_HASH_LEN);
+	opener->nproven = n;
 }
 
 /*

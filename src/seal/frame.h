@@ -172,6 +172,18 @@ extern DeOpener *de_opener_create(MemoryContext mcxt,
  */
 extern void de_opener_expect_start(DeOpener *opener, XLogRecPtr start);
 
+/*
+ * Frames received together, in stream order: verify only the last one's
+ * signature, which proves the others through the hash chain when every
+ * link holds; de_opener_open() then skips their signatures (and checks
+ * everything else).  Call before opening them; at most DE_VERIFY_BATCH_MAX
+ * count.  A batch that does not hold together changes nothing.
+ */
+#define DE_VERIFY_BATCH_MAX	64
+extern void de_opener_verify_batch(DeOpener *opener,
+								   const char *const *frames,
+								   const size_t *lens, int n);
+
 /* Open one frame; the body is left in "plain" (reset first). */
 extern void de_opener_open(DeOpener *opener, const char *frame, size_t len,
 						   DeFrameHeader *hdr, StringInfo plain);
