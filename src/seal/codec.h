@@ -37,14 +37,14 @@
  *					copy, the consistent point again).  history_*: what the
  *					register's WAL holds at the position of a heartbeat the
  *					embassy saw (the stream's "history_lsn" option; 0 and
- *					'-' when none was asked): see src/register/history.h.  With the frame
+ *					'-' when none was asked; DE_HISTORY_* below, see
+ *					src/register/history.c).  With the frame
  *					header's session, timeline and clock it binds the stream
  *					to this connection and says where it begins.
  *	'Y' HEARTBEAT	nonce 16 bytes, lsn u64, flush_lsn u64, crc u32: the register
  *					decoded a heartbeat the embassy asked for with this fresh
  *					nonce (data_embassy.heartbeat()), whose WAL record starts
- *					at lsn,
- *					while its WAL was flushed up to flush_lsn; crc is its WAL
+ *					at lsn, while its WAL was flushed up to flush_lsn; crc is its WAL
  *					record's CRC, a fingerprint of that history.  Written
  *					outside transactions, in a frame of its own.
  *	'Q' SEQUENCES	count u32, count x { nspname str, relname str,

@@ -795,6 +795,7 @@ de_opener_open(DeOpener *opener, const char *frame, size_t len,
 	uint8		sigmsg[DE_FRAME_SIG_MSG_LEN];
 	size_t		clen;
 	size_t		signed_len;
+	bool		proven;
 	const uint8 *cbody;
 
 	if (opener->dctx == NULL)
@@ -813,15 +814,10 @@ de_opener_open(DeOpener *opener, const char *frame, size_t len,
 	 */
 	signed_len = len - DE_SIG_LEN;
 	de_sha256(frame, signed_len, hash);
-	if (opener->next_proven < opener->nproven &&
-		memcmp(hash, opener->proven[opener->next_proven], DE_HASH_LEN) == 0)
-		opener->next_proven++;
-	else
-	{
-		opener->nproven = opener->next_proven = 0;
-		de_frame_sig_msg(hash, sigmsg);
-	}
-	if (opener->nproven == 0 &&
+	proven = opener->next_proven < opener->nproven &&
+		memcmp(hash, opener->proven[opener->next_proven], DE_HASH_LEN) == 0;
+	de_frame_sig_msg(hash, sigmsg);
+	if (!proven &&
 		!de_verify(opener->verify_key, sigmsg, sizeof(sigmsg),
 				   (const uint8 *) frame + signed_len))
 		ereport(ERROR,
@@ -959,6 +955,10 @@ de_opener_open(DeOpener *opener, const char *frame, size_t len,
 	}
 
 	/* every check passed: commit the new state */
+	if (proven)
+		opener->next_proven++;
+	else
+		opener->nproven = opener->next_proven = 0;
 	if (!opener->in_stream)
 	{
 		MemoryContext tmp = opener->key_cxt;

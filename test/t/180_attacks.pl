@@ -43,7 +43,8 @@
 #
 # With frame format 2 (session nonces, the sealed HELLO and heartbeats,
 # signatures, the copy bound to its slot, the history check) every subtest
-# passes, with one assertion marked TODO: forged feedback still moves the
+# passes, with one assertion marked TODO on purpose, a known weakness
+# listed in SECURITY.md rather than unfinished work: forged feedback still moves the
 # register's slot past its WAL end without TLS (standby status updates are
 # not sealed; SECURITY.md).  The embassy detects it at the next stream and
 # says so, and resync_register() brings it back.  The forger seals a v2
