@@ -150,6 +150,16 @@ AS 'MODULE_PATHNAME', 'data_embassy_copy_frames'
 LANGUAGE C STRICT VOLATILE;
 
 /*
+ * copy_frames restricted to the tables whose OIDs are listed (the embassy's
+ * resync_table), bound to a temporary slot of the embassy; no SEQUENCES.
+ */
+CREATE FUNCTION copy_table_frames(embassy_key text, session text,
+								  slot_name text, snapshot_name text,
+								  tables oid[]) RETURNS SETOF bytea
+AS 'MODULE_PATHNAME', 'data_embassy_copy_frames'
+LANGUAGE C STRICT VOLATILE;
+
+/*
  * An embassy's heartbeat: a logical decoding message with the embassy's
  * fresh nonce, which the output plugin seals into the embassy's stream with
  * the register's WAL position (see src/register/heartbeat.c).
@@ -248,6 +258,15 @@ CREATE TABLE replicated_relations (
 	register	text NOT NULL REFERENCES registers (name) ON DELETE CASCADE,
 	relid		oid NOT NULL,
 	remote_relid oid,			/* the register's OID of the table it replicates */
+	/*
+	 * resync_table(): 'r' ready, 'i' a new copy of the table is wanted (and
+	 * runs, under the attempt the apply worker claimed it with); sync_lsn:
+	 * the register LSN the last copy of the table was taken at (the apply
+	 * worker skips the table's changes of transactions committed before it).
+	 */
+	sync_state	"char" NOT NULL DEFAULT 'r' CHECK (sync_state IN ('r', 'i')),
+	sync_lsn	pg_lsn,
+	sync_attempt bigint,
 	PRIMARY KEY (relid)
 );
 
@@ -306,6 +325,22 @@ LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 CREATE FUNCTION resync_register(name text) RETURNS void
 AS 'MODULE_PATHNAME', 'data_embassy_resync_register'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+/*
+ * Copy one table of the register again, in a snapshot of its own, while the
+ * other tables keep streaming (table_sync.c).
+ */
+CREATE FUNCTION resync_table(register text, relation regclass) RETURNS void
+AS 'MODULE_PATHNAME', 'data_embassy_resync_table'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+/* Tables of a register being copied again, or asked to be. */
+CREATE VIEW table_resyncs AS
+	SELECT r.register, r.relid::pg_catalog.regclass AS relation,
+		   CASE r.sync_state WHEN 'i' THEN 'copying' ELSE 'ready' END AS state,
+		   r.sync_lsn
+	FROM replicated_relations r
+	WHERE r.sync_state OPERATOR(pg_catalog.=) 'i' OR r.sync_lsn IS NOT NULL;
 
 CREATE FUNCTION register_status(
 	OUT register text, OUT database name, OUT state text, OUT worker_pid integer,
@@ -397,11 +432,14 @@ GRANT EXECUTE ON FUNCTION generate_key(), public_key(),
 	alter_register(text, boolean), drop_register(text),
 	pause_register(text), resume_register(text),
 	retry_register(text), resync_register(text), skip(text, pg_lsn),
+	resync_table(text, regclass),
 	promote(text, interval, boolean)
 	TO data_embassy_admin;
 
 /* copy_frames checks itself: superusers, admins and replication roles. */
 GRANT EXECUTE ON FUNCTION copy_frames(text, text, text, text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION copy_table_frames(text, text, text, text, oid[])
+	TO PUBLIC;
 /* heartbeat checks itself likewise */
 GRANT EXECUTE ON FUNCTION heartbeat(bytea) TO PUBLIC;
 GRANT SELECT ON embassy_pins TO data_embassy_admin;
@@ -411,3 +449,4 @@ GRANT EXECUTE ON FUNCTION register_status(), frame_header(bytea),
 GRANT SELECT ON embassies, keyless_tables, lag, failover_status, promotions,
 	skipped_transactions
 	TO pg_monitor, data_embassy_admin;
+GRANT SELECT ON table_resyncs TO pg_monitor, data_embassy_admin;

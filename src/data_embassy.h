@@ -16,6 +16,12 @@
 #define DE_ADMIN_ROLE		"data_embassy_admin"
 #define DE_PLUGIN_NAME		"data_embassy"
 
+/*
+ * resync_table's temporary slot on the register: the embassy's slot name
+ * with this suffix (copy_table_frames accepts no other).
+ */
+#define DE_RESYNC_SLOT_SUFFIX	"_resync"
+
 /* GUCs (data_embassy.c) */
 extern int	de_batch_size_kb;	/* data_embassy.batch_size */
 extern int	de_compression_level;	/* data_embassy.compression_level */

@@ -105,6 +105,7 @@
 #include "embassy/lookup.h"
 #include "embassy/multi_insert.h"
 #include "embassy/relmap.h"
+#include "embassy/table_sync.h"
 
 /* Pending flush positions kept before the oldest are merged. */
 #define APPLY_MAX_FLUSH_POSITIONS	1024
@@ -275,6 +276,7 @@ static void apply_handle_message(DeApply *apply, DeRecord *rec);
 static void apply_handle_sequences(DeApply *apply, DeRecord *rec);
 static void apply_handle_copy_end(DeApply *apply, DeRecord *rec);
 static DeRelMapEntry *apply_get_entry(DeApply *apply, Oid remoteid);
+static bool apply_table_wanted(DeApply *apply, DeRelMapEntry *entry);
 static void apply_record_replicated(DeApply *apply, DeRelMapEntry *entry,
 									Relation rel);
 static bool apply_rel_has_rows(Relation rel);
@@ -342,9 +344,6 @@ de_apply_create(MemoryContext mcxt, const char *register_name,
 	HASHCTL		ctl;
 	XLogRecPtr	progress;
 
-	if (origin == InvalidRepOriginId)
-		elog(ERROR, "apply state needs a replication origin");
-
 	apply = MemoryContextAllocZero(mcxt, sizeof(DeApply));
 	apply->cxt = AllocSetContextCreate(mcxt, "data_embassy apply",
 									   ALLOCSET_DEFAULT_SIZES);
@@ -376,6 +375,13 @@ de_apply_create(MemoryContext mcxt, const char *register_name,
 	if (SessionReplicationRole != SESSION_REPLICATION_ROLE_REPLICA)
 		SetConfigOption("session_replication_role", "replica",
 						PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * Without an origin: a table's copy of its own (table_sync.c), which
+	 * commits its rows without moving the register's origin.
+	 */
+	if (origin == InvalidRepOriginId)
+		return apply;
 
 	/* Commits made in this session advance the register's origin. */
 	replorigin_session_origin = origin;
@@ -607,7 +613,8 @@ de_apply_commit(DeApply *apply, XLogRecPtr remote_lsn,
 	apply_close_rels(apply);
 	apply_act_as_worker(apply);
 
-	progress = replorigin_session_get_progress(false);
+	progress = apply->origin != InvalidRepOriginId ?
+		replorigin_session_get_progress(false) : InvalidXLogRecPtr;
 	if (!XLogRecPtrIsInvalid(progress) && remote_lsn <= progress)
 	{
 		if (apply->state == DE_APPLY_COPY_DONE)
@@ -1282,6 +1289,28 @@ apply_handle_relation(DeApply *apply, DeRecord *rec)
 			table_close(rel, NoLock);
 		}
 	}
+}
+
+/*
+ * apply_table_wanted
+ *		Is a change to the local table of entry applied?  While a table of
+ *		the register is copied again (resync_table, table_sync.c), its
+ *		changes that the copy holds are not, and those that follow the copy
+ *		wait for it.  A table opened in this transaction was wanted.
+ */
+static bool
+apply_table_wanted(DeApply *apply, DeRelMapEntry *entry)
+{
+	Oid			relid;
+
+	if (apply->state == DE_APPLY_COPYING || !de_table_sync_any() ||
+		entry->state != NULL)
+		return true;
+	relid = RangeVarGetRelid(makeRangeVar(entry->nspname, entry->relname, -1),
+							 NoLock, true);
+	if (!OidIsValid(relid))
+		return true;			/* apply_rel_open() says what is missing */
+	return de_table_sync_wanted(relid, apply->remote_final_lsn);
 }
 
 /*
@@ -1982,6 +2011,8 @@ apply_handle_insert(DeApply *apply, DeRecord *rec)
 		return;
 
 	entry = apply_get_entry(apply, rec->relid);
+	if (!apply_table_wanted(apply, entry))
+		return;
 	state = apply_rel_open(apply, entry);
 	apply_act_as_owner(apply, state->rel);
 
@@ -2419,6 +2450,8 @@ apply_handle_update(DeApply *apply, DeRecord *rec)
 		return;
 
 	entry = apply_get_entry(apply, rec->relid);
+	if (!apply_table_wanted(apply, entry))
+		return;
 	state = apply_rel_open(apply, entry);
 	apply_act_as_owner(apply, state->rel);
 	de_relmap_check_updatable(entry, state->rel);
@@ -2467,6 +2500,8 @@ apply_handle_delete(DeApply *apply, DeRecord *rec)
 		return;
 
 	entry = apply_get_entry(apply, rec->relid);
+	if (!apply_table_wanted(apply, entry))
+		return;
 	state = apply_rel_open(apply, entry);
 	apply_act_as_owner(apply, state->rel);
 	de_relmap_check_updatable(entry, state->rel);
@@ -2634,9 +2669,13 @@ apply_handle_truncate(DeApply *apply, DeRecord *rec)
 	for (i = 0; i < rec->nrelids; i++)
 	{
 		DeRelMapEntry *entry = apply_get_entry(apply, rec->relids[i]);
-		Oid			relid = de_relmap_lock_local(entry, AccessExclusiveLock);
+		Oid			relid;
 		Relation	rel;
 
+		/* a table being copied again: maybe its copy holds this already */
+		if (!apply_table_wanted(apply, entry))
+			continue;
+		relid = de_relmap_lock_local(entry, AccessExclusiveLock);
 		if (list_member_oid(relids, relid))
 			continue;
 
@@ -2676,6 +2715,11 @@ apply_handle_truncate(DeApply *apply, DeRecord *rec)
 		}
 	}
 	apply->err_rel = NULL;
+	if (rels == NIL)
+	{
+		PopActiveSnapshot();
+		return;
+	}
 
 	apply_act_as_truncate_owner(apply, rels);
 	ExecuteTruncateGuts(rels, relids, relids_logged,

@@ -753,3 +753,150 @@ de_catalog_advance_sequences(const char *register_name, int64 margin)
 	de_privileged_sql_end(&save);
 	return n;
 }
+
+/*
+ * Per-table resync (resync_table, table_sync.c): sync_state, sync_lsn and
+ * sync_attempt of replicated_relations.
+ */
+
+bool
+de_catalog_request_table_sync(Oid relid)
+{
+	DePrivilegedSql save;
+	Oid			types[1] = {OIDOID};
+	Datum		values[1];
+	uint64		n;
+
+	(void) catalog_begin(&save, false);
+	values[0] = ObjectIdGetDatum(relid);
+	n = de_privileged_sql_exec("UPDATE " RELATIONS
+							   " SET sync_state = 'i', sync_attempt = NULL"
+							   " WHERE relid OPERATOR(pg_catalog.=) $1"
+							   " AND sync_state OPERATOR(pg_catalog.<>) 'i'",
+							   SPI_OK_UPDATE, 1, types, values, NULL);
+	de_privileged_sql_end(&save);
+	return n == 1;
+}
+
+List *
+de_catalog_table_syncs(const char *register_name, bool reset_attempts)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	List	   *result = NIL;
+	uint64		n;
+
+	if (reset_attempts)
+		(void) catalog_exec_named("UPDATE " RELATIONS
+								  " SET sync_attempt = NULL"
+								  " WHERE register OPERATOR(pg_catalog.=) $1"
+								  " AND sync_state OPERATOR(pg_catalog.=) 'i'"
+								  " AND sync_attempt IS NOT NULL",
+								  SPI_OK_UPDATE, register_name);
+	{
+		DePrivilegedSql save;
+		Oid			types[1] = {TEXTOID};
+		Datum		values[1];
+
+		(void) catalog_begin(&save, false);
+		values[0] = CStringGetTextDatum(register_name);
+		n = de_privileged_sql_exec("SELECT relid, sync_state, sync_lsn FROM " RELATIONS
+								   " WHERE register OPERATOR(pg_catalog.=) $1"
+								   " AND (sync_state OPERATOR(pg_catalog.=) 'i'"
+								   " OR sync_lsn IS NOT NULL)"
+								   " ORDER BY relid",
+								   SPI_OK_SELECT, 1, types, values, NULL);
+		for (uint64 i = 0; i < n; i++)
+		{
+			DeTableSyncRow *row;
+			bool		isnull;
+			Datum		d;
+
+			row = MemoryContextAllocZero(cxt, sizeof(DeTableSyncRow));
+			row->relid = DatumGetObjectId(result_datum((int) i, 1, &isnull));
+			row->state = DatumGetChar(result_datum((int) i, 2, &isnull));
+			d = result_datum((int) i, 3, &isnull);
+			row->lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(d);
+			{
+				MemoryContext old = MemoryContextSwitchTo(cxt);
+
+				result = lappend(result, row);
+				MemoryContextSwitchTo(old);
+			}
+		}
+		de_privileged_sql_end(&save);
+	}
+	return result;
+}
+
+char
+de_catalog_table_sync_state(Oid relid, XLogRecPtr *lsn, int64 *attempt)
+{
+	DePrivilegedSql save;
+	Oid			types[1] = {OIDOID};
+	Datum		values[1];
+	char		state = '\0';
+
+	*lsn = InvalidXLogRecPtr;
+	*attempt = 0;
+	(void) catalog_begin(&save, false);
+	values[0] = ObjectIdGetDatum(relid);
+	if (de_privileged_sql_exec("SELECT sync_state, sync_lsn, sync_attempt FROM "
+							   RELATIONS " WHERE relid OPERATOR(pg_catalog.=) $1",
+							   SPI_OK_SELECT, 1, types, values, NULL) > 0)
+	{
+		bool		isnull;
+		Datum		d;
+
+		state = DatumGetChar(result_datum(0, 1, &isnull));
+		d = result_datum(0, 2, &isnull);
+		if (!isnull)
+			*lsn = DatumGetLSN(d);
+		d = result_datum(0, 3, &isnull);
+		if (!isnull)
+			*attempt = DatumGetInt64(d);
+	}
+	de_privileged_sql_end(&save);
+	return state;
+}
+
+bool
+de_catalog_claim_table_sync(Oid relid, int64 attempt)
+{
+	DePrivilegedSql save;
+	Oid			types[2] = {OIDOID, INT8OID};
+	Datum		values[2];
+	uint64		n;
+
+	(void) catalog_begin(&save, false);
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = Int64GetDatum(attempt);
+	n = de_privileged_sql_exec("UPDATE " RELATIONS " SET sync_attempt = $2"
+							   " WHERE relid OPERATOR(pg_catalog.=) $1"
+							   " AND sync_state OPERATOR(pg_catalog.=) 'i'",
+							   SPI_OK_UPDATE, 2, types, values, NULL);
+	de_privileged_sql_end(&save);
+	return n == 1;
+}
+
+bool
+de_catalog_finish_table_sync(Oid relid, int64 attempt, XLogRecPtr lsn)
+{
+	DePrivilegedSql save;
+	Oid			types[3] = {OIDOID, INT8OID, LSNOID};
+	Datum		values[3];
+	uint64		n;
+
+	(void) catalog_begin(&save, false);
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = Int64GetDatum(attempt);
+	values[2] = LSNGetDatum(lsn);
+	n = de_privileged_sql_exec("UPDATE " RELATIONS
+							   " SET sync_state = 'r', sync_lsn = $3,"
+							   " sync_attempt = NULL"
+							   " WHERE relid OPERATOR(pg_catalog.=) $1"
+							   " AND sync_state OPERATOR(pg_catalog.=) 'i'"
+							   " AND sync_attempt OPERATOR(pg_catalog.=) $2",
+							   SPI_OK_UPDATE, 3, types, values, NULL);
+	de_privileged_sql_end(&save);
+	return n == 1;
+}

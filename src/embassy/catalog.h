@@ -165,4 +165,40 @@ extern void de_catalog_report_sequence(const char *register_name, Oid relid,
 extern uint64 de_catalog_advance_sequences(const char *register_name,
 										   int64 margin);
 
+/*
+ * Per-table resync (table_sync.c).  A row of replicated_relations with a
+ * resync asked for (state 'i') or a past copy's LSN.
+ */
+typedef struct DeTableSyncRow
+{
+	Oid			relid;
+	char		state;			/* 'r' ready, 'i' a copy is wanted */
+	XLogRecPtr	lsn;			/* the last copy's LSN, or invalid */
+} DeTableSyncRow;
+
+/* resync_table(): state 'i'; false when a copy is wanted already. */
+extern bool de_catalog_request_table_sync(Oid relid);
+
+/*
+ * The register's rows in state 'i' or with a sync LSN (DeTableSyncRow).
+ * reset_attempts: first void every claimed attempt (a new apply worker), so
+ * that a copy claimed by an earlier one can no longer commit.
+ */
+extern List *de_catalog_table_syncs(const char *register_name,
+									bool reset_attempts);
+
+/* A relation's sync state ('\0' if not recorded), LSN and attempt. */
+extern char de_catalog_table_sync_state(Oid relid, XLogRecPtr *lsn,
+										int64 *attempt);
+
+/* Claim a wanted copy for attempt; false unless state is 'i'. */
+extern bool de_catalog_claim_table_sync(Oid relid, int64 attempt);
+
+/*
+ * The copy of attempt committed at register LSN lsn: state 'r'.  False
+ * (nothing changed) when the attempt is no longer the claimed one.
+ */
+extern bool de_catalog_finish_table_sync(Oid relid, int64 attempt,
+										 XLogRecPtr lsn);
+
 #endif							/* DE_CATALOG_H */

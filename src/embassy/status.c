@@ -195,6 +195,7 @@ de_slot_copy_begin(DeRegisterSlot *slot)
 	SpinLockAcquire(&slot->mutex);
 	slot->copy_started = true;
 	slot->copy_tables_done = 0;
+	slot->copy_tables_total = 0;
 	slot->copy_rows = 0;
 	slot->copy_bytes = 0;
 	SpinLockRelease(&slot->mutex);
@@ -484,13 +485,16 @@ data_embassy_register_status(PG_FUNCTION_ARGS)
 
 		/*
 		 * copy_tables_done, copy_tables_total, copy_rows, copy_bytes.  The
-		 * register does not announce how many tables its copy holds, so the
-		 * total is not known.
+		 * register does not announce how many tables its initial copy holds,
+		 * so that total is not known; a resync_table copy's is.
 		 */
 		if (s->copy_started)
 		{
 			values[col++] = Int64GetDatum((int64) s->copy_tables_done);
-			nulls[col++] = true;
+			if (s->copy_tables_total > 0)
+				values[col++] = Int64GetDatum((int64) s->copy_tables_total);
+			else
+				nulls[col++] = true;
 			values[col++] = Int64GetDatum((int64) s->copy_rows);
 			values[col++] = Int64GetDatum((int64) s->copy_bytes);
 		}

@@ -113,6 +113,8 @@ typedef struct DeRegisterSlot
 	/* the latest initial copy (or resync) since server start */
 	bool		copy_started;
 	uint64		copy_tables_done;	/* tables whose rows all arrived */
+	uint64		copy_tables_total;	/* tables to copy, 0 if not known (a
+									 * resync_table copy knows it) */
 	uint64		copy_rows;
 	uint64		copy_bytes;		/* frame bytes received (sealed) */
 } DeRegisterSlot;

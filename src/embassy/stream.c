@@ -105,6 +105,7 @@ struct DeStream
 	StreamXact *direct;			/* transaction applied as it arrives */
 	bool		no_direct;		/* spool every one (de_stream_set_direct) */
 	TransactionId spool_xid;	/* spool this one (de_stream_set_direct) */
+	bool		held;			/* spool every one (de_stream_hold_direct) */
 	StringInfoData chunk;		/* records not written yet (of "block") */
 };
 
@@ -194,6 +195,16 @@ de_stream_set_direct(DeStream *stream, bool allowed, TransactionId spool_xid)
 }
 
 /*
+ * de_stream_hold_direct
+ *		See stream.h.  Takes effect from the next transaction on.
+ */
+void
+de_stream_hold_direct(DeStream *stream, bool hold)
+{
+	stream->held = hold;
+}
+
+/*
  * de_stream_record
  *		See stream.h.
  */
@@ -223,7 +234,8 @@ de_stream_record(DeStream *stream, DeRecord *rec, const char *raw,
 				 * A new transaction is applied as it arrives when nothing
 				 * else has the worker's local transaction.
 				 */
-				if (!stream->no_direct && x->xid != stream->spool_xid &&
+				if (!stream->no_direct && !stream->held &&
+					x->xid != stream->spool_xid &&
 					!de_apply_in_transaction(stream->apply))
 				{
 					de_apply_stream_begin(stream->apply, x->xid,

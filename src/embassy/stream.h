@@ -53,4 +53,11 @@ extern void de_stream_reset(DeStream *stream);
 extern void de_stream_set_direct(DeStream *stream, bool allowed,
 								 TransactionId spool_xid);
 
+/*
+ * hold: spool every streamed transaction, whatever de_stream_set_direct()
+ * allows, while a table is copied again (table_sync.c needs each
+ * transaction's commit LSN before applying its changes to the table).
+ */
+extern void de_stream_hold_direct(DeStream *stream, bool hold);
+
 #endif							/* DE_STREAM_H */

@@ -70,6 +70,11 @@ struct DeWalConn
 };
 
 static void walconn_wait(DeWalConn *conn, int io_flags);
+static XLogRecPtr walconn_create_slot(DeWalConn *conn, const char *slot,
+									  bool temporary, char **snapshot_name);
+static void walconn_copy_start(DeWalConn *conn, const char *snapshot_name,
+							   const char *embassy_key, const uint8 *session,
+							   const char *slot, Oid remote_relid);
 static void walconn_flush(DeWalConn *conn, const char *what);
 static PGresult *walconn_get_result(DeWalConn *conn, const char *what);
 static PGresult *walconn_exec(DeWalConn *conn, const char *query,
@@ -1062,6 +1067,25 @@ XLogRecPtr
 de_walconn_create_slot(DeWalConn *conn, const char *slot,
 					   char **snapshot_name)
 {
+	return walconn_create_slot(conn, slot, false, snapshot_name);
+}
+
+/*
+ * de_walconn_create_temp_slot
+ *		The same, TEMPORARY: the register drops the slot when this
+ *		connection ends, however it ends.
+ */
+XLogRecPtr
+de_walconn_create_temp_slot(DeWalConn *conn, const char *slot,
+							char **snapshot_name)
+{
+	return walconn_create_slot(conn, slot, true, snapshot_name);
+}
+
+static XLogRecPtr
+walconn_create_slot(DeWalConn *conn, const char *slot, bool temporary,
+					char **snapshot_name)
+{
 	char	   *what = psprintf(_("could not create replication slot \"%s\""),
 								slot);
 	char	   *query;
@@ -1070,8 +1094,9 @@ de_walconn_create_slot(DeWalConn *conn, const char *slot,
 	char	   *lsnstr;
 	char	   *snapstr;
 
-	query = psprintf("CREATE_REPLICATION_SLOT %s LOGICAL %s (SNAPSHOT '%s')",
+	query = psprintf("CREATE_REPLICATION_SLOT %s %sLOGICAL %s (SNAPSHOT '%s')",
 					 walconn_quote_identifier(conn, slot),
+					 temporary ? "TEMPORARY " : "",
 					 DE_PLUGIN_NAME,
 					 snapshot_name ? "export" : "nothing");
 	res = walconn_exec(conn, query, what);
@@ -1436,10 +1461,34 @@ de_walconn_copy_start(DeWalConn *conn, const char *snapshot_name,
 					  const char *embassy_key, const uint8 *session,
 					  const char *slot)
 {
+	walconn_copy_start(conn, snapshot_name, embassy_key, session, slot,
+					   InvalidOid);
+}
+
+/*
+ * de_walconn_copy_table_start
+ *		The same for one table of the register (resync_table):
+ *		data_embassy.copy_table_frames(..., ARRAY[remote_relid]).
+ */
+void
+de_walconn_copy_table_start(DeWalConn *conn, const char *snapshot_name,
+							const char *embassy_key, const uint8 *session,
+							const char *slot, Oid remote_relid)
+{
+	walconn_copy_start(conn, snapshot_name, embassy_key, session, slot,
+					   remote_relid);
+}
+
+static void
+walconn_copy_start(DeWalConn *conn, const char *snapshot_name,
+				   const char *embassy_key, const uint8 *session,
+				   const char *slot, Oid remote_relid)
+{
 	const char *what = _("could not start the initial copy");
 	const char *query;
-	const char *params[4];
-	Oid			types[4];
+	const char *params[5];
+	Oid			types[5];
+	int			nparams = 4;
 	PGresult   *res;
 	char	   *set_snapshot;
 	char		session_hex[2 * DE_SESSION_LEN + 1];
@@ -1466,9 +1515,18 @@ de_walconn_copy_start(DeWalConn *conn, const char *snapshot_name,
 	params[2] = slot;
 	params[3] = snapshot_name;
 	types[0] = types[1] = types[2] = types[3] = TEXTOID;
+	if (OidIsValid(remote_relid))
+	{
+		query = "SELECT " DE_SCHEMA_NAME ".copy_table_frames($1, $2, $3, $4,"
+			" ARRAY[$5])";
+		params[4] = psprintf("%u", remote_relid);
+		types[4] = OIDOID;
+		nparams = 5;
+	}
 
 	/* binary result: the frames arrive as raw bytes */
-	if (!PQsendQueryParams(conn->conn, query, 4, types, params, NULL, NULL, 1))
+	if (!PQsendQueryParams(conn->conn, query, nparams, types, params, NULL,
+						   NULL, 1))
 		walconn_connection_error(conn, what);
 	if (!PQsetSingleRowMode(conn->conn))
 		walconn_connection_error(conn, what);

@@ -105,6 +105,11 @@ extern DeRemoteSlotStatus de_walconn_slot_status(DeWalConn *conn,
 extern XLogRecPtr de_walconn_create_slot(DeWalConn *conn, const char *slot,
 										 char **snapshot_name);
 
+/* The same, CREATE_REPLICATION_SLOT slot TEMPORARY LOGICAL (resync_table). */
+extern XLogRecPtr de_walconn_create_temp_slot(DeWalConn *conn,
+											  const char *slot,
+											  char **snapshot_name);
+
 /* DROP_REPLICATION_SLOT slot WAIT.  missing_ok: no error if absent. */
 extern void de_walconn_drop_slot(DeWalConn *conn, const char *slot,
 								 bool missing_ok);
@@ -182,5 +187,12 @@ extern void de_walconn_copy_start(DeWalConn *conn, const char *snapshot_name,
 								  const char *embassy_key,
 								  const uint8 *session, const char *slot);
 extern char *de_walconn_copy_next(DeWalConn *conn, int *len);
+
+/* The same for one register table: copy_table_frames(..., ARRAY[oid]). */
+extern void de_walconn_copy_table_start(DeWalConn *conn,
+										const char *snapshot_name,
+										const char *embassy_key,
+										const uint8 *session,
+										const char *slot, Oid remote_relid);
 
 #endif							/* DE_WALCONN_H */

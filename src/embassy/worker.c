@@ -76,6 +76,7 @@
 #include "embassy/initial_sync.h"
 #include "embassy/status.h"
 #include "embassy/stream.h"
+#include "embassy/table_sync.h"
 #include "embassy/walconn.h"
 #include "embassy/worker.h"
 #include "privilege.h"
@@ -229,6 +230,8 @@ static void worker_replay_ping(void);
 static void worker_setup_skip(void);
 static void worker_note_failure(void);
 static void worker_uncount_copy(void);
+static void worker_table_sync_poll(void);
+static void worker_table_sync_keepalive(void);
 static void worker_publish_copy(uint64 relations, uint64 rows, bool end,
 								uint64 wire);
 
@@ -534,6 +537,8 @@ worker_run(void)
 	streamed = de_stream_create(WorkerContext, apply, register_name,
 								worker_replay_ping);
 	worker_setup_skip();
+	de_table_sync_start(register_name, worker_table_sync_keepalive,
+						worker_check_stop);
 
 	for (;;)
 	{
@@ -998,6 +1003,7 @@ worker_stream(void)
 		/* everything that has arrived, a batch at a time */
 		while (worker_receive_batch(opener, batchcxt))
 			;
+		worker_table_sync_poll();
 
 		worker_persist_position(false);
 		worker_send_feedback(false, false);
@@ -1099,6 +1105,7 @@ worker_receive_batch(DeOpener *opener, MemoryContext batchcxt)
 	{
 		worker_handle_message(opener, &msgs[i]);
 		MemoryContextSwitchTo(WorkerContext);
+		worker_table_sync_poll();
 
 		CHECK_FOR_INTERRUPTS();
 		if (worker_control() != WORKER_RUN)
@@ -1788,6 +1795,35 @@ worker_setup_skip(void)
 
 	de_stream_set_direct(streamed, XLogRecPtrIsInvalid(reg.skip_lsn),
 						 spool_xid);
+}
+
+/*
+ * worker_table_sync_poll
+ *		Between transactions: tables copied again (table_sync.c).  While
+ *		one is, streamed transactions are spooled.
+ */
+static void
+worker_table_sync_poll(void)
+{
+	if (de_apply_in_transaction(apply) || IsTransactionState())
+		return;
+	de_stream_hold_direct(streamed,
+						  de_table_sync_poll(replorigin_session_get_progress(false)));
+}
+
+/*
+ * worker_table_sync_keepalive
+ *		A change waits for a table's copy: tell the register we are here.
+ *		The wait is ours, not the register's silence.
+ */
+static void
+worker_table_sync_keepalive(void)
+{
+	if (stream_conn == NULL)
+		return;
+	worker_send_feedback(true, false);
+	last_recv = GetCurrentTimestamp();
+	ping_sent = false;
 }
 
 /*

@@ -36,6 +36,14 @@
  * Frame LSNs: every frame carries the slot's consistent point (the point
  * the change stream continues from).
  *
+ * copy_table_frames(embassy_key, session, slot_name, snapshot_name, tables)
+ * is the same function restricted to the tables whose OIDs are listed (each
+ * must be replicated), for the embassy's resync_table: its slot is the
+ * embassy's temporary one (the embassy's slot name with
+ * DE_RESYNC_SLOT_SUFFIX), bound to its exported snapshot as above, and it
+ * sends no SEQUENCES record (the stream keeps reporting them).  The sealed
+ * RELATION records tell the embassy which tables it got.
+ *
  * IDENTIFICATION
  *		  src/register/copy_frames.c
  *
@@ -52,7 +60,9 @@
 #include "access/xlogrecovery.h"
 #include "catalog/pg_class.h"
 #include "executor/tuptable.h"
+#include "catalog/pg_type.h"
 #include "funcapi.h"
+#include "lib/qunique.h"
 #include "miscadmin.h"
 #include "replication/slot.h"
 #include "storage/fd.h"
@@ -61,6 +71,7 @@
 #include "storage/procarray.h"
 #include "storage/spin.h"
 #include "utils/backend_status.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -100,6 +111,8 @@ typedef struct CopyFramesState
 	StringInfoData body;
 	uint64		rows;
 	bool		sequences_written;	/* SEQUENCES is in the body */
+	Oid		   *only;			/* copy_table_frames: the tables asked for */
+	int			nonly;
 	bool		finished;		/* COPY_END has been sealed */
 	bool		cleaned;
 } CopyFramesState;
@@ -129,6 +142,10 @@ copy_list_tables(CopyFramesState *state)
 
 		if (!de_class_is_replicated(form->oid, form, de_nsp))
 			continue;
+		if (state->only != NULL &&
+			bsearch(&form->oid, state->only, state->nonly, sizeof(Oid),
+					oid_cmp) == NULL)
+			continue;
 		if (state->nrelids == cap)
 		{
 			cap *= 2;
@@ -140,6 +157,19 @@ copy_list_tables(CopyFramesState *state)
 	table_close(pg_class, AccessShareLock);
 
 	qsort(state->relids, state->nrelids, sizeof(Oid), oid_cmp);
+
+	/* copy_table_frames: every table asked for must be replicated */
+	if (state->only != NULL && state->nrelids != state->nonly)
+	{
+		for (int i = 0; i < state->nonly; i++)
+			if (bsearch(&state->only[i], state->relids, state->nrelids,
+						sizeof(Oid), oid_cmp) == NULL)
+				ereport(ERROR,
+						errcode(ERRCODE_UNDEFINED_TABLE),
+						errmsg("table with OID %u is not a replicated table of this database",
+							   state->only[i]),
+						errdetail("It does not exist in the copy's snapshot, or it is not replicated to embassies."));
+	}
 }
 
 /* A snapshot as the export file in pg_snapshots describes it. */
@@ -452,7 +482,7 @@ copy_same_xids(const TransactionId *a, int na, const TransactionId *b, int nb)
  */
 static XLogRecPtr
 copy_bind_to_slot(const uint8 *embassy_pub, const char *slot_name,
-				  const char *snapshot_name, Snapshot snap)
+				  const char *snapshot_name, Snapshot snap, bool resync)
 {
 	char	   *own_slot = de_slot_name_for_key(embassy_pub, MyDatabaseId);
 	ReplicationSlot *slot;
@@ -466,6 +496,9 @@ copy_bind_to_slot(const uint8 *embassy_pub, const char *slot_name,
 	PGPROC	   *proc;
 	char	   *activity;
 
+	/* copy_table_frames: the embassy's temporary slot of a table resync */
+	if (resync)
+		own_slot = psprintf("%s%s", own_slot, DE_RESYNC_SLOT_SUFFIX);
 	if (strcmp(slot_name, own_slot) != 0)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -573,6 +606,42 @@ copy_bind_to_slot(const uint8 *embassy_pub, const char *slot_name,
 	return consistent;
 }
 
+/*
+ * copy_only_tables
+ *		copy_table_frames(..., tables oid[]): copy only these tables.  The
+ *		RELATION records the embassy receives, sealed, say which were copied.
+ */
+static void
+copy_only_tables(CopyFramesState *state, ArrayType *arr)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			i;
+
+	if (ARR_NDIM(arr) > 1 || ARR_ELEMTYPE(arr) != OIDOID)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("tables must be a one-dimensional array of OIDs"));
+	deconstruct_array(arr, OIDOID, sizeof(Oid), true, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	if (n == 0)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("tables must name at least one table"));
+	state->only = palloc(sizeof(Oid) * n);
+	for (i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					errmsg("tables must not contain null"));
+		state->only[i] = DatumGetObjectId(elems[i]);
+	}
+	qsort(state->only, n, sizeof(Oid), oid_cmp);
+	state->nonly = qunique(state->only, n, sizeof(Oid), oid_cmp);
+}
+
 /* End the scan of the current table. */
 static void
 copy_close_table(CopyFramesState *state)
@@ -660,8 +729,11 @@ copy_next_frame(CopyFramesState *state)
 
 		if (state->rel == NULL && !copy_open_next_table(state))
 		{
-			/* the sequences as they are now, at or after the snapshot */
-			if (!state->sequences_written)
+			/*
+			 * the sequences as they are now, at or after the snapshot (not
+			 * for a resync of some tables: the stream reports them)
+			 */
+			if (!state->sequences_written && state->only == NULL)
 			{
 				DeSeqReporter *seqs;
 
@@ -756,7 +828,7 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 		/* in REPEATABLE READ, the transaction's snapshot for every query */
 		snap = GetTransactionSnapshot();
 		consistent = copy_bind_to_slot(embassy_key.dh, slot_name,
-									   snapshot_name, snap);
+									   snapshot_name, snap, PG_NARGS() > 4);
 
 		funcctx = SRF_FIRSTCALL_INIT();
 		old = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
@@ -772,6 +844,8 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 		state->batch_bytes = de_batch_size_kb * 1024;
 		state->snapshot = RegisterSnapshot(snap);
 		state->lsn = consistent;
+		if (PG_NARGS() > 4)
+			copy_only_tables(state, PG_GETARG_ARRAYTYPE_P(4));
 
 		de_identity_require(priv, pub);
 		state->sealer = de_sealer_create(state->mcxt, priv, pub,

@@ -1,0 +1,1043 @@
+/*-------------------------------------------------------------------------
+ *
+ * table_sync.c
+ *		  resync_table(register, relation): copy one table of a register
+ *		  again, sealed, in a snapshot of its own, while the register's
+ *		  apply worker goes on applying the other tables.
+ *
+ * This is the embassy's counterpart of PostgreSQL's tablesync.c, made
+ * simpler by one rule: the apply worker never applies a change to the table
+ * that the copy might not hold yet.
+ *
+ * The state of a table lives in data_embassy.replicated_relations:
+ * sync_state 'i' (a new copy is wanted) or 'r' (ready), sync_lsn (the
+ * register LSN of the last copy's snapshot) and sync_attempt (the attempt
+ * the apply worker claimed the copy with).
+ *
+ *	1. resync_table() sets sync_state = 'i'.
+ *	2. The apply worker reads it between transactions (de_table_sync_poll(),
+ *	   once a second), claims the copy with a fresh attempt number (a
+ *	   committed UPDATE) and starts a dynamic background worker for it, the
+ *	   copy worker.  From then on the apply worker no longer applies the
+ *	   table's changes directly: streamed transactions are spooled (so the
+ *	   commit LSN of each is known when it is applied), and a change to the
+ *	   table waits (de_table_sync_wanted()) until the copy has committed.
+ *	   One copy runs at a time per register; others wait their turn.
+ *	3. The copy worker connects to the register in replication mode,
+ *	   creates a TEMPORARY slot (the embassy's slot name with
+ *	   DE_RESYNC_SLOT_SUFFIX) exporting a snapshot whose consistent point is
+ *	   S, and on a second connection reads copy_table_frames(..., [table])
+ *	   in that snapshot: sealed frames of an initial-copy stream for a fresh
+ *	   session nonce, bound by the register to the slot's snapshot, whose
+ *	   HELLO seals the slot's name and S and whose RELATION record names
+ *	   the one table copied.  In one local transaction it deletes the
+ *	   table's rows, applies the copy's rows, and sets sync_state = 'r' and
+ *	   sync_lsn = S, but only while sync_attempt is still its own.
+ *	4. The apply worker then skips the table's changes of the transactions
+ *	   that committed before S (the copy holds them) and applies those of
+ *	   the transactions after; it forgets S once its origin has passed it.
+ *
+ * Crashes.  Everything of the copy commits at once, or not at all: a copy
+ * that fails leaves the table as it was (the apply worker has applied
+ * nothing of it since the copy was claimed) and is started again, from a
+ * new slot whose new S is later than anything the apply worker skipped.
+ * The temporary slot goes with the copy worker's connection, however the
+ * worker ends.  A new run of the apply worker voids the attempt of the
+ * earlier run before it reads anything (a copy worker of the earlier run
+ * can then no longer commit) and starts the copy again.
+ *
+ * Progress shows in the lag view's copy columns (copy_tables_total 1,
+ * copy_tables_done, copy_rows, copy_bytes) and in the view table_resyncs.
+ *
+ * IDENTIFICATION
+ *		  src/embassy/table_sync.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "data_embassy.h"
+#include "embassy/apply.h"
+#include "embassy/catalog.h"
+#include "embassy/guard.h"
+#include "embassy/status.h"
+#include "embassy/table_sync.h"
+#include "embassy/walconn.h"
+#include "privilege.h"
+#include "seal/codec.h"
+#include "seal/crypto.h"
+#include "seal/frame.h"
+#include "seal/keys.h"
+
+PG_FUNCTION_INFO_V1(data_embassy_resync_table);
+
+/* application_name of the copy worker's connections on the register */
+#define TABLE_SYNC_APPNAME		"data_embassy resync"
+
+/* how often the apply worker reads the catalog between transactions */
+#define TABLE_SYNC_READ_MS		1000
+
+/* how often a change that waits for a copy looks again */
+#define TABLE_SYNC_WAIT_MS		200
+
+/* what the apply worker hands its copy worker (bgw_extra) */
+typedef struct TableSyncArgs
+{
+	Oid			dboid;
+	Oid			relid;
+	int64		attempt;
+	pid_t		launcher_pid;	/* the apply worker that claimed the copy */
+	char		register_name[NAMEDATALEN];
+} TableSyncArgs;
+
+StaticAssertDecl(sizeof(TableSyncArgs) <= BGW_EXTRALEN,
+				 "TableSyncArgs does not fit in bgw_extra");
+
+/* Where a table is, as the apply worker sees it. */
+typedef enum TableSyncPhase
+{
+	TS_PENDING,					/* a copy is wanted, not claimed yet */
+	TS_COPYING,					/* claimed: its changes wait for the copy */
+	TS_DONE						/* copied at lsn; the stream is before it */
+} TableSyncPhase;
+
+typedef struct TableSyncEntry
+{
+	Oid			relid;
+	TableSyncPhase phase;
+	XLogRecPtr	lsn;			/* skip the table's changes of transactions
+								 * that committed before it (invalid: none) */
+	int64		attempt;		/* TS_COPYING: the claim */
+	bool		wait_logged;
+} TableSyncEntry;
+
+/* the apply worker's side */
+static MemoryContext ts_cxt = NULL;
+static char ts_register[NAMEDATALEN];
+static List *ts_entries = NIL;	/* of TableSyncEntry, in ts_cxt */
+static BackgroundWorkerHandle *ts_handle = NULL;	/* the copy worker */
+static TableSyncEntry *ts_running = NULL;	/* its table */
+static TimestampTz ts_next_read = 0;
+static TimestampTz ts_next_launch = 0;
+static void (*ts_keepalive) (void) = NULL;
+static void (*ts_check_stop) (void) = NULL;
+
+static void ts_read_catalog(bool reset_attempts, XLogRecPtr applied);
+static TableSyncEntry *ts_find(Oid relid);
+static void ts_forget(TableSyncEntry *e);
+static bool ts_copy_worker_stopped(void);
+static void ts_launch(TableSyncEntry *e);
+static void ts_retry_later(void);
+
+/*-------------------------------------------------------------------------
+ * resync_table()
+ *-------------------------------------------------------------------------
+ */
+
+/*
+ * data_embassy_resync_table
+ *		resync_table(register text, relation regclass): ask for a new copy of
+ *		one table that the register replicates into.  The register's apply
+ *		worker starts it within a second; the view table_resyncs and the lag
+ *		view's copy columns show it.
+ */
+Datum
+data_embassy_resync_table(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	Oid			relid;
+	DeRegister *reg;
+	char	   *owner;
+	Oid			remote_relid;
+	char	   *relname;
+
+	de_require_preloaded();
+	de_check_admin_call("data_embassy.resync_table()");
+
+	name = de_name_arg(fcinfo, 0, DE_NAME_REGISTER);
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				errmsg("relation must not be null"),
+				errhint("Pass the local table to copy again, for example 'public.accounts'."));
+	relid = PG_GETARG_OID(1);
+	relname = get_rel_name(relid);
+	if (relname == NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_UNDEFINED_TABLE),
+				errmsg("relation with OID %u does not exist", relid));
+	relname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+										 relname);
+
+	/* waits for drop_register, pause and promote (and they for us) */
+	reg = de_catalog_get_register(name, DE_LOCK_NO_KEY_UPDATE, false);
+	if (reg->phase == DE_PHASE_PROMOTED)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("register \"%s\" has been promoted", name),
+				errdetail("A promoted register is not replicated any more; there is nothing to copy again."));
+	if (reg->phase == DE_PHASE_INIT)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("register \"%s\" has not finished its initial copy",
+					   name),
+				errhint("Its tables are copied once the initial copy commits; to start the whole copy over, use data_embassy.resync_register('%s').",
+						name));
+	if (reg->paused)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("register \"%s\" is paused", name),
+				errhint("Resume it with data_embassy.resume_register('%s'); its apply worker runs the copy.",
+						name));
+
+	owner = de_catalog_relation_register(relid, &remote_relid);
+	if (owner == NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("table %s is not replicated from register \"%s\"",
+					   relname, name),
+				errdetail("No register replicates into it (yet): a table is recorded with its first change or copy."));
+	if (strcmp(owner, name) != 0)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("table %s is not replicated from register \"%s\"",
+					   relname, name),
+				errdetail("It is the replica of a table of register \"%s\".",
+						  owner));
+	if (!OidIsValid(remote_relid))
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("table %s does not know which table of register \"%s\" it replicates",
+					   relname, name),
+				errhint("Copy the whole register again with data_embassy.resync_register('%s').",
+						name));
+
+	if (!de_catalog_request_table_sync(relid))
+	{
+		ereport(NOTICE,
+				errmsg("a new copy of table %s is already under way", relname));
+		PG_RETURN_VOID();
+	}
+
+	ereport(LOG,
+			errmsg("register \"%s\": a new copy of table %s was requested by user \"%s\"",
+				   name, relname, GetUserNameFromId(GetUserId(), false)));
+	PG_RETURN_VOID();
+}
+
+/*-------------------------------------------------------------------------
+ * The apply worker's side
+ *-------------------------------------------------------------------------
+ */
+
+void
+de_table_sync_start(const char *register_name, void (*keepalive) (void),
+					void (*check_stop) (void))
+{
+	if (ts_cxt == NULL)
+		ts_cxt = AllocSetContextCreate(TopMemoryContext,
+									   "data_embassy table sync",
+									   ALLOCSET_SMALL_SIZES);
+	strlcpy(ts_register, register_name, NAMEDATALEN);
+	ts_keepalive = keepalive;
+	ts_check_stop = check_stop;
+	ts_entries = NIL;
+	ts_handle = NULL;
+	ts_running = NULL;
+	MemoryContextReset(ts_cxt);
+
+	/* copies claimed by an earlier run can no longer commit */
+	ts_read_catalog(true, InvalidXLogRecPtr);
+	ts_next_read = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+											   TABLE_SYNC_READ_MS);
+}
+
+bool
+de_table_sync_any(void)
+{
+	return ts_entries != NIL;
+}
+
+static TableSyncEntry *
+ts_find(Oid relid)
+{
+	ListCell   *lc;
+
+	foreach(lc, ts_entries)
+	{
+		TableSyncEntry *e = (TableSyncEntry *) lfirst(lc);
+
+		if (e->relid == relid)
+			return e;
+	}
+	return NULL;
+}
+
+static void
+ts_forget(TableSyncEntry *e)
+{
+	if (ts_running == e)
+		ts_running = NULL;
+	ts_entries = list_delete_ptr(ts_entries, e);
+	pfree(e);
+}
+
+/*
+ * ts_read_catalog
+ *		Read the register's tables to copy, or copied at an LSN the stream
+ *		has not passed (applied), in a transaction of its own unless one is
+ *		open (a change that waits for a copy).
+ */
+static void
+ts_read_catalog(bool reset_attempts, XLogRecPtr applied)
+{
+	bool		own_xact = !IsTransactionState();
+	MemoryContext oldcxt = CurrentMemoryContext;
+	List	   *rows;
+	List	   *seen = NIL;
+	ListCell   *lc;
+
+	if (own_xact)
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+	}
+	PushActiveSnapshot(GetTransactionSnapshot());
+	MemoryContextSwitchTo(ts_cxt);
+	rows = de_catalog_table_syncs(ts_register, reset_attempts);
+	PopActiveSnapshot();
+	if (own_xact)
+		CommitTransactionCommand();
+	MemoryContextSwitchTo(ts_cxt);
+
+	foreach(lc, rows)
+	{
+		DeTableSyncRow *row = (DeTableSyncRow *) lfirst(lc);
+		TableSyncEntry *e = ts_find(row->relid);
+
+		if (row->state != 'i' &&
+			(XLogRecPtrIsInvalid(row->lsn) ||
+			 (!XLogRecPtrIsInvalid(applied) && row->lsn <= applied)))
+			continue;			/* passed: nothing to skip any more */
+		seen = lappend_oid(seen, row->relid);
+		if (e == NULL)
+		{
+			e = palloc0(sizeof(TableSyncEntry));
+			e->relid = row->relid;
+			e->phase = TS_DONE;
+			ts_entries = lappend(ts_entries, e);
+		}
+		if (row->state == 'i')
+		{
+			/* keep a claimed copy; a new request after a copy waits */
+			if (e->phase == TS_DONE)
+				e->phase = TS_PENDING;
+		}
+		else
+		{
+			e->phase = TS_DONE;
+			if (ts_running == e && ts_handle == NULL)
+				ts_running = NULL;
+		}
+		if (!XLogRecPtrIsInvalid(row->lsn))
+			e->lsn = row->lsn;
+	}
+
+	/* rows gone (resync_register, a relation no longer replicated) */
+	foreach(lc, ts_entries)
+	{
+		TableSyncEntry *e = (TableSyncEntry *) lfirst(lc);
+
+		if (!list_member_oid(seen, e->relid))
+		{
+			if (ts_running == e)
+				ts_running = NULL;
+			ts_entries = foreach_delete_current(ts_entries, lc);
+			pfree(e);
+		}
+	}
+	list_free_deep(rows);
+	list_free(seen);
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * ts_copy_worker_stopped
+ *		Has the copy worker ended (or was none started)?
+ */
+static bool
+ts_copy_worker_stopped(void)
+{
+	pid_t		pid;
+
+	if (ts_handle == NULL)
+		return true;
+	if (GetBackgroundWorkerPid(ts_handle, &pid) != BGWH_STOPPED)
+		return false;
+	pfree(ts_handle);
+	ts_handle = NULL;
+	return true;
+}
+
+static void
+ts_retry_later(void)
+{
+	ts_next_launch = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												 Max(de_retry_interval_ms, 1000));
+}
+
+/*
+ * ts_launch
+ *		Start the copy worker of a claimed table.
+ */
+static void
+ts_launch(TableSyncEntry *e)
+{
+	BackgroundWorker bgw;
+	TableSyncArgs args;
+	MemoryContext oldcxt;
+	BackgroundWorkerHandle *handle;
+
+	memset(&bgw, 0, sizeof(bgw));
+	memset(&args, 0, sizeof(args));
+	args.dboid = MyDatabaseId;
+	args.relid = e->relid;
+	args.attempt = e->attempt;
+	args.launcher_pid = MyProcPid;
+	strlcpy(args.register_name, ts_register, NAMEDATALEN);
+
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS |
+		BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	bgw.bgw_notify_pid = MyProcPid;
+	strlcpy(bgw.bgw_library_name, DE_EXTENSION_NAME, BGW_MAXLEN);
+	strlcpy(bgw.bgw_function_name, "de_table_sync_worker_main", BGW_MAXLEN);
+	snprintf(bgw.bgw_name, BGW_MAXLEN,
+			 "data_embassy resync of table %u for register %s",
+			 e->relid, ts_register);
+	strlcpy(bgw.bgw_type, "data_embassy resync", BGW_MAXLEN);
+	bgw.bgw_main_arg = ObjectIdGetDatum(MyDatabaseId);
+	memcpy(bgw.bgw_extra, &args, sizeof(args));
+
+	oldcxt = MemoryContextSwitchTo(ts_cxt);
+	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
+	{
+		MemoryContextSwitchTo(oldcxt);
+		ereport(WARNING,
+				errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				errmsg("register \"%s\": no background worker slot free for the new copy of a table",
+					   ts_register),
+				errhint("You might need to increase \"max_worker_processes\".  The copy is tried again."));
+		ts_retry_later();
+		return;
+	}
+	MemoryContextSwitchTo(oldcxt);
+	ts_handle = handle;
+	ts_running = e;
+	ts_retry_later();
+}
+
+bool
+de_table_sync_poll(XLogRecPtr applied)
+{
+	TimestampTz now;
+	ListCell   *lc;
+
+	if (ts_cxt == NULL || IsTransactionState())
+		return ts_entries != NIL;
+
+	now = GetCurrentTimestamp();
+	if (ts_handle != NULL && ts_copy_worker_stopped())
+	{
+		/* the copy ended: committed, or to be started again */
+		ts_next_read = 0;
+	}
+	if (now >= ts_next_read)
+	{
+		ts_read_catalog(false, applied);
+		ts_next_read = TimestampTzPlusMilliseconds(now, TABLE_SYNC_READ_MS);
+	}
+
+	/* copies the stream has passed hold nothing back any more */
+	foreach(lc, ts_entries)
+	{
+		TableSyncEntry *e = (TableSyncEntry *) lfirst(lc);
+
+		if (e->phase == TS_DONE && !XLogRecPtrIsInvalid(applied) &&
+			e->lsn <= applied)
+		{
+			if (ts_running == e)
+				ts_running = NULL;
+			ts_entries = foreach_delete_current(ts_entries, lc);
+			pfree(e);
+		}
+	}
+
+	/* one copy at a time: start the next one, or this one again */
+	if (ts_handle == NULL && now >= ts_next_launch)
+	{
+		TableSyncEntry *next = NULL;
+
+		foreach(lc, ts_entries)
+		{
+			TableSyncEntry *e = (TableSyncEntry *) lfirst(lc);
+
+			if (e->phase == TS_COPYING)
+			{
+				next = e;
+				break;
+			}
+			if (e->phase == TS_PENDING && next == NULL)
+				next = e;
+		}
+		if (next != NULL && next->phase == TS_PENDING)
+		{
+			bool		claimed;
+			int64		attempt;
+
+			if (!pg_strong_random(&attempt, sizeof(attempt)))
+				ereport(ERROR,
+						errcode(ERRCODE_INTERNAL_ERROR),
+						errmsg("could not generate a random attempt number"));
+			SetCurrentStatementStartTimestamp();
+			StartTransactionCommand();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			claimed = de_catalog_claim_table_sync(next->relid, attempt);
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+			MemoryContextSwitchTo(ts_cxt);
+			if (claimed)
+			{
+				next->phase = TS_COPYING;
+				next->attempt = attempt;
+				next->wait_logged = false;
+			}
+			else
+				next = NULL;	/* gone meanwhile: the next read says */
+		}
+		if (next != NULL)
+			ts_launch(next);
+	}
+	return ts_entries != NIL;
+}
+
+bool
+de_table_sync_wanted(Oid relid, XLogRecPtr commit_lsn)
+{
+	TableSyncEntry *e = ts_find(relid);
+	TimestampTz last_keepalive = 0;
+
+	if (e == NULL)
+		return true;
+	if (e->phase != TS_COPYING)
+		return XLogRecPtrIsInvalid(e->lsn) || commit_lsn >= e->lsn;
+
+	if (XLogRecPtrIsInvalid(commit_lsn))
+		elog(ERROR, "change to a table being copied again in a transaction whose commit LSN is not known");
+
+	if (!e->wait_logged)
+	{
+		ereport(LOG,
+				errmsg("register \"%s\": changes to table \"%s\" wait for its new copy to commit",
+					   ts_register, get_rel_name(relid)));
+		e->wait_logged = true;
+	}
+
+	/* the copy commits its rows and state 'r' together: wait for that */
+	for (;;)
+	{
+		XLogRecPtr	lsn;
+		int64		attempt;
+		char		state;
+		TimestampTz now;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ts_check_stop != NULL)
+			ts_check_stop();
+
+		PushActiveSnapshot(GetLatestSnapshot());
+		state = de_catalog_table_sync_state(relid, &lsn, &attempt);
+		PopActiveSnapshot();
+
+		if (state == '\0')
+		{
+			/* no longer replicated (the register is copied anew, say) */
+			ts_forget(e);
+			return true;
+		}
+		if (state == 'r')
+		{
+			e->phase = TS_DONE;
+			e->lsn = lsn;
+			if (ts_running == e)
+				ts_running = NULL;
+			return XLogRecPtrIsInvalid(lsn) || commit_lsn >= lsn;
+		}
+
+		/* a copy that failed starts again, under the same claim */
+		now = GetCurrentTimestamp();
+		if (ts_copy_worker_stopped() && now >= ts_next_launch)
+			ts_launch(e);
+
+		/* the register must hear from us, and the stream waits */
+		if (ts_keepalive != NULL &&
+			TimestampDifferenceExceeds(last_keepalive, now, 1000))
+		{
+			ts_keepalive();
+			last_keepalive = now;
+		}
+
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 TABLE_SYNC_WAIT_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/*-------------------------------------------------------------------------
+ * The copy worker
+ *-------------------------------------------------------------------------
+ */
+
+/* the copy worker's state, for its error handling and progress */
+static TableSyncArgs ts_args;
+static DeWalConn *ts_repl_conn = NULL;
+static DeWalConn *ts_copy_conn = NULL;
+static DeRegisterSlot *ts_slot = NULL;
+static char *ts_relname = NULL;
+
+static void ts_worker_run(void);
+static void ts_worker_close(void);
+static void ts_check_launcher(void);
+static void ts_empty_table(Oid relid, const char *qualified);
+
+static void
+ts_worker_close(void)
+{
+	if (ts_copy_conn != NULL)
+	{
+		de_walconn_close(ts_copy_conn);
+		ts_copy_conn = NULL;
+	}
+	/* the temporary slot goes with this connection */
+	if (ts_repl_conn != NULL)
+	{
+		de_walconn_close(ts_repl_conn);
+		ts_repl_conn = NULL;
+	}
+}
+
+void
+de_table_sync_worker_main(Datum main_arg)
+{
+	memcpy(&ts_args, MyBgworkerEntry->bgw_extra, sizeof(ts_args));
+
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(ts_args.dboid, InvalidOid, 0);
+
+	/* as the apply worker: a replica's triggers, the guard lets us write */
+	SetConfigOption("session_replication_role", "replica",
+					PGC_SUSET, PGC_S_OVERRIDE);
+	de_background_session_settings();
+	de_guard_exempt = true;
+
+	PG_TRY();
+	{
+		ts_worker_run();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		HOLD_INTERRUPTS();
+		MemoryContextSwitchTo(TopMemoryContext);
+		edata = CopyErrorData();
+		EmitErrorReport();
+		AbortOutOfAnyTransaction();
+		LWLockReleaseAll();
+		FlushErrorState();
+
+		/* the lag view says why the table's changes wait */
+		if (ts_slot != NULL)
+		{
+			char	   *msg = psprintf("new copy of table \"%s\": %s",
+									   ts_relname ? ts_relname : "?",
+									   edata->message);
+
+			SpinLockAcquire(&ts_slot->mutex);
+			strlcpy(ts_slot->last_error, msg, DE_ERROR_LEN);
+			SpinLockRelease(&ts_slot->mutex);
+		}
+		ereport(LOG,
+				errmsg("register \"%s\": the new copy of table \"%s\" failed; it will be tried again",
+					   ts_args.register_name,
+					   ts_relname ? ts_relname : "?"));
+		ts_worker_close();
+		proc_exit(1);
+	}
+	PG_END_TRY();
+
+	ts_worker_close();
+	proc_exit(0);
+}
+
+/*
+ * ts_check_launcher
+ *		The apply worker that claimed the copy must still run (its changes
+ *		to the table wait for us); a copy of a run gone is not wanted (and
+ *		could not commit).
+ */
+static void
+ts_check_launcher(void)
+{
+	bool		ok;
+
+	LWLockAcquire(DeShared->lock, LW_SHARED);
+	ok = ts_slot->in_use && ts_slot->dboid == ts_args.dboid &&
+		strcmp(ts_slot->name, ts_args.register_name) == 0 &&
+		ts_slot->worker_pid == ts_args.launcher_pid &&
+		!ts_slot->drop_requested && !ts_slot->promoted;
+	LWLockRelease(DeShared->lock);
+	if (!ok)
+		ereport(ERROR,
+				errcode(ERRCODE_ADMIN_SHUTDOWN),
+				errmsg("the apply worker of register \"%s\" that started this copy has stopped",
+					   ts_args.register_name));
+}
+
+/*
+ * ts_empty_table
+ *		Delete the table's rows in the copy's transaction, as the table's
+ *		owner (readers keep seeing them until the copy commits).
+ */
+static void
+ts_empty_table(Oid relid, const char *qualified)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	char	   *sql;
+	int			ret;
+
+	sql = psprintf("DELETE FROM %s%s",
+				   get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE ?
+				   "" : "ONLY ", qualified);
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(de_relation_owner(relid),
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	ret = SPI_execute(sql, false, 0);
+	if (ret != SPI_OK_DELETE)
+		elog(ERROR, "could not empty table %s: %s", qualified,
+			 SPI_result_code_string(ret));
+	SPI_finish();
+	PopActiveSnapshot();
+	CommandCounterIncrement();
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+}
+
+/*
+ * ts_worker_run
+ *		The copy: see the file header, step 3.
+ */
+static void
+ts_worker_run(void)
+{
+	MemoryContext cxt;
+	MemoryContext framecxt;
+	DeRegister *reg;
+	char	   *owner;
+	Oid			remote_relid = InvalidOid;
+	char		state;
+	XLogRecPtr	lsn;
+	int64		attempt;
+	char	   *nspname;
+	char	   *qualified;
+	uint8		own_priv[DE_KEY_LEN];
+	uint8		own_pub[DE_KEY_LEN];
+	DePublicKey own_key;
+	DePublicKey register_pub;
+	char	   *own_key_text;
+	char	   *slot_name;
+	char	   *snapshot;
+	XLogRecPtr	consistent;
+	XLogRecPtr	sealed = InvalidXLogRecPtr;
+	uint8		session[DE_SESSION_LEN];
+	uint64		sysid;
+	TimeLineID	tli;
+	XLogRecPtr	xlogpos;
+	DeOpener   *opener;
+	DeApply    *apply;
+	char	   *frame;
+	int			len;
+	bool		relation_seen = false;
+	uint64		rows = 0;
+	uint64		bytes = 0;
+
+	cxt = AllocSetContextCreate(TopMemoryContext, "data_embassy resync",
+								ALLOCSET_DEFAULT_SIZES);
+	framecxt = AllocSetContextCreate(cxt, "data_embassy resync frame",
+									 ALLOCSET_DEFAULT_SIZES);
+
+	/* is the copy still wanted, under our claim? */
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	MemoryContextSwitchTo(cxt);
+	reg = de_catalog_get_register(ts_args.register_name, DE_LOCK_NONE, true);
+	state = de_catalog_table_sync_state(ts_args.relid, &lsn, &attempt);
+	owner = de_catalog_relation_register(ts_args.relid, &remote_relid);
+	ts_relname = get_rel_name(ts_args.relid);
+	nspname = get_namespace_name(get_rel_namespace(ts_args.relid));
+	if (reg == NULL || state != 'i' || attempt != ts_args.attempt ||
+		owner == NULL || strcmp(owner, ts_args.register_name) != 0 ||
+		ts_relname == NULL || nspname == NULL)
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		ereport(LOG,
+				errmsg("register \"%s\": the new copy of table %u is no longer wanted",
+					   ts_args.register_name, ts_args.relid));
+		return;
+	}
+	qualified = quote_qualified_identifier(nspname, ts_relname);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+
+	LWLockAcquire(DeShared->lock, LW_SHARED);
+	ts_slot = de_slot_find(ts_args.dboid, ts_args.register_name);
+	LWLockRelease(DeShared->lock);
+	if (ts_slot == NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("register \"%s\" has no apply worker slot",
+					   ts_args.register_name));
+	ts_check_launcher();
+
+	if (!reg->pinned || reg->slot_name == NULL ||
+		reg->phase != DE_PHASE_STREAMING)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("register \"%s\" is not streaming", reg->name));
+	if (!OidIsValid(remote_relid))
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("table %s does not know which table of register \"%s\" it replicates",
+					   qualified, reg->name));
+
+	de_identity_require(own_priv, own_pub);
+	de_identity_public(&own_key);
+	own_key_text = pstrdup(de_key_to_text(&own_key));
+	de_key_from_text(reg->register_key, "register_key", &register_pub);
+
+	ereport(LOG,
+			errmsg("register \"%s\": new copy of table %s started",
+				   reg->name, qualified));
+	SpinLockAcquire(&ts_slot->mutex);
+	ts_slot->copy_started = true;
+	ts_slot->copy_tables_total = 1;
+	ts_slot->copy_tables_done = 0;
+	ts_slot->copy_rows = 0;
+	ts_slot->copy_bytes = 0;
+	SpinLockRelease(&ts_slot->mutex);
+
+	/* the register, as pinned */
+	if (reg->require_tls)
+		(void) de_conninfo_require_tls(reg->conninfo, reg->name, ERROR,
+									   ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION);
+	ts_repl_conn = de_walconn_connect(reg->conninfo, true, TABLE_SYNC_APPNAME);
+	de_walconn_identify(ts_repl_conn, &sysid, &tli, &xlogpos);
+	if (sysid != reg->sysid ||
+		de_walconn_database_oid(ts_repl_conn) != reg->dboid)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("register \"%s\" is not the database it was first connected to",
+					   reg->name));
+
+	/* a snapshot of its own: a temporary slot's, at consistent point S */
+	slot_name = psprintf("%s%s", reg->slot_name, DE_RESYNC_SLOT_SUFFIX);
+	consistent = de_walconn_create_temp_slot(ts_repl_conn, slot_name,
+											 &snapshot);
+
+	if (!pg_strong_random(session, sizeof(session)))
+		ereport(ERROR,
+				errcode(ERRCODE_INTERNAL_ERROR),
+				errmsg("could not generate a random session nonce"));
+	ts_copy_conn = de_walconn_connect(reg->conninfo, false,
+									  TABLE_SYNC_APPNAME);
+	de_walconn_copy_table_start(ts_copy_conn, snapshot, own_key_text,
+								session, slot_name, remote_relid);
+	opener = de_opener_create(cxt, own_priv, register_pub.dh,
+							  register_pub.sign, session,
+							  DE_FRAME_KIND_COPY, true,
+							  reg->sysid, reg->dboid);
+	de_secure_zero(own_priv, sizeof(own_priv));
+
+	/* one local transaction: the old rows go, the copy's come */
+	apply = de_apply_create(cxt, reg->name, InvalidRepOriginId);
+	de_apply_copy_begin(apply);
+	ts_empty_table(ts_args.relid, qualified);
+
+	while ((frame = de_walconn_copy_next(ts_copy_conn, &len)) != NULL)
+	{
+		DeFrameHeader hdr;
+		StringInfoData plain;
+		DeReader	reader;
+		DeRecord	rec;
+		uint64		frame_rows = 0;
+		bool		end = false;
+
+		CHECK_FOR_INTERRUPTS();
+		ts_check_launcher();
+
+		MemoryContextSwitchTo(framecxt);
+		initStringInfo(&plain);
+		de_opener_open(opener, frame, len, &hdr, &plain);
+
+		if (!(hdr.flags & DE_FRAME_POSITION) && plain.len > 0)
+		{
+			de_reader_init(&reader, plain.data, plain.len);
+			while (de_read_record(&reader, &rec))
+			{
+				CHECK_FOR_INTERRUPTS();
+
+				/* frame 1 opens with the HELLO: our slot, sealed S */
+				if (XLogRecPtrIsInvalid(sealed))
+				{
+					if (rec.type != DE_REC_HELLO || hdr.seq != 1)
+						ereport(ERROR,
+								errcode(ERRCODE_PROTOCOL_VIOLATION),
+								errmsg("copy of table %s from register \"%s\" does not begin with its HELLO record",
+									   qualified, reg->name));
+					if (strcmp(rec.slot, slot_name) != 0)
+						ereport(ERROR,
+								errcode(ERRCODE_PROTOCOL_VIOLATION),
+								errmsg("copy of table %s from register \"%s\" belongs to another replication slot",
+									   qualified, reg->name),
+								errdetail("Its HELLO names slot \"%s\"; the copy's slot is \"%s\".",
+										  rec.slot, slot_name));
+					if (XLogRecPtrIsInvalid(rec.lsn) ||
+						rec.lsn != hdr.start_lsn || rec.lsn != consistent)
+						ereport(ERROR,
+								errcode(ERRCODE_PROTOCOL_VIOLATION),
+								errmsg("reply of register \"%s\" to CREATE_REPLICATION_SLOT was rewritten",
+									   reg->name),
+								errdetail("The reply gave consistent point %X/%X; the register sealed %X/%X into the copy of table %s.",
+										  LSN_FORMAT_ARGS(consistent),
+										  LSN_FORMAT_ARGS(rec.lsn),
+										  qualified));
+					sealed = rec.lsn;
+					continue;
+				}
+
+				switch (rec.type)
+				{
+					case DE_REC_RELATION:
+						{
+							Oid			local;
+
+							/* exactly the table asked for, sealed */
+							local = RangeVarGetRelid(makeRangeVar(rec.nspname,
+																  rec.relname,
+																  -1),
+													 NoLock, true);
+							if (relation_seen || rec.relid != remote_relid ||
+								local != ts_args.relid)
+								ereport(ERROR,
+										errcode(ERRCODE_PROTOCOL_VIOLATION),
+										errmsg("copy of table %s from register \"%s\" holds another table",
+											   qualified, reg->name),
+										errdetail("It holds table \"%s.%s\" (OID %u at the register); the copy asked for the table with OID %u there.",
+												  rec.nspname, rec.relname,
+												  rec.relid, remote_relid));
+							relation_seen = true;
+							break;
+						}
+					case DE_REC_INSERT:
+						if (!relation_seen)
+							ereport(ERROR,
+									errcode(ERRCODE_PROTOCOL_VIOLATION),
+									errmsg("copy of table %s from register \"%s\" sends rows before its table",
+										   qualified, reg->name));
+						frame_rows++;
+						break;
+					case DE_REC_COPY_END:
+						end = true;
+						break;
+					default:
+						ereport(ERROR,
+								errcode(ERRCODE_PROTOCOL_VIOLATION),
+								errmsg("unexpected %s record in copy of table %s from register \"%s\"",
+									   de_record_type_name(rec.type),
+									   qualified, reg->name));
+				}
+				de_apply_record(apply, &rec);
+			}
+			de_apply_frame_end(apply);
+		}
+
+		rows += frame_rows;
+		bytes += len;
+		SpinLockAcquire(&ts_slot->mutex);
+		ts_slot->copy_rows = rows;
+		ts_slot->copy_bytes = bytes;
+		if (end)
+			ts_slot->copy_tables_done = 1;
+		SpinLockRelease(&ts_slot->mutex);
+
+		MemoryContextSwitchTo(cxt);
+		MemoryContextReset(framecxt);
+	}
+
+	if (XLogRecPtrIsInvalid(sealed) || !relation_seen ||
+		!de_apply_copy_done(apply))
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("copy of table %s from register \"%s\" is incomplete",
+					   qualified, reg->name),
+				errdetail("The register ended it without its %s record.",
+						  XLogRecPtrIsInvalid(sealed) ? "HELLO" :
+						  !relation_seen ? "RELATION" : "COPY_END"));
+	ts_check_launcher();
+
+	/* the state with the rows: only under our claim */
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (!de_catalog_finish_table_sync(ts_args.relid, ts_args.attempt, sealed))
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("the new copy of table %s is no longer wanted",
+					   qualified),
+				errdetail("Another run of the apply worker of register \"%s\" took it over, or the table is no longer replicated.",
+						  reg->name));
+	PopActiveSnapshot();
+	de_apply_commit(apply, sealed, GetCurrentTimestamp());
+	MemoryContextSwitchTo(cxt);
+
+	ts_worker_close();
+	ereport(LOG,
+			errmsg("register \"%s\": new copy of table %s done at register LSN %X/%X (" UINT64_FORMAT " rows)",
+				   reg->name, qualified, LSN_FORMAT_ARGS(sealed), rows));
+}
