@@ -1,0 +1,228 @@
+# Copyright (c) data_embassy developers
+
+# resync_table(register, table) copies one table again, sealed, in a
+# snapshot of its own (a temporary slot at the register), while the apply
+# worker goes on with the stream: under write load on that table and
+# another, both end identical to the register, no row lost or applied
+# twice; the other table is applied while the copy runs; progress shows in
+# the lag view and the view table_resyncs; a restart of the embassy in the
+# middle of a copy ends identical too; no slot is left at the register.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use IPC::Run;
+use Time::HiRes qw(usleep);
+use DataEmbassy;
+
+my $reg = DataEmbassy::register_node('register');
+my $emb = DataEmbassy::embassy_node('embassy');
+
+my $ddl = q{
+	CREATE TABLE big (id bigserial PRIMARY KEY, n integer NOT NULL,
+					  v text NOT NULL);
+	CREATE TABLE other (id bigserial PRIMARY KEY, v text NOT NULL);
+	CREATE TABLE quiet (id integer PRIMARY KEY);
+};
+$reg->safe_psql('postgres', $ddl);
+$emb->safe_psql('postgres', $ddl);
+$reg->safe_psql('postgres', q{
+	INSERT INTO big (n, v) SELECT 0, 'row ' || g FROM generate_series(1, 100000) g;
+	INSERT INTO other (v) SELECT 'row ' || g FROM generate_series(1, 100) g;
+	INSERT INTO quiet SELECT generate_series(1, 10);
+});
+
+# The copy of big is slowed down at the embassy (a trigger that fires as
+# a replica's does and naps every 2000 rows), so that it can be watched.
+$emb->safe_psql('postgres', q{
+	CREATE FUNCTION nap() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+		IF NEW.id % 2000 = 0 THEN
+			PERFORM pg_sleep(0.1);
+		END IF;
+		RETURN NULL;
+	END $$;
+	CREATE TRIGGER nap AFTER INSERT ON big FOR EACH ROW EXECUTE FUNCTION nap();
+	ALTER TABLE big ENABLE ALWAYS TRIGGER nap;
+});
+
+DataEmbassy::link_sites($reg, $emb, 'r');
+ok(DataEmbassy::wait_state($emb, 'r', 'streaming'), 'streaming after the copy');
+DataEmbassy::wait_caught_up($reg, $emb, 'r');
+DataEmbassy::compare_tables($reg, $emb, 'postgres');
+
+# pgbench at the register: scripts given as [file, weight]
+my $pgbench_n = 0;
+
+sub start_pgbench
+{
+	my ($seconds, @scripts) = @_;
+	my @args;
+	foreach my $s (@scripts)
+	{
+		my $file = $reg->basedir . '/load' . (++$pgbench_n) . '.sql';
+		open my $fh, '>', $file or die "could not write $file: $!";
+		print $fh $s->[0];
+		close $fh;
+		push @args, '-f', "$file\@$s->[1]";
+	}
+	my ($out, $err) = ('', '');
+	return IPC::Run::start(
+		[
+			'pgbench', '-n', '-c', '2', '-j', '2', '-T', $seconds,
+			'-h', $reg->host, '-p', $reg->port, @args, 'postgres'
+		],
+		'>', \$out, '2>', \$err);
+}
+
+# one transaction touching both tables: update, insert and delete in big
+my $both = q{
+\set id random(1, 100000)
+BEGIN;
+UPDATE big SET n = n + 1 WHERE id = :id;
+INSERT INTO big (n, v) VALUES (0, 'new');
+DELETE FROM big WHERE id = :id + 7;
+INSERT INTO other (v) VALUES ('both');
+COMMIT;
+};
+my $only_other = q{
+INSERT INTO other (v) VALUES ('only other');
+};
+
+sub resync_state
+{
+	return $emb->safe_psql('postgres',
+		"SELECT state FROM data_embassy.table_resyncs WHERE relation = 'big'::regclass");
+}
+
+sub wait_resync_done
+{
+	my ($msg) = @_;
+	ok( $emb->poll_query_until('postgres',
+			"SELECT state FROM data_embassy.table_resyncs WHERE relation = 'big'::regclass",
+			'ready'),
+		$msg);
+}
+
+sub no_resync_slot_left
+{
+	my ($msg) = @_;
+	ok( $reg->poll_query_until('postgres',
+			"SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE '%\\_resync'",
+			'0'),
+		$msg);
+}
+
+# --- 1. the other tables are applied while a table is copied ---
+my $load = start_pgbench(6, [ $only_other, 1 ]);
+$emb->safe_psql('postgres', "SELECT data_embassy.resync_table('r', 'big')");
+is(resync_state(), 'copying', 'table_resyncs shows the copy');
+ok( $emb->poll_query_until('postgres',
+		"SELECT copy_rows > 0 AND copy_tables_total = 1 AND copy_tables_done = 0
+		 FROM data_embassy.lag WHERE register = 'r'"),
+	'the lag view shows the copy under way');
+my $other_1 = $emb->safe_psql('postgres', 'SELECT count(*) FROM other');
+my $rows_1 = $emb->safe_psql('postgres',
+	"SELECT copy_rows FROM data_embassy.lag WHERE register = 'r'");
+sleep 2;
+my $other_2 = $emb->safe_psql('postgres', 'SELECT count(*) FROM other');
+my $rows_2 = $emb->safe_psql('postgres',
+	"SELECT copy_rows FROM data_embassy.lag WHERE register = 'r'");
+is(resync_state(), 'copying', 'the copy still runs');
+cmp_ok($other_2, '>', $other_1,
+	"table other applied during the copy ($other_1 then $other_2 rows)");
+cmp_ok($rows_2, '>', $rows_1,
+	"the copy's progress moves ($rows_1 then $rows_2 rows)");
+$load->finish;
+wait_resync_done('the copy ends');
+DataEmbassy::wait_caught_up($reg, $emb, 'r');
+DataEmbassy::compare_tables($reg, $emb, 'postgres');
+is($emb->safe_psql('postgres',
+		"SELECT copy_tables_done || '/' || copy_tables_total || ' ' || (copy_rows >= 100000)
+		 FROM data_embassy.lag WHERE register = 'r'"),
+	'1/1 true', 'the lag view shows the copy done: tables done/total, rows');
+no_resync_slot_left('no slot of the copy is left at the register');
+my $log = slurp_file($emb->logfile);
+like($log, qr/register "r": a new copy of table public\.big was requested by user/,
+	'logged: the request');
+like($log, qr/register "r": new copy of table public\.big started/,
+	'logged: the start');
+like($log, qr/register "r": new copy of table public\.big done at register LSN [0-9A-F]+\/[0-9A-F]+ \(\d+ rows\)/,
+	'logged: the end');
+
+# --- 2. under write load on the table and another one ---
+$load = start_pgbench(10, [ $both, 1 ]);
+sleep 2;
+$emb->safe_psql('postgres', "SELECT data_embassy.resync_table('r', 'big')");
+# asked twice: a notice, nothing else
+my ($ret, $stdout, $stderr) = $emb->psql('postgres',
+	"SELECT data_embassy.resync_table('r', 'big')");
+like($stderr, qr/NOTICE:  a new copy of table public\.big is already under way/,
+	'a second request while one is under way is a notice');
+$load->finish;
+wait_resync_done('the copy under load ends');
+DataEmbassy::wait_caught_up($reg, $emb, 'r');
+DataEmbassy::compare_tables($reg, $emb, 'postgres');
+is($emb->safe_psql('postgres',
+		"SELECT count(*) FROM (SELECT id FROM big GROUP BY id HAVING count(*) > 1) d"),
+	'0', 'no row of big twice');
+is($emb->safe_psql('postgres', "SELECT count(*) FROM other WHERE v = 'both'"),
+	$reg->safe_psql('postgres', "SELECT count(*) FROM other WHERE v = 'both'"),
+	"every transaction's change to the other table is there once");
+no_resync_slot_left('no slot of the copy is left at the register');
+like(slurp_file($emb->logfile),
+	qr/register "r": changes to table "big" wait for its new copy to commit/,
+	"the table's changes waited for the copy");
+
+# --- 3. the embassy restarts in the middle of a copy ---
+$load = start_pgbench(12, [ $both, 1 ], [ $only_other, 1 ]);
+sleep 1;
+$emb->safe_psql('postgres', "SELECT data_embassy.resync_table('r', 'big')");
+ok( $emb->poll_query_until('postgres',
+		"SELECT copy_rows > 10000 AND copy_tables_done = 0
+		 FROM data_embassy.lag WHERE register = 'r'"),
+	'a copy is half done');
+$emb->stop('immediate');
+$emb->start;
+is(resync_state(), 'copying', 'after the restart the copy is still wanted');
+$load->finish;
+wait_resync_done('the copy started again ends');
+my @starts = (slurp_file($emb->logfile) =~ /new copy of table public\.big started/g);
+cmp_ok(scalar(@starts), '>=', 4, 'the copy cut short started over');
+DataEmbassy::wait_caught_up($reg, $emb, 'r');
+DataEmbassy::compare_tables($reg, $emb, 'postgres');
+no_resync_slot_left('no slot of the copy is left at the register');
+
+# --- 4. the apply worker stops in the middle of a copy (pause and resume) ---
+$load = start_pgbench(8, [ $both, 1 ]);
+$emb->safe_psql('postgres', "SELECT data_embassy.resync_table('r', 'big')");
+ok( $emb->poll_query_until('postgres',
+		"SELECT copy_rows > 5000 AND copy_tables_done = 0
+		 FROM data_embassy.lag WHERE register = 'r'"),
+	'a copy is under way');
+# a worker killed: the launcher starts a new one, the copy starts over
+my $pid = $emb->safe_psql('postgres',
+	"SELECT worker_pid FROM data_embassy.lag WHERE register = 'r'");
+$emb->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+$load->finish;
+wait_resync_done('the copy ends after the worker was killed');
+DataEmbassy::wait_caught_up($reg, $emb, 'r');
+DataEmbassy::compare_tables($reg, $emb, 'postgres');
+no_resync_slot_left('no slot of the copy is left at the register');
+
+# --- bad inputs that need a streaming register ---
+($ret, $stdout, $stderr) = $emb->psql('postgres',
+	"SELECT data_embassy.resync_table('r', 'nap_log_does_not_exist')");
+like($stderr, qr/relation "nap_log_does_not_exist" does not exist/,
+	'an unknown table');
+$emb->safe_psql('postgres', 'CREATE TABLE local_only (id integer)');
+($ret, $stdout, $stderr) = $emb->psql('postgres',
+	"SELECT data_embassy.resync_table('r', 'local_only')");
+like($stderr, qr/table public\.local_only is not replicated from register "r"/,
+	'a table the register does not replicate');
+
+$emb->stop;
+$reg->stop;
+done_testing();
