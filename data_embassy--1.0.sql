@@ -260,11 +260,13 @@ CREATE TABLE replicated_relations (
 	remote_relid oid,			/* the register's OID of the table it replicates */
 	/*
 	 * resync_table(): 'r' ready, 'i' a new copy of the table is wanted (and
-	 * runs, under the attempt the apply worker claimed it with); sync_lsn:
-	 * the register LSN the last copy of the table was taken at (the apply
-	 * worker skips the table's changes of transactions committed before it).
+	 * runs, under the attempt the apply worker claimed it with), 'd' the
+	 * copy committed and the apply worker catches up; sync_lsn: the register
+	 * LSN the last copy of the table was taken at (the apply worker skips
+	 * the table's changes of transactions committed before it).
 	 */
-	sync_state	"char" NOT NULL DEFAULT 'r' CHECK (sync_state IN ('r', 'i')),
+	sync_state	"char" NOT NULL DEFAULT 'r'
+				CHECK (sync_state IN ('r', 'i', 'd')),
 	sync_lsn	pg_lsn,
 	sync_attempt bigint,
 	PRIMARY KEY (relid)
@@ -337,10 +339,11 @@ LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 /* Tables of a register being copied again, or asked to be. */
 CREATE VIEW table_resyncs AS
 	SELECT r.register, r.relid::pg_catalog.regclass AS relation,
-		   CASE r.sync_state WHEN 'i' THEN 'copying' ELSE 'ready' END AS state,
+		   CASE r.sync_state WHEN 'i' THEN 'copying'
+				WHEN 'd' THEN 'catching up' ELSE 'ready' END AS state,
 		   r.sync_lsn
 	FROM replicated_relations r
-	WHERE r.sync_state OPERATOR(pg_catalog.=) 'i' OR r.sync_lsn IS NOT NULL;
+	WHERE r.sync_state OPERATOR(pg_catalog.<>) 'r' OR r.sync_lsn IS NOT NULL;
 
 CREATE FUNCTION register_status(
 	OUT register text, OUT database name, OUT state text, OUT worker_pid integer,

@@ -236,6 +236,10 @@ struct DeApply
 	int			save_sec_context;
 	int			save_nestlevel; /* -1: no GUC nest level of ours */
 
+	/* the record being applied as it came (de_apply_set_raw), or NULL */
+	const char *raw;
+	size_t		raw_len;
+
 	/* skip() */
 	XLogRecPtr	skip_lsn;		/* commit LSN of the transaction to skip */
 	bool		skip_requested; /* SKIPPING the one skip() names */
@@ -276,7 +280,9 @@ static void apply_handle_message(DeApply *apply, DeRecord *rec);
 static void apply_handle_sequences(DeApply *apply, DeRecord *rec);
 static void apply_handle_copy_end(DeApply *apply, DeRecord *rec);
 static DeRelMapEntry *apply_get_entry(DeApply *apply, Oid remoteid);
-static bool apply_table_wanted(DeApply *apply, DeRelMapEntry *entry);
+static bool apply_table_wanted(DeApply *apply, DeRelMapEntry *entry,
+							   bool can_defer);
+static bool apply_same_description(DeRelMapEntry *entry, DeRecord *rec);
 static void apply_record_replicated(DeApply *apply, DeRelMapEntry *entry,
 									Relation rel);
 static bool apply_rel_has_rows(Relation rel);
@@ -414,6 +420,7 @@ de_apply_reset_stream(DeApply *apply)
 	MemoryContextReset(apply->batch_cxt);
 	MemoryContextReset(apply->row_cxt);
 	de_relmap_reset(apply->relmap);
+	de_table_sync_stream_reset();
 }
 
 /*
@@ -500,6 +507,41 @@ de_apply_record(DeApply *apply, DeRecord *rec)
 	apply->err_type = 0;
 	apply->err_rel = NULL;
 	apply->err_slot = NULL;
+	apply->raw = NULL;
+}
+
+/*
+ * de_apply_set_raw
+ *		The record the next de_apply_record() applies, as it came: a change
+ *		to a table being copied again is deferred as such (table_sync.c).
+ */
+void
+de_apply_set_raw(DeApply *apply, const char *raw, size_t len)
+{
+	apply->raw = raw;
+	apply->raw_len = len;
+}
+
+/*
+ * de_apply_commit_local
+ *		Commit the local transaction without moving the origin: the
+ *		deferred changes of a table copied again, applied after its copy
+ *		(their register transactions are behind the origin already).
+ */
+void
+de_apply_commit_local(DeApply *apply)
+{
+	if (!IsTransactionState())
+		elog(ERROR, "no local transaction to commit");
+	if (apply->buffered != NULL)
+		apply_flush_inserts(apply);
+	apply_close_rels(apply);
+	apply_act_as_worker(apply);
+	replorigin_session_origin_lsn = InvalidXLogRecPtr;
+	replorigin_session_origin_timestamp = 0;
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	apply_forget_xact(apply, true);
 }
 
 /*
@@ -1259,6 +1301,18 @@ apply_handle_relation(DeApply *apply, DeRecord *rec)
 {
 	DeRelMapEntry *entry = de_relmap_find(apply->relmap, rec->relid);
 
+	/* a table being copied again, whose changes are deferred meanwhile */
+	if (apply->state != DE_APPLY_COPYING && de_table_sync_any())
+	{
+		Oid			nsp = get_namespace_oid(rec->nspname, true);
+		Oid			relid = OidIsValid(nsp) ?
+		get_relname_relid(rec->relname, nsp) : InvalidOid;
+
+		if (OidIsValid(relid))
+			de_table_sync_relation(relid, entry != NULL &&
+								   apply_same_description(entry, rec));
+	}
+
 	/* Rows from now on follow the new description. */
 	if (entry != NULL && entry->state != NULL)
 	{
@@ -1299,7 +1353,7 @@ apply_handle_relation(DeApply *apply, DeRecord *rec)
  *		wait for it.  A table opened in this transaction was wanted.
  */
 static bool
-apply_table_wanted(DeApply *apply, DeRelMapEntry *entry)
+apply_table_wanted(DeApply *apply, DeRelMapEntry *entry, bool can_defer)
 {
 	Oid			relid;
 
@@ -1310,7 +1364,31 @@ apply_table_wanted(DeApply *apply, DeRelMapEntry *entry)
 							 NoLock, true);
 	if (!OidIsValid(relid))
 		return true;			/* apply_rel_open() says what is missing */
-	return de_table_sync_wanted(relid, apply->remote_final_lsn);
+	return de_table_sync_wanted(relid, apply->remote_final_lsn,
+								can_defer ? apply->raw : NULL,
+								apply->raw_len);
+}
+
+/*
+ * apply_same_description
+ *		Does a RELATION record describe the relation as entry does?
+ */
+static bool
+apply_same_description(DeRelMapEntry *entry, DeRecord *rec)
+{
+	if (entry->natts != rec->natts || entry->replident != rec->replident)
+		return false;
+	for (int i = 0; i < rec->natts; i++)
+	{
+		DeAttribute *a = &entry->atts[i];
+		DeAttribute *b = &rec->atts[i];
+
+		if (strcmp(a->name, b->name) != 0 || a->typoid != b->typoid ||
+			a->typmod != b->typmod || a->is_key != b->is_key ||
+			a->format != b->format)
+			return false;
+	}
+	return true;
 }
 
 /*
@@ -2011,7 +2089,7 @@ apply_handle_insert(DeApply *apply, DeRecord *rec)
 		return;
 
 	entry = apply_get_entry(apply, rec->relid);
-	if (!apply_table_wanted(apply, entry))
+	if (!apply_table_wanted(apply, entry, true))
 		return;
 	state = apply_rel_open(apply, entry);
 	apply_act_as_owner(apply, state->rel);
@@ -2450,7 +2528,7 @@ apply_handle_update(DeApply *apply, DeRecord *rec)
 		return;
 
 	entry = apply_get_entry(apply, rec->relid);
-	if (!apply_table_wanted(apply, entry))
+	if (!apply_table_wanted(apply, entry, true))
 		return;
 	state = apply_rel_open(apply, entry);
 	apply_act_as_owner(apply, state->rel);
@@ -2500,7 +2578,7 @@ apply_handle_delete(DeApply *apply, DeRecord *rec)
 		return;
 
 	entry = apply_get_entry(apply, rec->relid);
-	if (!apply_table_wanted(apply, entry))
+	if (!apply_table_wanted(apply, entry, true))
 		return;
 	state = apply_rel_open(apply, entry);
 	apply_act_as_owner(apply, state->rel);
@@ -2673,7 +2751,7 @@ apply_handle_truncate(DeApply *apply, DeRecord *rec)
 		Relation	rel;
 
 		/* a table being copied again: maybe its copy holds this already */
-		if (!apply_table_wanted(apply, entry))
+		if (!apply_table_wanted(apply, entry, false))
 			continue;
 		relid = de_relmap_lock_local(entry, AccessExclusiveLock);
 		if (list_member_oid(relids, relid))

@@ -36,7 +36,8 @@ typedef struct DeApply DeApply;
 /*
  * Make the apply state of one register.  "origin" is the register's
  * replication origin; the caller has already called replorigin_session_setup
- * for it.  Long-lived state is allocated in mcxt.
+ * for it.  Long-lived state is allocated in mcxt.  InvalidRepOriginId: a
+ * table's own copy (table_sync.c), which moves no origin.
  */
 extern DeApply *de_apply_create(MemoryContext mcxt, const char *register_name,
 								RepOriginId origin);
@@ -63,6 +64,13 @@ extern void de_apply_reset_stream(DeApply *apply);
  */
 extern void de_apply_record(DeApply *apply, DeRecord *rec);
 
+/*
+ * The record the next de_apply_record() applies, as it came (the bytes
+ * de_read_record() read it from, valid until then): a change to a table
+ * being copied again is deferred as such (table_sync.c).
+ */
+extern void de_apply_set_raw(DeApply *apply, const char *raw, size_t len);
+
 /* After the last record of a frame: write buffered inserts. */
 extern void de_apply_frame_end(DeApply *apply);
 
@@ -86,6 +94,12 @@ extern bool de_apply_copy_done(DeApply *apply);
  */
 extern void de_apply_commit(DeApply *apply, XLogRecPtr remote_lsn,
 							TimestampTz commit_time);
+
+/*
+ * Commit the open local transaction without moving the origin (the
+ * deferred changes of a table copied again, table_sync.c).
+ */
+extern void de_apply_commit_local(DeApply *apply);
 
 /*
  * Transactions streamed before their commit (stream.c).  The local

@@ -772,7 +772,7 @@ de_catalog_request_table_sync(Oid relid)
 	n = de_privileged_sql_exec("UPDATE " RELATIONS
 							   " SET sync_state = 'i', sync_attempt = NULL"
 							   " WHERE relid OPERATOR(pg_catalog.=) $1"
-							   " AND sync_state OPERATOR(pg_catalog.<>) 'i'",
+							   " AND sync_state OPERATOR(pg_catalog.=) 'r'",
 							   SPI_OK_UPDATE, 1, types, values, NULL);
 	de_privileged_sql_end(&save);
 	return n == 1;
@@ -787,10 +787,9 @@ de_catalog_table_syncs(const char *register_name, bool reset_attempts)
 
 	if (reset_attempts)
 		(void) catalog_exec_named("UPDATE " RELATIONS
-								  " SET sync_attempt = NULL"
+								  " SET sync_state = 'i', sync_attempt = NULL"
 								  " WHERE register OPERATOR(pg_catalog.=) $1"
-								  " AND sync_state OPERATOR(pg_catalog.=) 'i'"
-								  " AND sync_attempt IS NOT NULL",
+								  " AND sync_state OPERATOR(pg_catalog.<>) 'r'",
 								  SPI_OK_UPDATE, register_name);
 	{
 		DePrivilegedSql save;
@@ -799,9 +798,10 @@ de_catalog_table_syncs(const char *register_name, bool reset_attempts)
 
 		(void) catalog_begin(&save, false);
 		values[0] = CStringGetTextDatum(register_name);
-		n = de_privileged_sql_exec("SELECT relid, sync_state, sync_lsn FROM " RELATIONS
+		n = de_privileged_sql_exec("SELECT relid, sync_state, sync_lsn, sync_attempt"
+								   " FROM " RELATIONS
 								   " WHERE register OPERATOR(pg_catalog.=) $1"
-								   " AND (sync_state OPERATOR(pg_catalog.=) 'i'"
+								   " AND (sync_state OPERATOR(pg_catalog.<>) 'r'"
 								   " OR sync_lsn IS NOT NULL)"
 								   " ORDER BY relid",
 								   SPI_OK_SELECT, 1, types, values, NULL);
@@ -816,6 +816,8 @@ de_catalog_table_syncs(const char *register_name, bool reset_attempts)
 			row->state = DatumGetChar(result_datum((int) i, 2, &isnull));
 			d = result_datum((int) i, 3, &isnull);
 			row->lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(d);
+			d = result_datum((int) i, 4, &isnull);
+			row->attempt = isnull ? 0 : DatumGetInt64(d);
 			{
 				MemoryContext old = MemoryContextSwitchTo(cxt);
 
@@ -860,20 +862,24 @@ de_catalog_table_sync_state(Oid relid, XLogRecPtr *lsn, int64 *attempt)
 }
 
 bool
-de_catalog_claim_table_sync(Oid relid, int64 attempt)
+de_catalog_claim_table_sync(Oid relid, int64 copied_attempt, int64 attempt)
 {
 	DePrivilegedSql save;
-	Oid			types[2] = {OIDOID, INT8OID};
-	Datum		values[2];
+	Oid			types[3] = {OIDOID, INT8OID, INT8OID};
+	Datum		values[3];
 	uint64		n;
 
 	(void) catalog_begin(&save, false);
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = Int64GetDatum(attempt);
-	n = de_privileged_sql_exec("UPDATE " RELATIONS " SET sync_attempt = $2"
+	values[2] = Int64GetDatum(copied_attempt);
+	n = de_privileged_sql_exec("UPDATE " RELATIONS
+							   " SET sync_state = 'i', sync_attempt = $2"
 							   " WHERE relid OPERATOR(pg_catalog.=) $1"
-							   " AND sync_state OPERATOR(pg_catalog.=) 'i'",
-							   SPI_OK_UPDATE, 2, types, values, NULL);
+							   " AND (sync_state OPERATOR(pg_catalog.=) 'i'"
+							   " OR (sync_state OPERATOR(pg_catalog.=) 'd'"
+							   " AND sync_attempt OPERATOR(pg_catalog.=) $3))",
+							   SPI_OK_UPDATE, 3, types, values, NULL);
 	de_privileged_sql_end(&save);
 	return n == 1;
 }
@@ -891,12 +897,32 @@ de_catalog_finish_table_sync(Oid relid, int64 attempt, XLogRecPtr lsn)
 	values[1] = Int64GetDatum(attempt);
 	values[2] = LSNGetDatum(lsn);
 	n = de_privileged_sql_exec("UPDATE " RELATIONS
-							   " SET sync_state = 'r', sync_lsn = $3,"
-							   " sync_attempt = NULL"
+							   " SET sync_state = 'd', sync_lsn = $3"
 							   " WHERE relid OPERATOR(pg_catalog.=) $1"
 							   " AND sync_state OPERATOR(pg_catalog.=) 'i'"
 							   " AND sync_attempt OPERATOR(pg_catalog.=) $2",
 							   SPI_OK_UPDATE, 3, types, values, NULL);
+	de_privileged_sql_end(&save);
+	return n == 1;
+}
+
+bool
+de_catalog_ready_table_sync(Oid relid, int64 attempt)
+{
+	DePrivilegedSql save;
+	Oid			types[2] = {OIDOID, INT8OID};
+	Datum		values[2];
+	uint64		n;
+
+	(void) catalog_begin(&save, false);
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = Int64GetDatum(attempt);
+	n = de_privileged_sql_exec("UPDATE " RELATIONS
+							   " SET sync_state = 'r', sync_attempt = NULL"
+							   " WHERE relid OPERATOR(pg_catalog.=) $1"
+							   " AND sync_state OPERATOR(pg_catalog.=) 'd'"
+							   " AND sync_attempt OPERATOR(pg_catalog.=) $2",
+							   SPI_OK_UPDATE, 2, types, values, NULL);
 	de_privileged_sql_end(&save);
 	return n == 1;
 }

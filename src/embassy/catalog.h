@@ -172,17 +172,21 @@ extern uint64 de_catalog_advance_sequences(const char *register_name,
 typedef struct DeTableSyncRow
 {
 	Oid			relid;
-	char		state;			/* 'r' ready, 'i' a copy is wanted */
+	char		state;			/* 'r' ready, 'i' a copy is wanted, 'd' its
+								 * rows are copied, the stream catches up */
 	XLogRecPtr	lsn;			/* the last copy's LSN, or invalid */
+	int64		attempt;		/* the claim ('i', 'd'), or 0 */
 } DeTableSyncRow;
 
-/* resync_table(): state 'i'; false when a copy is wanted already. */
+/* resync_table(): state 'i'; false unless the state was 'r'. */
 extern bool de_catalog_request_table_sync(Oid relid);
 
 /*
- * The register's rows in state 'i' or with a sync LSN (DeTableSyncRow).
- * reset_attempts: first void every claimed attempt (a new apply worker), so
- * that a copy claimed by an earlier one can no longer commit.
+ * The register's rows in state 'i' or 'd' or with a sync LSN
+ * (DeTableSyncRow).  reset_attempts: first set every 'd' back to 'i' and
+ * void every claimed attempt (a new apply worker), so that a copy claimed
+ * by an earlier one can no longer commit, and copies whose stream had not
+ * caught up start over.
  */
 extern List *de_catalog_table_syncs(const char *register_name,
 									bool reset_attempts);
@@ -191,14 +195,21 @@ extern List *de_catalog_table_syncs(const char *register_name,
 extern char de_catalog_table_sync_state(Oid relid, XLogRecPtr *lsn,
 										int64 *attempt);
 
-/* Claim a wanted copy for attempt; false unless state is 'i'. */
-extern bool de_catalog_claim_table_sync(Oid relid, int64 attempt);
+/*
+ * Claim a wanted copy for attempt (state 'i'): from state 'i', or from 'd'
+ * of copied_attempt (to copy once more).  False when neither.
+ */
+extern bool de_catalog_claim_table_sync(Oid relid, int64 copied_attempt,
+										int64 attempt);
 
 /*
- * The copy of attempt committed at register LSN lsn: state 'r'.  False
+ * The copy of attempt committed at register LSN lsn: state 'd'.  False
  * (nothing changed) when the attempt is no longer the claimed one.
  */
 extern bool de_catalog_finish_table_sync(Oid relid, int64 attempt,
 										 XLogRecPtr lsn);
+
+/* The stream caught up with the copy of attempt: state 'r'. */
+extern bool de_catalog_ready_table_sync(Oid relid, int64 attempt);
 
 #endif							/* DE_CATALOG_H */

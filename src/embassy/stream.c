@@ -619,8 +619,15 @@ stream_replay(DeStream *stream, StreamXact *x, DeRecord *commit)
 		offset += len;
 
 		de_reader_init(&reader, buf, len);
-		while (de_read_record(&reader, &rec))
+		for (;;)
+		{
+			size_t		start = reader.pos;
+
+			if (!de_read_record(&reader, &rec))
+				break;
+			de_apply_set_raw(stream->apply, buf + start, reader.pos - start);
 			de_apply_record(stream->apply, &rec);
+		}
 		de_apply_frame_end(stream->apply);
 
 		MemoryContextSwitchTo(oldcxt);

@@ -64,6 +64,7 @@
 #include "nodes/makefuncs.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "storage/buffile.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
@@ -115,7 +116,7 @@ StaticAssertDecl(sizeof(TableSyncArgs) <= BGW_EXTRALEN,
 typedef enum TableSyncPhase
 {
 	TS_PENDING,					/* a copy is wanted, not claimed yet */
-	TS_COPYING,					/* claimed: its changes wait for the copy */
+	TS_COPYING,					/* claimed: its changes are deferred */
 	TS_DONE						/* copied at lsn; the stream is before it */
 } TableSyncPhase;
 
@@ -126,25 +127,33 @@ typedef struct TableSyncEntry
 	XLogRecPtr	lsn;			/* skip the table's changes of transactions
 								 * that committed before it (invalid: none) */
 	int64		attempt;		/* TS_COPYING: the claim */
-	bool		wait_logged;
+	bool		copied;			/* TS_COPYING: the copy committed (state 'd') */
+	XLogRecPtr	copied_lsn;		/* at this LSN */
+	bool		spool_lost;		/* deferred changes dropped: copy again */
+	char		relname[NAMEDATALEN];	/* for messages (set when claimed) */
 } TableSyncEntry;
 
 /* the apply worker's side */
 static MemoryContext ts_cxt = NULL;
 static char ts_register[NAMEDATALEN];
+static DeApply *ts_apply = NULL;
 static List *ts_entries = NIL;	/* of TableSyncEntry, in ts_cxt */
 static BackgroundWorkerHandle *ts_handle = NULL;	/* the copy worker */
 static TableSyncEntry *ts_running = NULL;	/* its table */
+static BufFile *ts_spool = NULL;	/* its deferred changes */
+static uint64 ts_spool_changes = 0;
+static bool ts_replaying = false;	/* ts_catch_up() is applying them */
 static TimestampTz ts_next_read = 0;
 static TimestampTz ts_next_launch = 0;
-static void (*ts_keepalive) (void) = NULL;
-static void (*ts_check_stop) (void) = NULL;
 
 static void ts_read_catalog(bool reset_attempts, XLogRecPtr applied);
 static TableSyncEntry *ts_find(Oid relid);
-static void ts_forget(TableSyncEntry *e);
+static void ts_spool_reset(void);
+static void ts_spool_lost(TableSyncEntry *e, const char *why);
 static bool ts_copy_worker_stopped(void);
 static void ts_launch(TableSyncEntry *e);
+static bool ts_claim(TableSyncEntry *e);
+static void ts_catch_up(TableSyncEntry *e);
 static void ts_retry_later(void);
 
 /*-------------------------------------------------------------------------
@@ -249,19 +258,18 @@ data_embassy_resync_table(PG_FUNCTION_ARGS)
  */
 
 void
-de_table_sync_start(const char *register_name, void (*keepalive) (void),
-					void (*check_stop) (void))
+de_table_sync_start(const char *register_name, DeApply *apply)
 {
 	if (ts_cxt == NULL)
 		ts_cxt = AllocSetContextCreate(TopMemoryContext,
 									   "data_embassy table sync",
 									   ALLOCSET_SMALL_SIZES);
 	strlcpy(ts_register, register_name, NAMEDATALEN);
-	ts_keepalive = keepalive;
-	ts_check_stop = check_stop;
+	ts_apply = apply;
 	ts_entries = NIL;
 	ts_handle = NULL;
 	ts_running = NULL;
+	ts_spool = NULL;
 	MemoryContextReset(ts_cxt);
 
 	/* copies claimed by an earlier run can no longer commit */
@@ -291,41 +299,54 @@ ts_find(Oid relid)
 	return NULL;
 }
 
+/* Forget the deferred changes (the spool file goes with them). */
 static void
-ts_forget(TableSyncEntry *e)
+ts_spool_reset(void)
 {
-	if (ts_running == e)
-		ts_running = NULL;
-	ts_entries = list_delete_ptr(ts_entries, e);
-	pfree(e);
+	if (ts_spool != NULL)
+		BufFileClose(ts_spool);
+	ts_spool = NULL;
+	ts_spool_changes = 0;
+}
+
+/*
+ * ts_spool_lost
+ *		A change to the table being copied could not be deferred (or the
+ *		deferred ones can no longer be applied): drop them, and have the
+ *		copy made again once this one is in, from a snapshot later than all
+ *		of them, which then holds them.
+ */
+static void
+ts_spool_lost(TableSyncEntry *e, const char *why)
+{
+	if (!e->spool_lost)
+		ereport(LOG,
+				errmsg("register \"%s\": table \"%s\" will be copied once more: %s",
+					   ts_register, e->relname, why));
+	e->spool_lost = true;
+	ts_spool_reset();
 }
 
 /*
  * ts_read_catalog
- *		Read the register's tables to copy, or copied at an LSN the stream
- *		has not passed (applied), in a transaction of its own unless one is
- *		open (a change that waits for a copy).
+ *		Read the register's tables to copy, copied or with a copy's LSN the
+ *		stream has not passed (applied), in a transaction of its own.
  */
 static void
 ts_read_catalog(bool reset_attempts, XLogRecPtr applied)
 {
-	bool		own_xact = !IsTransactionState();
 	MemoryContext oldcxt = CurrentMemoryContext;
 	List	   *rows;
 	List	   *seen = NIL;
 	ListCell   *lc;
 
-	if (own_xact)
-	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-	}
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	MemoryContextSwitchTo(ts_cxt);
 	rows = de_catalog_table_syncs(ts_register, reset_attempts);
 	PopActiveSnapshot();
-	if (own_xact)
-		CommitTransactionCommand();
+	CommitTransactionCommand();
 	MemoryContextSwitchTo(ts_cxt);
 
 	foreach(lc, rows)
@@ -333,7 +354,7 @@ ts_read_catalog(bool reset_attempts, XLogRecPtr applied)
 		DeTableSyncRow *row = (DeTableSyncRow *) lfirst(lc);
 		TableSyncEntry *e = ts_find(row->relid);
 
-		if (row->state != 'i' &&
+		if (row->state == 'r' &&
 			(XLogRecPtrIsInvalid(row->lsn) ||
 			 (!XLogRecPtrIsInvalid(applied) && row->lsn <= applied)))
 			continue;			/* passed: nothing to skip any more */
@@ -343,22 +364,25 @@ ts_read_catalog(bool reset_attempts, XLogRecPtr applied)
 			e = palloc0(sizeof(TableSyncEntry));
 			e->relid = row->relid;
 			e->phase = TS_DONE;
+			e->lsn = row->lsn;
 			ts_entries = lappend(ts_entries, e);
 		}
-		if (row->state == 'i')
+		if (row->state == 'r')
 		{
-			/* keep a claimed copy; a new request after a copy waits */
-			if (e->phase == TS_DONE)
-				e->phase = TS_PENDING;
+			if (e->phase != TS_COPYING)
+			{
+				e->phase = TS_DONE;
+				e->lsn = row->lsn;
+			}
 		}
-		else
+		else if (e->phase == TS_DONE)
+			e->phase = TS_PENDING;	/* 'i' (or 'd' of a run gone) */
+		if (e->phase == TS_COPYING && row->state == 'd' &&
+			row->attempt == e->attempt)
 		{
-			e->phase = TS_DONE;
-			if (ts_running == e && ts_handle == NULL)
-				ts_running = NULL;
+			e->copied = true;
+			e->copied_lsn = row->lsn;
 		}
-		if (!XLogRecPtrIsInvalid(row->lsn))
-			e->lsn = row->lsn;
 	}
 
 	/* rows gone (resync_register, a relation no longer replicated) */
@@ -369,7 +393,10 @@ ts_read_catalog(bool reset_attempts, XLogRecPtr applied)
 		if (!list_member_oid(seen, e->relid))
 		{
 			if (ts_running == e)
+			{
 				ts_running = NULL;
+				ts_spool_reset();
+			}
 			ts_entries = foreach_delete_current(ts_entries, lc);
 			pfree(e);
 		}
@@ -438,6 +465,8 @@ ts_launch(TableSyncEntry *e)
 	bgw.bgw_main_arg = ObjectIdGetDatum(MyDatabaseId);
 	memcpy(bgw.bgw_extra, &args, sizeof(args));
 
+	ts_running = e;
+	ts_retry_later();
 	oldcxt = MemoryContextSwitchTo(ts_cxt);
 	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
 	{
@@ -447,13 +476,144 @@ ts_launch(TableSyncEntry *e)
 				errmsg("register \"%s\": no background worker slot free for the new copy of a table",
 					   ts_register),
 				errhint("You might need to increase \"max_worker_processes\".  The copy is tried again."));
-		ts_retry_later();
 		return;
 	}
 	MemoryContextSwitchTo(oldcxt);
 	ts_handle = handle;
-	ts_running = e;
-	ts_retry_later();
+}
+
+/*
+ * ts_claim
+ *		Claim the copy of a table under a fresh attempt number (from state
+ *		'i', or again from 'd' of our own attempt): a committed UPDATE, so
+ *		that a copy of any other attempt can no longer commit.
+ */
+static bool
+ts_claim(TableSyncEntry *e)
+{
+	int64		attempt;
+	bool		claimed;
+
+	if (!pg_strong_random(&attempt, sizeof(attempt)))
+		ereport(ERROR,
+				errcode(ERRCODE_INTERNAL_ERROR),
+				errmsg("could not generate a random attempt number"));
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	claimed = de_catalog_claim_table_sync(e->relid, e->phase == TS_COPYING ?
+										  e->attempt : 0, attempt);
+	{
+		char	   *name = get_rel_name(e->relid);
+
+		strlcpy(e->relname, name ? name : "?", NAMEDATALEN);
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(ts_cxt);
+	if (!claimed)
+		return false;
+	e->phase = TS_COPYING;
+	e->attempt = attempt;
+	e->copied = false;
+	e->spool_lost = false;
+	ts_spool_reset();
+	return true;
+}
+
+/*
+ * ts_catch_up
+ *		The copy of e committed at copied_lsn: apply the deferred changes of
+ *		the transactions that committed at or after it, and set the table
+ *		ready, in one local transaction (a crash before its commit copies
+ *		the table again).
+ */
+static void
+ts_catch_up(TableSyncEntry *e)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	MemoryContext reccxt;
+	uint64		applied = 0;
+	uint64		skipped = 0;
+	bool		ready;
+
+	reccxt = AllocSetContextCreate(ts_cxt, "data_embassy deferred change",
+								   ALLOCSET_DEFAULT_SIZES);
+	de_apply_stream_begin(ts_apply, InvalidTransactionId, InvalidXLogRecPtr,
+						  0);
+	ts_replaying = true;
+	if (ts_spool != NULL)
+	{
+		if (BufFileSeek(ts_spool, 0, 0, SEEK_SET) != 0)
+			ereport(ERROR,
+					errcode_for_file_access(),
+					errmsg("could not rewind the deferred changes of table \"%s\": %m",
+						   e->relname));
+		for (;;)
+		{
+			XLogRecPtr	commit_lsn;
+			uint32		len;
+			char	   *buf;
+			DeReader	reader;
+			DeRecord	rec;
+			size_t		n;
+
+			CHECK_FOR_INTERRUPTS();
+			n = BufFileRead(ts_spool, &commit_lsn, sizeof(commit_lsn));
+			if (n == 0)
+				break;
+			if (n != sizeof(commit_lsn) ||
+				BufFileRead(ts_spool, &len, sizeof(len)) != sizeof(len))
+				ereport(ERROR,
+						errcode(ERRCODE_DATA_CORRUPTED),
+						errmsg("the deferred changes of table \"%s\" are truncated",
+							   e->relname));
+			MemoryContextSwitchTo(reccxt);
+			/* the apply wants a byte after the last value */
+			buf = palloc_extended((Size) len + 1, MCXT_ALLOC_HUGE);
+			if (BufFileRead(ts_spool, buf, len) != len)
+				ereport(ERROR,
+						errcode(ERRCODE_DATA_CORRUPTED),
+						errmsg("the deferred changes of table \"%s\" are truncated",
+							   e->relname));
+			buf[len] = '\0';
+			if (commit_lsn >= e->copied_lsn)
+			{
+				de_reader_init(&reader, buf, len);
+				while (de_read_record(&reader, &rec))
+					de_apply_record(ts_apply, &rec);
+				de_apply_frame_end(ts_apply);
+				applied++;
+			}
+			else
+				skipped++;
+			MemoryContextSwitchTo(oldcxt);
+			MemoryContextReset(reccxt);
+		}
+	}
+	PushActiveSnapshot(GetTransactionSnapshot());
+	ready = de_catalog_ready_table_sync(e->relid, e->attempt);
+	PopActiveSnapshot();
+	if (!ready)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("table \"%s\" is no longer copied under this worker's claim",
+					   e->relname));
+	de_apply_commit_local(ts_apply);
+	ts_replaying = false;
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(reccxt);
+
+	ereport(LOG,
+			errmsg("register \"%s\": table \"%s\" caught up with the stream after its new copy at %X/%X (" UINT64_FORMAT " deferred changes applied, " UINT64_FORMAT " held by the copy)",
+				   ts_register, e->relname,
+				   LSN_FORMAT_ARGS(e->copied_lsn), applied, skipped));
+	e->phase = TS_DONE;
+	e->lsn = e->copied_lsn;
+	e->copied = false;
+	ts_spool_reset();
+	if (ts_running == e)
+		ts_running = NULL;
 }
 
 bool
@@ -477,6 +637,22 @@ de_table_sync_poll(XLogRecPtr applied)
 		ts_next_read = TimestampTzPlusMilliseconds(now, TABLE_SYNC_READ_MS);
 	}
 
+	/* a copy that committed: catch up, or copy once more */
+	if (ts_running != NULL && ts_running->copied)
+	{
+		TableSyncEntry *e = ts_running;
+
+		if (!e->spool_lost)
+			ts_catch_up(e);
+		else if (ts_claim(e))
+		{
+			ts_next_launch = 0;
+			ereport(LOG,
+					errmsg("register \"%s\": table \"%s\" is copied once more",
+						   ts_register, e->relname));
+		}
+	}
+
 	/* copies the stream has passed hold nothing back any more */
 	foreach(lc, ts_entries)
 	{
@@ -485,8 +661,6 @@ de_table_sync_poll(XLogRecPtr applied)
 		if (e->phase == TS_DONE && !XLogRecPtrIsInvalid(applied) &&
 			e->lsn <= applied)
 		{
-			if (ts_running == e)
-				ts_running = NULL;
 			ts_entries = foreach_delete_current(ts_entries, lc);
 			pfree(e);
 		}
@@ -501,38 +675,24 @@ de_table_sync_poll(XLogRecPtr applied)
 		{
 			TableSyncEntry *e = (TableSyncEntry *) lfirst(lc);
 
-			if (e->phase == TS_COPYING)
+			if (e->phase == TS_COPYING && !e->copied)
 			{
 				next = e;
 				break;
 			}
-			if (e->phase == TS_PENDING && next == NULL)
-				next = e;
 		}
-		if (next != NULL && next->phase == TS_PENDING)
+		if (next == NULL)
 		{
-			bool		claimed;
-			int64		attempt;
-
-			if (!pg_strong_random(&attempt, sizeof(attempt)))
-				ereport(ERROR,
-						errcode(ERRCODE_INTERNAL_ERROR),
-						errmsg("could not generate a random attempt number"));
-			SetCurrentStatementStartTimestamp();
-			StartTransactionCommand();
-			PushActiveSnapshot(GetTransactionSnapshot());
-			claimed = de_catalog_claim_table_sync(next->relid, attempt);
-			PopActiveSnapshot();
-			CommitTransactionCommand();
-			MemoryContextSwitchTo(ts_cxt);
-			if (claimed)
+			foreach(lc, ts_entries)
 			{
-				next->phase = TS_COPYING;
-				next->attempt = attempt;
-				next->wait_logged = false;
+				TableSyncEntry *e = (TableSyncEntry *) lfirst(lc);
+
+				if (e->phase == TS_PENDING && ts_claim(e))
+				{
+					next = e;
+					break;
+				}
 			}
-			else
-				next = NULL;	/* gone meanwhile: the next read says */
 		}
 		if (next != NULL)
 			ts_launch(next);
@@ -541,76 +701,67 @@ de_table_sync_poll(XLogRecPtr applied)
 }
 
 bool
-de_table_sync_wanted(Oid relid, XLogRecPtr commit_lsn)
+de_table_sync_wanted(Oid relid, XLogRecPtr commit_lsn, const char *raw,
+					 size_t rawlen)
 {
 	TableSyncEntry *e = ts_find(relid);
-	TimestampTz last_keepalive = 0;
+	MemoryContext oldcxt;
+	uint32		len;
 
-	if (e == NULL)
+	if (e == NULL || ts_replaying)
 		return true;
 	if (e->phase != TS_COPYING)
 		return XLogRecPtrIsInvalid(e->lsn) || commit_lsn >= e->lsn;
 
+	/* being copied: defer the change, to be applied after the copy */
+	if (e->spool_lost)
+		return false;
+	if (raw == NULL)
+	{
+		ts_spool_lost(e, "a TRUNCATE came while it was being copied");
+		return false;
+	}
 	if (XLogRecPtrIsInvalid(commit_lsn))
 		elog(ERROR, "change to a table being copied again in a transaction whose commit LSN is not known");
+	if (rawlen > PG_UINT32_MAX)
+		ereport(ERROR,
+				errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				errmsg("change record of %zu bytes is too large to defer",
+					   rawlen));
 
-	if (!e->wait_logged)
+	if (ts_spool == NULL)
 	{
+		oldcxt = MemoryContextSwitchTo(ts_cxt);
+		ts_spool = BufFileCreateTemp(true);
+		MemoryContextSwitchTo(oldcxt);
 		ereport(LOG,
-				errmsg("register \"%s\": changes to table \"%s\" wait for its new copy to commit",
-					   ts_register, get_rel_name(relid)));
-		e->wait_logged = true;
+				errmsg("register \"%s\": changes to table \"%s\" are deferred until its new copy commits",
+					   ts_register, e->relname));
 	}
+	len = (uint32) rawlen;
+	BufFileWrite(ts_spool, &commit_lsn, sizeof(commit_lsn));
+	BufFileWrite(ts_spool, &len, sizeof(len));
+	BufFileWrite(ts_spool, unconstify(char *, raw), len);
+	ts_spool_changes++;
+	return false;
+}
 
-	/* the copy commits its rows and state 'r' together: wait for that */
-	for (;;)
-	{
-		XLogRecPtr	lsn;
-		int64		attempt;
-		char		state;
-		TimestampTz now;
+void
+de_table_sync_relation(Oid relid, bool same_description)
+{
+	TableSyncEntry *e = ts_find(relid);
 
-		CHECK_FOR_INTERRUPTS();
-		if (ts_check_stop != NULL)
-			ts_check_stop();
+	if (e != NULL && e->phase == TS_COPYING && !ts_replaying &&
+		!same_description && ts_spool_changes > 0)
+		ts_spool_lost(e, "the register described it anew while it was being copied");
+}
 
-		PushActiveSnapshot(GetLatestSnapshot());
-		state = de_catalog_table_sync_state(relid, &lsn, &attempt);
-		PopActiveSnapshot();
-
-		if (state == '\0')
-		{
-			/* no longer replicated (the register is copied anew, say) */
-			ts_forget(e);
-			return true;
-		}
-		if (state == 'r')
-		{
-			e->phase = TS_DONE;
-			e->lsn = lsn;
-			if (ts_running == e)
-				ts_running = NULL;
-			return XLogRecPtrIsInvalid(lsn) || commit_lsn >= lsn;
-		}
-
-		/* a copy that failed starts again, under the same claim */
-		now = GetCurrentTimestamp();
-		if (ts_copy_worker_stopped() && now >= ts_next_launch)
-			ts_launch(e);
-
-		/* the register must hear from us, and the stream waits */
-		if (ts_keepalive != NULL &&
-			TimestampDifferenceExceeds(last_keepalive, now, 1000))
-		{
-			ts_keepalive();
-			last_keepalive = now;
-		}
-
-		(void) WaitLatch(MyLatch,
-						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 TABLE_SYNC_WAIT_MS, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-	}
+void
+de_table_sync_stream_reset(void)
+{
+	if (ts_running != NULL && ts_running->phase == TS_COPYING &&
+		ts_spool_changes > 0)
+		ts_spool_lost(ts_running, "the stream started over while it was being copied");
 }
 
 /*-------------------------------------------------------------------------

@@ -231,7 +231,6 @@ static void worker_setup_skip(void);
 static void worker_note_failure(void);
 static void worker_uncount_copy(void);
 static void worker_table_sync_poll(void);
-static void worker_table_sync_keepalive(void);
 static void worker_publish_copy(uint64 relations, uint64 rows, bool end,
 								uint64 wire);
 
@@ -537,8 +536,7 @@ worker_run(void)
 	streamed = de_stream_create(WorkerContext, apply, register_name,
 								worker_replay_ping);
 	worker_setup_skip();
-	de_table_sync_start(register_name, worker_table_sync_keepalive,
-						worker_check_stop);
+	de_table_sync_start(register_name, apply);
 
 	for (;;)
 	{
@@ -1232,6 +1230,7 @@ worker_apply_frame(DeOpener *opener, const char *frame, size_t len,
 				else if (rec.type == DE_REC_COPY_END)
 					copy_end = true;
 			}
+			de_apply_set_raw(apply, plain.data + start, reader.pos - start);
 			de_apply_record(apply, &rec);
 			if (rec.type == DE_REC_COMMIT)
 			{
@@ -1809,21 +1808,6 @@ worker_table_sync_poll(void)
 		return;
 	de_stream_hold_direct(streamed,
 						  de_table_sync_poll(replorigin_session_get_progress(false)));
-}
-
-/*
- * worker_table_sync_keepalive
- *		A change waits for a table's copy: tell the register we are here.
- *		The wait is ours, not the register's silence.
- */
-static void
-worker_table_sync_keepalive(void)
-{
-	if (stream_conn == NULL)
-		return;
-	worker_send_feedback(true, false);
-	last_recv = GetCurrentTimestamp();
-	ping_sent = false;
 }
 
 /*

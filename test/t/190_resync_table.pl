@@ -153,9 +153,21 @@ like($log, qr/register "r": new copy of table public\.big done at register LSN [
 	'logged: the end');
 
 # --- 2. under write load on the table and another one ---
+# Every transaction changes both tables: the changes to big are deferred
+# while big is copied, those to other are applied meanwhile.
 $load = start_pgbench(10, [ $both, 1 ]);
 sleep 2;
 $emb->safe_psql('postgres', "SELECT data_embassy.resync_table('r', 'big')");
+ok( $emb->poll_query_until('postgres',
+		"SELECT copy_rows > 0 AND copy_tables_done = 0
+		 FROM data_embassy.lag WHERE register = 'r'"),
+	'the copy under load runs');
+$other_1 = $emb->safe_psql('postgres', "SELECT count(*) FROM other WHERE v = 'both'");
+sleep 2;
+$other_2 = $emb->safe_psql('postgres', "SELECT count(*) FROM other WHERE v = 'both'");
+is(resync_state(), 'copying', 'the copy still runs');
+cmp_ok($other_2, '>', $other_1,
+	"the other table's changes of transactions that also change the copied table are applied during the copy ($other_1 then $other_2 rows)");
 # asked twice: a notice, nothing else
 my ($ret, $stdout, $stderr) = $emb->psql('postgres',
 	"SELECT data_embassy.resync_table('r', 'big')");
@@ -172,9 +184,13 @@ is($emb->safe_psql('postgres', "SELECT count(*) FROM other WHERE v = 'both'"),
 	$reg->safe_psql('postgres', "SELECT count(*) FROM other WHERE v = 'both'"),
 	"every transaction's change to the other table is there once");
 no_resync_slot_left('no slot of the copy is left at the register');
-like(slurp_file($emb->logfile),
-	qr/register "r": changes to table "big" wait for its new copy to commit/,
-	"the table's changes waited for the copy");
+$log = slurp_file($emb->logfile);
+like($log,
+	qr/register "r": changes to table "big" are deferred until its new copy commits/,
+	"the table's changes were deferred during the copy");
+like($log,
+	qr/register "r": table "big" caught up with the stream after its new copy at [0-9A-F]+\/[0-9A-F]+ \(\d+ deferred changes applied, \d+ held by the copy\)/,
+	'and applied after it');
 
 # --- 3. the embassy restarts in the middle of a copy ---
 $load = start_pgbench(12, [ $both, 1 ], [ $only_other, 1 ]);
