@@ -5,24 +5,28 @@
  *		  again, sealed, in a snapshot of its own, while the register's
  *		  apply worker goes on applying the other tables.
  *
- * This is the embassy's counterpart of PostgreSQL's tablesync.c, made
- * simpler by one rule: the apply worker never applies a change to the table
- * that the copy might not hold yet.
+ * This is the embassy's counterpart of PostgreSQL's tablesync.c.  Where
+ * core's table sync worker catches up with the stream from its own slot,
+ * here the apply worker keeps the table's changes aside while the copy runs
+ * and applies those the copy does not hold once it has committed.
  *
  * The state of a table lives in data_embassy.replicated_relations:
- * sync_state 'i' (a new copy is wanted) or 'r' (ready), sync_lsn (the
- * register LSN of the last copy's snapshot) and sync_attempt (the attempt
- * the apply worker claimed the copy with).
+ * sync_state 'i' (a new copy is wanted), 'd' (the copy committed, the
+ * apply worker catches up) or 'r' (ready), sync_lsn (the register LSN of
+ * the last copy's snapshot) and sync_attempt (the attempt the apply worker
+ * claimed the copy with).
  *
  *	1. resync_table() sets sync_state = 'i'.
  *	2. The apply worker reads it between transactions (de_table_sync_poll(),
  *	   once a second), claims the copy with a fresh attempt number (a
  *	   committed UPDATE) and starts a dynamic background worker for it, the
- *	   copy worker.  From then on the apply worker no longer applies the
- *	   table's changes directly: streamed transactions are spooled (so the
- *	   commit LSN of each is known when it is applied), and a change to the
- *	   table waits (de_table_sync_wanted()) until the copy has committed.
- *	   One copy runs at a time per register; others wait their turn.
+ *	   copy worker.  From then on the apply worker applies none of the
+ *	   table's changes: it writes their records, with the commit LSN of
+ *	   their transaction, to a spool file (de_table_sync_wanted()), and goes
+ *	   on with everything else.  Streamed transactions are spooled by
+ *	   stream.c meanwhile, so that each one's commit LSN is known when its
+ *	   changes are applied or deferred.  One copy runs at a time per
+ *	   register; others wait their turn.
  *	3. The copy worker connects to the register in replication mode,
  *	   creates a TEMPORARY slot (the embassy's slot name with
  *	   DE_RESYNC_SLOT_SUFFIX) exporting a snapshot whose consistent point is
@@ -31,20 +35,29 @@
  *	   session nonce, bound by the register to the slot's snapshot, whose
  *	   HELLO seals the slot's name and S and whose RELATION record names
  *	   the one table copied.  In one local transaction it deletes the
- *	   table's rows, applies the copy's rows, and sets sync_state = 'r' and
+ *	   table's rows, applies the copy's rows, and sets sync_state = 'd' and
  *	   sync_lsn = S, but only while sync_attempt is still its own.
- *	4. The apply worker then skips the table's changes of the transactions
- *	   that committed before S (the copy holds them) and applies those of
- *	   the transactions after; it forgets S once its origin has passed it.
+ *	4. The apply worker, at its next boundary between transactions, applies
+ *	   the deferred changes of the transactions that committed at or after
+ *	   S (the copy holds the others) and sets sync_state = 'r', in one local
+ *	   transaction that does not move the origin (ts_catch_up()).  From
+ *	   then on it skips the table's changes of transactions committed
+ *	   before S, until its origin passes S.
  *
- * Crashes.  Everything of the copy commits at once, or not at all: a copy
- * that fails leaves the table as it was (the apply worker has applied
- * nothing of it since the copy was claimed) and is started again, from a
- * new slot whose new S is later than anything the apply worker skipped.
- * The temporary slot goes with the copy worker's connection, however the
- * worker ends.  A new run of the apply worker voids the attempt of the
- * earlier run before it reads anything (a copy worker of the earlier run
- * can then no longer commit) and starts the copy again.
+ * What cannot be deferred is dropped and the table copied once more after
+ * the running copy (a snapshot taken later holds all of it): a TRUNCATE of
+ * the table, a RELATION record that describes it otherwise than the
+ * deferred changes were read with, a stream that starts over (pause).
+ *
+ * Crashes.  Everything of the copy commits at once, or not at all; so do
+ * the deferred changes with state 'r'.  A copy that fails leaves the table
+ * as it was and is started again (same claim) from a new slot, whose new S
+ * is later than anything the copy would have held.  The temporary slot goes
+ * with the copy worker's connection, however the worker ends.  A new run
+ * of the apply worker (after a crash or a restart its deferred changes are
+ * gone) first sets every 'd' back to 'i' and voids every claim (a copy
+ * worker of the earlier run can then no longer commit) and starts the copy
+ * again.
  *
  * Progress shows in the lag view's copy columns (copy_tables_total 1,
  * copy_tables_done, copy_rows, copy_bytes) and in the view table_resyncs.
