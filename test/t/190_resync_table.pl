@@ -191,6 +191,9 @@ like($log,
 like($log,
 	qr/register "r": table "big" caught up with the stream after its new copy at [0-9A-F]+\/[0-9A-F]+ \(\d+ deferred changes applied, \d+ held by the copy\)/,
 	'and applied after it');
+my @deferred = ($log =~ /caught up with the stream after its new copy at \S+ \((\d+) deferred changes applied/g);
+my $deferred = $deferred[-1];
+cmp_ok($deferred, '>', 0, "deferred changes after the copy's snapshot were applied ($deferred)");
 
 # --- 3. the embassy restarts in the middle of a copy ---
 $load = start_pgbench(12, [ $both, 1 ], [ $only_other, 1 ]);
@@ -226,6 +229,30 @@ $load->finish;
 wait_resync_done('the copy ends after the worker was killed');
 DataEmbassy::wait_caught_up($reg, $emb, 'r');
 DataEmbassy::compare_tables($reg, $emb, 'postgres');
+no_resync_slot_left('no slot of the copy is left at the register');
+
+# --- 5. the stream starts over while the table is copied (a pause): the
+# changes kept aside are gone, so the table is copied once more ---
+$load = start_pgbench(10, [ $both, 1 ]);
+$emb->safe_psql('postgres', "SELECT data_embassy.resync_table('r', 'big')");
+ok( $emb->poll_query_until('postgres',
+		"SELECT copy_rows > 5000 AND copy_tables_done = 0
+		 FROM data_embassy.lag WHERE register = 'r'"),
+	'a copy is under way');
+$emb->safe_psql('postgres', "SELECT data_embassy.pause_register('r')");
+ok(DataEmbassy::wait_state($emb, 'r', 'paused'), 'paused during the copy');
+sleep 1;
+$emb->safe_psql('postgres', "SELECT data_embassy.resume_register('r')");
+$load->finish;
+wait_resync_done('the copy ends after a pause during the copy');
+DataEmbassy::wait_caught_up($reg, $emb, 'r');
+DataEmbassy::compare_tables($reg, $emb, 'postgres');
+$log = slurp_file($emb->logfile);
+like($log,
+	qr/register "r": table "big" will be copied once more: the stream started over while it was being copied/,
+	'logged: the changes kept aside were lost with the stream');
+like($log, qr/register "r": table "big" is copied once more/,
+	'logged: copied once more');
 no_resync_slot_left('no slot of the copy is left at the register');
 
 # --- bad inputs that need a streaming register ---
