@@ -194,6 +194,8 @@ like($log,
 my @deferred = ($log =~ /caught up with the stream after its new copy at \S+ \((\d+) deferred changes applied/g);
 my $deferred = $deferred[-1];
 cmp_ok($deferred, '>', 0, "deferred changes after the copy's snapshot were applied ($deferred)");
+unlike($log, qr/register "r": the worker stopped on an error/,
+	'the apply worker never failed (no change applied twice or missing)');
 
 # --- 3. the embassy restarts in the middle of a copy ---
 $load = start_pgbench(12, [ $both, 1 ], [ $only_other, 1 ]);
