@@ -57,6 +57,12 @@
  *	  what is flushed here, as core's
  *	  store_flush_position()/get_flush_position() do.
  *
+ *	  Tables copied again.  While resync_table copies a table, its changes
+ *	  are handed to table_sync.c (apply_table_wanted()), which keeps them
+ *	  aside and applies those its copy does not hold once the copy has
+ *	  committed; the copy itself runs through an apply state of its own,
+ *	  without an origin (de_apply_create() with InvalidRepOriginId).
+ *
  * IDENTIFICATION
  *		  src/embassy/apply.c
  *
