@@ -237,8 +237,8 @@ SELECT count(*) AS null_frame_no_header FROM data_embassy.frame_header(NULL)
 WHERE version IS NOT NULL;
 SELECT label, try(q)
 FROM (VALUES
-	('copy_frames unpinned key', $$SELECT count(*) FROM data_embassy.copy_frames('4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4dedededededededededededededededededededededededededededededededed', '00000000000000000000000000000000', 'no_slot', '00000003-00000002-1')$$),
-	('copy_frames malformed key', $$SELECT count(*) FROM data_embassy.copy_frames('xyz', '00000000000000000000000000000000', 'no_slot', '00000003-00000002-1')$$),
+	('copy_frames unpinned key', $$SELECT count(*) FROM data_embassy.copy_frames('4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4dedededededededededededededededededededededededededededededededed', '0000000000000000000000000000000000000000000000000000000000000000', 'no_slot', '00000003-00000002-1')$$),
+	('copy_frames malformed key', $$SELECT count(*) FROM data_embassy.copy_frames('xyz', '0000000000000000000000000000000000000000000000000000000000000000', 'no_slot', '00000003-00000002-1')$$),
 	('frame_header garbage', $$SELECT * FROM data_embassy.frame_header('\xdeadbeef')$$),
 	('inspect_frames not granted', $$SELECT count(*) FROM data_embassy.inspect_frames('{}', 'xyz')$$)
 ) AS v(label, q)

@@ -15,9 +15,10 @@
  * streams from the consistent point.
  *
  * Nothing of this that travels in the clear is trusted.  Every attempt at a
- * copy gets a fresh random session nonce, which the register seals into
- * every frame and the opener checks, so a copy recorded from an earlier
- * attempt is refused.  The register refuses to seal a copy outside the
+ * copy gets a fresh session key pair; the register seals the public half
+ * into every frame and MACs every frame under a key only it and this
+ * process can derive (frame.h), so a copy recorded from an earlier attempt,
+ * or sealed by anyone else, is refused.  The register refuses to seal a copy outside the
  * snapshot exported with the slot's creation, and seals the slot's name and
  * consistent point into the copy's HELLO; the origin starts from that
  * sealed point, and a reply to CREATE_REPLICATION_SLOT that says otherwise
@@ -165,6 +166,7 @@ de_initial_sync(const DeInitialSync *sync)
 		DeOpener   *opener;
 		char	   *frame;
 		int			len;
+		uint8		session_priv[DE_KEY_LEN];
 		uint8		session[DE_SESSION_LEN];
 		XLogRecPtr	sealed = InvalidXLogRecPtr;
 
@@ -178,10 +180,7 @@ de_initial_sync(const DeInitialSync *sync)
 		 * The snapshot lives until the next command on the replication
 		 * connection, so import it before anything else happens there.
 		 */
-		if (!pg_strong_random(session, sizeof(session)))
-			ereport(ERROR,
-					errcode(ERRCODE_INTERNAL_ERROR),
-					errmsg("could not generate a random session nonce"));
+		de_x25519_generate(session_priv, session);
 		copy_conn = de_walconn_connect(reg->conninfo, false,
 									   INITIAL_SYNC_APPNAME);
 		de_walconn_copy_start(copy_conn, snapshot, sync->own_key_text,
@@ -192,9 +191,10 @@ de_initial_sync(const DeInitialSync *sync)
 										ALLOCSET_DEFAULT_SIZES);
 		opener = de_opener_create(copycxt, sync->own_priv,
 								  sync->register_pub->dh,
-								  sync->register_pub->sign, session,
+								  sync->register_pub->sign, session_priv,
 								  DE_FRAME_KIND_COPY, true,
 								  reg->sysid, reg->dboid);
+		de_secure_zero(session_priv, sizeof(session_priv));
 
 		de_apply_copy_begin(sync->apply);
 		initial_sync_empty_replica(register_name);

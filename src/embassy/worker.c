@@ -98,9 +98,6 @@
 #define WORKER_APPNAME				"data_embassy"
 #define WORKER_HEARTBEAT_APPNAME	"data_embassy heartbeat"
 
-/* a received batch holds at most this much (and DE_VERIFY_BATCH_MAX) */
-#define WORKER_BATCH_BYTES			(4 * 1024 * 1024)
-
 /* heartbeat nonces remembered until their proof comes back */
 #define WORKER_HEARTBEATS			8
 
@@ -133,8 +130,9 @@ static DeStream *streamed = NULL;
 static DeWalConn *stream_conn = NULL;
 
 /*
- * The sealed session: the nonce this connection was given, whether the
- * stream's HELLO has arrived, and the heartbeats asked for over hb_conn.
+ * The sealed session: the public key this connection was given (its
+ * private half lives only in the opener, as the session's MAC key), whether
+ * the stream's HELLO has arrived, and the heartbeats asked for over hb_conn.
  */
 static uint8 session[DE_SESSION_LEN];
 static TimestampTz last_recv = 0;	/* the last message of the stream */
@@ -201,7 +199,6 @@ static const char *worker_appname(void);
 static void worker_connect(void);
 static void worker_check_identity(uint64 sysid, Oid dboid, bool pin);
 static void worker_heartbeat(void);
-static bool worker_receive_batch(DeOpener *opener, MemoryContext batchcxt);
 static void worker_check_history(const DeRecord *rec);
 static void worker_check_hello(const DeFrameHeader *hdr, const DeRecord *rec,
 							   bool stream);
@@ -928,29 +925,29 @@ static void
 worker_stream(void)
 {
 	MemoryContext streamcxt;
-	MemoryContext batchcxt;
 	DeOpener   *opener;
+	uint8		session_priv[DE_KEY_LEN];
 
 	streamcxt = AllocSetContextCreate(WorkerContext, "data_embassy stream",
 									  ALLOCSET_DEFAULT_SIZES);
-	batchcxt = AllocSetContextCreate(streamcxt, "data_embassy received batch",
-									 ALLOCSET_DEFAULT_SIZES);
 
 	/* a new stream: RELATION records and frame sequence start again */
 	de_stream_reset(streamed);
 	de_apply_reset_stream(apply);
 	MemoryContextSwitchTo(WorkerContext);
-	/* a fresh nonce binds every frame of this stream to this connection */
-	if (!pg_strong_random(session, sizeof(session)))
-		ereport(ERROR,
-				errcode(ERRCODE_INTERNAL_ERROR),
-				errmsg("could not generate a random session nonce"));
+
+	/*
+	 * A fresh session key binds every frame of this stream to this
+	 * connection, and its MAC to the register and this process.
+	 */
+	de_x25519_generate(session_priv, session);
 	session_started_at = GetCurrentTimestamp();
 	hello_seen = false;
 	opener = de_opener_create(streamcxt, own_priv, register_pub.dh,
-							  register_pub.sign, session,
+							  register_pub.sign, session_priv,
 							  DE_FRAME_KIND_STREAM, true,
 							  reg.sysid, reg.dboid);
+	de_secure_zero(session_priv, sizeof(session_priv));
 
 	/* a stream must start exactly where the replica stands */
 	stream_start = replorigin_session_get_progress(false);
@@ -995,9 +992,23 @@ worker_stream(void)
 		if (ctl == WORKER_PAUSE)
 			break;
 
-		/* everything that has arrived, a batch at a time */
-		while (worker_receive_batch(opener, batchcxt))
-			;
+		/* everything that has arrived */
+		for (;;)
+		{
+			DeWalMessage msg;
+
+			if (!de_walconn_receive_message(stream_conn, register_name, &msg))
+				break;
+
+			last_recv = GetCurrentTimestamp();
+			ping_sent = false;
+			worker_handle_message(opener, &msg);
+			MemoryContextSwitchTo(WorkerContext);
+
+			CHECK_FOR_INTERRUPTS();
+			if (worker_control() != WORKER_RUN)
+				break;
+		}
 
 		worker_persist_position(false);
 		worker_send_feedback(false, false);
@@ -1041,70 +1052,6 @@ worker_stream(void)
 	de_apply_reset_stream(apply);
 	MemoryContextSwitchTo(WorkerContext);
 	MemoryContextDelete(streamcxt);
-}
-
-/*
- * worker_receive_batch
- *		Take what has arrived, up to DE_VERIFY_BATCH_MAX messages or
- *		WORKER_BATCH_BYTES, and handle it in order.  The frames of a batch
- *		are verified together: one signature, the last one's, proves the
- *		others through the hash chain (de_opener_verify_batch), so a worker
- *		that falls behind spends less on signatures, not more.  Returns
- *		false when nothing more is ready or the worker must stop streaming.
- */
-static bool
-worker_receive_batch(DeOpener *opener, MemoryContext batchcxt)
-{
-	DeWalMessage msgs[DE_VERIFY_BATCH_MAX];
-	const char *frames[DE_VERIFY_BATCH_MAX];
-	size_t		lens[DE_VERIFY_BATCH_MAX];
-	int			nmsgs = 0;
-	int			nframes = 0;
-	size_t		bytes = 0;
-	bool		more = true;
-	int			i;
-
-	MemoryContextReset(batchcxt);
-	while (nmsgs < DE_VERIFY_BATCH_MAX && bytes < WORKER_BATCH_BYTES)
-	{
-		DeWalMessage *msg = &msgs[nmsgs];
-
-		if (!de_walconn_receive_message(stream_conn, register_name, msg))
-		{
-			more = false;
-			break;
-		}
-		/* the data is the connection's until the next receive: copy it */
-		if (msg->kind == DE_WAL_XLOGDATA)
-		{
-			char	   *copy = MemoryContextAlloc(batchcxt, msg->len);
-
-			memcpy(copy, msg->data, msg->len);
-			msg->data = copy;
-			frames[nframes] = copy;
-			lens[nframes] = msg->len;
-			nframes++;
-			bytes += msg->len;
-		}
-		nmsgs++;
-	}
-	if (nmsgs == 0)
-		return false;
-
-	last_recv = GetCurrentTimestamp();
-	ping_sent = false;
-	de_opener_verify_batch(opener, frames, lens, nframes);
-
-	for (i = 0; i < nmsgs; i++)
-	{
-		worker_handle_message(opener, &msgs[i]);
-		MemoryContextSwitchTo(WorkerContext);
-
-		CHECK_FOR_INTERRUPTS();
-		if (worker_control() != WORKER_RUN)
-			return false;
-	}
-	return more;
 }
 
 /*

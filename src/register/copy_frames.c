@@ -20,7 +20,7 @@
  * exported and still holds (the export file in pg_snapshots names that
  * walsender and lists the snapshot's xmin, xmax and running transactions,
  * compared here with the caller's), and every frame carries the session
- * nonce the embassy made for this one attempt.  The HELLO seals the slot's
+ * key the embassy made for this one attempt and a MAC under it.  The HELLO seals the slot's
  * consistent point, which the embassy uses as its starting point.
  *
  * Sequences are not MVCC: their values are read when the copy reaches its
@@ -176,7 +176,8 @@ copy_xid_cmp(const void *a, const void *b)
 
 /*
  * copy_parse_session
- *		The embassy's session nonce: DE_SESSION_LEN bytes as hex digits.
+ *		The embassy's session key (an X25519 public key): DE_SESSION_LEN
+ *		bytes as hex digits.
  */
 static void
 copy_parse_session(const char *text, uint8 *session)
@@ -185,8 +186,8 @@ copy_parse_session(const char *text, uint8 *session)
 		strspn(text, "0123456789abcdefABCDEF") != 2 * DE_SESSION_LEN)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("invalid session \"%s\"", text),
-				errdetail("A session is %d hexadecimal digits.",
+				errmsg("invalid session key \"%s\"", text),
+				errdetail("A session key is %d hexadecimal digits.",
 						  2 * DE_SESSION_LEN));
 	(void) hex_decode(text, 2 * DE_SESSION_LEN, (char *) session);
 }
@@ -703,7 +704,8 @@ copy_next_frame(CopyFramesState *state)
 	initStringInfo(&out);
 	out.len = VARHDRSZ;
 	de_sealer_seal(state->sealer, state->body.data, (uint32) state->body.len,
-				   flags, state->lsn, state->lsn, source_lsn, &out);
+				   flags, state->lsn, state->lsn, source_lsn,
+				   state->finished, &out);
 	SET_VARSIZE(out.data, out.len);
 	resetStringInfo(&state->body);
 

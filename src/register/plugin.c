@@ -17,6 +17,14 @@
  *							changes outgrow decoding_work_mem before it
  *							commits, in blocks (STREAM_START ... STREAM_STOP,
  *							then STREAM_COMMIT or STREAM_ABORT; codec.h)
+ *		session				the public X25519 key the embassy made for this
+ *							connection, 64 hexadecimal digits: every frame
+ *							carries it and a MAC under a key derived from it
+ *							(frame.h).  Without it (decoding called from
+ *							SQL) the session is the X25519 base point, a
+ *							key nobody holds the private half of, so no
+ *							receiver accepts such frames as a live stream.
+ *		history_lsn, frame_version: see de_plugin_parse_options()
  *
  * NOTES
  *
@@ -122,7 +130,7 @@ typedef struct DePluginData
 	MemoryContext change_cxt;	/* reset after every callback */
 
 	DePublicKey embassy_key;
-	uint8		session[DE_SESSION_LEN];	/* the embassy's nonce, or zeros */
+	uint8		session[DE_SESSION_LEN];	/* the embassy's session key */
 	XLogRecPtr	history_lsn;	/* a heartbeat the embassy saw, or 0 */
 	XLogRecPtr	start_lsn;		/* where decoding really starts */
 	int			batch_bytes;
@@ -359,7 +367,14 @@ de_plugin_parse_options(List *options, DePluginData *data)
 						errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("invalid value for option \"%s\"",
 							   elem->defname),
-						errdetail("A session is %d hexadecimal digits.",
+						errdetail("A session key is %d hexadecimal digits.",
+								  2 * DE_SESSION_LEN));
+			if (strspn(hex, "0123456789abcdefABCDEF") != 2 * DE_SESSION_LEN)
+				ereport(ERROR,
+						errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("invalid value for option \"%s\"",
+							   elem->defname),
+						errdetail("A session key is %d hexadecimal digits.",
 								  2 * DE_SESSION_LEN));
 			(void) hex_decode(hex, 2 * DE_SESSION_LEN,
 							  (char *) data->session);
@@ -412,6 +427,12 @@ duplicate:
 				errmsg("conflicting or redundant options"),
 				errdetail("Option \"%s\" was given more than once.",
 						  elem->defname));
+	}
+
+	if (!session_given)
+	{
+		memset(data->session, 0, DE_SESSION_LEN);
+		data->session[0] = 9;	/* the X25519 base point */
 	}
 
 	if (!key_given)
@@ -586,7 +607,7 @@ de_body_reset(DePluginData *data)
  */
 static void
 de_plugin_seal(LogicalDecodingContext *ctx, DePluginData *data,
-			   uint16 flags, XLogRecPtr commit_lsn)
+			   uint16 flags, XLogRecPtr commit_lsn, bool sign)
 {
 	XLogRecPtr	end_lsn = Max(ctx->reader->EndRecPtr, data->last_end_lsn);
 
@@ -595,7 +616,7 @@ de_plugin_seal(LogicalDecodingContext *ctx, DePluginData *data,
 
 	OutputPluginPrepareWrite(ctx, true);
 	de_sealer_seal(data->sealer, data->body.data, (uint32) data->body.len,
-				   flags, end_lsn, commit_lsn, GetFlushRecPtr(NULL),
+				   flags, end_lsn, commit_lsn, GetFlushRecPtr(NULL), sign,
 				   ctx->out);
 	OutputPluginWrite(ctx, true);
 
@@ -612,7 +633,7 @@ de_plugin_seal_if_full(LogicalDecodingContext *ctx, DePluginData *data)
 		return false;
 	de_plugin_seal(ctx, data,
 				   (data->begin_sent || data->in_stream) ? DE_FRAME_TXN_OPEN : 0,
-				   data->last_commit_lsn);
+				   data->last_commit_lsn, false);
 	return true;
 }
 
@@ -913,7 +934,7 @@ de_plugin_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 
 	if (data->body.len > 0 &&
 		(caught_up || data->body.len >= data->batch_bytes))
-		de_plugin_seal(ctx, data, 0, data->last_commit_lsn);
+		de_plugin_seal(ctx, data, 0, data->last_commit_lsn, false);
 
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(data->change_cxt);
@@ -1062,7 +1083,8 @@ de_plugin_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			 */
 			if (ctx->reader->EndRecPtr > data->last_commit_lsn)
 				data->last_commit_lsn = ctx->reader->EndRecPtr;
-			de_plugin_seal(ctx, data, 0, data->last_commit_lsn);
+			/* signed, so the proof holds for whoever keeps the frames */
+			de_plugin_seal(ctx, data, 0, data->last_commit_lsn, true);
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(data->change_cxt);
 		}
@@ -1084,7 +1106,7 @@ de_plugin_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 						 message_size, message);
 		wrote = !data->walsender || data->body.len >= data->batch_bytes;
 		if (wrote)
-			de_plugin_seal(ctx, data, 0, data->last_commit_lsn);
+			de_plugin_seal(ctx, data, 0, data->last_commit_lsn, false);
 	}
 
 	if (!wrote)
@@ -1127,7 +1149,7 @@ de_plugin_stream_stop(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 	/* called from SQL, nothing is held back between calls */
 	if (data->body.len > 0 &&
 		(!data->walsender || data->body.len >= data->batch_bytes))
-		de_plugin_seal(ctx, data, 0, data->last_commit_lsn);
+		de_plugin_seal(ctx, data, 0, data->last_commit_lsn, false);
 }
 
 /*
@@ -1143,7 +1165,7 @@ de_plugin_stream_abort(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 
 	de_write_stream_abort(&data->body, toptxn->xid, txn->xid);
 	if (!data->walsender || data->body.len >= data->batch_bytes)
-		de_plugin_seal(ctx, data, 0, data->last_commit_lsn);
+		de_plugin_seal(ctx, data, 0, data->last_commit_lsn, false);
 	else
 		de_plugin_progress(ctx, data);
 }
@@ -1202,7 +1224,7 @@ de_plugin_stream_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		data->last_commit_lsn = txn->end_lsn;
 
 	if (caught_up || data->body.len >= data->batch_bytes)
-		de_plugin_seal(ctx, data, 0, data->last_commit_lsn);
+		de_plugin_seal(ctx, data, 0, data->last_commit_lsn, false);
 
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(data->change_cxt);
@@ -1229,7 +1251,7 @@ de_plugin_write_outside(LogicalDecodingContext *ctx, DePluginData *data,
 	ctx->write_xid = InvalidTransactionId;
 
 	data->last_commit_lsn = pos;
-	de_plugin_seal(ctx, data, flags, pos);
+	de_plugin_seal(ctx, data, flags, pos, false);
 
 	ctx->accept_writes = save_accept;
 	ctx->write_location = save_location;
