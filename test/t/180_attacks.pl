@@ -531,6 +531,7 @@ subtest 'key-compromise impersonation' => sub {
 
 	# the forged frame replaces the first frame of the next stream, and
 	# the register's own frames are hidden from then on
+	my $log_offset = -s $emb->logfile;
 	$proxy->tamper('inject', forge => $wrapper, data_only => 0, replace => 1,
 		then_hide => 1);
 	$proxy->cut;
@@ -540,7 +541,6 @@ subtest 'key-compromise impersonation' => sub {
 	  while $proxy->stats->{tampered_inject} < 1 && time() < $deadline;
 	ok($proxy->stats->{tampered_inject} >= 1, 'the forged frame was sent');
 	write_many('after forged frame', 300);
-	my $log_offset = -s $emb->logfile;
 	my $told = watch_attack('key compromise', 6,
 		markers => ['after forged frame']);
 	like(substr(slurp_file($emb->logfile), $log_offset),
