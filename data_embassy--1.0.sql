@@ -211,6 +211,8 @@ CREATE TABLE registers (
 	skip_lsn	pg_lsn,			/* skip(): the transaction to skip */
 	skip_requested_by name,		/* and who asked */
 	require_tls boolean NOT NULL DEFAULT true, /* another host: verify-ca/full */
+	history_lsn pg_lsn,			/* the last sealed heartbeat's WAL record... */
+	history_crc bigint,			/* ...and its CRC: the history check */
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 

@@ -46,7 +46,8 @@
 #define REGISTER_COLUMNS \
 	"name, conninfo, register_key, copy_data, slot_name::pg_catalog.text, " \
 	"state, paused, register_sysid::pg_catalog.text, register_dboid, " \
-	"promoted_at, promoted_lsn, skip_lsn, require_tls"
+	"promoted_at, promoted_lsn, skip_lsn, require_tls, history_lsn, " \
+	"history_crc"
 #define Anum_reg_name			1
 #define Anum_reg_conninfo		2
 #define Anum_reg_register_key	3
@@ -60,7 +61,9 @@
 #define Anum_reg_promoted_lsn	11
 #define Anum_reg_skip_lsn		12
 #define Anum_reg_require_tls	13
-#define Natts_reg				13
+#define Anum_reg_history_lsn	14
+#define Anum_reg_history_crc	15
+#define Natts_reg				15
 
 static const char *const phase_names[] = {
 	[DE_PHASE_INIT] = "init",
@@ -139,7 +142,7 @@ result_register(MemoryContext cxt, int row)
 	bool		isnull;
 	Datum		d;
 
-	StaticAssertStmt(Natts_reg == Anum_reg_require_tls,
+	StaticAssertStmt(Natts_reg == Anum_reg_history_crc,
 					 "REGISTER_COLUMNS and its column numbers disagree");
 
 	reg->name = result_text(cxt, row, Anum_reg_name);
@@ -167,6 +170,10 @@ result_register(MemoryContext cxt, int row)
 	reg->skip_lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(d);
 	d = result_datum(row, Anum_reg_require_tls, &isnull);
 	reg->require_tls = isnull || DatumGetBool(d);
+	d = result_datum(row, Anum_reg_history_lsn, &isnull);
+	reg->history_lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(d);
+	d = result_datum(row, Anum_reg_history_crc, &isnull);
+	reg->history_crc = isnull ? 0 : (uint32) DatumGetInt64(d);
 	return reg;
 }
 
@@ -441,7 +448,8 @@ void
 de_catalog_set_resync(const char *name)
 {
 	if (catalog_exec_named("UPDATE " REGISTERS
-						   " SET state = 'init', copy_data = true"
+						   " SET state = 'init', copy_data = true,"
+						   " history_lsn = NULL, history_crc = NULL"
 						   " WHERE name OPERATOR(pg_catalog.=) $1",
 						   SPI_OK_UPDATE, name) != 1)
 		catalog_register_gone(name);
@@ -511,6 +519,27 @@ de_catalog_set_skip(const char *name, XLogRecPtr lsn)
 								  " SET skip_lsn = $2, skip_requested_by = $3"
 								  " WHERE name OPERATOR(pg_catalog.=) $1",
 								  SPI_OK_UPDATE, 3, types, values, nulls);
+	de_privileged_sql_end(&save);
+}
+
+void
+de_catalog_set_history(const char *name, XLogRecPtr lsn, uint32 crc)
+{
+	DePrivilegedSql save;
+	Oid			types[3] = {TEXTOID, LSNOID, INT8OID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = LSNGetDatum(lsn);
+	values[2] = Int64GetDatum((int64) crc);
+
+	(void) catalog_begin(&save, false);
+	if (de_privileged_sql_exec("UPDATE " REGISTERS
+							   " SET history_lsn = $2, history_crc = $3"
+							   " WHERE name OPERATOR(pg_catalog.=) $1",
+							   SPI_OK_UPDATE, 3, types, values, nulls) != 1)
+		catalog_register_gone(name);
 	de_privileged_sql_end(&save);
 }
 

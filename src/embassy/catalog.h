@@ -52,6 +52,8 @@ typedef struct DeRegister
 	TimestampTz promoted_at;	/* 0 unless promoted */
 	XLogRecPtr	promoted_lsn;	/* invalid unless promoted */
 	XLogRecPtr	skip_lsn;		/* skip(): commit LSN to skip, or invalid */
+	XLogRecPtr	history_lsn;	/* the last proven heartbeat, or invalid */
+	uint32		history_crc;	/* the CRC of its WAL record */
 } DeRegister;
 
 /* Row locks that de_catalog_get_register() can take. */
@@ -105,6 +107,15 @@ extern void de_catalog_set_streaming(const char *name);
  * the register again.  ERRCODE_UNDEFINED_OBJECT if the row is gone.
  */
 extern void de_catalog_set_resync(const char *name);
+
+/*
+ * The last sealed heartbeat the worker received: where its WAL record
+ * starts at the register, and that record's CRC.  Every stream asks the
+ * register about it (the history check), after restarts too; a resync
+ * forgets it.
+ */
+extern void de_catalog_set_history(const char *name, XLogRecPtr lsn,
+								   uint32 crc);
 
 /*
  * Phase promoted with its time and LSN (the fence), and a row in

@@ -142,6 +142,7 @@ static bool hello_seen = false;
 static XLogRecPtr history_lsn = InvalidXLogRecPtr;	/* asked in this stream */
 static uint32 history_crc = 0;
 static TimestampTz session_started_at = 0;
+static bool history_unsaved = false;	/* a proof not in the catalog yet */
 
 typedef struct WorkerHeartbeat
 {
@@ -216,6 +217,7 @@ static void worker_apply_frame(DeOpener *opener, const char *frame,
 							   size_t len, bool stream);
 static void worker_handle_message(DeOpener *opener, const DeWalMessage *msg);
 static void worker_persist_position(bool force);
+static void worker_persist_history(void);
 static void worker_send_feedback(bool force, bool request_reply);
 static void worker_publish(DeState state, bool contact, uint64 frames,
 						   uint64 wire, uint64 plain);
@@ -524,6 +526,22 @@ worker_run(void)
 	 */
 	SpinLockAcquire(&MySlot->mutex);
 	MySlot->applied_lsn = replorigin_session_get_progress(false);
+
+	/*
+	 * The history check outlives restarts: the proof the catalog keeps.  A
+	 * register to copy (anew) starts a new history: a proof from before,
+	 * perhaps of the very history that rewound, no longer counts.
+	 */
+	if (reg.phase == DE_PHASE_INIT)
+	{
+		MySlot->proof_lsn = InvalidXLogRecPtr;
+		MySlot->proof_crc = 0;
+	}
+	else if (XLogRecPtrIsInvalid(MySlot->proof_lsn))
+	{
+		MySlot->proof_lsn = reg.history_lsn;
+		MySlot->proof_crc = reg.history_crc;
+	}
 	SpinLockRelease(&MySlot->mutex);
 
 	apply = de_apply_create(WorkerContext, register_name, origin_id);
@@ -1011,6 +1029,7 @@ worker_stream(void)
 		}
 
 		worker_persist_position(false);
+		worker_persist_history();
 		worker_send_feedback(false, false);
 		worker_heartbeat();
 
@@ -1471,6 +1490,7 @@ worker_heartbeat_proof(const DeFrameHeader *hdr, const DeRecord *rec)
 		MySlot->proof_lsn = rec->lsn;
 		MySlot->proof_crc = rec->crc;
 		SpinLockRelease(&MySlot->mutex);
+		history_unsaved = true;
 		break;
 	}
 }
@@ -1530,6 +1550,36 @@ worker_persist_position(bool force)
 	MemoryContextSwitchTo(WorkerContext);
 
 	last_persist_at = now;
+}
+
+/*
+ * worker_persist_history
+ *		Keep the latest proven heartbeat in the catalog, between
+ *		transactions, so that the first stream after a restart of the
+ *		embassy is checked against the register's history too.
+ */
+static void
+worker_persist_history(void)
+{
+	XLogRecPtr	lsn;
+	uint32		crc;
+
+	if (!history_unsaved || de_apply_in_transaction(apply))
+		return;
+
+	SpinLockAcquire(&MySlot->mutex);
+	lsn = MySlot->proof_lsn;
+	crc = MySlot->proof_crc;
+	SpinLockRelease(&MySlot->mutex);
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	de_catalog_set_history(register_name, lsn, crc);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(WorkerContext);
+	history_unsaved = false;
 }
 
 /*
