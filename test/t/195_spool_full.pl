@@ -84,13 +84,17 @@ sub open_large
 		"INSERT INTO small VALUES ($small_id, 'meanwhile')");
 	$session->query_safe(qq{INSERT INTO big
 		SELECT g, repeat(chr(97 + g % 26), $len) FROM generate_series(2, $nrows - 1) g});
+	# at least the values of every row, and no longer growing (a file
+	# grows page by page while a chunk is written)
 	my $want = ($nrows - 1) * $len + $pad;
 	my $size = 0;
+	my $last = -1;
 	foreach (1 .. $PostgreSQL::Test::Utils::timeout_default * 10)
 	{
 		$size = spool_bytes();
-		last if $size >= $want;
-		select(undef, undef, undef, 0.1);
+		last if $size >= $want && $size == $last;
+		$last = $size;
+		select(undef, undef, undef, 0.2);
 	}
 	cmp_ok($size, '>=', $want, "spool file holds the rows ($size bytes)");
 	return $size;
