@@ -226,8 +226,7 @@ struct DeApply
 	List	   *pending_recorded;	/* local OIDs recorded, not committed (in
 									 * cxt) */
 	List	   *pending_remote; /* and the register's OIDs they follow */
-	bool		adopt_rows;		/* de_apply_adopt_rows(): the copy has no
-								 * rows */
+	bool		adopt_rows;		/* de_apply_adopt_rows(): the copy has no rows */
 	bool		copy_marker_seen;	/* the copy sealed DE_COPY_MODE_NO_ROWS */
 	List	   *schemas;		/* de_apply_set_schemas(): NIL, every schema */
 	DeRelMapEntry *buffered;	/* entry whose inserts are buffered */

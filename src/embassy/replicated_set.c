@@ -131,14 +131,18 @@ data_embassy_add_replicated_table(PG_FUNCTION_ARGS)
 				errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				errmsg("\"%s.%s\" is not a table", nspname, relname),
 				errdetail("Only tables and partitioned tables replicate a register's tables."));
+	if (form->relpersistence == RELPERSISTENCE_TEMP)
+		ereport(ERROR,
+				errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				errmsg("cannot use temporary table \"%s\" as a replication target",
+					   relname));
 	if (IsCatalogRelationOid(relid) ||
-		form->relnamespace == de_schema_oid(true) ||
-		form->relpersistence == RELPERSISTENCE_TEMP)
+		form->relnamespace == de_schema_oid(true))
 		ereport(ERROR,
 				errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				errmsg("cannot use table \"%s.%s\" as a replication target",
 					   nspname, relname),
-				errdetail("System catalogs, temporary tables and the tables of data_embassy are never replicated."));
+				errdetail("System catalogs and the tables of data_embassy are never replicated."));
 	ReleaseSysCache(tup);
 
 	schemas = de_catalog_register_schemas(name);

@@ -117,7 +117,7 @@ static char register_name[NAMEDATALEN];
 
 /* the register's row of data_embassy.registers, in WorkerContext */
 static DeRegister reg;
-static List *reg_schemas = NIL;	/* registers.schemas; NIL: every schema */
+static List *reg_schemas = NIL; /* registers.schemas; NIL: every schema */
 
 static MemoryContext WorkerContext = NULL;
 static MemoryContext FrameContext = NULL;

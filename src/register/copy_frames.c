@@ -781,6 +781,10 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 						errmsg("with_rows must not be null"));
 			with_rows = PG_GETARG_BOOL(5);
 		}
+		/* checked now, kept below in the call's memory */
+		if (PG_NARGS() > 4 && !PG_ARGISNULL(4))
+			(void) de_schema_list_from_array(PG_GETARG_ARRAYTYPE_P(4),
+											 "schemas");
 		keytext = text_to_cstring(PG_GETARG_TEXT_PP(0));
 		slot_name = text_to_cstring(PG_GETARG_TEXT_PP(2));
 		snapshot_name = text_to_cstring(PG_GETARG_TEXT_PP(3));
