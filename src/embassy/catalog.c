@@ -35,6 +35,7 @@
 #include "embassy/catalog.h"
 #include "embassy/guard.h"
 #include "privilege.h"
+#include "schema_list.h"
 
 #define REGISTERS			DE_SCHEMA_NAME ".registers"
 #define RELATIONS			DE_SCHEMA_NAME ".replicated_relations"
@@ -365,6 +366,64 @@ de_catalog_insert_register(const char *name, const char *conninfo,
 								  " VALUES ($1, $2, $3, $4, $5, 'init')",
 								  SPI_OK_INSERT, 5, types, values, NULL);
 	de_privileged_sql_end(&save);
+}
+
+void
+de_catalog_set_schemas(const char *name, List *schemas)
+{
+	DePrivilegedSql save;
+	Oid			types[2] = {TEXTOID, TEXTARRAYOID};
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
+	uint64		n;
+
+	(void) catalog_begin(&save, false);
+	values[0] = CStringGetTextDatum(name);
+	if (schemas == NIL)
+	{
+		values[1] = (Datum) 0;
+		nulls[1] = 'n';
+	}
+	else
+		values[1] = PointerGetDatum(de_schema_list_to_array(schemas));
+	n = de_privileged_sql_exec("UPDATE " REGISTERS " SET schemas = $2"
+							   " WHERE name OPERATOR(pg_catalog.=) $1",
+							   SPI_OK_UPDATE, 2, types, values, nulls);
+	de_privileged_sql_end(&save);
+	if (n != 1)
+		catalog_register_gone(name);
+}
+
+List *
+de_catalog_register_schemas(const char *name)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	DePrivilegedSql save;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	List	   *result = NIL;
+
+	(void) catalog_begin(&save, false);
+	values[0] = CStringGetTextDatum(name);
+	if (de_privileged_sql_exec("SELECT schemas FROM " REGISTERS
+							   " WHERE name OPERATOR(pg_catalog.=) $1",
+							   SPI_OK_SELECT, 1, types, values, NULL) > 0)
+	{
+		bool		isnull;
+		Datum		d = result_datum(0, 1, &isnull);
+
+		if (!isnull)
+		{
+			MemoryContext old = MemoryContextSwitchTo(cxt);
+
+			/* written by de_catalog_set_schemas(), checked again */
+			result = de_schema_list_from_array(DatumGetArrayTypePCopy(d),
+											   "registers.schemas");
+			MemoryContextSwitchTo(old);
+		}
+	}
+	de_privileged_sql_end(&save);
+	return result;
 }
 
 void

@@ -92,6 +92,13 @@ extern void de_catalog_insert_register(const char *name, const char *conninfo,
 									   const char *register_key,
 									   bool copy_data, bool require_tls);
 extern void de_catalog_delete_register(const char *name);
+
+/*
+ * registers.schemas: the schemas the register replicates here (a List of
+ * names; NIL: every schema).  See schema_list.h.
+ */
+extern void de_catalog_set_schemas(const char *name, List *schemas);
+extern List *de_catalog_register_schemas(const char *name);
 extern void de_catalog_set_paused(const char *name, bool paused);
 extern void de_catalog_set_require_tls(const char *name, bool require_tls);
 

@@ -2,13 +2,17 @@
  *
  * initial_sync.c
  *		  The first run of a register at the embassy: create its replication
- *		  slot and, with copy_data, apply the initial copy.
+ *		  slot and apply the initial copy (without copy_data, the tables'
+ *		  descriptions only).
  *
  * The apply worker calls de_initial_sync() while its register is in its
  * first run (registers.state = 'init').  The slot is created over the
  * worker's replication connection, exporting a snapshot; a second, ordinary
  * connection imports that snapshot and reads data_embassy.copy_frames(),
- * sealed frames of kind 'C', which the worker opens and applies.  The copy,
+ * sealed frames of kind 'C', which the worker opens and applies.  Without
+ * copy_data the copy carries no rows: it describes every table the
+ * register replicates here, so that each becomes a guarded replica at its
+ * commit (see apply.c), and seals where the slot starts.  The copy,
  * the replication origin set to the slot's consistent point and
  * registers.state = 'streaming' commit in one local transaction, so a crash
  * before that commit starts the first run over, and a crash after it
@@ -135,9 +139,10 @@ initial_sync_empty_replica(const char *register_name)
 
 /*
  * de_initial_sync
- *		First run of a register: make the slot and, with copy_data, apply the
- *		initial copy.  Ends with the origin at the slot's consistent point
- *		and registers.state = 'streaming', committed together.
+ *		First run of a register: make the slot and apply the initial copy
+ *		(without copy_data, the tables' descriptions only).  Ends with the
+ *		origin at the slot's consistent point and registers.state =
+ *		'streaming', committed together.
  */
 void
 de_initial_sync(const DeInitialSync *sync)
@@ -158,9 +163,9 @@ de_initial_sync(const DeInitialSync *sync)
 	}
 
 	consistent = de_walconn_create_slot(sync->stream_conn, reg->slot_name,
-										reg->copy_data ? &snapshot : NULL);
+										&snapshot);
 
-	if (reg->copy_data)
+	/* with or without rows, a sealed copy */
 	{
 		MemoryContext copycxt;
 		DeOpener   *opener;
@@ -173,8 +178,10 @@ de_initial_sync(const DeInitialSync *sync)
 		de_slot_set_state(sync->slot, DE_STATE_COPYING, NULL);
 		de_slot_copy_begin(sync->slot);
 		ereport(LOG,
-				errmsg("register \"%s\": initial copy started at register LSN %X/%X",
-					   register_name, LSN_FORMAT_ARGS(consistent)));
+				errmsg("register \"%s\": initial copy%s started at register LSN %X/%X",
+					   register_name,
+					   reg->copy_data ? "" : " (descriptions only, copy_data is off)",
+					   LSN_FORMAT_ARGS(consistent)));
 
 		/*
 		 * The snapshot lives until the next command on the replication
@@ -183,8 +190,9 @@ de_initial_sync(const DeInitialSync *sync)
 		de_x25519_generate(session_priv, session);
 		copy_conn = de_walconn_connect(reg->conninfo, false,
 									   INITIAL_SYNC_APPNAME);
-		de_walconn_copy_start(copy_conn, snapshot, sync->own_key_text,
-							  session, reg->slot_name);
+		de_walconn_copy_start_filtered(copy_conn, snapshot, sync->own_key_text,
+									   session, reg->slot_name, sync->schemas,
+									   reg->copy_data);
 
 		copycxt = AllocSetContextCreate(sync->cxt,
 										"data_embassy initial copy",
@@ -197,7 +205,9 @@ de_initial_sync(const DeInitialSync *sync)
 		de_secure_zero(session_priv, sizeof(session_priv));
 
 		de_apply_copy_begin(sync->apply);
-		initial_sync_empty_replica(register_name);
+		/* without rows, the tables keep theirs */
+		if (reg->copy_data)
+			initial_sync_empty_replica(register_name);
 		while ((frame = de_walconn_copy_next(copy_conn, &len)) != NULL)
 		{
 			CHECK_FOR_INTERRUPTS();
@@ -239,31 +249,16 @@ de_initial_sync(const DeInitialSync *sync)
 		MemoryContextDelete(copycxt);
 		MemoryContextSwitchTo(sync->cxt);
 	}
-	else
-	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-	}
 
-	/*
-	 * The state, the copy and the origin at the sealed consistent point, at
-	 * once.  Without a copy nothing sealed says where the slot stands yet:
-	 * the origin stays unset, and the first stream starts wherever the
-	 * register seals that its slot stands (worker_check_hello).
-	 */
+	/* The state, the copy and the origin at the sealed consistent point. */
 	initial_sync_set_streaming(register_name);
-	de_apply_commit(sync->apply, reg->copy_data ? consistent : InvalidXLogRecPtr,
-					GetCurrentTimestamp());
+	de_apply_commit(sync->apply, consistent, GetCurrentTimestamp());
 	MemoryContextSwitchTo(sync->cxt);
 
 	reg->phase = DE_PHASE_STREAMING;
 
-	if (reg->copy_data)
-		ereport(LOG,
-				errmsg("register \"%s\" is ready to stream from %X/%X after its initial copy",
-					   register_name, LSN_FORMAT_ARGS(consistent)));
-	else
-		ereport(LOG,
-				errmsg("register \"%s\" is ready to stream from where its new slot stands (%X/%X by the register's unsealed reply)",
-					   register_name, LSN_FORMAT_ARGS(consistent)));
+	ereport(LOG,
+			errmsg("register \"%s\" is ready to stream from %X/%X after its initial copy%s",
+				   register_name, LSN_FORMAT_ARGS(consistent),
+				   reg->copy_data ? "" : " (descriptions only)"));
 }

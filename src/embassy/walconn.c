@@ -52,6 +52,7 @@
 #include "embassy/walconn.h"
 #include "seal/codec.h"
 #include "seal/frame.h"
+#include "schema_list.h"
 #include "utils/builtins.h"
 
 /* Defaults added when the user's conninfo does not set them. */
@@ -67,6 +68,7 @@ struct DeWalConn
 	PGresult   *rowres;			/* last row of the copy result, or NULL */
 	bool		copying;		/* copy_frames result being read */
 	StringInfo	sendbuf;		/* status update being built, or NULL */
+	char	   *schemas;		/* "schemas" option value, or NULL */
 };
 
 static void walconn_wait(DeWalConn *conn, int io_flags);
@@ -904,7 +906,25 @@ de_walconn_close(DeWalConn *conn)
 	}
 	if (conn->conn != NULL)
 		PQfinish(conn->conn);
+	if (conn->schemas != NULL)
+		pfree(conn->schemas);
 	pfree(conn);
+}
+
+/*
+ * de_walconn_set_schemas
+ *		The stream started on this connection asks the register for the
+ *		tables and sequences of these schemas only (NIL: every schema).
+ */
+void
+de_walconn_set_schemas(DeWalConn *conn, List *schemas)
+{
+	if (conn->schemas != NULL)
+		pfree(conn->schemas);
+	conn->schemas = NULL;
+	if (schemas != NIL)
+		conn->schemas = MemoryContextStrdup(TopMemoryContext,
+											de_schema_list_to_option(schemas));
 }
 
 /*
@@ -1149,6 +1169,7 @@ de_walconn_start_streaming(DeWalConn *conn, const char *slot,
 	char	   *query;
 	char		workmem[64] = "";
 	char		history[64] = "";
+	char	   *schemas = "";
 	PGresult   *res;
 
 	if (decoding_work_mem_kb > 0)
@@ -1157,14 +1178,18 @@ de_walconn_start_streaming(DeWalConn *conn, const char *slot,
 	if (!XLogRecPtrIsInvalid(history_lsn))
 		snprintf(history, sizeof(history), ", \"history_lsn\" '%X/%X'",
 				 LSN_FORMAT_ARGS(history_lsn));
+	if (conn->schemas != NULL)
+		schemas = psprintf(", \"schemas\" %s",
+						   walconn_quote_literal(conn, conn->schemas));
 	hex_encode((const char *) session, DE_SESSION_LEN, session_hex);
 	session_hex[2 * DE_SESSION_LEN] = '\0';
-	query = psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X (\"embassy_key\" %s, \"session\" '%s', \"frame_version\" '%d'%s%s%s)",
+	query = psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X (\"embassy_key\" %s, \"session\" '%s', \"frame_version\" '%d'%s%s%s%s)",
 					 walconn_quote_identifier(conn, slot),
 					 LSN_FORMAT_ARGS(start),
 					 walconn_quote_literal(conn, embassy_key), session_hex,
 					 DE_FRAME_VERSION, history, workmem,
-					 stream_in_progress ? ", \"stream_in_progress\" 'on'" : "");
+					 stream_in_progress ? ", \"stream_in_progress\" 'on'" : "",
+					 schemas);
 	res = walconn_exec(conn, query, what);
 	pfree(query);
 	walconn_expect(conn, res, PGRES_COPY_BOTH, what);
@@ -1436,10 +1461,27 @@ de_walconn_copy_start(DeWalConn *conn, const char *snapshot_name,
 					  const char *embassy_key, const uint8 *session,
 					  const char *slot)
 {
+	de_walconn_copy_start_filtered(conn, snapshot_name, embassy_key, session,
+								   slot, NIL, true);
+}
+
+/*
+ * de_walconn_copy_start_filtered
+ *		The same for an embassy that replicates only schemas (NIL: every
+ *		schema), or that takes no rows: copy_frames()'s six-argument form,
+ *		used only then.
+ */
+void
+de_walconn_copy_start_filtered(DeWalConn *conn, const char *snapshot_name,
+							   const char *embassy_key, const uint8 *session,
+							   const char *slot, List *schemas,
+							   bool with_rows)
+{
 	const char *what = _("could not start the initial copy");
 	const char *query;
-	const char *params[4];
-	Oid			types[4];
+	const char *params[6];
+	Oid			types[6];
+	int			nparams = 4;
 	PGresult   *res;
 	char	   *set_snapshot;
 	char		session_hex[2 * DE_SESSION_LEN + 1];
@@ -1466,9 +1508,42 @@ de_walconn_copy_start(DeWalConn *conn, const char *snapshot_name,
 	params[2] = slot;
 	params[3] = snapshot_name;
 	types[0] = types[1] = types[2] = types[3] = TEXTOID;
+	if (schemas != NIL || !with_rows)
+	{
+		StringInfoData arr;
+		ListCell   *lc;
+
+		/* a text[] literal: every element double-quoted and escaped */
+		initStringInfo(&arr);
+		appendStringInfoChar(&arr, '{');
+		foreach(lc, schemas)
+		{
+			const char *p;
+
+			if (arr.len > 1)
+				appendStringInfoChar(&arr, ',');
+			appendStringInfoChar(&arr, '"');
+			for (p = lfirst(lc); *p != '\0'; p++)
+			{
+				if (*p == '"' || *p == '\\')
+					appendStringInfoChar(&arr, '\\');
+				appendStringInfoChar(&arr, *p);
+			}
+			appendStringInfoChar(&arr, '"');
+		}
+		appendStringInfoChar(&arr, '}');
+
+		query = "SELECT " DE_SCHEMA_NAME ".copy_frames($1, $2, $3, $4, $5, $6)";
+		params[4] = schemas != NIL ? arr.data : NULL;
+		params[5] = with_rows ? "true" : "false";
+		types[4] = TEXTARRAYOID;
+		types[5] = BOOLOID;
+		nparams = 6;
+	}
 
 	/* binary result: the frames arrive as raw bytes */
-	if (!PQsendQueryParams(conn->conn, query, 4, types, params, NULL, NULL, 1))
+	if (!PQsendQueryParams(conn->conn, query, nparams, types, params, NULL,
+						   NULL, 1))
 		walconn_connection_error(conn, what);
 	if (!PQsetSingleRowMode(conn->conn))
 		walconn_connection_error(conn, what);

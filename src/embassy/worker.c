@@ -114,6 +114,7 @@ static char register_name[NAMEDATALEN];
 
 /* the register's row of data_embassy.registers, in WorkerContext */
 static DeRegister reg;
+static List *reg_schemas = NIL; /* registers.schemas; NIL: every schema */
 
 static MemoryContext WorkerContext = NULL;
 static MemoryContext FrameContext = NULL;
@@ -546,6 +547,7 @@ worker_run(void)
 
 	apply = de_apply_create(WorkerContext, register_name, origin_id);
 	de_apply_adopt_rows(apply, !reg.copy_data);
+	de_apply_set_schemas(apply, reg_schemas);
 	streamed = de_stream_create(WorkerContext, apply, register_name,
 								worker_replay_ping);
 	worker_setup_skip();
@@ -589,7 +591,10 @@ worker_load_register(void)
 	MemoryContextSwitchTo(WorkerContext);
 	row = de_catalog_get_register(register_name, DE_LOCK_NONE, true);
 	if (row != NULL)
+	{
 		reg = *row;
+		reg_schemas = de_catalog_register_schemas(register_name);
+	}
 
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -752,6 +757,7 @@ worker_initial_sync(void)
 	sync.own_key_text = own_key_text;
 	sync.register_pub = &register_pub;
 	sync.cxt = WorkerContext;
+	sync.schemas = reg_schemas;
 	sync.apply_frame = worker_apply_copy_frame;
 	sync.check_stop = worker_check_stop;
 	sync.copy_start_lsn = worker_copy_start_lsn;
@@ -982,6 +988,7 @@ worker_stream(void)
 	history_crc = MySlot->proof_crc;
 	SpinLockRelease(&MySlot->mutex);
 
+	de_walconn_set_schemas(stream_conn, reg_schemas);
 	de_walconn_start_streaming(stream_conn, reg.slot_name, stream_start,
 							   history_lsn, own_key_text, session, de_decoding_work_mem_kb,
 							   de_stream_in_progress);

@@ -36,6 +36,13 @@
  * Frame LSNs: every frame carries the slot's consistent point (the point
  * the change stream continues from).
  *
+ * The six-argument form adds schemas (NULL: every schema; else only the
+ * tables and sequences of these schemas) and with_rows.  Without rows the
+ * copy describes every replicated table (its RELATION records), seals the
+ * marker of schema_list.h after the HELLO, and sends the sequences and
+ * COPY_END: an embassy added with copy_data => false learns, sealed, which
+ * tables it replicates and guards them from that copy on.
+ *
  * IDENTIFICATION
  *		  src/register/copy_frames.c
  *
@@ -72,6 +79,7 @@
 #include "register/pins.h"
 #include "register/plugin.h"
 #include "register/sequences.h"
+#include "schema_list.h"
 #include "seal/codec.h"
 #include "seal/frame.h"
 #include "seal/keys.h"
@@ -87,6 +95,8 @@ typedef struct CopyFramesState
 	Snapshot	snapshot;		/* registered copy of the caller's */
 	XLogRecPtr	lsn;			/* the slot's consistent point */
 	int			batch_bytes;
+	List	   *schemas;		/* NIL: every schema */
+	bool		with_rows;		/* false: RELATION records only */
 
 	Oid		   *relids;			/* tables to copy, in OID order */
 	int			nrelids;
@@ -127,7 +137,8 @@ copy_list_tables(CopyFramesState *state)
 	{
 		Form_pg_class form = (Form_pg_class) GETSTRUCT(tup);
 
-		if (!de_class_is_replicated(form->oid, form, de_nsp))
+		if (!de_class_is_replicated(form->oid, form, de_nsp) ||
+			!de_schema_list_contains_oid(state->schemas, form->relnamespace))
 			continue;
 		if (state->nrelids == cap)
 		{
@@ -611,8 +622,11 @@ copy_open_next_table(CopyFramesState *state)
 		old = MemoryContextSwitchTo(state->mcxt);
 		state->rel = rel;
 		de_relout_build(&state->ro, rel, state->rel_cxt);
-		state->scan = table_beginscan(rel, state->snapshot, 0, NULL);
-		state->slot = table_slot_create(rel, NULL);
+		if (state->with_rows)
+		{
+			state->scan = table_beginscan(rel, state->snapshot, 0, NULL);
+			state->slot = table_slot_create(rel, NULL);
+		}
 		MemoryContextSwitchTo(old);
 
 		de_write_relation(&state->body, rel, &state->ro);
@@ -668,6 +682,7 @@ copy_next_frame(CopyFramesState *state)
 
 				seqs = de_seqreport_create(state->row_cxt,
 										   de_schema_oid(false));
+				de_seqreport_set_schemas(seqs, state->schemas);
 				(void) de_seqreport_write(seqs, &state->body);
 				MemoryContextReset(state->row_cxt);
 				state->sequences_written = true;
@@ -680,8 +695,9 @@ copy_next_frame(CopyFramesState *state)
 		}
 
 		MemoryContextSwitchTo(state->row_cxt);
-		found = table_scan_getnextslot(state->scan, ForwardScanDirection,
-									   state->slot);
+		found = state->with_rows &&
+			table_scan_getnextslot(state->scan, ForwardScanDirection,
+								   state->slot);
 		if (found)
 		{
 			slot_getallattrs(state->slot);
@@ -715,7 +731,8 @@ copy_next_frame(CopyFramesState *state)
 /*
  * data_embassy_copy_frames
  *		copy_frames(embassy_key text, session text, slot_name text,
- *		snapshot_name text) returns setof bytea.
+ *		snapshot_name text [, schemas text[], with_rows boolean]) returns
+ *		setof bytea.
  */
 Datum
 data_embassy_copy_frames(PG_FUNCTION_ARGS)
@@ -736,6 +753,9 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 		Snapshot	snap;
 		XLogRecPtr	consistent;
 		MemoryContext old;
+		List	   *schemas = NIL;
+		bool		with_rows = true;
+		int			i;
 
 		/*
 		 * A role that may replicate already sees every change of every table
@@ -748,6 +768,25 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 					errmsg("permission denied to copy tables to an embassy"),
 					errhint("Only superusers, roles with the REPLICATION attribute and members of role \"%s\" may do this.",
 							DE_ADMIN_ROLE));
+		/* the six-argument form is not STRICT: schemas may be NULL */
+		for (i = 0; i < Min(PG_NARGS(), 4); i++)
+			if (PG_ARGISNULL(i))
+				ereport(ERROR,
+						errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						errmsg("argument %d of copy_frames() must not be null",
+							   i + 1));
+		if (PG_NARGS() > 5)
+		{
+			if (PG_ARGISNULL(5))
+				ereport(ERROR,
+						errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						errmsg("with_rows must not be null"));
+			with_rows = PG_GETARG_BOOL(5);
+		}
+		/* checked now, kept below in the call's memory */
+		if (PG_NARGS() > 4 && !PG_ARGISNULL(4))
+			(void) de_schema_list_from_array(PG_GETARG_ARRAYTYPE_P(4),
+											 "schemas");
 		keytext = text_to_cstring(PG_GETARG_TEXT_PP(0));
 		slot_name = text_to_cstring(PG_GETARG_TEXT_PP(2));
 		snapshot_name = text_to_cstring(PG_GETARG_TEXT_PP(3));
@@ -772,6 +811,11 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 											   "data_embassy copy row",
 											   ALLOCSET_DEFAULT_SIZES);
 		state->batch_bytes = de_batch_size_kb * 1024;
+		if (PG_NARGS() > 4 && !PG_ARGISNULL(4))
+			schemas = de_schema_list_from_array(PG_GETARG_ARRAYTYPE_P(4),
+												"schemas");
+		state->schemas = schemas;
+		state->with_rows = with_rows;
 		state->snapshot = RegisterSnapshot(snap);
 		state->lsn = consistent;
 
@@ -789,6 +833,11 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 		de_write_hello(&state->body, slot_name, state->lsn,
 					   GetFlushRecPtr(NULL), state->lsn,
 					   InvalidXLogRecPtr, DE_HISTORY_NOT_ASKED, 0);
+		if (!with_rows)
+			de_write_message(&state->body, state->lsn, false,
+							 DE_COPY_MODE_PREFIX,
+							 strlen(DE_COPY_MODE_NO_ROWS),
+							 DE_COPY_MODE_NO_ROWS);
 		copy_list_tables(state);
 
 		if (rsinfo != NULL && IsA(rsinfo, ReturnSetInfo))

@@ -95,6 +95,7 @@
 #include "register/pins.h"
 #include "register/plugin.h"
 #include "register/sequences.h"
+#include "schema_list.h"
 
 /* Changes without a write after which the walsender is given a chance to
  * send keepalives (as PG15's pgoutput does). */
@@ -136,6 +137,7 @@ typedef struct DePluginData
 	int			batch_bytes;
 	int			zstd_level;
 	Oid			schema_oid;		/* data_embassy schema: not replicated */
+	List	   *schemas;		/* "schemas" option: NIL, every schema */
 	bool		walsender;		/* streaming in a walsender */
 
 	DeSealer   *sealer;
@@ -289,6 +291,7 @@ de_plugin_parse_options(List *options, DePluginData *data)
 	bool		session_given = false;
 	bool		history_given = false;
 	bool		version_given = false;
+	bool		schemas_given = false;
 
 	data->batch_bytes = de_batch_size_kb * 1024;
 	data->zstd_level = de_compression_level;
@@ -410,15 +413,28 @@ de_plugin_parse_options(List *options, DePluginData *data)
 							   version, DE_FRAME_VERSION),
 						errhint("Run the same version of data_embassy on the register and on the embassy."));
 		}
+		else if (strcmp(elem->defname, "schemas") == 0)
+		{
+			MemoryContext oldcxt;
+
+			if (schemas_given)
+				goto duplicate;
+			schemas_given = true;
+			oldcxt = MemoryContextSwitchTo(GetMemoryChunkContext(data));
+			data->schemas = de_schema_list_from_option(elem->defname,
+													   de_option_value(elem));
+			MemoryContextSwitchTo(oldcxt);
+		}
 		else
 			ereport(ERROR,
 					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					errmsg("option \"%s\" is not recognized by output plugin \"%s\"",
 						   elem->defname, DE_PLUGIN_NAME),
-					errhint("Valid options are \"%s\", \"%s\", \"%s\", \"%s\", \"%s\", \"%s\", \"%s\" and \"%s\".",
+					errhint("Valid options are \"%s\", \"%s\", \"%s\", \"%s\", \"%s\", \"%s\", \"%s\", \"%s\" and \"%s\".",
 							"embassy_key", "session", "history_lsn", "frame_version",
 							"batch_size", "compression_level",
-							"decoding_work_mem", "stream_in_progress"));
+							"decoding_work_mem", "stream_in_progress",
+							"schemas"));
 		continue;
 
 duplicate:
@@ -535,7 +551,9 @@ de_relentry_get(DePluginData *data, Relation rel)
 		entry->valid = true;
 		entry->sent = false;
 		entry->replicate = de_class_is_replicated(relid, rel->rd_rel,
-												  data->schema_oid);
+												  data->schema_oid) &&
+			de_schema_list_contains_oid(data->schemas,
+										rel->rd_rel->relnamespace);
 		entry->has_identity = de_rel_has_identity(rel);
 		if (entry->replicate)
 			de_relout_build(&entry->ro, rel, entry->cxt);
@@ -914,8 +932,11 @@ de_plugin_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 									   de_sequence_interval_ms))
 		{
 			if (data->sequences == NULL)
+			{
 				data->sequences = de_seqreport_create(ctx->context,
 													  data->schema_oid);
+				de_seqreport_set_schemas(data->sequences, data->schemas);
+			}
 			de_seqreport_write(data->sequences, &data->body);
 			data->last_sequences_at = now;
 		}
@@ -1205,8 +1226,11 @@ de_plugin_stream_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			started = true;
 		}
 		if (data->sequences == NULL)
+		{
 			data->sequences = de_seqreport_create(ctx->context,
 												  data->schema_oid);
+			de_seqreport_set_schemas(data->sequences, data->schemas);
+		}
 		de_write_stream_start(&data->body, txn->xid, false);
 		if (de_seqreport_write(data->sequences, &data->body) > 0)
 			de_write_stream_stop(&data->body);

@@ -391,6 +391,13 @@ the fresh snapshot is taken later still.
 
 =cut
 
+sub rewrite_query
+{
+	my ($self, $pattern, $with) = @_;
+	return $self->_command('query_sub', unpack('H*', $pattern),
+		unpack('H*', $with // ''));
+}
+
 sub rewrite_snapshot
 {
 	my ($self, $mode, %opts) = @_;
@@ -398,6 +405,13 @@ sub rewrite_snapshot
 }
 
 =pod
+
+=item rewrite_query(pattern, replacement)
+
+Until clear(), replace every match of the Perl regular expression pattern
+in the text of the client's queries (simple Query or Parse) with the
+literal replacement (each rewritten query counts in the stats as
+query_rewritten).  Several rules apply in the order given.
 
 =item replay_stream(conn), replay_copy(conn)
 
@@ -924,6 +938,15 @@ sub _client_message
 sub _client_query
 {
 	my ($c, $q) = @_;
+	foreach my $sub (@{ $C{query_subs} // [] })
+	{
+		my ($pat, $with) = @$sub;
+		if ($q =~ s/$pat/$with/g)
+		{
+			$C{stats}{query_rewritten}++;
+			_log("connection $c->{id}: query rewritten to \"$q\"");
+		}
+	}
 	if ($q =~ /^\s*IDENTIFY_SYSTEM\b/i)
 	{
 		$C{stats}{identify_seen}++;
@@ -1422,6 +1445,7 @@ sub _clear_rewrites
 	  replay_stream replay_copy);
 	$C{snapshot_mode} = '';
 	$C{snapshot_hold} = 0;
+	$C{query_subs} = [];
 	return;
 }
 
@@ -1494,6 +1518,14 @@ sub _child_command
 		die "usage: $cmd +N|-N|X/Y|off\n"
 		  unless @args == 1 && $args[0] =~ m{^([-+]\d+|[0-9A-Fa-f]+/[0-9A-Fa-f]+|off)$};
 		$C{$cmd} = $args[0] eq 'off' ? undef : $args[0];
+		return 'ok';
+	}
+	elsif ($cmd eq 'query_sub')
+	{
+		die "usage: query_sub pattern-hex [replacement-hex]\n"
+		  unless @args >= 1 && @args <= 2;
+		my ($pat, $with) = map { pack('H*', $_) } @args;
+		push @{ $C{query_subs} }, [ qr/$pat/, $with // '' ];
 		return 'ok';
 	}
 	elsif ($cmd eq 'snapshot')
