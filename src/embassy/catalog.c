@@ -581,25 +581,30 @@ de_catalog_set_skip(const char *name, XLogRecPtr lsn)
 	de_privileged_sql_end(&save);
 }
 
-void
+bool
 de_catalog_set_history(const char *name, XLogRecPtr lsn, uint32 crc)
 {
 	DePrivilegedSql save;
 	Oid			types[3] = {TEXTOID, LSNOID, INT8OID};
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
+	uint64		n;
 
 	values[0] = CStringGetTextDatum(name);
 	values[1] = LSNGetDatum(lsn);
 	values[2] = Int64GetDatum((int64) crc);
 
+	/* never wait for promote() or drop_register(), which wait for us */
 	(void) catalog_begin(&save, false);
-	if (de_privileged_sql_exec("UPDATE " REGISTERS
+	n = de_privileged_sql_exec("UPDATE " REGISTERS
 							   " SET history_lsn = $2, history_crc = $3"
-							   " WHERE name OPERATOR(pg_catalog.=) $1",
-							   SPI_OK_UPDATE, 3, types, values, nulls) != 1)
-		catalog_register_gone(name);
+							   " WHERE name OPERATOR(pg_catalog.=)"
+							   " (SELECT name FROM " REGISTERS
+							   "  WHERE name OPERATOR(pg_catalog.=) $1"
+							   "  FOR NO KEY UPDATE SKIP LOCKED)",
+							   SPI_OK_UPDATE, 3, types, values, nulls);
 	de_privileged_sql_end(&save);
+	return n == 1;
 }
 
 bool

@@ -119,9 +119,10 @@ extern void de_catalog_set_resync(const char *name);
  * The last sealed heartbeat the worker received: where its WAL record
  * starts at the register, and that record's CRC.  Every stream asks the
  * register about it (the history check), after restarts too; a resync
- * forgets it.
+ * forgets it.  Never waits for a row lock: false when the row is locked
+ * (promote(), drop_register()) or gone, and nothing was written.
  */
-extern void de_catalog_set_history(const char *name, XLogRecPtr lsn,
+extern bool de_catalog_set_history(const char *name, XLogRecPtr lsn,
 								   uint32 crc);
 
 /*

@@ -1582,11 +1582,11 @@ worker_persist_history(void)
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	de_catalog_set_history(register_name, lsn, crc);
+	/* the row locked by promote() or drop_register(): another time */
+	history_unsaved = !de_catalog_set_history(register_name, lsn, crc);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(WorkerContext);
-	history_unsaved = false;
 }
 
 /*
