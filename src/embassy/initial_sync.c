@@ -22,8 +22,8 @@
  * copy gets a fresh session key pair; the register seals the public half
  * into every frame and MACs every frame under a key only it and this
  * process can derive (frame.h), so a copy recorded from an earlier attempt,
- * or sealed by anyone else, is refused.  The register refuses to seal a copy outside the
- * snapshot exported with the slot's creation, and seals the slot's name and
+ * or sealed by anyone else, is refused.  The register refuses to seal a
+ * copy outside the snapshot exported with the slot's creation, and seals the slot's name and
  * consistent point into the copy's HELLO; the origin starts from that
  * sealed point, and a reply to CREATE_REPLICATION_SLOT that says otherwise
  * was rewritten on the way and fails the copy.
@@ -177,11 +177,15 @@ de_initial_sync(const DeInitialSync *sync)
 
 		de_slot_set_state(sync->slot, DE_STATE_COPYING, NULL);
 		de_slot_copy_begin(sync->slot);
-		ereport(LOG,
-				errmsg("register \"%s\": initial copy%s started at register LSN %X/%X",
-					   register_name,
-					   reg->copy_data ? "" : " (descriptions only, copy_data is off)",
-					   LSN_FORMAT_ARGS(consistent)));
+		if (reg->copy_data)
+			ereport(LOG,
+					errmsg("register \"%s\": initial copy started at register LSN %X/%X",
+						   register_name, LSN_FORMAT_ARGS(consistent)));
+		else
+			ereport(LOG,
+					errmsg("register \"%s\": initial copy of table descriptions only started at register LSN %X/%X",
+						   register_name, LSN_FORMAT_ARGS(consistent)),
+					errdetail("copy_data is off: the tables keep their rows."));
 
 		/*
 		 * The snapshot lives until the next command on the replication
@@ -257,8 +261,12 @@ de_initial_sync(const DeInitialSync *sync)
 
 	reg->phase = DE_PHASE_STREAMING;
 
-	ereport(LOG,
-			errmsg("register \"%s\" is ready to stream from %X/%X after its initial copy%s",
-				   register_name, LSN_FORMAT_ARGS(consistent),
-				   reg->copy_data ? "" : " (descriptions only)"));
+	if (reg->copy_data)
+		ereport(LOG,
+				errmsg("register \"%s\" is ready to stream from %X/%X after its initial copy",
+					   register_name, LSN_FORMAT_ARGS(consistent)));
+	else
+		ereport(LOG,
+				errmsg("register \"%s\" is ready to stream from %X/%X after its copy of table descriptions",
+					   register_name, LSN_FORMAT_ARGS(consistent)));
 }
