@@ -150,13 +150,24 @@ AS 'MODULE_PATHNAME', 'data_embassy_copy_frames'
 LANGUAGE C STRICT VOLATILE;
 
 /*
+ * The same, for an embassy that replicates only some schemas (schemas:
+ * NULL for every schema) or that takes no rows (with_rows false: the
+ * tables' descriptions only, for add_register(..., copy_data => false)).
+ */
+CREATE FUNCTION copy_frames(embassy_key text, session text, slot_name text,
+							snapshot_name text, schemas text[],
+							with_rows boolean) RETURNS SETOF bytea
+AS 'MODULE_PATHNAME', 'data_embassy_copy_frames'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+/*
  * copy_frames restricted to the tables whose OIDs are listed (the embassy's
  * resync_table), bound to a temporary slot of the embassy; no SEQUENCES.
  */
 CREATE FUNCTION copy_table_frames(embassy_key text, session text,
 								  slot_name text, snapshot_name text,
 								  tables oid[]) RETURNS SETOF bytea
-AS 'MODULE_PATHNAME', 'data_embassy_copy_frames'
+AS 'MODULE_PATHNAME', 'data_embassy_copy_table_frames'
 LANGUAGE C STRICT VOLATILE;
 
 /*
@@ -221,6 +232,9 @@ CREATE TABLE registers (
 	skip_lsn	pg_lsn,			/* skip(): the transaction to skip */
 	skip_requested_by name,		/* and who asked */
 	require_tls boolean NOT NULL DEFAULT true, /* another host: verify-ca/full */
+	history_lsn pg_lsn,			/* the last sealed heartbeat's WAL record... */
+	history_crc bigint,			/* ...and its CRC: the history check */
+	schemas		text[],			/* replicated schemas; NULL: every schema */
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
@@ -285,8 +299,19 @@ CREATE TABLE replicated_sequences (
  */
 CREATE FUNCTION add_register(name text, conninfo text, register_key text,
 							 copy_data boolean DEFAULT true,
-							 require_tls boolean DEFAULT true) RETURNS void
+							 require_tls boolean DEFAULT true,
+							 schemas text[] DEFAULT NULL) RETURNS void
 AS 'MODULE_PATHNAME', 'data_embassy_add_register'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+/*
+ * Declare a table here as the replica of the register's table of the same
+ * schema and name, which the register began to send after its copy (the
+ * worker applies such a table only into a declared one).  Guarded at once.
+ */
+CREATE FUNCTION add_replicated_table(register text, relation regclass)
+RETURNS void
+AS 'MODULE_PATHNAME', 'data_embassy_add_replicated_table'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
 /* Change require_tls; the worker starts again at commit. */
@@ -372,7 +397,11 @@ CREATE VIEW lag AS
 		   (SELECT r.require_tls FROM registers r
 			WHERE r.name OPERATOR(pg_catalog.=) s.register
 			  AND s.database OPERATOR(pg_catalog.=) pg_catalog.current_database())
-			AS require_tls
+			AS require_tls,
+		   (SELECT r.schemas FROM registers r
+			WHERE r.name OPERATOR(pg_catalog.=) s.register
+			  AND s.database OPERATOR(pg_catalog.=) pg_catalog.current_database())
+			AS schemas
 	FROM register_status() s;
 
 /*
@@ -431,7 +460,8 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION generate_key(), public_key(),
 	add_embassy(text, text), drop_embassy(text),
 	set_keyless_identity_full(boolean),
-	add_register(text, text, text, boolean, boolean),
+	add_register(text, text, text, boolean, boolean, text[]),
+	add_replicated_table(text, regclass),
 	alter_register(text, boolean), drop_register(text),
 	pause_register(text), resume_register(text),
 	retry_register(text), resync_register(text), skip(text, pg_lsn),
@@ -441,6 +471,8 @@ GRANT EXECUTE ON FUNCTION generate_key(), public_key(),
 
 /* copy_frames checks itself: superusers, admins and replication roles. */
 GRANT EXECUTE ON FUNCTION copy_frames(text, text, text, text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION copy_frames(text, text, text, text, text[], boolean)
+	TO PUBLIC;
 GRANT EXECUTE ON FUNCTION copy_table_frames(text, text, text, text, oid[])
 	TO PUBLIC;
 /* heartbeat checks itself likewise */

@@ -96,10 +96,15 @@ INSERT INTO de_big SELECT g, repeat(md5(g::text), 2) FROM generate_series(1, 500
 TRUNCATE f;
 INSERT INTO f SELECT de_frames('de_records', 'batch_size', '16kB');
 SELECT cardinality(frames) > 5 AS several_frames FROM f;
--- every frame but the last ends inside the transaction
-SELECT h.seq = cardinality(f.frames) AS last, h.flags, count(*)
+-- every frame but the last ends inside the transaction (flag 1; flag 4,
+-- signed, depends on the clock: the first frame, then at least once a
+-- second)
+SELECT h.seq = cardinality(f.frames) AS last, h.flags & 3 AS flags, count(*)
 FROM f, unnest(f.frames) fr, data_embassy.frame_header(fr) h
 GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT h.seq, (h.flags & 4) <> 0 AS signed
+FROM f, unnest(f.frames) fr, data_embassy.frame_header(fr) h
+WHERE h.seq = 1;
 SELECT rec, count(*), count(DISTINCT detail->'new'->>'id') AS ids,
 	   sum((detail->'new'->>'id')::int) AS id_sum
 FROM f, de_records(f.frames) GROUP BY rec ORDER BY rec;

@@ -22,33 +22,33 @@ INSERT INTO de_people SELECT g, 'person ' || g FROM generate_series(1, 20) g;
 -- no slot by that name, in a fresh snapshot
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT count(*) FROM data_embassy.copy_frames(data_embassy.public_key(),
-	repeat('0', 32), :'slot', '00000003-00000002-1');
+	repeat('0', 64), :'slot', '00000003-00000002-1');
 ROLLBACK;
 -- a snapshot name that is not one, or a path
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT count(*) FROM data_embassy.copy_frames(data_embassy.public_key(),
-	repeat('0', 32), :'slot', '../../postgresql.conf');
+	repeat('0', 64), :'slot', '../../postgresql.conf');
 ROLLBACK;
 -- a snapshot this session exported itself: not a walsender's
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT pg_export_snapshot() AS snap \gset
 SELECT count(*) FROM data_embassy.copy_frames(data_embassy.public_key(),
-	repeat('0', 32), :'slot', :'snap');
+	repeat('0', 64), :'slot', :'snap');
 ROLLBACK;
 \set VERBOSITY default
--- a session that is not 32 hexadecimal digits
+-- a session key that is not 64 hexadecimal digits
 SELECT count(*) FROM data_embassy.copy_frames(data_embassy.public_key(),
 	'abc', :'slot', '00000003-00000002-1');
 
 -- refused: unpinned or malformed keys, a plain role
 SELECT count(*) FROM data_embassy.copy_frames((repeat('cd', 31) || '4d' || repeat('ed', 32)),
-	repeat('0', 32), :'slot', '00000003-00000002-1');
+	repeat('0', 64), :'slot', '00000003-00000002-1');
 SELECT count(*) FROM data_embassy.copy_frames('nope',
-	repeat('0', 32), :'slot', '00000003-00000002-1');
+	repeat('0', 64), :'slot', '00000003-00000002-1');
 CREATE ROLE regress_de_copy_plain;
 SET ROLE regress_de_copy_plain;
 SELECT count(*) FROM data_embassy.copy_frames((repeat('cd', 31) || '4d' || repeat('ed', 32)),
-	repeat('0', 32), :'slot', '00000003-00000002-1');
+	repeat('0', 64), :'slot', '00000003-00000002-1');
 RESET ROLE;
 DROP ROLE regress_de_copy_plain;
 

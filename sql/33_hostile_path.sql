@@ -237,8 +237,8 @@ SELECT count(*) AS null_frame_no_header FROM data_embassy.frame_header(NULL)
 WHERE version IS NOT NULL;
 SELECT label, try(q)
 FROM (VALUES
-	('copy_frames unpinned key', $$SELECT count(*) FROM data_embassy.copy_frames('4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4dedededededededededededededededededededededededededededededededed', '00000000000000000000000000000000', 'no_slot', '00000003-00000002-1')$$),
-	('copy_frames malformed key', $$SELECT count(*) FROM data_embassy.copy_frames('xyz', '00000000000000000000000000000000', 'no_slot', '00000003-00000002-1')$$),
+	('copy_frames unpinned key', $$SELECT count(*) FROM data_embassy.copy_frames('4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4dedededededededededededededededededededededededededededededededed', '0000000000000000000000000000000000000000000000000000000000000000', 'no_slot', '00000003-00000002-1')$$),
+	('copy_frames malformed key', $$SELECT count(*) FROM data_embassy.copy_frames('xyz', '0000000000000000000000000000000000000000000000000000000000000000', 'no_slot', '00000003-00000002-1')$$),
 	('frame_header garbage', $$SELECT * FROM data_embassy.frame_header('\xdeadbeef')$$),
 	('inspect_frames not granted', $$SELECT count(*) FROM data_embassy.inspect_frames('{}', 'xyz')$$)
 ) AS v(label, q)
@@ -295,7 +295,13 @@ FROM (VALUES
 	('add_register existing name', $$SELECT data_embassy.add_register('h1', 'host=/nonexistent', '2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2dedededededededededededededededededededededededededededededededed')$$),
 	('add_register existing key', $$SELECT data_embassy.add_register('h2', 'host=/nonexistent', '3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3cedededededededededededededededededededededededededededededededed')$$),
 	('add_register own key', $$SELECT data_embassy.add_register('h2', 'host=/nonexistent', data_embassy.public_key())$$),
-	('add_register bad conninfo', $$SELECT data_embassy.add_register('h2', 'nosuchkeyword=1', '2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2dedededededededededededededededededededededededededededededededed')$$)
+	('add_register bad conninfo', $$SELECT data_embassy.add_register('h2', 'nosuchkeyword=1', '2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2dedededededededededededededededededededededededededededededededed')$$),
+	('add_register empty schemas', $$SELECT data_embassy.add_register('h2', 'host=/nonexistent', '2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2dedededededededededededededededededededededededededededededededed', schemas => '{}')$$),
+	('add_register null schema', $$SELECT data_embassy.add_register('h2', 'host=/nonexistent', '2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2dedededededededededededededededededededededededededededededededed', schemas => ARRAY[NULL])$$),
+	('add_register unknown schema', $$SELECT data_embassy.add_register('h2', 'host=/nonexistent', '2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2dedededededededededededededededededededededededededededededededed', schemas => '{nowhere}')$$),
+	('add_replicated_table null register', $$SELECT data_embassy.add_replicated_table(NULL, 'hostile_replica')$$),
+	('add_replicated_table null relation', $$SELECT data_embassy.add_replicated_table('h1', NULL)$$),
+	('add_replicated_table unknown register', $$SELECT data_embassy.add_replicated_table('h9', 'hostile_replica')$$)
 ) AS v(label, q)
 ORDER BY label COLLATE "C";
 
@@ -320,10 +326,10 @@ SELECT register, can_promote, promoted_at, promoted_lsn
 FROM data_embassy.failover_status;
 SELECT register FROM data_embassy.register_status();
 
--- the guard (a fresh session loads the guarded set)
+-- the guard (a fresh session loads the guarded set); the table declared
+-- by the admin, under the hostile path
+SELECT data_embassy.add_replicated_table('h1', 'hostile_replica');
 RESET ROLE;
-INSERT INTO data_embassy.replicated_relations
-VALUES ('h1', 'hostile_replica'::regclass);
 INSERT INTO data_embassy.replicated_sequences
 VALUES ('h1', 'hostile_seq'::regclass, 90);
 \c

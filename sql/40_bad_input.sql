@@ -131,7 +131,7 @@ SELECT pg_drop_replication_slot('bad_input');
 --
 SELECT count(*) AS null_key_no_rows FROM data_embassy.copy_frames(NULL, NULL, NULL, NULL);
 SELECT v.label, try(format('SELECT count(*) FROM data_embassy.copy_frames(%s, %L, %L, %L)',
-						   v.key, repeat('0', 32), 'no_slot', '00000003-00000002-1'))
+						   v.key, repeat('0', 64), 'no_slot', '00000003-00000002-1'))
 FROM (VALUES
 	('empty key', ''''''),
 	('malformed key', quote_literal('xyz')),

@@ -112,6 +112,7 @@
 #include "embassy/multi_insert.h"
 #include "embassy/relmap.h"
 #include "embassy/table_sync.h"
+#include "schema_list.h"
 
 /* Pending flush positions kept before the oldest are merged. */
 #define APPLY_MAX_FLUSH_POSITIONS	1024
@@ -232,7 +233,9 @@ struct DeApply
 	List	   *pending_recorded;	/* local OIDs recorded, not committed (in
 									 * cxt) */
 	List	   *pending_remote; /* and the register's OIDs they follow */
-	bool		adopt_rows;		/* de_apply_adopt_rows() */
+	bool		adopt_rows;		/* de_apply_adopt_rows(): the copy has no rows */
+	bool		copy_marker_seen;	/* the copy sealed DE_COPY_MODE_NO_ROWS */
+	List	   *schemas;		/* de_apply_set_schemas(): NIL, every schema */
 	DeRelMapEntry *buffered;	/* entry whose inserts are buffered */
 	bool		buffer_snapshot;	/* snapshot pushed for the buffer */
 
@@ -338,10 +341,39 @@ static void apply_act_as_owner(DeApply *apply, Relation rel);
 static void apply_act_as_worker(DeApply *apply);
 static void apply_act_as_truncate_owner(DeApply *apply, List *rels);
 
+/*
+ * de_apply_adopt_rows
+ *		The initial copy carries no rows (add_register(..., copy_data =>
+ *		false)): it must say so, sealed, and the tables it describes are
+ *		adopted with the rows they hold here (the DBA vouches for them).
+ */
 void
 de_apply_adopt_rows(DeApply *apply, bool adopt)
 {
 	apply->adopt_rows = adopt;
+}
+
+/*
+ * de_apply_set_schemas
+ *		Apply only tables and sequences of these schemas (NIL: every
+ *		schema); the register is asked to send no others, but that request
+ *		travels unsealed.  The list must live as long as the apply state.
+ */
+void
+de_apply_set_schemas(DeApply *apply, List *schemas)
+{
+	apply->schemas = schemas;
+}
+
+/*
+ * apply_ignored
+ *		A relation outside the register's replicated schemas: its records
+ *		are verified like any other but change nothing here.
+ */
+static bool
+apply_ignored(DeApply *apply, DeRelMapEntry *entry)
+{
+	return !de_schema_list_contains(apply->schemas, entry->nspname);
 }
 
 /*
@@ -600,6 +632,7 @@ de_apply_copy_begin(DeApply *apply)
 	apply_start_xact(apply);
 	apply_set_state(apply, DE_APPLY_COPYING);
 	apply->copy_rows = 0;
+	apply->copy_marker_seen = false;
 	apply->remote_xid = InvalidTransactionId;
 	apply->remote_final_lsn = InvalidXLogRecPtr;
 }
@@ -1327,6 +1360,16 @@ apply_handle_relation(DeApply *apply, DeRecord *rec)
 	}
 	entry = de_relmap_update(apply->relmap, rec);
 
+	if (apply_ignored(apply, entry))
+	{
+		ereport(WARNING,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("register \"%s\" sent table \"%s.%s\", which is outside the schemas it replicates here",
+					   apply->register_name, entry->nspname, entry->relname),
+				errdetail("Its changes are ignored.  The register was asked to leave these schemas out; the request travels unsealed and may have been removed on the way."));
+		return;
+	}
+
 	/*
 	 * The initial copy describes every table of the register, empty ones
 	 * included: each becomes a guarded replica now, not at its first row. A
@@ -1421,10 +1464,20 @@ apply_get_entry(DeApply *apply, Oid remoteid)
  *
  * Tables are matched by schema and name, so the register's OID of the
  * table is recorded too: a table of the same name that someone created
- * later at the register (another OID) does not take over the replica, and
- * a table that exists only here, with rows in it, is not taken over by a
- * register table of its name.  Only an initial copy, which empties and
- * refills the register's tables, may move a replica to another OID.
+ * later at the register (another OID) does not take over the replica.
+ * Only an initial copy, which empties and refills the register's tables,
+ * may move a replica to another OID.
+ *
+ * Which tables here may become replicas: those the initial copy describes
+ * (empty ones; with a copy without rows, add_register(..., copy_data =>
+ * false), also those with rows: the DBA who skipped the copy vouches for
+ * them).  After the copy, a table the register starts sending is applied
+ * only into a table the DBA declared for this register: one recorded with
+ * add_replicated_table() (then it is found recorded, without the
+ * register's OID, and bound to it here), or an empty one in a schema named
+ * in add_register(..., schemas => ...).  So a table that exists only here
+ * is never taken over by a table of its name that a user of the register
+ * creates there.
  */
 static void
 apply_record_replicated(DeApply *apply, DeRelMapEntry *entry, Relation rel)
@@ -1451,12 +1504,26 @@ apply_record_replicated(DeApply *apply, DeRelMapEntry *entry, Relation rel)
 	owner = de_catalog_relation_register(localrelid, &remoteid);
 	if (owner == NULL)
 	{
-		if (!(apply->adopt_rows && !copying) && apply_rel_has_rows(rel))
+		char	   *nspname = get_namespace_name(RelationGetNamespace(rel));
+		char	   *relname = RelationGetRelationName(rel);
+
+		if (!copying && (apply->schemas == NIL ||
+						 !de_schema_list_contains(apply->schemas, nspname)))
+			ereport(ERROR,
+					errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					errmsg("table \"%s.%s\" is not declared as a replica of register \"%s\"",
+						   nspname, relname, apply->register_name),
+					errdetail("The register began to send a table of this name after its initial copy; the table here was neither described by that copy nor declared for the register."),
+					errhint("If the register's table should be replicated into this one, run SELECT data_embassy.add_replicated_table('%s', '%s'); then data_embassy.retry_register('%s').  Otherwise rename the table here.",
+							apply->register_name,
+							quote_qualified_identifier(nspname, relname),
+							apply->register_name));
+		if (!(copying && apply->adopt_rows && apply->copy_marker_seen) &&
+			apply_rel_has_rows(rel))
 			ereport(ERROR,
 					errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					errmsg("table \"%s.%s\" has rows but is not a replica of register \"%s\"",
-						   get_namespace_name(RelationGetNamespace(rel)),
-						   RelationGetRelationName(rel), apply->register_name),
+						   nspname, relname, apply->register_name),
 					errdetail("The register sends a table of this name, but the rows here did not come from it."),
 					errhint("Empty or rename the table here if the register's table should replace it."));
 		de_catalog_add_relation(apply->register_name, localrelid,
@@ -2095,6 +2162,19 @@ apply_handle_insert(DeApply *apply, DeRecord *rec)
 		return;
 
 	entry = apply_get_entry(apply, rec->relid);
+	if (apply->state == DE_APPLY_COPYING && apply->adopt_rows)
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("initial copy of register \"%s\" carries rows, but the embassy asked for none",
+					   apply->register_name),
+				errdetail("The register was added with copy_data => false."));
+	if (apply_ignored(apply, entry))
+	{
+		/* verified like any other row: COPY_END counts it */
+		if (apply->state == DE_APPLY_COPYING)
+			apply->copy_rows++;
+		return;
+	}
 	if (!apply_table_wanted(apply, entry, true))
 		return;
 	state = apply_rel_open(apply, entry);
@@ -2534,7 +2614,8 @@ apply_handle_update(DeApply *apply, DeRecord *rec)
 		return;
 
 	entry = apply_get_entry(apply, rec->relid);
-	if (!apply_table_wanted(apply, entry, true))
+	if (apply_ignored(apply, entry) ||
+		!apply_table_wanted(apply, entry, true))
 		return;
 	state = apply_rel_open(apply, entry);
 	apply_act_as_owner(apply, state->rel);
@@ -2584,7 +2665,8 @@ apply_handle_delete(DeApply *apply, DeRecord *rec)
 		return;
 
 	entry = apply_get_entry(apply, rec->relid);
-	if (!apply_table_wanted(apply, entry, true))
+	if (apply_ignored(apply, entry) ||
+		!apply_table_wanted(apply, entry, true))
 		return;
 	state = apply_rel_open(apply, entry);
 	apply_act_as_owner(apply, state->rel);
@@ -2757,7 +2839,8 @@ apply_handle_truncate(DeApply *apply, DeRecord *rec)
 		Relation	rel;
 
 		/* a table being copied again: maybe its copy holds this already */
-		if (!apply_table_wanted(apply, entry, false))
+		if (apply_ignored(apply, entry) ||
+			!apply_table_wanted(apply, entry, false))
 			continue;
 		relid = de_relmap_lock_local(entry, AccessExclusiveLock);
 		if (list_member_oid(relids, relid))
@@ -2827,6 +2910,20 @@ apply_handle_truncate(DeApply *apply, DeRecord *rec)
 static void
 apply_handle_message(DeApply *apply, DeRecord *rec)
 {
+	/* the sealed marker of a copy without rows (schema_list.h) */
+	if (apply->state == DE_APPLY_COPYING && rec->prefix != NULL &&
+		strcmp(rec->prefix, DE_COPY_MODE_PREFIX) == 0)
+	{
+		if (rec->transactional || apply->copy_marker_seen ||
+			rec->content_len != strlen(DE_COPY_MODE_NO_ROWS) ||
+			memcmp(rec->content, DE_COPY_MODE_NO_ROWS, rec->content_len) != 0)
+			ereport(ERROR,
+					errcode(ERRCODE_PROTOCOL_VIOLATION),
+					errmsg("invalid copy mode record in initial copy of register \"%s\"",
+						   apply->register_name));
+		apply->copy_marker_seen = true;
+		return;
+	}
 	if (rec->transactional)
 		elog(DEBUG2, "register \"%s\" sent a transactional message with prefix \"%s\" at %X/%X (%u bytes)",
 			 apply->register_name, rec->prefix ? rec->prefix : "",
@@ -2859,6 +2956,9 @@ apply_handle_sequences(DeApply *apply, DeRecord *rec)
 		Oid			nsp = get_namespace_oid(rec->seq_nspnames[i], true);
 		Oid			relid = OidIsValid(nsp) ?
 		get_relname_relid(rec->seq_relnames[i], nsp) : InvalidOid;
+
+		if (!de_schema_list_contains(apply->schemas, rec->seq_nspnames[i]))
+			continue;
 
 		if (!OidIsValid(relid) || get_rel_relkind(relid) != RELKIND_SEQUENCE)
 		{
@@ -2895,6 +2995,20 @@ apply_handle_copy_end(DeApply *apply, DeRecord *rec)
 				errdetail("The copy announced %llu rows, but %llu were applied.",
 						  (unsigned long long) rec->rows,
 						  (unsigned long long) apply->copy_rows));
+
+	/*
+	 * copy_frames()'s with_rows travels unsealed: the sealed marker says
+	 * which copy this is.
+	 */
+	if (apply->adopt_rows != apply->copy_marker_seen)
+		ereport(ERROR,
+				errcode(ERRCODE_PROTOCOL_VIOLATION),
+				errmsg("initial copy of register \"%s\" is not the copy the embassy asked for",
+					   apply->register_name),
+				apply->adopt_rows ?
+				errdetail("The embassy asked for the tables' descriptions without rows (copy_data => false); the register sealed a copy with rows.") :
+				errdetail("The embassy asked for a copy with rows; the register sealed a copy without rows."),
+				errhint("The request travels unsealed: something on the path between the sites altered it.  The copy starts over at the next attempt."));
 
 	apply_set_state(apply, DE_APPLY_COPY_DONE);
 }

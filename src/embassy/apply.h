@@ -43,12 +43,22 @@ extern DeApply *de_apply_create(MemoryContext mcxt, const char *register_name,
 								RepOriginId origin);
 
 /*
- * A register added without copy_data: its DBA vouches for the tables here,
- * so a table with rows becomes the replica of the register's table of its
- * name at its first change.  Otherwise such a table is refused (it holds
- * rows that did not come from the register).
+ * A register added without copy_data: its initial copy describes the
+ * tables without their rows, and must say so sealed (schema_list.h).  Its
+ * DBA vouches for the tables here, so the copy makes every table it
+ * describes a guarded replica, one with rows included.  Otherwise such a
+ * table is refused (it holds rows that did not come from the register).
  */
 extern void de_apply_adopt_rows(DeApply *apply, bool adopt);
+
+/*
+ * Apply only the register's tables and sequences in these schemas (a List
+ * of names, NIL for every schema; it must live as long as the apply
+ * state); records of others are verified and ignored.  After the copy, a
+ * new table in a listed schema may become a replica (see apply.c's
+ * apply_record_replicated()).
+ */
+extern void de_apply_set_schemas(DeApply *apply, List *schemas);
 
 /*
  * A new stream starts: forget the relation map (RELATION records come

@@ -35,6 +35,7 @@
 #include "embassy/catalog.h"
 #include "embassy/guard.h"
 #include "privilege.h"
+#include "schema_list.h"
 
 #define REGISTERS			DE_SCHEMA_NAME ".registers"
 #define RELATIONS			DE_SCHEMA_NAME ".replicated_relations"
@@ -46,7 +47,8 @@
 #define REGISTER_COLUMNS \
 	"name, conninfo, register_key, copy_data, slot_name::pg_catalog.text, " \
 	"state, paused, register_sysid::pg_catalog.text, register_dboid, " \
-	"promoted_at, promoted_lsn, skip_lsn, require_tls"
+	"promoted_at, promoted_lsn, skip_lsn, require_tls, history_lsn, " \
+	"history_crc"
 #define Anum_reg_name			1
 #define Anum_reg_conninfo		2
 #define Anum_reg_register_key	3
@@ -60,7 +62,9 @@
 #define Anum_reg_promoted_lsn	11
 #define Anum_reg_skip_lsn		12
 #define Anum_reg_require_tls	13
-#define Natts_reg				13
+#define Anum_reg_history_lsn	14
+#define Anum_reg_history_crc	15
+#define Natts_reg				15
 
 static const char *const phase_names[] = {
 	[DE_PHASE_INIT] = "init",
@@ -139,7 +143,7 @@ result_register(MemoryContext cxt, int row)
 	bool		isnull;
 	Datum		d;
 
-	StaticAssertStmt(Natts_reg == Anum_reg_require_tls,
+	StaticAssertStmt(Natts_reg == Anum_reg_history_crc,
 					 "REGISTER_COLUMNS and its column numbers disagree");
 
 	reg->name = result_text(cxt, row, Anum_reg_name);
@@ -167,6 +171,10 @@ result_register(MemoryContext cxt, int row)
 	reg->skip_lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(d);
 	d = result_datum(row, Anum_reg_require_tls, &isnull);
 	reg->require_tls = isnull || DatumGetBool(d);
+	d = result_datum(row, Anum_reg_history_lsn, &isnull);
+	reg->history_lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(d);
+	d = result_datum(row, Anum_reg_history_crc, &isnull);
+	reg->history_crc = isnull ? 0 : (uint32) DatumGetInt64(d);
 	return reg;
 }
 
@@ -361,6 +369,64 @@ de_catalog_insert_register(const char *name, const char *conninfo,
 }
 
 void
+de_catalog_set_schemas(const char *name, List *schemas)
+{
+	DePrivilegedSql save;
+	Oid			types[2] = {TEXTOID, TEXTARRAYOID};
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
+	uint64		n;
+
+	(void) catalog_begin(&save, false);
+	values[0] = CStringGetTextDatum(name);
+	if (schemas == NIL)
+	{
+		values[1] = (Datum) 0;
+		nulls[1] = 'n';
+	}
+	else
+		values[1] = PointerGetDatum(de_schema_list_to_array(schemas));
+	n = de_privileged_sql_exec("UPDATE " REGISTERS " SET schemas = $2"
+							   " WHERE name OPERATOR(pg_catalog.=) $1",
+							   SPI_OK_UPDATE, 2, types, values, nulls);
+	de_privileged_sql_end(&save);
+	if (n != 1)
+		catalog_register_gone(name);
+}
+
+List *
+de_catalog_register_schemas(const char *name)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	DePrivilegedSql save;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	List	   *result = NIL;
+
+	(void) catalog_begin(&save, false);
+	values[0] = CStringGetTextDatum(name);
+	if (de_privileged_sql_exec("SELECT schemas FROM " REGISTERS
+							   " WHERE name OPERATOR(pg_catalog.=) $1",
+							   SPI_OK_SELECT, 1, types, values, NULL) > 0)
+	{
+		bool		isnull;
+		Datum		d = result_datum(0, 1, &isnull);
+
+		if (!isnull)
+		{
+			MemoryContext old = MemoryContextSwitchTo(cxt);
+
+			/* written by de_catalog_set_schemas(), checked again */
+			result = de_schema_list_from_array(DatumGetArrayTypePCopy(d),
+											   "registers.schemas");
+			MemoryContextSwitchTo(old);
+		}
+	}
+	de_privileged_sql_end(&save);
+	return result;
+}
+
+void
 de_catalog_delete_register(const char *name)
 {
 	(void) catalog_exec_named("DELETE FROM " REGISTERS
@@ -441,7 +507,8 @@ void
 de_catalog_set_resync(const char *name)
 {
 	if (catalog_exec_named("UPDATE " REGISTERS
-						   " SET state = 'init', copy_data = true"
+						   " SET state = 'init', copy_data = true,"
+						   " history_lsn = NULL, history_crc = NULL"
 						   " WHERE name OPERATOR(pg_catalog.=) $1",
 						   SPI_OK_UPDATE, name) != 1)
 		catalog_register_gone(name);
@@ -512,6 +579,32 @@ de_catalog_set_skip(const char *name, XLogRecPtr lsn)
 								  " WHERE name OPERATOR(pg_catalog.=) $1",
 								  SPI_OK_UPDATE, 3, types, values, nulls);
 	de_privileged_sql_end(&save);
+}
+
+bool
+de_catalog_set_history(const char *name, XLogRecPtr lsn, uint32 crc)
+{
+	DePrivilegedSql save;
+	Oid			types[3] = {TEXTOID, LSNOID, INT8OID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	uint64		n;
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = LSNGetDatum(lsn);
+	values[2] = Int64GetDatum((int64) crc);
+
+	/* never wait for promote() or drop_register(), which wait for us */
+	(void) catalog_begin(&save, false);
+	n = de_privileged_sql_exec("UPDATE " REGISTERS
+							   " SET history_lsn = $2, history_crc = $3"
+							   " WHERE name OPERATOR(pg_catalog.=)"
+							   " (SELECT name FROM " REGISTERS
+							   "  WHERE name OPERATOR(pg_catalog.=) $1"
+							   "  FOR NO KEY UPDATE SKIP LOCKED)",
+							   SPI_OK_UPDATE, 3, types, values, nulls);
+	de_privileged_sql_end(&save);
+	return n == 1;
 }
 
 bool

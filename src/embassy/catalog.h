@@ -52,6 +52,8 @@ typedef struct DeRegister
 	TimestampTz promoted_at;	/* 0 unless promoted */
 	XLogRecPtr	promoted_lsn;	/* invalid unless promoted */
 	XLogRecPtr	skip_lsn;		/* skip(): commit LSN to skip, or invalid */
+	XLogRecPtr	history_lsn;	/* the last proven heartbeat, or invalid */
+	uint32		history_crc;	/* the CRC of its WAL record */
 } DeRegister;
 
 /* Row locks that de_catalog_get_register() can take. */
@@ -90,6 +92,13 @@ extern void de_catalog_insert_register(const char *name, const char *conninfo,
 									   const char *register_key,
 									   bool copy_data, bool require_tls);
 extern void de_catalog_delete_register(const char *name);
+
+/*
+ * registers.schemas: the schemas the register replicates here (a List of
+ * names; NIL: every schema).  See schema_list.h.
+ */
+extern void de_catalog_set_schemas(const char *name, List *schemas);
+extern List *de_catalog_register_schemas(const char *name);
 extern void de_catalog_set_paused(const char *name, bool paused);
 extern void de_catalog_set_require_tls(const char *name, bool require_tls);
 
@@ -105,6 +114,16 @@ extern void de_catalog_set_streaming(const char *name);
  * the register again.  ERRCODE_UNDEFINED_OBJECT if the row is gone.
  */
 extern void de_catalog_set_resync(const char *name);
+
+/*
+ * The last sealed heartbeat the worker received: where its WAL record
+ * starts at the register, and that record's CRC.  Every stream asks the
+ * register about it (the history check), after restarts too; a resync
+ * forgets it.  Never waits for a row lock: false when the row is locked
+ * (promote(), drop_register()) or gone, and nothing was written.
+ */
+extern bool de_catalog_set_history(const char *name, XLogRecPtr lsn,
+								   uint32 crc);
 
 /*
  * Phase promoted with its time and LSN (the fence), and a row in

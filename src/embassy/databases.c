@@ -44,6 +44,18 @@
 
 static void databases_write(const Oid *databases, int ndatabases);
 
+/* Position of oid among the n of oids, or -1. */
+static int
+oid_index(const Oid *oids, int n, Oid oid)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if (oids[i] == oid)
+			return i;
+	return -1;
+}
+
 /*
  * de_database_index_locked
  *		Position of dboid in DeShared->databases, or -1.
@@ -51,14 +63,9 @@ static void databases_write(const Oid *databases, int ndatabases);
 int
 de_database_index_locked(Oid dboid)
 {
-	int			i;
-
 	Assert(LWLockHeldByMe(DeShared->lock));
 
-	for (i = 0; i < DeShared->ndatabases; i++)
-		if (DeShared->databases[i] == dboid)
-			return i;
-	return -1;
+	return oid_index(DeShared->databases, DeShared->ndatabases, dboid);
 }
 
 /*
@@ -272,13 +279,10 @@ de_databases_remove_locked(Oid dboid)
 void
 de_rescan_queue_locked(Oid dboid)
 {
-	int			i;
-
 	Assert(LWLockHeldByMeInMode(DeShared->lock, LW_EXCLUSIVE));
 
-	for (i = 0; i < DeShared->nrescan; i++)
-		if (DeShared->rescan[i] == dboid)
-			return;
+	if (oid_index(DeShared->rescan, DeShared->nrescan, dboid) >= 0)
+		return;
 	if (DeShared->nrescan < DE_MAX_DATABASES)
 		DeShared->rescan[DeShared->nrescan++] = dboid;
 }
@@ -311,14 +315,9 @@ de_rescan_unqueue_locked(Oid dboid)
 
 	Assert(LWLockHeldByMeInMode(DeShared->lock, LW_EXCLUSIVE));
 
-	for (i = 0; i < DeShared->nrescan; i++)
-	{
-		if (DeShared->rescan[i] == dboid)
-		{
-			DeShared->rescan[i] = DeShared->rescan[--DeShared->nrescan];
-			return;
-		}
-	}
+	i = oid_index(DeShared->rescan, DeShared->nrescan, dboid);
+	if (i >= 0)
+		DeShared->rescan[i] = DeShared->rescan[--DeShared->nrescan];
 }
 
 /*
@@ -328,12 +327,7 @@ de_rescan_unqueue_locked(Oid dboid)
 bool
 de_rescan_queued_locked(Oid dboid)
 {
-	int			i;
-
 	Assert(LWLockHeldByMe(DeShared->lock));
 
-	for (i = 0; i < DeShared->nrescan; i++)
-		if (DeShared->rescan[i] == dboid)
-			return true;
-	return false;
+	return oid_index(DeShared->rescan, DeShared->nrescan, dboid) >= 0;
 }

@@ -48,6 +48,7 @@
 #include "embassy/catalog.h"
 #include "embassy/guard.h"
 #include "embassy/launcher.h"
+#include "embassy/replicated_set.h"
 #include "embassy/status.h"
 #include "embassy/walconn.h"
 #include "embassy/worker.h"
@@ -139,6 +140,7 @@ data_embassy_add_register(PG_FUNCTION_ARGS)
 	char	   *key_text;
 	bool		copy_data;
 	bool		require_tls;
+	List	   *schemas;
 	uint8		priv[DE_KEY_LEN];
 	uint8		own_pub[DE_KEY_LEN];
 	DePublicKey register_pub;
@@ -176,6 +178,8 @@ data_embassy_add_register(PG_FUNCTION_ARGS)
 				errmsg("require_tls must not be null"));
 	require_tls = PG_GETARG_BOOL(4);
 
+	schemas = de_register_schemas_arg(fcinfo, 5);
+
 	/*
 	 * The TLS rule, judged on what libpq would use now; the worker judges it
 	 * again at every connection, as the service file or the environment may
@@ -199,6 +203,8 @@ data_embassy_add_register(PG_FUNCTION_ARGS)
 
 	de_catalog_insert_register(name, conninfo, key_text, copy_data,
 							   require_tls);
+	if (schemas != NIL)
+		de_catalog_set_schemas(name, schemas);
 
 	if (de_conninfo_has_password(conninfo))
 		ereport(WARNING,

@@ -2,23 +2,28 @@
  *
  * initial_sync.c
  *		  The first run of a register at the embassy: create its replication
- *		  slot and, with copy_data, apply the initial copy.
+ *		  slot and apply the initial copy (without copy_data, the tables'
+ *		  descriptions only).
  *
  * The apply worker calls de_initial_sync() while its register is in its
  * first run (registers.state = 'init').  The slot is created over the
  * worker's replication connection, exporting a snapshot; a second, ordinary
  * connection imports that snapshot and reads data_embassy.copy_frames(),
- * sealed frames of kind 'C', which the worker opens and applies.  The copy,
+ * sealed frames of kind 'C', which the worker opens and applies.  Without
+ * copy_data the copy carries no rows: it describes every table the
+ * register replicates here, so that each becomes a guarded replica at its
+ * commit (see apply.c), and seals where the slot starts.  The copy,
  * the replication origin set to the slot's consistent point and
  * registers.state = 'streaming' commit in one local transaction, so a crash
  * before that commit starts the first run over, and a crash after it
  * streams from the consistent point.
  *
  * Nothing of this that travels in the clear is trusted.  Every attempt at a
- * copy gets a fresh random session nonce, which the register seals into
- * every frame and the opener checks, so a copy recorded from an earlier
- * attempt is refused.  The register refuses to seal a copy outside the
- * snapshot exported with the slot's creation, and seals the slot's name and
+ * copy gets a fresh session key pair; the register seals the public half
+ * into every frame and MACs every frame under a key only it and this
+ * process can derive (frame.h), so a copy recorded from an earlier attempt,
+ * or sealed by anyone else, is refused.  The register refuses to seal a
+ * copy outside the snapshot exported with the slot's creation, and seals the slot's name and
  * consistent point into the copy's HELLO; the origin starts from that
  * sealed point, and a reply to CREATE_REPLICATION_SLOT that says otherwise
  * was rewritten on the way and fails the copy.
@@ -134,9 +139,10 @@ initial_sync_empty_replica(const char *register_name)
 
 /*
  * de_initial_sync
- *		First run of a register: make the slot and, with copy_data, apply the
- *		initial copy.  Ends with the origin at the slot's consistent point
- *		and registers.state = 'streaming', committed together.
+ *		First run of a register: make the slot and apply the initial copy
+ *		(without copy_data, the tables' descriptions only).  Ends with the
+ *		origin at the slot's consistent point and registers.state =
+ *		'streaming', committed together.
  */
 void
 de_initial_sync(const DeInitialSync *sync)
@@ -157,47 +163,55 @@ de_initial_sync(const DeInitialSync *sync)
 	}
 
 	consistent = de_walconn_create_slot(sync->stream_conn, reg->slot_name,
-										reg->copy_data ? &snapshot : NULL);
+										&snapshot);
 
-	if (reg->copy_data)
+	/* with or without rows, a sealed copy */
 	{
 		MemoryContext copycxt;
 		DeOpener   *opener;
 		char	   *frame;
 		int			len;
+		uint8		session_priv[DE_KEY_LEN];
 		uint8		session[DE_SESSION_LEN];
 		XLogRecPtr	sealed = InvalidXLogRecPtr;
 
 		de_slot_set_state(sync->slot, DE_STATE_COPYING, NULL);
 		de_slot_copy_begin(sync->slot);
-		ereport(LOG,
-				errmsg("register \"%s\": initial copy started at register LSN %X/%X",
-					   register_name, LSN_FORMAT_ARGS(consistent)));
+		if (reg->copy_data)
+			ereport(LOG,
+					errmsg("register \"%s\": initial copy started at register LSN %X/%X",
+						   register_name, LSN_FORMAT_ARGS(consistent)));
+		else
+			ereport(LOG,
+					errmsg("register \"%s\": initial copy of table descriptions only started at register LSN %X/%X",
+						   register_name, LSN_FORMAT_ARGS(consistent)),
+					errdetail("copy_data is off: the tables keep their rows."));
 
 		/*
 		 * The snapshot lives until the next command on the replication
 		 * connection, so import it before anything else happens there.
 		 */
-		if (!pg_strong_random(session, sizeof(session)))
-			ereport(ERROR,
-					errcode(ERRCODE_INTERNAL_ERROR),
-					errmsg("could not generate a random session nonce"));
+		de_x25519_generate(session_priv, session);
 		copy_conn = de_walconn_connect(reg->conninfo, false,
 									   INITIAL_SYNC_APPNAME);
-		de_walconn_copy_start(copy_conn, snapshot, sync->own_key_text,
-							  session, reg->slot_name);
+		de_walconn_copy_start_filtered(copy_conn, snapshot, sync->own_key_text,
+									   session, reg->slot_name, sync->schemas,
+									   reg->copy_data);
 
 		copycxt = AllocSetContextCreate(sync->cxt,
 										"data_embassy initial copy",
 										ALLOCSET_DEFAULT_SIZES);
 		opener = de_opener_create(copycxt, sync->own_priv,
 								  sync->register_pub->dh,
-								  sync->register_pub->sign, session,
+								  sync->register_pub->sign, session_priv,
 								  DE_FRAME_KIND_COPY, true,
 								  reg->sysid, reg->dboid);
+		de_secure_zero(session_priv, sizeof(session_priv));
 
 		de_apply_copy_begin(sync->apply);
-		initial_sync_empty_replica(register_name);
+		/* without rows, the tables keep theirs */
+		if (reg->copy_data)
+			initial_sync_empty_replica(register_name);
 		while ((frame = de_walconn_copy_next(copy_conn, &len)) != NULL)
 		{
 			CHECK_FOR_INTERRUPTS();
@@ -239,21 +253,10 @@ de_initial_sync(const DeInitialSync *sync)
 		MemoryContextDelete(copycxt);
 		MemoryContextSwitchTo(sync->cxt);
 	}
-	else
-	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-	}
 
-	/*
-	 * The state, the copy and the origin at the sealed consistent point, at
-	 * once.  Without a copy nothing sealed says where the slot stands yet:
-	 * the origin stays unset, and the first stream starts wherever the
-	 * register seals that its slot stands (worker_check_hello).
-	 */
+	/* The state, the copy and the origin at the sealed consistent point. */
 	initial_sync_set_streaming(register_name);
-	de_apply_commit(sync->apply, reg->copy_data ? consistent : InvalidXLogRecPtr,
-					GetCurrentTimestamp());
+	de_apply_commit(sync->apply, consistent, GetCurrentTimestamp());
 	MemoryContextSwitchTo(sync->cxt);
 
 	reg->phase = DE_PHASE_STREAMING;
@@ -264,6 +267,6 @@ de_initial_sync(const DeInitialSync *sync)
 					   register_name, LSN_FORMAT_ARGS(consistent)));
 	else
 		ereport(LOG,
-				errmsg("register \"%s\" is ready to stream from where its new slot stands (%X/%X by the register's unsealed reply)",
+				errmsg("register \"%s\" is ready to stream from %X/%X after its copy of table descriptions",
 					   register_name, LSN_FORMAT_ARGS(consistent)));
 }

@@ -32,6 +32,7 @@ typedef struct DeInitialSync
 	const char *own_key_text;	/* register's public key, to open frames */
 	const		DePublicKey *register_pub;
 	MemoryContext cxt;			/* the worker's long-lived context */
+	List	   *schemas;		/* replicated schemas; NIL: every schema */
 
 	/* open and apply one sealed frame of the copy */
 	void		(*apply_frame) (DeOpener *opener, const char *frame,
@@ -44,10 +45,11 @@ typedef struct DeInitialSync
 
 /*
  * Create the register's replication slot (dropping one left by an earlier
- * unfinished run) and, with copy_data, apply the initial copy read over a
+ * unfinished run) and apply the initial copy (without copy_data, the
+ * tables' descriptions only) read over a
  * second connection from the slot's exported snapshot, sealed for a fresh
  * session nonce.  Commits the copy, the origin at the slot's consistent
- * point (with copy_data, the one sealed in the copy's HELLO) and
+ * point (the one sealed in the copy's HELLO) and
  * registers.state = 'streaming' in one local transaction; raises on any
  * failure, leaving the register in its first run.
  */

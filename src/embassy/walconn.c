@@ -52,6 +52,7 @@
 #include "embassy/walconn.h"
 #include "seal/codec.h"
 #include "seal/frame.h"
+#include "schema_list.h"
 #include "utils/builtins.h"
 
 /* Defaults added when the user's conninfo does not set them. */
@@ -67,6 +68,7 @@ struct DeWalConn
 	PGresult   *rowres;			/* last row of the copy result, or NULL */
 	bool		copying;		/* copy_frames result being read */
 	StringInfo	sendbuf;		/* status update being built, or NULL */
+	char	   *schemas;		/* "schemas" option value, or NULL */
 };
 
 static void walconn_wait(DeWalConn *conn, int io_flags);
@@ -74,7 +76,8 @@ static XLogRecPtr walconn_create_slot(DeWalConn *conn, const char *slot,
 									  bool temporary, char **snapshot_name);
 static void walconn_copy_start(DeWalConn *conn, const char *snapshot_name,
 							   const char *embassy_key, const uint8 *session,
-							   const char *slot, Oid remote_relid);
+							   const char *slot, List *schemas,
+							   bool with_rows, Oid remote_relid);
 static void walconn_flush(DeWalConn *conn, const char *what);
 static PGresult *walconn_get_result(DeWalConn *conn, const char *what);
 static PGresult *walconn_exec(DeWalConn *conn, const char *query,
@@ -909,7 +912,25 @@ de_walconn_close(DeWalConn *conn)
 	}
 	if (conn->conn != NULL)
 		PQfinish(conn->conn);
+	if (conn->schemas != NULL)
+		pfree(conn->schemas);
 	pfree(conn);
+}
+
+/*
+ * de_walconn_set_schemas
+ *		The stream started on this connection asks the register for the
+ *		tables and sequences of these schemas only (NIL: every schema).
+ */
+void
+de_walconn_set_schemas(DeWalConn *conn, List *schemas)
+{
+	if (conn->schemas != NULL)
+		pfree(conn->schemas);
+	conn->schemas = NULL;
+	if (schemas != NIL)
+		conn->schemas = MemoryContextStrdup(TopMemoryContext,
+											de_schema_list_to_option(schemas));
 }
 
 /*
@@ -1174,6 +1195,7 @@ de_walconn_start_streaming(DeWalConn *conn, const char *slot,
 	char	   *query;
 	char		workmem[64] = "";
 	char		history[64] = "";
+	char	   *schemas = "";
 	PGresult   *res;
 
 	if (decoding_work_mem_kb > 0)
@@ -1182,14 +1204,18 @@ de_walconn_start_streaming(DeWalConn *conn, const char *slot,
 	if (!XLogRecPtrIsInvalid(history_lsn))
 		snprintf(history, sizeof(history), ", \"history_lsn\" '%X/%X'",
 				 LSN_FORMAT_ARGS(history_lsn));
+	if (conn->schemas != NULL)
+		schemas = psprintf(", \"schemas\" %s",
+						   walconn_quote_literal(conn, conn->schemas));
 	hex_encode((const char *) session, DE_SESSION_LEN, session_hex);
 	session_hex[2 * DE_SESSION_LEN] = '\0';
-	query = psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X (\"embassy_key\" %s, \"session\" '%s', \"frame_version\" '%d'%s%s%s)",
+	query = psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X (\"embassy_key\" %s, \"session\" '%s', \"frame_version\" '%d'%s%s%s%s)",
 					 walconn_quote_identifier(conn, slot),
 					 LSN_FORMAT_ARGS(start),
 					 walconn_quote_literal(conn, embassy_key), session_hex,
 					 DE_FRAME_VERSION, history, workmem,
-					 stream_in_progress ? ", \"stream_in_progress\" 'on'" : "");
+					 stream_in_progress ? ", \"stream_in_progress\" 'on'" : "",
+					 schemas);
 	res = walconn_exec(conn, query, what);
 	pfree(query);
 	walconn_expect(conn, res, PGRES_COPY_BOTH, what);
@@ -1462,7 +1488,23 @@ de_walconn_copy_start(DeWalConn *conn, const char *snapshot_name,
 					  const char *slot)
 {
 	walconn_copy_start(conn, snapshot_name, embassy_key, session, slot,
-					   InvalidOid);
+					   NIL, true, InvalidOid);
+}
+
+/*
+ * de_walconn_copy_start_filtered
+ *		The same for an embassy that replicates only schemas (NIL: every
+ *		schema), or that takes no rows: copy_frames()'s six-argument form,
+ *		used only then.
+ */
+void
+de_walconn_copy_start_filtered(DeWalConn *conn, const char *snapshot_name,
+							   const char *embassy_key, const uint8 *session,
+							   const char *slot, List *schemas,
+							   bool with_rows)
+{
+	walconn_copy_start(conn, snapshot_name, embassy_key, session, slot,
+					   schemas, with_rows, InvalidOid);
 }
 
 /*
@@ -1476,18 +1518,19 @@ de_walconn_copy_table_start(DeWalConn *conn, const char *snapshot_name,
 							const char *slot, Oid remote_relid)
 {
 	walconn_copy_start(conn, snapshot_name, embassy_key, session, slot,
-					   remote_relid);
+					   NIL, true, remote_relid);
 }
 
 static void
 walconn_copy_start(DeWalConn *conn, const char *snapshot_name,
 				   const char *embassy_key, const uint8 *session,
-				   const char *slot, Oid remote_relid)
+				   const char *slot, List *schemas, bool with_rows,
+				   Oid remote_relid)
 {
 	const char *what = _("could not start the initial copy");
 	const char *query;
-	const char *params[5];
-	Oid			types[5];
+	const char *params[6];
+	Oid			types[6];
 	int			nparams = 4;
 	PGresult   *res;
 	char	   *set_snapshot;
@@ -1522,6 +1565,38 @@ walconn_copy_start(DeWalConn *conn, const char *snapshot_name,
 		params[4] = psprintf("%u", remote_relid);
 		types[4] = OIDOID;
 		nparams = 5;
+	}
+	else if (schemas != NIL || !with_rows)
+	{
+		StringInfoData arr;
+		ListCell   *lc;
+
+		/* a text[] literal: every element double-quoted and escaped */
+		initStringInfo(&arr);
+		appendStringInfoChar(&arr, '{');
+		foreach(lc, schemas)
+		{
+			const char *p;
+
+			if (arr.len > 1)
+				appendStringInfoChar(&arr, ',');
+			appendStringInfoChar(&arr, '"');
+			for (p = lfirst(lc); *p != '\0'; p++)
+			{
+				if (*p == '"' || *p == '\\')
+					appendStringInfoChar(&arr, '\\');
+				appendStringInfoChar(&arr, *p);
+			}
+			appendStringInfoChar(&arr, '"');
+		}
+		appendStringInfoChar(&arr, '}');
+
+		query = "SELECT " DE_SCHEMA_NAME ".copy_frames($1, $2, $3, $4, $5, $6)";
+		params[4] = schemas != NIL ? arr.data : NULL;
+		params[5] = with_rows ? "true" : "false";
+		types[4] = TEXTARRAYOID;
+		types[5] = BOOLOID;
+		nparams = 6;
 	}
 
 	/* binary result: the frames arrive as raw bytes */

@@ -21,6 +21,7 @@
 
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
+#include "nodes/pg_list.h"
 
 typedef struct DeWalConn DeWalConn;
 
@@ -115,6 +116,13 @@ extern void de_walconn_drop_slot(DeWalConn *conn, const char *slot,
 								 bool missing_ok);
 
 /*
+ * The streams started on conn from now on ask with "schemas" for the tables
+ * and sequences of these schemas only (NIL: every schema; see
+ * schema_list.h).
+ */
+extern void de_walconn_set_schemas(DeWalConn *conn, List *schemas);
+
+/*
  * START_REPLICATION SLOT slot LOGICAL start ("embassy_key" 'key',
  * "session" 'hex', "frame_version" '2', and "history_lsn" 'X/Y' when
  * history_lsn is valid), with
@@ -186,6 +194,18 @@ extern pgsocket de_walconn_socket(DeWalConn *conn);
 extern void de_walconn_copy_start(DeWalConn *conn, const char *snapshot_name,
 								  const char *embassy_key,
 								  const uint8 *session, const char *slot);
+
+/*
+ * The same with copy_frames(..., schemas, with_rows): only the tables and
+ * sequences of schemas (NIL: every schema), and without rows when
+ * with_rows is false (the copy then describes the tables only).
+ */
+extern void de_walconn_copy_start_filtered(DeWalConn *conn,
+										   const char *snapshot_name,
+										   const char *embassy_key,
+										   const uint8 *session,
+										   const char *slot, List *schemas,
+										   bool with_rows);
 extern char *de_walconn_copy_next(DeWalConn *conn, int *len);
 
 /* The same for one register table: copy_table_frames(..., ARRAY[oid]). */

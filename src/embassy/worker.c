@@ -99,9 +99,6 @@
 #define WORKER_APPNAME				"data_embassy"
 #define WORKER_HEARTBEAT_APPNAME	"data_embassy heartbeat"
 
-/* a received batch holds at most this much (and DE_VERIFY_BATCH_MAX) */
-#define WORKER_BATCH_BYTES			(4 * 1024 * 1024)
-
 /* heartbeat nonces remembered until their proof comes back */
 #define WORKER_HEARTBEATS			8
 
@@ -118,6 +115,7 @@ static char register_name[NAMEDATALEN];
 
 /* the register's row of data_embassy.registers, in WorkerContext */
 static DeRegister reg;
+static List *reg_schemas = NIL; /* registers.schemas; NIL: every schema */
 
 static MemoryContext WorkerContext = NULL;
 static MemoryContext FrameContext = NULL;
@@ -134,8 +132,9 @@ static DeStream *streamed = NULL;
 static DeWalConn *stream_conn = NULL;
 
 /*
- * The sealed session: the nonce this connection was given, whether the
- * stream's HELLO has arrived, and the heartbeats asked for over hb_conn.
+ * The sealed session: the public key this connection was given (its
+ * private half lives only in the opener, as the session's MAC key), whether
+ * the stream's HELLO has arrived, and the heartbeats asked for over hb_conn.
  */
 static uint8 session[DE_SESSION_LEN];
 static TimestampTz last_recv = 0;	/* the last message of the stream */
@@ -145,6 +144,7 @@ static bool hello_seen = false;
 static XLogRecPtr history_lsn = InvalidXLogRecPtr;	/* asked in this stream */
 static uint32 history_crc = 0;
 static TimestampTz session_started_at = 0;
+static bool history_unsaved = false;	/* a proof not in the catalog yet */
 
 typedef struct WorkerHeartbeat
 {
@@ -202,7 +202,6 @@ static const char *worker_appname(void);
 static void worker_connect(void);
 static void worker_check_identity(uint64 sysid, Oid dboid, bool pin);
 static void worker_heartbeat(void);
-static bool worker_receive_batch(DeOpener *opener, MemoryContext batchcxt);
 static void worker_check_history(const DeRecord *rec);
 static void worker_check_hello(const DeFrameHeader *hdr, const DeRecord *rec,
 							   bool stream);
@@ -220,6 +219,7 @@ static void worker_apply_frame(DeOpener *opener, const char *frame,
 							   size_t len, bool stream);
 static void worker_handle_message(DeOpener *opener, const DeWalMessage *msg);
 static void worker_persist_position(bool force);
+static void worker_persist_history(void);
 static void worker_send_feedback(bool force, bool request_reply);
 static void worker_publish(DeState state, bool contact, uint64 frames,
 						   uint64 wire, uint64 plain);
@@ -529,10 +529,27 @@ worker_run(void)
 	 */
 	SpinLockAcquire(&MySlot->mutex);
 	MySlot->applied_lsn = replorigin_session_get_progress(false);
+
+	/*
+	 * The history check outlives restarts: the proof the catalog keeps.  A
+	 * register to copy (anew) starts a new history: a proof from before,
+	 * perhaps of the very history that rewound, no longer counts.
+	 */
+	if (reg.phase == DE_PHASE_INIT)
+	{
+		MySlot->proof_lsn = InvalidXLogRecPtr;
+		MySlot->proof_crc = 0;
+	}
+	else if (XLogRecPtrIsInvalid(MySlot->proof_lsn))
+	{
+		MySlot->proof_lsn = reg.history_lsn;
+		MySlot->proof_crc = reg.history_crc;
+	}
 	SpinLockRelease(&MySlot->mutex);
 
 	apply = de_apply_create(WorkerContext, register_name, origin_id);
 	de_apply_adopt_rows(apply, !reg.copy_data);
+	de_apply_set_schemas(apply, reg_schemas);
 	streamed = de_stream_create(WorkerContext, apply, register_name,
 								worker_replay_ping);
 	worker_setup_skip();
@@ -577,7 +594,10 @@ worker_load_register(void)
 	MemoryContextSwitchTo(WorkerContext);
 	row = de_catalog_get_register(register_name, DE_LOCK_NONE, true);
 	if (row != NULL)
+	{
 		reg = *row;
+		reg_schemas = de_catalog_register_schemas(register_name);
+	}
 
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -740,6 +760,7 @@ worker_initial_sync(void)
 	sync.own_key_text = own_key_text;
 	sync.register_pub = &register_pub;
 	sync.cxt = WorkerContext;
+	sync.schemas = reg_schemas;
 	sync.apply_frame = worker_apply_copy_frame;
 	sync.check_stop = worker_check_stop;
 	sync.copy_start_lsn = worker_copy_start_lsn;
@@ -931,29 +952,29 @@ static void
 worker_stream(void)
 {
 	MemoryContext streamcxt;
-	MemoryContext batchcxt;
 	DeOpener   *opener;
+	uint8		session_priv[DE_KEY_LEN];
 
 	streamcxt = AllocSetContextCreate(WorkerContext, "data_embassy stream",
 									  ALLOCSET_DEFAULT_SIZES);
-	batchcxt = AllocSetContextCreate(streamcxt, "data_embassy received batch",
-									 ALLOCSET_DEFAULT_SIZES);
 
 	/* a new stream: RELATION records and frame sequence start again */
 	de_stream_reset(streamed);
 	de_apply_reset_stream(apply);
 	MemoryContextSwitchTo(WorkerContext);
-	/* a fresh nonce binds every frame of this stream to this connection */
-	if (!pg_strong_random(session, sizeof(session)))
-		ereport(ERROR,
-				errcode(ERRCODE_INTERNAL_ERROR),
-				errmsg("could not generate a random session nonce"));
+
+	/*
+	 * A fresh session key binds every frame of this stream to this
+	 * connection, and its MAC to the register and this process.
+	 */
+	de_x25519_generate(session_priv, session);
 	session_started_at = GetCurrentTimestamp();
 	hello_seen = false;
 	opener = de_opener_create(streamcxt, own_priv, register_pub.dh,
-							  register_pub.sign, session,
+							  register_pub.sign, session_priv,
 							  DE_FRAME_KIND_STREAM, true,
 							  reg.sysid, reg.dboid);
+	de_secure_zero(session_priv, sizeof(session_priv));
 
 	/* a stream must start exactly where the replica stands */
 	stream_start = replorigin_session_get_progress(false);
@@ -970,6 +991,7 @@ worker_stream(void)
 	history_crc = MySlot->proof_crc;
 	SpinLockRelease(&MySlot->mutex);
 
+	de_walconn_set_schemas(stream_conn, reg_schemas);
 	de_walconn_start_streaming(stream_conn, reg.slot_name, stream_start,
 							   history_lsn, own_key_text, session, de_decoding_work_mem_kb,
 							   de_stream_in_progress);
@@ -998,12 +1020,28 @@ worker_stream(void)
 		if (ctl == WORKER_PAUSE)
 			break;
 
-		/* everything that has arrived, a batch at a time */
-		while (worker_receive_batch(opener, batchcxt))
-			;
+		/* everything that has arrived */
+		for (;;)
+		{
+			DeWalMessage msg;
+
+			if (!de_walconn_receive_message(stream_conn, register_name, &msg))
+				break;
+
+			last_recv = GetCurrentTimestamp();
+			ping_sent = false;
+			worker_handle_message(opener, &msg);
+			MemoryContextSwitchTo(WorkerContext);
+			worker_table_sync_poll();
+
+			CHECK_FOR_INTERRUPTS();
+			if (worker_control() != WORKER_RUN)
+				break;
+		}
 		worker_table_sync_poll();
 
 		worker_persist_position(false);
+		worker_persist_history();
 		worker_send_feedback(false, false);
 		worker_heartbeat();
 
@@ -1045,71 +1083,6 @@ worker_stream(void)
 	de_apply_reset_stream(apply);
 	MemoryContextSwitchTo(WorkerContext);
 	MemoryContextDelete(streamcxt);
-}
-
-/*
- * worker_receive_batch
- *		Take what has arrived, up to DE_VERIFY_BATCH_MAX messages or
- *		WORKER_BATCH_BYTES, and handle it in order.  The frames of a batch
- *		are verified together: one signature, the last one's, proves the
- *		others through the hash chain (de_opener_verify_batch), so a worker
- *		that falls behind spends less on signatures, not more.  Returns
- *		false when nothing more is ready or the worker must stop streaming.
- */
-static bool
-worker_receive_batch(DeOpener *opener, MemoryContext batchcxt)
-{
-	DeWalMessage msgs[DE_VERIFY_BATCH_MAX];
-	const char *frames[DE_VERIFY_BATCH_MAX];
-	size_t		lens[DE_VERIFY_BATCH_MAX];
-	int			nmsgs = 0;
-	int			nframes = 0;
-	size_t		bytes = 0;
-	bool		more = true;
-	int			i;
-
-	MemoryContextReset(batchcxt);
-	while (nmsgs < DE_VERIFY_BATCH_MAX && bytes < WORKER_BATCH_BYTES)
-	{
-		DeWalMessage *msg = &msgs[nmsgs];
-
-		if (!de_walconn_receive_message(stream_conn, register_name, msg))
-		{
-			more = false;
-			break;
-		}
-		/* the data is the connection's until the next receive: copy it */
-		if (msg->kind == DE_WAL_XLOGDATA)
-		{
-			char	   *copy = MemoryContextAlloc(batchcxt, msg->len);
-
-			memcpy(copy, msg->data, msg->len);
-			msg->data = copy;
-			frames[nframes] = copy;
-			lens[nframes] = msg->len;
-			nframes++;
-			bytes += msg->len;
-		}
-		nmsgs++;
-	}
-	if (nmsgs == 0)
-		return false;
-
-	last_recv = GetCurrentTimestamp();
-	ping_sent = false;
-	de_opener_verify_batch(opener, frames, lens, nframes);
-
-	for (i = 0; i < nmsgs; i++)
-	{
-		worker_handle_message(opener, &msgs[i]);
-		MemoryContextSwitchTo(WorkerContext);
-		worker_table_sync_poll();
-
-		CHECK_FOR_INTERRUPTS();
-		if (worker_control() != WORKER_RUN)
-			return false;
-	}
-	return more;
 }
 
 /*
@@ -1530,6 +1503,7 @@ worker_heartbeat_proof(const DeFrameHeader *hdr, const DeRecord *rec)
 		MySlot->proof_lsn = rec->lsn;
 		MySlot->proof_crc = rec->crc;
 		SpinLockRelease(&MySlot->mutex);
+		history_unsaved = true;
 		break;
 	}
 }
@@ -1589,6 +1563,36 @@ worker_persist_position(bool force)
 	MemoryContextSwitchTo(WorkerContext);
 
 	last_persist_at = now;
+}
+
+/*
+ * worker_persist_history
+ *		Keep the latest proven heartbeat in the catalog, between
+ *		transactions, so that the first stream after a restart of the
+ *		embassy is checked against the register's history too.
+ */
+static void
+worker_persist_history(void)
+{
+	XLogRecPtr	lsn;
+	uint32		crc;
+
+	if (!history_unsaved || de_apply_in_transaction(apply))
+		return;
+
+	SpinLockAcquire(&MySlot->mutex);
+	lsn = MySlot->proof_lsn;
+	crc = MySlot->proof_crc;
+	SpinLockRelease(&MySlot->mutex);
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	/* the row locked by promote() or drop_register(): another time */
+	history_unsaved = !de_catalog_set_history(register_name, lsn, crc);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(WorkerContext);
 }
 
 /*

@@ -20,7 +20,7 @@
  * exported and still holds (the export file in pg_snapshots names that
  * walsender and lists the snapshot's xmin, xmax and running transactions,
  * compared here with the caller's), and every frame carries the session
- * nonce the embassy made for this one attempt.  The HELLO seals the slot's
+ * key the embassy made for this one attempt and a MAC under it.  The HELLO seals the slot's
  * consistent point, which the embassy uses as its starting point.
  *
  * Sequences are not MVCC: their values are read when the copy reaches its
@@ -35,6 +35,13 @@
  *
  * Frame LSNs: every frame carries the slot's consistent point (the point
  * the change stream continues from).
+ *
+ * The six-argument form adds schemas (NULL: every schema; else only the
+ * tables and sequences of these schemas) and with_rows.  Without rows the
+ * copy describes every replicated table (its RELATION records), seals the
+ * marker of schema_list.h after the HELLO, and sends the sequences and
+ * COPY_END: an embassy added with copy_data => false learns, sealed, which
+ * tables it replicates and guards them from that copy on.
  *
  * copy_table_frames(embassy_key, session, slot_name, snapshot_name, tables)
  * is the same function restricted to the tables whose OIDs are listed (each
@@ -83,11 +90,15 @@
 #include "register/pins.h"
 #include "register/plugin.h"
 #include "register/sequences.h"
+#include "schema_list.h"
 #include "seal/codec.h"
 #include "seal/frame.h"
 #include "seal/keys.h"
 
 PG_FUNCTION_INFO_V1(data_embassy_copy_frames);
+PG_FUNCTION_INFO_V1(data_embassy_copy_table_frames);
+
+static Datum copy_frames_srf(FunctionCallInfo fcinfo, bool table_form);
 
 typedef struct CopyFramesState
 {
@@ -98,6 +109,8 @@ typedef struct CopyFramesState
 	Snapshot	snapshot;		/* registered copy of the caller's */
 	XLogRecPtr	lsn;			/* the slot's consistent point */
 	int			batch_bytes;
+	List	   *schemas;		/* NIL: every schema */
+	bool		with_rows;		/* false: RELATION records only */
 
 	Oid		   *relids;			/* tables to copy, in OID order */
 	int			nrelids;
@@ -140,7 +153,8 @@ copy_list_tables(CopyFramesState *state)
 	{
 		Form_pg_class form = (Form_pg_class) GETSTRUCT(tup);
 
-		if (!de_class_is_replicated(form->oid, form, de_nsp))
+		if (!de_class_is_replicated(form->oid, form, de_nsp) ||
+			!de_schema_list_contains_oid(state->schemas, form->relnamespace))
 			continue;
 		if (state->only != NULL &&
 			bsearch(&form->oid, state->only, state->nonly, sizeof(Oid),
@@ -206,7 +220,8 @@ copy_xid_cmp(const void *a, const void *b)
 
 /*
  * copy_parse_session
- *		The embassy's session nonce: DE_SESSION_LEN bytes as hex digits.
+ *		The embassy's session key (an X25519 public key): DE_SESSION_LEN
+ *		bytes as hex digits.
  */
 static void
 copy_parse_session(const char *text, uint8 *session)
@@ -215,8 +230,8 @@ copy_parse_session(const char *text, uint8 *session)
 		strspn(text, "0123456789abcdefABCDEF") != 2 * DE_SESSION_LEN)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("invalid session \"%s\"", text),
-				errdetail("A session is %d hexadecimal digits.",
+				errmsg("invalid session key \"%s\"", text),
+				errdetail("A session key is %d hexadecimal digits.",
 						  2 * DE_SESSION_LEN));
 	(void) hex_decode(text, 2 * DE_SESSION_LEN, (char *) session);
 }
@@ -679,8 +694,11 @@ copy_open_next_table(CopyFramesState *state)
 		old = MemoryContextSwitchTo(state->mcxt);
 		state->rel = rel;
 		de_relout_build(&state->ro, rel, state->rel_cxt);
-		state->scan = table_beginscan(rel, state->snapshot, 0, NULL);
-		state->slot = table_slot_create(rel, NULL);
+		if (state->with_rows)
+		{
+			state->scan = table_beginscan(rel, state->snapshot, 0, NULL);
+			state->slot = table_slot_create(rel, NULL);
+		}
 		MemoryContextSwitchTo(old);
 
 		de_write_relation(&state->body, rel, &state->ro);
@@ -739,6 +757,7 @@ copy_next_frame(CopyFramesState *state)
 
 				seqs = de_seqreport_create(state->row_cxt,
 										   de_schema_oid(false));
+				de_seqreport_set_schemas(seqs, state->schemas);
 				(void) de_seqreport_write(seqs, &state->body);
 				MemoryContextReset(state->row_cxt);
 				state->sequences_written = true;
@@ -751,8 +770,9 @@ copy_next_frame(CopyFramesState *state)
 		}
 
 		MemoryContextSwitchTo(state->row_cxt);
-		found = table_scan_getnextslot(state->scan, ForwardScanDirection,
-									   state->slot);
+		found = state->with_rows &&
+			table_scan_getnextslot(state->scan, ForwardScanDirection,
+								   state->slot);
 		if (found)
 		{
 			slot_getallattrs(state->slot);
@@ -775,7 +795,8 @@ copy_next_frame(CopyFramesState *state)
 	initStringInfo(&out);
 	out.len = VARHDRSZ;
 	de_sealer_seal(state->sealer, state->body.data, (uint32) state->body.len,
-				   flags, state->lsn, state->lsn, source_lsn, &out);
+				   flags, state->lsn, state->lsn, source_lsn,
+				   state->finished, &out);
 	SET_VARSIZE(out.data, out.len);
 	resetStringInfo(&state->body);
 
@@ -785,10 +806,28 @@ copy_next_frame(CopyFramesState *state)
 /*
  * data_embassy_copy_frames
  *		copy_frames(embassy_key text, session text, slot_name text,
- *		snapshot_name text) returns setof bytea.
+ *		snapshot_name text [, schemas text[], with_rows boolean]) returns
+ *		setof bytea.
  */
 Datum
 data_embassy_copy_frames(PG_FUNCTION_ARGS)
+{
+	return copy_frames_srf(fcinfo, false);
+}
+
+/*
+ * data_embassy_copy_table_frames
+ *		copy_table_frames(embassy_key text, session text, slot_name text,
+ *		snapshot_name text, tables oid[]) returns setof bytea.
+ */
+Datum
+data_embassy_copy_table_frames(PG_FUNCTION_ARGS)
+{
+	return copy_frames_srf(fcinfo, true);
+}
+
+static Datum
+copy_frames_srf(FunctionCallInfo fcinfo, bool table_form)
 {
 	FuncCallContext *funcctx;
 	CopyFramesState *state;
@@ -806,6 +845,9 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 		Snapshot	snap;
 		XLogRecPtr	consistent;
 		MemoryContext old;
+		List	   *schemas = NIL;
+		bool		with_rows = true;
+		int			i;
 
 		/*
 		 * A role that may replicate already sees every change of every table
@@ -818,6 +860,25 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 					errmsg("permission denied to copy tables to an embassy"),
 					errhint("Only superusers, roles with the REPLICATION attribute and members of role \"%s\" may do this.",
 							DE_ADMIN_ROLE));
+		/* the six-argument form is not STRICT: schemas may be NULL */
+		for (i = 0; i < Min(PG_NARGS(), 4); i++)
+			if (PG_ARGISNULL(i))
+				ereport(ERROR,
+						errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						errmsg("argument %d of copy_frames() must not be null",
+							   i + 1));
+		if (!table_form && PG_NARGS() > 5)
+		{
+			if (PG_ARGISNULL(5))
+				ereport(ERROR,
+						errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						errmsg("with_rows must not be null"));
+			with_rows = PG_GETARG_BOOL(5);
+		}
+		/* checked now, kept below in the call's memory */
+		if (!table_form && PG_NARGS() > 4 && !PG_ARGISNULL(4))
+			(void) de_schema_list_from_array(PG_GETARG_ARRAYTYPE_P(4),
+											 "schemas");
 		keytext = text_to_cstring(PG_GETARG_TEXT_PP(0));
 		slot_name = text_to_cstring(PG_GETARG_TEXT_PP(2));
 		snapshot_name = text_to_cstring(PG_GETARG_TEXT_PP(3));
@@ -828,7 +889,7 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 		/* in REPEATABLE READ, the transaction's snapshot for every query */
 		snap = GetTransactionSnapshot();
 		consistent = copy_bind_to_slot(embassy_key.dh, slot_name,
-									   snapshot_name, snap, PG_NARGS() > 4);
+									   snapshot_name, snap, table_form);
 
 		funcctx = SRF_FIRSTCALL_INIT();
 		old = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
@@ -842,9 +903,14 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 											   "data_embassy copy row",
 											   ALLOCSET_DEFAULT_SIZES);
 		state->batch_bytes = de_batch_size_kb * 1024;
+		if (!table_form && PG_NARGS() > 4 && !PG_ARGISNULL(4))
+			schemas = de_schema_list_from_array(PG_GETARG_ARRAYTYPE_P(4),
+												"schemas");
+		state->schemas = schemas;
+		state->with_rows = with_rows;
 		state->snapshot = RegisterSnapshot(snap);
 		state->lsn = consistent;
-		if (PG_NARGS() > 4)
+		if (table_form)
 			copy_only_tables(state, PG_GETARG_ARRAYTYPE_P(4));
 
 		de_identity_require(priv, pub);
@@ -861,6 +927,11 @@ data_embassy_copy_frames(PG_FUNCTION_ARGS)
 		de_write_hello(&state->body, slot_name, state->lsn,
 					   GetFlushRecPtr(NULL), state->lsn,
 					   InvalidXLogRecPtr, DE_HISTORY_NOT_ASKED, 0);
+		if (!with_rows)
+			de_write_message(&state->body, state->lsn, false,
+							 DE_COPY_MODE_PREFIX,
+							 strlen(DE_COPY_MODE_NO_ROWS),
+							 DE_COPY_MODE_NO_ROWS);
 		copy_list_tables(state);
 
 		if (rsinfo != NULL && IsA(rsinfo, ReturnSetInfo))

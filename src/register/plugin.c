@@ -17,6 +17,14 @@
  *							changes outgrow decoding_work_mem before it
  *							commits, in blocks (STREAM_START ... STREAM_STOP,
  *							then STREAM_COMMIT or STREAM_ABORT; codec.h)
+ *		session				the public X25519 key the embassy made for this
+ *							connection, 64 hexadecimal digits: every frame
+ *							carries it and a MAC under a key derived from it
+ *							(frame.h).  Without it (decoding called from
+ *							SQL) the session is the X25519 base point, a
+ *							key nobody holds the private half of, so no
+ *							receiver accepts such frames as a live stream.
+ *		history_lsn, frame_version: see de_plugin_parse_options()
  *
  * NOTES
  *
@@ -87,6 +95,7 @@
 #include "register/pins.h"
 #include "register/plugin.h"
 #include "register/sequences.h"
+#include "schema_list.h"
 
 /* Changes without a write after which the walsender is given a chance to
  * send keepalives (as PG15's pgoutput does). */
@@ -122,12 +131,13 @@ typedef struct DePluginData
 	MemoryContext change_cxt;	/* reset after every callback */
 
 	DePublicKey embassy_key;
-	uint8		session[DE_SESSION_LEN];	/* the embassy's nonce, or zeros */
+	uint8		session[DE_SESSION_LEN];	/* the embassy's session key */
 	XLogRecPtr	history_lsn;	/* a heartbeat the embassy saw, or 0 */
 	XLogRecPtr	start_lsn;		/* where decoding really starts */
 	int			batch_bytes;
 	int			zstd_level;
 	Oid			schema_oid;		/* data_embassy schema: not replicated */
+	List	   *schemas;		/* "schemas" option: NIL, every schema */
 	bool		walsender;		/* streaming in a walsender */
 
 	DeSealer   *sealer;
@@ -281,6 +291,7 @@ de_plugin_parse_options(List *options, DePluginData *data)
 	bool		session_given = false;
 	bool		history_given = false;
 	bool		version_given = false;
+	bool		schemas_given = false;
 
 	data->batch_bytes = de_batch_size_kb * 1024;
 	data->zstd_level = de_compression_level;
@@ -359,7 +370,14 @@ de_plugin_parse_options(List *options, DePluginData *data)
 						errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("invalid value for option \"%s\"",
 							   elem->defname),
-						errdetail("A session is %d hexadecimal digits.",
+						errdetail("A session key is %d hexadecimal digits.",
+								  2 * DE_SESSION_LEN));
+			if (strspn(hex, "0123456789abcdefABCDEF") != 2 * DE_SESSION_LEN)
+				ereport(ERROR,
+						errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("invalid value for option \"%s\"",
+							   elem->defname),
+						errdetail("A session key is %d hexadecimal digits.",
 								  2 * DE_SESSION_LEN));
 			(void) hex_decode(hex, 2 * DE_SESSION_LEN,
 							  (char *) data->session);
@@ -395,15 +413,28 @@ de_plugin_parse_options(List *options, DePluginData *data)
 							   version, DE_FRAME_VERSION),
 						errhint("Run the same version of data_embassy on the register and on the embassy."));
 		}
+		else if (strcmp(elem->defname, "schemas") == 0)
+		{
+			MemoryContext oldcxt;
+
+			if (schemas_given)
+				goto duplicate;
+			schemas_given = true;
+			oldcxt = MemoryContextSwitchTo(GetMemoryChunkContext(data));
+			data->schemas = de_schema_list_from_option(elem->defname,
+													   de_option_value(elem));
+			MemoryContextSwitchTo(oldcxt);
+		}
 		else
 			ereport(ERROR,
 					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					errmsg("option \"%s\" is not recognized by output plugin \"%s\"",
 						   elem->defname, DE_PLUGIN_NAME),
-					errhint("Valid options are \"%s\", \"%s\", \"%s\", \"%s\", \"%s\", \"%s\", \"%s\" and \"%s\".",
+					errhint("Valid options are \"%s\", \"%s\", \"%s\", \"%s\", \"%s\", \"%s\", \"%s\", \"%s\" and \"%s\".",
 							"embassy_key", "session", "history_lsn", "frame_version",
 							"batch_size", "compression_level",
-							"decoding_work_mem", "stream_in_progress"));
+							"decoding_work_mem", "stream_in_progress",
+							"schemas"));
 		continue;
 
 duplicate:
@@ -412,6 +443,12 @@ duplicate:
 				errmsg("conflicting or redundant options"),
 				errdetail("Option \"%s\" was given more than once.",
 						  elem->defname));
+	}
+
+	if (!session_given)
+	{
+		memset(data->session, 0, DE_SESSION_LEN);
+		data->session[0] = 9;	/* the X25519 base point */
 	}
 
 	if (!key_given)
@@ -514,7 +551,9 @@ de_relentry_get(DePluginData *data, Relation rel)
 		entry->valid = true;
 		entry->sent = false;
 		entry->replicate = de_class_is_replicated(relid, rel->rd_rel,
-												  data->schema_oid);
+												  data->schema_oid) &&
+			de_schema_list_contains_oid(data->schemas,
+										rel->rd_rel->relnamespace);
 		entry->has_identity = de_rel_has_identity(rel);
 		if (entry->replicate)
 			de_relout_build(&entry->ro, rel, entry->cxt);
@@ -586,7 +625,7 @@ de_body_reset(DePluginData *data)
  */
 static void
 de_plugin_seal(LogicalDecodingContext *ctx, DePluginData *data,
-			   uint16 flags, XLogRecPtr commit_lsn)
+			   uint16 flags, XLogRecPtr commit_lsn, bool sign)
 {
 	XLogRecPtr	end_lsn = Max(ctx->reader->EndRecPtr, data->last_end_lsn);
 
@@ -595,7 +634,7 @@ de_plugin_seal(LogicalDecodingContext *ctx, DePluginData *data,
 
 	OutputPluginPrepareWrite(ctx, true);
 	de_sealer_seal(data->sealer, data->body.data, (uint32) data->body.len,
-				   flags, end_lsn, commit_lsn, GetFlushRecPtr(NULL),
+				   flags, end_lsn, commit_lsn, GetFlushRecPtr(NULL), sign,
 				   ctx->out);
 	OutputPluginWrite(ctx, true);
 
@@ -612,7 +651,7 @@ de_plugin_seal_if_full(LogicalDecodingContext *ctx, DePluginData *data)
 		return false;
 	de_plugin_seal(ctx, data,
 				   (data->begin_sent || data->in_stream) ? DE_FRAME_TXN_OPEN : 0,
-				   data->last_commit_lsn);
+				   data->last_commit_lsn, false);
 	return true;
 }
 
@@ -893,8 +932,11 @@ de_plugin_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 									   de_sequence_interval_ms))
 		{
 			if (data->sequences == NULL)
+			{
 				data->sequences = de_seqreport_create(ctx->context,
 													  data->schema_oid);
+				de_seqreport_set_schemas(data->sequences, data->schemas);
+			}
 			de_seqreport_write(data->sequences, &data->body);
 			data->last_sequences_at = now;
 		}
@@ -913,7 +955,7 @@ de_plugin_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 
 	if (data->body.len > 0 &&
 		(caught_up || data->body.len >= data->batch_bytes))
-		de_plugin_seal(ctx, data, 0, data->last_commit_lsn);
+		de_plugin_seal(ctx, data, 0, data->last_commit_lsn, false);
 
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(data->change_cxt);
@@ -1062,7 +1104,8 @@ de_plugin_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			 */
 			if (ctx->reader->EndRecPtr > data->last_commit_lsn)
 				data->last_commit_lsn = ctx->reader->EndRecPtr;
-			de_plugin_seal(ctx, data, 0, data->last_commit_lsn);
+			/* signed, so the proof holds for whoever keeps the frames */
+			de_plugin_seal(ctx, data, 0, data->last_commit_lsn, true);
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(data->change_cxt);
 		}
@@ -1084,7 +1127,7 @@ de_plugin_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 						 message_size, message);
 		wrote = !data->walsender || data->body.len >= data->batch_bytes;
 		if (wrote)
-			de_plugin_seal(ctx, data, 0, data->last_commit_lsn);
+			de_plugin_seal(ctx, data, 0, data->last_commit_lsn, false);
 	}
 
 	if (!wrote)
@@ -1127,7 +1170,7 @@ de_plugin_stream_stop(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 	/* called from SQL, nothing is held back between calls */
 	if (data->body.len > 0 &&
 		(!data->walsender || data->body.len >= data->batch_bytes))
-		de_plugin_seal(ctx, data, 0, data->last_commit_lsn);
+		de_plugin_seal(ctx, data, 0, data->last_commit_lsn, false);
 }
 
 /*
@@ -1143,7 +1186,7 @@ de_plugin_stream_abort(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 
 	de_write_stream_abort(&data->body, toptxn->xid, txn->xid);
 	if (!data->walsender || data->body.len >= data->batch_bytes)
-		de_plugin_seal(ctx, data, 0, data->last_commit_lsn);
+		de_plugin_seal(ctx, data, 0, data->last_commit_lsn, false);
 	else
 		de_plugin_progress(ctx, data);
 }
@@ -1183,8 +1226,11 @@ de_plugin_stream_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			started = true;
 		}
 		if (data->sequences == NULL)
+		{
 			data->sequences = de_seqreport_create(ctx->context,
 												  data->schema_oid);
+			de_seqreport_set_schemas(data->sequences, data->schemas);
+		}
 		de_write_stream_start(&data->body, txn->xid, false);
 		if (de_seqreport_write(data->sequences, &data->body) > 0)
 			de_write_stream_stop(&data->body);
@@ -1202,7 +1248,7 @@ de_plugin_stream_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		data->last_commit_lsn = txn->end_lsn;
 
 	if (caught_up || data->body.len >= data->batch_bytes)
-		de_plugin_seal(ctx, data, 0, data->last_commit_lsn);
+		de_plugin_seal(ctx, data, 0, data->last_commit_lsn, false);
 
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(data->change_cxt);
@@ -1229,7 +1275,7 @@ de_plugin_write_outside(LogicalDecodingContext *ctx, DePluginData *data,
 	ctx->write_xid = InvalidTransactionId;
 
 	data->last_commit_lsn = pos;
-	de_plugin_seal(ctx, data, flags, pos);
+	de_plugin_seal(ctx, data, flags, pos, false);
 
 	ctx->accept_writes = save_accept;
 	ctx->write_location = save_location;

@@ -50,6 +50,7 @@
 
 #include "seal/codec.h"
 #include "register/sequences.h"
+#include "schema_list.h"
 
 /* The special-space marker of a sequence page (commands/sequence.c). */
 #define DE_SEQ_MAGIC	0x1717
@@ -125,6 +126,7 @@ struct DeSeqReporter
 {
 	MemoryContext cxt;			/* the list; reset when rebuilt */
 	Oid			skip_namespace;
+	List	   *schemas;		/* de_seqreport_set_schemas(): NIL, all */
 	bool		valid;
 	uint64		generation;		/* de_seq_generation when built */
 	int			n;
@@ -155,6 +157,18 @@ de_seqreport_create(MemoryContext mcxt, Oid skip_namespace)
 		de_seq_callback_registered = true;
 	}
 	return r;
+}
+
+/*
+ * de_seqreport_set_schemas
+ *		Report only the sequences of these schemas (NIL: of every schema).
+ *		The list must live as long as the reporter.
+ */
+void
+de_seqreport_set_schemas(DeSeqReporter *r, List *schemas)
+{
+	r->schemas = schemas;
+	r->valid = false;
 }
 
 /*
@@ -193,7 +207,8 @@ de_seqreport_rebuild(DeSeqReporter *r)
 		if (cls->relpersistence != RELPERSISTENCE_PERMANENT ||
 			cls->relnamespace == r->skip_namespace ||
 			IsCatalogNamespace(cls->relnamespace) ||
-			isAnyTempNamespace(cls->relnamespace))
+			isAnyTempNamespace(cls->relnamespace) ||
+			!de_schema_list_contains_oid(r->schemas, cls->relnamespace))
 			continue;
 
 		if (n == cap)

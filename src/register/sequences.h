@@ -12,6 +12,7 @@
 #define DE_SEQUENCES_H
 
 #include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
 
 /* Per-stream state: the sequences and the values last reported. */
 typedef struct DeSeqReporter DeSeqReporter;
@@ -19,6 +20,10 @@ typedef struct DeSeqReporter DeSeqReporter;
 /* Sequences in skip_namespace (the extension's own) are never reported. */
 extern DeSeqReporter *de_seqreport_create(MemoryContext mcxt,
 										  Oid skip_namespace);
+
+/* Only the sequences of these schemas (NIL: every schema); see schema_list.h. */
+extern void de_seqreport_set_schemas(DeSeqReporter *reporter,
+									 List *schemas);
 
 /*
  * Append a SEQUENCES record with every permanent user sequence whose last

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * crypto.c
- *		  X25519, Ed25519, HKDF-SHA256, SHA-256 and AES-256-GCM over
- *		  OpenSSL 3 EVP.
+ *		  X25519, Ed25519, HKDF-SHA256, SHA-256, HMAC-SHA256 and AES-256-GCM
+ *		  over OpenSSL 3 EVP.
  *
  * This is the only file that includes OpenSSL headers.  Every primitive
  * comes from OpenSSL; nothing here implements cryptography itself.
@@ -53,6 +53,7 @@ struct DeSignKey
 static EVP_MD *de_sha256_md = NULL;
 static EVP_CIPHER *de_aes_gcm = NULL;
 static EVP_KDF *de_hkdf = NULL;
+static EVP_MAC * de_hmac = NULL;
 
 /* Largest chunk handed to one EVP_*Update() call (their lengths are int). */
 #define DE_EVP_CHUNK	(1 << 30)
@@ -114,6 +115,15 @@ de_crypto_init(void)
 			ereport(ERROR,
 					errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
 					errmsg("could not load the HKDF implementation"),
+					de_openssl_errdetail());
+	}
+	if (de_hmac == NULL)
+	{
+		de_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+		if (de_hmac == NULL)
+			ereport(ERROR,
+					errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+					errmsg("could not load the HMAC implementation"),
 					de_openssl_errdetail());
 	}
 }
@@ -280,6 +290,49 @@ de_hkdf_sha256(const uint8 *salt, size_t saltlen,
 				errmsg("could not derive a key with HKDF-SHA256"),
 				de_openssl_errdetail());
 	}
+}
+
+/*
+ * de_hmac_sha256
+ *		HMAC-SHA256 (RFC 2104) of msg under key, DE_MAC_LEN bytes.
+ */
+void
+de_hmac_sha256(const uint8 *key, size_t keylen,
+			   const uint8 *msg, size_t len, uint8 *mac)
+{
+	EVP_MAC_CTX *mctx;
+	OSSL_PARAM	params[2];
+	size_t		maclen = 0;
+	bool		ok;
+
+	de_crypto_init();
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+												 (char *) "SHA256", 0);
+	params[1] = OSSL_PARAM_construct_end();
+
+	mctx = EVP_MAC_CTX_new(de_hmac);
+	ok = mctx != NULL &&
+		EVP_MAC_init(mctx, key, keylen, params) > 0 &&
+		EVP_MAC_update(mctx, msg, len) > 0 &&
+		EVP_MAC_final(mctx, mac, &maclen, DE_MAC_LEN) > 0 &&
+		maclen == DE_MAC_LEN;
+	EVP_MAC_CTX_free(mctx);
+	if (!ok)
+		ereport(ERROR,
+				errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+				errmsg("could not compute an HMAC-SHA256"),
+				de_openssl_errdetail());
+}
+
+/*
+ * de_equal_secret
+ *		Compare two buffers in time that depends only on their length (for
+ *		authentication codes).
+ */
+bool
+de_equal_secret(const void *a, const void *b, size_t len)
+{
+	return CRYPTO_memcmp(a, b, len) == 0;
 }
 
 /*

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * crypto.h
- *		  Thin wrappers over OpenSSL 3 EVP: X25519, HKDF-SHA256, SHA-256 and
- *		  AES-256-GCM.  No other file includes OpenSSL headers.
+ *		  Thin wrappers over OpenSSL 3 EVP: X25519, Ed25519, HKDF-SHA256,
+ *		  SHA-256, HMAC-SHA256 and AES-256-GCM.  No other file includes
+ *		  OpenSSL headers.
  *
  * Every function either succeeds or raises ERROR (never returns a partial
  * result), except de_aead_open(), which reports a failed tag by returning
@@ -21,6 +22,7 @@
 #define DE_NONCE_LEN	12		/* AES-GCM nonce */
 #define DE_TAG_LEN		16		/* AES-GCM tag */
 #define DE_SIG_LEN		64		/* Ed25519 signature */
+#define DE_MAC_LEN		32		/* HMAC-SHA256 */
 
 /* Fresh X25519 key pair. */
 extern void de_x25519_generate(uint8 *priv, uint8 *pub);
@@ -43,6 +45,13 @@ extern void de_hkdf_sha256(const uint8 *salt, size_t saltlen,
 
 /* SHA-256 of one buffer. */
 extern void de_sha256(const void *data, size_t len, uint8 *digest);
+
+/* HMAC-SHA256 of one buffer (DE_MAC_LEN bytes). */
+extern void de_hmac_sha256(const uint8 *key, size_t keylen,
+						   const uint8 *msg, size_t len, uint8 *mac);
+
+/* Constant-time equality, for authentication codes. */
+extern bool de_equal_secret(const void *a, const void *b, size_t len);
 
 /*
  * An AES-256-GCM key ready for use: one EVP_CIPHER_CTX, made once per stream

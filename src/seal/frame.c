@@ -35,8 +35,12 @@
 #include "seal/frame.h"
 
 /* HKDF info prefix; followed by sysid, dboid and kind */
-#define DE_FRAME_INFO		"data_embassy frame v2"
+#define DE_FRAME_INFO		"data_embassy frame v3"
 #define DE_FRAME_INFO_LEN	(sizeof(DE_FRAME_INFO) - 1 + 8 + 4 + 1)
+
+/* HKDF info of the session's MAC key; followed by kind */
+#define DE_MAC_KEY_INFO		"data_embassy frame v3 session"
+#define DE_MAC_KEY_INFO_LEN (sizeof(DE_MAC_KEY_INFO) - 1 + 1)
 
 /* field offsets, as documented in frame.h */
 #define OFF_MAGIC		0
@@ -48,18 +52,23 @@
 #define OFF_TIMELINE	20
 #define OFF_EPH_PUB		24
 #define OFF_SESSION		56
-#define OFF_SEQ			72
-#define OFF_START_LSN	80
-#define OFF_END_LSN		88
-#define OFF_COMMIT_LSN	96
-#define OFF_SOURCE_LSN	104
-#define OFF_SOURCE_TIME	112
-#define OFF_PLAIN_LEN	120
-#define OFF_SEALED_LEN	124
-#define OFF_PREV_HASH	128
+#define OFF_SEQ			88
+#define OFF_START_LSN	96
+#define OFF_END_LSN		104
+#define OFF_COMMIT_LSN	112
+#define OFF_SOURCE_LSN	120
+#define OFF_SOURCE_TIME	128
+#define OFF_PLAIN_LEN	136
+#define OFF_SEALED_LEN	140
+#define OFF_PREV_HASH	144
 
-/* what the register signs: this label, then the frame's SHA-256 */
-#define DE_FRAME_SIG_LABEL		"data_embassy frame v2 signature"
+/*
+ * What the session MAC and the register's signature cover: a label of
+ * their own, then the frame's SHA-256 (header and sealed body).
+ */
+#define DE_FRAME_MAC_LABEL		"data_embassy frame v3 mac"
+#define DE_FRAME_SIG_LABEL		"data_embassy frame v3 signature"
+#define DE_FRAME_MAC_MSG_LEN	(sizeof(DE_FRAME_MAC_LABEL) - 1 + DE_HASH_LEN)
 #define DE_FRAME_SIG_MSG_LEN	(sizeof(DE_FRAME_SIG_LABEL) - 1 + DE_HASH_LEN)
 
 StaticAssertDecl(OFF_PREV_HASH + DE_HASH_LEN == DE_FRAME_HEADER_SIZE,
@@ -78,6 +87,7 @@ typedef struct DeKeyWork
 	uint8		ikm[2 * DE_KEY_LEN];
 	uint8		okm[DE_KEY_LEN + DE_NONCE_LEN];
 	uint8		key[DE_KEY_LEN];
+	uint8		dh_session[DE_KEY_LEN];
 } DeKeyWork;
 
 struct DeSealer
@@ -87,7 +97,9 @@ struct DeSealer
 	uint8		nonce_base[DE_NONCE_LEN];
 	uint8		eph_pub[DE_KEY_LEN];
 	uint8		session[DE_SESSION_LEN];
+	uint8		mac_key[DE_KEY_LEN];	/* the session's MAC key */
 	DeSignKey  *sign_key;		/* the register's Ed25519 key */
+	TimestampTz last_signed_at; /* when a frame was last signed */
 	uint64		sysid;
 	Oid			dboid;
 	TimeLineID	timeline;
@@ -113,21 +125,13 @@ struct DeOpener
 	uint8		register_pub[DE_KEY_LEN];
 	uint8		static_dh[DE_KEY_LEN];	/* DH(embassy, register) */
 	DeSignKey  *verify_key;		/* the register's Ed25519 key */
-	bool		check_session;
-	uint8		session[DE_SESSION_LEN];
+	bool		check_session;	/* false: a debugging tool, no MACs */
+	uint8		session[DE_SESSION_LEN];	/* the session's public key */
+	uint8		mac_key[DE_KEY_LEN];	/* the session's MAC key */
 	char		kind;
 	bool		require_first;
 	uint64		expect_sysid;
 	Oid			expect_dboid;
-
-	/*
-	 * Hashes of frames proven by the signature of a later frame of the same
-	 * batch (de_opener_verify_batch), in order; next_proven is the next one
-	 * expected.
-	 */
-	int			nproven;
-	int			next_proven;
-	uint8		proven[DE_VERIFY_BATCH_MAX][DE_HASH_LEN];
 
 	bool		check_start;	/* the first frame must start exactly... */
 	XLogRecPtr	expect_start;	/* ...here */
@@ -347,6 +351,40 @@ de_frame_sig_msg(const uint8 *hash, uint8 *msg)
 	memcpy(msg + sizeof(DE_FRAME_SIG_LABEL) - 1, hash, DE_HASH_LEN);
 }
 
+/* A frame's session MAC: HMAC-SHA256 of a label, then the frame's hash. */
+static void
+de_frame_mac(const uint8 *mac_key, const uint8 *hash, uint8 *mac)
+{
+	uint8		msg[DE_FRAME_MAC_MSG_LEN];
+
+	memcpy(msg, DE_FRAME_MAC_LABEL, sizeof(DE_FRAME_MAC_LABEL) - 1);
+	memcpy(msg + sizeof(DE_FRAME_MAC_LABEL) - 1, hash, DE_HASH_LEN);
+	de_hmac_sha256(mac_key, DE_KEY_LEN, msg, sizeof(msg), mac);
+}
+
+/*
+ * de_frame_derive_mac_key
+ *		The session's MAC key (see frame.h), by HKDF-SHA256 from
+ *		work->dh_session = DH(register, session).
+ */
+static void
+de_frame_derive_mac_key(DeKeyWork *work, const uint8 *session_pub,
+						const uint8 *embassy_pub, const uint8 *register_pub,
+						char kind, uint8 *mac_key)
+{
+	uint8		salt[3 * DE_KEY_LEN];
+	uint8		info[DE_MAC_KEY_INFO_LEN];
+
+	memcpy(salt, session_pub, DE_KEY_LEN);
+	memcpy(salt + DE_KEY_LEN, embassy_pub, DE_KEY_LEN);
+	memcpy(salt + 2 * DE_KEY_LEN, register_pub, DE_KEY_LEN);
+	memcpy(info, DE_MAC_KEY_INFO, sizeof(DE_MAC_KEY_INFO) - 1);
+	info[sizeof(DE_MAC_KEY_INFO) - 1] = (uint8) kind;
+
+	de_hkdf_sha256(salt, sizeof(salt), work->dh_session, DE_KEY_LEN,
+				   info, sizeof(info), mac_key, DE_KEY_LEN);
+}
+
 /* ---------- sealing ---------- */
 
 static void
@@ -357,12 +395,15 @@ de_sealer_reset_callback(void *arg)
 	ZSTD_freeCCtx(sealer->zctx);
 	sealer->zctx = NULL;
 	de_secure_zero(sealer->nonce_base, DE_NONCE_LEN);
+	de_secure_zero(sealer->mac_key, DE_KEY_LEN);
 	de_secure_zero(&sealer->work, sizeof(DeKeyWork));
 }
 
 /*
  * de_sealer_create
- *		Start a stream: make its ephemeral key pair and derive its key.
+ *		Start a stream: make its ephemeral key pair and derive its key and
+ *		the session's MAC key.  The session key comes from the embassy over
+ *		an unauthenticated channel; one of small order is refused here.
  */
 DeSealer *
 de_sealer_create(MemoryContext mcxt,
@@ -404,6 +445,11 @@ de_sealer_create(MemoryContext mcxt,
 	sealer->aead = de_aead_create(cxt, work->key);
 	de_secure_zero(work, sizeof(DeKeyWork));
 
+	de_x25519_dh(register_priv, session, work->dh_session);
+	de_frame_derive_mac_key(work, session, embassy_pub, register_pub, kind,
+							sealer->mac_key);
+	de_secure_zero(work, sizeof(DeKeyWork));
+
 	de_derive_sign_seed(register_priv, seed);
 	sealer->sign_key = de_sign_key_create(cxt, seed, true);
 	de_secure_zero(seed, sizeof(seed));
@@ -416,6 +462,7 @@ de_sealer_create(MemoryContext mcxt,
 	sealer->zstd_level = zstd_level;
 	sealer->next_seq = 1;
 	sealer->start_lsn = start_lsn;
+	sealer->last_signed_at = 0;
 	memset(sealer->prev_hash, 0, DE_HASH_LEN);
 
 	return sealer;
@@ -425,6 +472,10 @@ de_sealer_create(MemoryContext mcxt,
  * de_sealer_seal
  *		Compress, seal and append one frame to "out".
  *
+ * Every frame gets the session MAC.  The frame is also signed when "sign"
+ * asks for it, when it is the stream's first, or when the last signature
+ * is DE_SIGN_INTERVAL_MS old.
+ *
  * The body is compressed straight into "out" after room for the header and
  * encrypted in place.  "out" and the sealer change only once the frame is
  * complete, so an ERROR leaves both as they were.
@@ -432,7 +483,7 @@ de_sealer_create(MemoryContext mcxt,
 void
 de_sealer_seal(DeSealer *sealer, const char *plain, uint32 plain_len,
 			   uint16 flags, XLogRecPtr end_lsn, XLogRecPtr commit_lsn,
-			   XLogRecPtr source_lsn, StringInfo out)
+			   XLogRecPtr source_lsn, bool sign, StringInfo out)
 {
 	DeFrameHeader hdr;
 	size_t		bound = 0;
@@ -442,6 +493,7 @@ de_sealer_seal(DeSealer *sealer, const char *plain, uint32 plain_len,
 	uint8		nonce[DE_NONCE_LEN];
 	uint8		sigmsg[DE_FRAME_SIG_MSG_LEN];
 	size_t		frame_len;
+	TimestampTz now;
 
 	if (sealer->zctx == NULL)
 		elog(ERROR, "frame sealer used after it was freed");
@@ -468,7 +520,7 @@ de_sealer_seal(DeSealer *sealer, const char *plain, uint32 plain_len,
 	}
 
 	enlargeStringInfo(out, DE_FRAME_HEADER_SIZE + bound + DE_TAG_LEN +
-					  DE_SIG_LEN);
+					  DE_MAC_LEN + DE_SIG_LEN);
 	frame = (uint8 *) out->data + out->len;
 	body = frame + DE_FRAME_HEADER_SIZE;
 
@@ -484,9 +536,16 @@ de_sealer_seal(DeSealer *sealer, const char *plain, uint32 plain_len,
 					errdetail("zstd reported: %s.", ZSTD_getErrorName(clen)));
 	}
 
+	Assert((flags & ~(DE_FRAME_FLAGS_KNOWN & ~DE_FRAME_SIGNED)) == 0);
+	now = GetCurrentTimestamp();
+	if (sealer->next_seq == 1 ||
+		TimestampDifferenceExceeds(sealer->last_signed_at, now,
+								   DE_SIGN_INTERVAL_MS))
+		sign = true;
+
 	hdr.version = DE_FRAME_VERSION;
 	hdr.kind = sealer->kind;
-	hdr.flags = flags;
+	hdr.flags = flags | (sign ? DE_FRAME_SIGNED : 0);
 	hdr.sysid = sealer->sysid;
 	hdr.dboid = sealer->dboid;
 	hdr.timeline = sealer->timeline;
@@ -497,7 +556,7 @@ de_sealer_seal(DeSealer *sealer, const char *plain, uint32 plain_len,
 	hdr.end_lsn = end_lsn;
 	hdr.commit_lsn = commit_lsn;
 	hdr.source_lsn = source_lsn;
-	hdr.source_time = GetCurrentTimestamp();
+	hdr.source_time = now;
 	hdr.plain_len = plain_len;
 	hdr.sealed_len = (uint32) (clen + DE_TAG_LEN);
 	memcpy(hdr.prev_hash, sealer->prev_hash, DE_HASH_LEN);
@@ -509,9 +568,15 @@ de_sealer_seal(DeSealer *sealer, const char *plain, uint32 plain_len,
 
 	frame_len = DE_FRAME_HEADER_SIZE + clen + DE_TAG_LEN;
 	de_sha256(frame, frame_len, sealer->prev_hash);
-	de_frame_sig_msg(sealer->prev_hash, sigmsg);
-	de_sign(sealer->sign_key, sigmsg, sizeof(sigmsg), frame + frame_len);
-	frame_len += DE_SIG_LEN;
+	de_frame_mac(sealer->mac_key, sealer->prev_hash, frame + frame_len);
+	frame_len += DE_MAC_LEN;
+	if (sign)
+	{
+		de_frame_sig_msg(sealer->prev_hash, sigmsg);
+		de_sign(sealer->sign_key, sigmsg, sizeof(sigmsg), frame + frame_len);
+		frame_len += DE_SIG_LEN;
+		sealer->last_signed_at = now;
+	}
 
 	out->len += frame_len;
 	out->data[out->len] = '\0';
@@ -542,6 +607,7 @@ de_opener_reset_callback(void *arg)
 	opener->dctx = NULL;
 	de_secure_zero(opener->embassy_priv, DE_KEY_LEN);
 	de_secure_zero(opener->static_dh, DE_KEY_LEN);
+	de_secure_zero(opener->mac_key, DE_KEY_LEN);
 	de_secure_zero(opener->nonce_base, DE_NONCE_LEN);
 	de_secure_zero(&opener->work, sizeof(DeKeyWork));
 }
@@ -555,7 +621,7 @@ de_opener_create(MemoryContext mcxt,
 				 const uint8 *embassy_priv,
 				 const uint8 *register_pub,
 				 const uint8 *register_sign_pub,
-				 const uint8 *expect_session,
+				 const uint8 *session_priv,
 				 char kind, bool require_first,
 				 uint64 expect_sysid, Oid expect_dboid)
 {
@@ -589,9 +655,17 @@ de_opener_create(MemoryContext mcxt,
 	de_x25519_public(embassy_priv, opener->embassy_pub);
 	de_x25519_dh(embassy_priv, register_pub, opener->static_dh);
 	opener->verify_key = de_sign_key_create(cxt, register_sign_pub, false);
-	opener->check_session = (expect_session != NULL);
-	if (expect_session != NULL)
-		memcpy(opener->session, expect_session, DE_SESSION_LEN);
+	opener->check_session = (session_priv != NULL);
+	if (session_priv != NULL)
+	{
+		DeKeyWork  *work = &opener->work;
+
+		de_x25519_public(session_priv, opener->session);
+		de_x25519_dh(session_priv, register_pub, work->dh_session);
+		de_frame_derive_mac_key(work, opener->session, opener->embassy_pub,
+								register_pub, kind, opener->mac_key);
+		de_secure_zero(work, sizeof(DeKeyWork));
+	}
 
 	opener->kind = kind;
 	opener->require_first = require_first;
@@ -631,27 +705,34 @@ static void
 de_opener_check_header(DeOpener *opener, const DeFrameHeader *hdr, size_t len)
 {
 	unsigned long long seq = (unsigned long long) hdr->seq;
+	size_t		trailer = DE_FRAME_TRAILER_LEN(hdr->flags);
 
 	/* length of the whole frame (magic, version: de_frame_peek_header) */
+	if (hdr->flags & ~DE_FRAME_FLAGS_KNOWN)
+		ereport(ERROR,
+				errcode(ERRCODE_DATA_CORRUPTED),
+				errmsg("frame %llu is malformed", seq),
+				errdetail("Its flags 0x%04x include unknown bits.",
+						  (unsigned int) hdr->flags));
 	if (hdr->sealed_len < DE_TAG_LEN)
 		ereport(ERROR,
 				errcode(ERRCODE_DATA_CORRUPTED),
 				errmsg("frame %llu is malformed", seq),
 				errdetail("Its sealed body of %u bytes is shorter than an authentication tag.",
 						  hdr->sealed_len));
-	if (len - DE_FRAME_HEADER_SIZE < (size_t) hdr->sealed_len + DE_SIG_LEN)
+	if (len - DE_FRAME_HEADER_SIZE < (size_t) hdr->sealed_len + trailer)
 		ereport(ERROR,
 				errcode(ERRCODE_DATA_CORRUPTED),
 				errmsg("frame is truncated"),
-				errdetail("Frame %llu announces a sealed body of %u bytes and a signature of %d, but only %zu bytes follow its header.",
-						  seq, hdr->sealed_len, DE_SIG_LEN,
+				errdetail("Frame %llu announces a sealed body of %u bytes and %zu bytes of MAC and signature, but only %zu bytes follow its header.",
+						  seq, hdr->sealed_len, trailer,
 						  len - DE_FRAME_HEADER_SIZE));
-	if (len - DE_FRAME_HEADER_SIZE > (size_t) hdr->sealed_len + DE_SIG_LEN)
+	if (len - DE_FRAME_HEADER_SIZE > (size_t) hdr->sealed_len + trailer)
 		ereport(ERROR,
 				errcode(ERRCODE_DATA_CORRUPTED),
 				errmsg("frame %llu is malformed", seq),
-				errdetail("It announces a sealed body of %u bytes and a signature of %d, but %zu bytes follow its header.",
-						  hdr->sealed_len, DE_SIG_LEN,
+				errdetail("It announces a sealed body of %u bytes and %zu bytes of MAC and signature, but %zu bytes follow its header.",
+						  hdr->sealed_len, trailer,
 						  len - DE_FRAME_HEADER_SIZE));
 
 	/* kind */
@@ -792,10 +873,10 @@ de_opener_open(DeOpener *opener, const char *frame, size_t len,
 	uint8		nonce_base[DE_NONCE_LEN];
 	uint8		nonce[DE_NONCE_LEN];
 	uint8		hash[DE_HASH_LEN];
+	uint8		mac[DE_MAC_LEN];
 	uint8		sigmsg[DE_FRAME_SIG_MSG_LEN];
 	size_t		clen;
-	size_t		signed_len;
-	bool		proven;
+	size_t		hashed_len;
 	const uint8 *cbody;
 
 	if (opener->dctx == NULL)
@@ -809,21 +890,32 @@ de_opener_open(DeOpener *opener, const char *frame, size_t len,
 	seq = (unsigned long long) h.seq;
 
 	/*
-	 * The register's signature, over everything before it; or a later frame
-	 * of the batch whose signature covers this one through the chain.
+	 * The session MAC, which only the register and the holder of the
+	 * session's private key can make, then the register's signature where the
+	 * frame carries one.  Both cover the header and the sealed body.
 	 */
-	signed_len = len - DE_SIG_LEN;
-	de_sha256(frame, signed_len, hash);
-	proven = opener->next_proven < opener->nproven &&
-		memcmp(hash, opener->proven[opener->next_proven], DE_HASH_LEN) == 0;
-	de_frame_sig_msg(hash, sigmsg);
-	if (!proven &&
-		!de_verify(opener->verify_key, sigmsg, sizeof(sigmsg),
-				   (const uint8 *) frame + signed_len))
-		ereport(ERROR,
-				errcode(ERRCODE_DATA_CORRUPTED),
-				errmsg("could not verify the signature of frame %llu", seq),
-				errdetail("The frame was altered, or it was not signed by this register."));
+	hashed_len = DE_FRAME_HEADER_SIZE + (size_t) h.sealed_len;
+	de_sha256(frame, hashed_len, hash);
+	if (opener->check_session)
+	{
+		de_frame_mac(opener->mac_key, hash, mac);
+		if (!de_equal_secret(mac, frame + hashed_len, DE_MAC_LEN))
+			ereport(ERROR,
+					errcode(ERRCODE_DATA_CORRUPTED),
+					errmsg("could not authenticate frame %llu", seq),
+					errdetail("Its session MAC does not verify: the frame was altered, or it was not sealed by this register for this session."));
+	}
+	if (h.flags & DE_FRAME_SIGNED)
+	{
+		de_frame_sig_msg(hash, sigmsg);
+		if (!de_verify(opener->verify_key, sigmsg, sizeof(sigmsg),
+					   (const uint8 *) frame + hashed_len + DE_MAC_LEN))
+			ereport(ERROR,
+					errcode(ERRCODE_DATA_CORRUPTED),
+					errmsg("could not verify the signature of frame %llu",
+						   seq),
+					errdetail("The frame was altered, or it was not signed by this register."));
+	}
 
 	/* the stream's key, or a candidate one for a stream's first frame */
 	if (opener->in_stream)
@@ -955,10 +1047,6 @@ de_opener_open(DeOpener *opener, const char *frame, size_t len,
 	}
 
 	/* every check passed: commit the new state */
-	if (proven)
-		opener->next_proven++;
-	else
-		opener->nproven = opener->next_proven = 0;
 	if (!opener->in_stream)
 	{
 		MemoryContext tmp = opener->key_cxt;
@@ -979,58 +1067,6 @@ de_opener_open(DeOpener *opener, const char *frame, size_t len,
 	de_secure_zero(nonce_base, sizeof(nonce_base));
 
 	*hdr = h;
-}
-
-/*
- * de_opener_verify_batch
- *		Frames that arrived together: verify the last one's signature only.
- *
- * Each frame's header carries the SHA-256 of the frame before it, and the
- * signature covers the header, so a valid signature on the last frame of
- * a chain proves every frame before it in that chain, as long as each
- * link holds.  When all links of the batch hold and the last signature
- * verifies, the batch's frame hashes are remembered, and de_opener_open()
- * skips the signature of a frame whose hash is the next remembered one;
- * anything else (a broken link, a bad signature, a frame not in the
- * batch) leaves every frame to be verified on its own, so a bad frame is
- * still refused with its own error.  Everything else de_opener_open()
- * checks is checked for every frame as before.  At most
- * DE_VERIFY_BATCH_MAX frames count.
- */
-void
-de_opener_verify_batch(DeOpener *opener, const char *const *frames,
-					   const size_t *lens, int n)
-{
-	uint8		hashes[DE_VERIFY_BATCH_MAX][DE_HASH_LEN];
-	uint8		sigmsg[DE_FRAME_SIG_MSG_LEN];
-	int			i;
-
-	opener->nproven = opener->next_proven = 0;
-	n = Min(n, DE_VERIFY_BATCH_MAX);
-	if (n < 2)
-		return;
-
-	for (i = 0; i < n; i++)
-	{
-		const uint8 *buf = (const uint8 *) frames[i];
-
-		if (lens[i] < DE_FRAME_HEADER_SIZE + DE_SIG_LEN ||
-			memcmp(buf + OFF_MAGIC, DE_FRAME_MAGIC, 4) != 0 ||
-			buf[OFF_VERSION] != DE_FRAME_VERSION)
-			return;
-		if (i > 0 &&
-			memcmp(buf + OFF_PREV_HASH, hashes[i - 1], DE_HASH_LEN) != 0)
-			return;
-		de_sha256(buf, lens[i] - DE_SIG_LEN, hashes[i]);
-	}
-
-	de_frame_sig_msg(hashes[n - 1], sigmsg);
-	if (!de_verify(opener->verify_key, sigmsg, sizeof(sigmsg),
-				   (const uint8 *) frames[n - 1] + lens[n - 1] - DE_SIG_LEN))
-		return;
-
-	memcpy(opener->proven, hashes, (size_t) n * DE_HASH_LEN);
-	opener->nproven = n;
 }
 
 /*

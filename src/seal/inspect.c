@@ -8,7 +8,10 @@
  * inspect_frames() opens the frames in the order given, as a receiver
  * would: a frame that is tampered with, truncated, repeated, out of order
  * or from another stream raises the opener's error, and since the result
- * is materialized in one call, the error returns nothing at all.
+ * is materialized in one call, the error returns nothing at all.  It has
+ * no session key (that lived in the receiving worker's memory only), so it
+ * checks tags, the chain and the signatures frames carry, but no session
+ * MAC: a diagnostic, not proof that an unsigned frame is the register's.
  *
  * Values are shown as the register's type would print them: converted
  * with the receive (binary) or input (text) function of the type the

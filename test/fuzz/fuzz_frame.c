@@ -51,7 +51,7 @@
 static uint8 embassy_pub[DE_KEY_LEN];
 static uint8 register_pub[DE_KEY_LEN];
 static uint8 register_sign_pub[DE_KEY_LEN];
-static const uint8 fuzz_session[DE_SESSION_LEN] = {0x5e, 0x55, 0x10, 0x4e};
+static uint8 fuzz_session[DE_SESSION_LEN];	/* of fuzz_session_priv */
 
 /* which errcodes an operation may raise */
 static const int opener_codes[] = {
@@ -289,7 +289,8 @@ create_opener(void *arg)
 	CreateArg  *c = (CreateArg *) arg;
 
 	c->opener = de_opener_create(CurrentMemoryContext, fuzz_embassy_priv,
-								 register_pub, register_sign_pub, fuzz_session,
+								 register_pub, register_sign_pub,
+								 fuzz_session_priv,
 								 c->kind, c->require_first,
 								 c->sysid, c->dboid);
 }
@@ -305,7 +306,8 @@ check_opened(const OpenArg *o, uint64 last_seq, const uint8 *stream_key)
 	if (stream_key != NULL &&
 		memcmp(stream_key, o->hdr.eph_pub, DE_KEY_LEN) != 0)
 		fuzz_fail("opener accepted a frame of another stream");
-	if (o->hdr.sealed_len + DE_FRAME_HEADER_SIZE != o->len)
+	if (o->hdr.sealed_len + DE_FRAME_HEADER_SIZE +
+		DE_FRAME_TRAILER_LEN(o->hdr.flags) != o->len)
 		fuzz_fail("opener accepted a frame whose length disagrees with its header");
 }
 
@@ -374,6 +376,7 @@ typedef struct SealArg
 	const char *body;
 	uint32		len;
 	uint16		flags;
+	bool		sign;			/* ask for a signature */
 	XLogRecPtr	end_lsn;
 	StringInfo	out;
 } SealArg;
@@ -395,7 +398,7 @@ seal_body(void *arg)
 	SealArg    *s = (SealArg *) arg;
 
 	de_sealer_seal(s->sealer, s->body, s->len, s->flags, s->end_lsn,
-				   s->end_lsn, s->end_lsn + 0x100, s->out);
+				   s->end_lsn, s->end_lsn + 0x100, s->sign, s->out);
 }
 
 static void
@@ -449,6 +452,7 @@ fuzz_seal(const uint8 *data, size_t len)
 		s.body = bodies[i];
 		s.len = body_len[i];
 		s.flags = (s.len == 0) ? DE_FRAME_POSITION : 0;
+		s.sign = (i % 3) == 2;	/* some signed, most not */
 		s.end_lsn = (XLogRecPtr) 0x1000000 + 0x1000 * (i + 1);
 		if (!fuzz_try(seal_body, &s, no_codes, "de_sealer_seal"))
 			fuzz_fail("could not seal a body");
@@ -516,6 +520,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	shim_init();
 	de_x25519_public(fuzz_embassy_priv, embassy_pub);
 	de_x25519_public(fuzz_register_priv, register_pub);
+	de_x25519_public(fuzz_session_priv, fuzz_session);
 	{
 		uint8		seed[DE_KEY_LEN];
 

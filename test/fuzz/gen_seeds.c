@@ -39,7 +39,7 @@ static const char *outdir;
 static uint8 embassy_pub[DE_KEY_LEN];
 static uint8 register_pub[DE_KEY_LEN];
 static uint8 register_sign_pub[DE_KEY_LEN];
-static const uint8 fuzz_session[DE_SESSION_LEN] = {0x5e, 0x55, 0x10, 0x4e};
+static uint8 fuzz_session[DE_SESSION_LEN];	/* of fuzz_session_priv */
 
 /* ---------- writing fields ---------- */
 
@@ -358,7 +358,7 @@ seed_frames(const char *name, char kind, uint8 flags, StringInfo *bodies,
 		initStringInfo(&frames);
 		de_sealer_seal(sealer, bodies[i]->data, bodies[i]->len,
 					   bodies[i]->len == 0 ? DE_FRAME_POSITION : 0,
-					   end, end, end + 0x100, &frames);
+					   end, end, end + 0x100, i == nbodies - 1, &frames);
 		put_u32(&seed, frames.len);
 		appendBinaryStringInfo(&seed, frames.data, frames.len);
 		pfree(frames.data);
@@ -416,6 +416,7 @@ main(int argc, char **argv)
 	shim_init();
 	de_x25519_public(fuzz_embassy_priv, embassy_pub);
 	de_x25519_public(fuzz_register_priv, register_pub);
+	de_x25519_public(fuzz_session_priv, fuzz_session);
 	{
 		uint8		seed[DE_KEY_LEN];
 

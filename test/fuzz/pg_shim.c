@@ -890,3 +890,10 @@ GetCurrentTimestamp(void)
 	gettimeofday(&tv, NULL);
 	return (TimestampTz) (tv.tv_sec - 946684800) * 1000000 + tv.tv_usec;
 }
+
+bool
+TimestampDifferenceExceeds(TimestampTz start_time, TimestampTz stop_time,
+						   int msec)
+{
+	return stop_time - start_time >= (TimestampTz) msec * 1000;
+}

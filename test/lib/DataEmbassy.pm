@@ -130,7 +130,9 @@ sub public_key
 
 Pin the embassy at the register and add the register at the embassy.
 Options: copy_data (default 1), register_db and embassy_db (default
-"postgres"), embassy_name (the pin's name, default "embassy").
+"postgres"), embassy_name (the pin's name, default "embassy"), conninfo,
+schemas (add_register's schemas argument as a text[] literal, such as
+'{app}'; default NULL, every schema).
 
 =cut
 
@@ -150,7 +152,9 @@ sub link_sites
 	$conninfo =~ s/'/''/g;
 	$emb->safe_psql($edb,
 		"SELECT data_embassy.add_register('$name', '$conninfo', '$rkey', "
-		  . ($copy ? 'true' : 'false') . ")");
+		  . ($copy ? 'true' : 'false')
+		  . (defined $opts{schemas} ? ", schemas => '$opts{schemas}'" : '')
+		  . ")");
 	return;
 }
 

@@ -58,8 +58,10 @@ when a rule says so, attacked one by one:
             and fix the message length, so the protocol stays valid
   inject    send another frame (recorded earlier by this proxy: frame =>
             its index, or several indexes joined by '+'; or hex => the
-            frame as hex) before this one, with this message's XLogData
-            header; replace => 1 sends it instead of this one
+            frame as hex; or forge => a command that gets this frame's
+            session key as hex and prints a frame as hex) before this
+            one, with this message's XLogData header; replace => 1 sends
+            it instead of this one
 
 Keepalives ('d' messages whose payload starts with 'k': walEnd,
 sendTime, replyRequested) pass unchanged unless forge_keepalives(N) is on:
@@ -104,6 +106,10 @@ use constant {
 	FRAME_HEADER_V1 => 132,
 	FRAME_HEADER_V2 => 160,
 	FRAME_SIGNATURE_V2 => 64,
+	FRAME_HEADER_V3 => 176,
+	FRAME_MAC_V3 => 32,
+	FRAME_SIGNATURE_V3 => 64,
+	FRAME_SIGNED_V3 => 0x0004,
 	XLOGDATA_HEADER => 25,
 	SSL_REQUEST_CODE => 80877103,
 	GSSENC_REQUEST_CODE => 80877104,
@@ -248,7 +254,8 @@ sub _command
 Add a rule; see the description above for ops and options: nth,
 every_stream, count, kind, data_only, then_hide, offset (flip), keep (truncate),
 frame (inject: an index of recorded_frames(), or several joined by '+'),
-hex (inject: a frame given as hex), replace (inject).
+hex (inject: a frame given as hex), forge (inject: a command printing a
+frame for the session key it is given), replace (inject).
 
 =cut
 
@@ -384,6 +391,13 @@ the fresh snapshot is taken later still.
 
 =cut
 
+sub rewrite_query
+{
+	my ($self, $pattern, $with) = @_;
+	return $self->_command('query_sub', unpack('H*', $pattern),
+		unpack('H*', $with // ''));
+}
+
 sub rewrite_snapshot
 {
 	my ($self, $mode, %opts) = @_;
@@ -391,6 +405,13 @@ sub rewrite_snapshot
 }
 
 =pod
+
+=item rewrite_query(pattern, replacement)
+
+Until clear(), replace every match of the Perl regular expression pattern
+in the text of the client's queries (simple Query or Parse) with the
+literal replacement (each rewritten query counts in the stats as
+query_rewritten).  Several rules apply in the order given.
 
 =item replay_stream(conn), replay_copy(conn)
 
@@ -917,6 +938,15 @@ sub _client_message
 sub _client_query
 {
 	my ($c, $q) = @_;
+	foreach my $sub (@{ $C{query_subs} // [] })
+	{
+		my ($pat, $with) = @$sub;
+		if ($q =~ s/$pat/$with/g)
+		{
+			$C{stats}{query_rewritten}++;
+			_log("connection $c->{id}: query rewritten to \"$q\"");
+		}
+	}
 	if ($q =~ /^\s*IDENTIFY_SYSTEM\b/i)
 	{
 		$C{stats}{identify_seen}++;
@@ -1101,14 +1131,29 @@ sub _from_server
 
 # Parse the clear header of a frame by its version byte (offset 4): v1
 # has a 132-byte header (src/seal/frame.h before issue #10), v2 a 160-byte
-# header and a 64-byte signature after the sealed body.
+# header and a 64-byte signature after the sealed body, v3 (src/seal/frame.h
+# now) a 176-byte header with a 32-byte session key, then a 32-byte MAC and,
+# on signed frames, a 64-byte signature.
 sub _frame_header
 {
 	my ($frame) = @_;
 	my %h;
 	($h{magic}, $h{version}, $h{kind}, $h{flags}, $h{sysid}, $h{dboid}) =
 	  unpack('a4 C a n Q> N', $frame);
-	if ($h{version} >= 2 && length $frame >= FRAME_HEADER_V2)
+	if ($h{version} >= 3 && length $frame >= FRAME_HEADER_V3)
+	{
+		$h{header_size} = FRAME_HEADER_V3;
+		$h{trailer} = FRAME_MAC_V3 +
+		  (($h{flags} & FRAME_SIGNED_V3) ? FRAME_SIGNATURE_V3 : 0);
+		$h{timeline} = unpack('N', substr($frame, 20, 4));
+		$h{eph} = substr($frame, 24, 32);
+		$h{session} = unpack('H64', substr($frame, 56, 32));
+		(
+			$h{seq}, $h{start_lsn}, $h{end_lsn}, $h{commit_lsn},
+			$h{source_lsn}, $h{source_time}, $h{plain_len}, $h{sealed_len}
+		) = unpack('Q> Q> Q> Q> Q> q> N N', substr($frame, 88, 56));
+	}
+	elsif ($h{version} >= 2 && length $frame >= FRAME_HEADER_V2)
 	{
 		$h{header_size} = FRAME_HEADER_V2;
 		$h{trailer} = FRAME_SIGNATURE_V2;
@@ -1314,7 +1359,16 @@ sub _on_frame
 	elsif ($op eq 'inject')
 	{
 		my $other;
-		if (defined $fire->{hex})
+		if (defined $fire->{forge})
+		{
+			# sealed for this very session, as a forger who read the
+			# session key off the wire would: the command gets the
+			# replaced frame's session key (hex) and prints a frame (hex)
+			my $hex = `$fire->{forge} $h->{session}`;
+			chomp $hex;
+			$other = pack('H*', $hex) if $hex =~ /^[0-9a-f]+$/;
+		}
+		elsif (defined $fire->{hex})
 		{
 			$other = pack('H*', $fire->{hex});
 		}
@@ -1391,6 +1445,7 @@ sub _clear_rewrites
 	  replay_stream replay_copy);
 	$C{snapshot_mode} = '';
 	$C{snapshot_hold} = 0;
+	$C{query_subs} = [];
 	return;
 }
 
@@ -1463,6 +1518,14 @@ sub _child_command
 		die "usage: $cmd +N|-N|X/Y|off\n"
 		  unless @args == 1 && $args[0] =~ m{^([-+]\d+|[0-9A-Fa-f]+/[0-9A-Fa-f]+|off)$};
 		$C{$cmd} = $args[0] eq 'off' ? undef : $args[0];
+		return 'ok';
+	}
+	elsif ($cmd eq 'query_sub')
+	{
+		die "usage: query_sub pattern-hex [replacement-hex]\n"
+		  unless @args >= 1 && @args <= 2;
+		my ($pat, $with) = map { pack('H*', $_) } @args;
+		push @{ $C{query_subs} }, [ qr/$pat/, $with // '' ];
 		return 'ok';
 	}
 	elsif ($cmd eq 'snapshot')

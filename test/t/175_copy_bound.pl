@@ -50,7 +50,7 @@ my $rkey = DataEmbassy::public_key($reg);
 $reg->safe_psql('postgres', "SELECT data_embassy.add_embassy('embassy', '$ekey')");
 my $slot = $reg->safe_psql('postgres',
 	q{SELECT slot_name FROM data_embassy.embassy_pins WHERE name = 'embassy'});
-my $session = 'ab' x 16;
+my $session = 'ab' x 32;
 
 # ---------------------------------------------------------------------
 # copy_frames() called by hand
@@ -265,10 +265,10 @@ sub proxy_row
 		$pos += $l if $l > 0;
 	}
 	my $changed = 0;
-	if ($ncols == 1 && defined $cols[0] && length $cols[0] > 160
+	if ($ncols == 1 && defined $cols[0] && length $cols[0] > 176
 		&& substr($cols[0], 0, 4) eq 'DEMB' && substr($cols[0], 5, 1) eq 'C')
 	{
-		my ($hi, $lo) = unpack('N N', substr($cols[0], 72, 8));
+		my ($hi, $lo) = unpack('N N', substr($cols[0], 88, 8));
 		my $seq = $hi * 4294967296 + $lo;
 		if ($seq == 1)
 		{
