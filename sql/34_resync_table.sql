@@ -68,11 +68,11 @@ SELECT slot_name AS slot FROM data_embassy.embassy_pins WHERE name = 'self' \gse
 -- the embassy's own slot is for copy_frames (22023: not this embassy's)
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT count(*) FROM data_embassy.copy_table_frames(data_embassy.public_key(),
-	repeat('0', 32), :'slot', '00000003-00000002-1', ARRAY[1]::oid[]);
+	repeat('0', 64), :'slot', '00000003-00000002-1', ARRAY[1]::oid[]);
 ROLLBACK;
 -- its resync slot is accepted by name, and then must exist (42704)
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT count(*) FROM data_embassy.copy_table_frames(data_embassy.public_key(),
-	repeat('0', 32), :'slot' || '_resync', '00000003-00000002-1', ARRAY[1]::oid[]);
+	repeat('0', 64), :'slot' || '_resync', '00000003-00000002-1', ARRAY[1]::oid[]);
 ROLLBACK;
 \set VERBOSITY default

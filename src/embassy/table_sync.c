@@ -32,7 +32,7 @@
  *	   DE_RESYNC_SLOT_SUFFIX) exporting a snapshot whose consistent point is
  *	   S, and on a second connection reads copy_table_frames(..., [table])
  *	   in that snapshot: sealed frames of an initial-copy stream for a fresh
- *	   session nonce, bound by the register to the slot's snapshot, whose
+ *	   session key pair, bound by the register to the slot's snapshot, whose
  *	   HELLO seals the slot's name and S and whose RELATION record names
  *	   the one table copied.  In one local transaction it deletes the
  *	   table's rows, applies the copy's rows, and sets sync_state = 'd' and
@@ -948,6 +948,7 @@ ts_worker_run(void)
 	char	   *snapshot;
 	XLogRecPtr	consistent;
 	XLogRecPtr	sealed = InvalidXLogRecPtr;
+	uint8		session_priv[DE_KEY_LEN];
 	uint8		session[DE_SESSION_LEN];
 	uint64		sysid;
 	TimeLineID	tli;
@@ -1046,19 +1047,18 @@ ts_worker_run(void)
 	consistent = de_walconn_create_temp_slot(ts_repl_conn, slot_name,
 											 &snapshot);
 
-	if (!pg_strong_random(session, sizeof(session)))
-		ereport(ERROR,
-				errcode(ERRCODE_INTERNAL_ERROR),
-				errmsg("could not generate a random session nonce"));
+	/* a fresh session key pair: the register seals to its public half */
+	de_x25519_generate(session_priv, session);
 	ts_copy_conn = de_walconn_connect(reg->conninfo, false,
 									  TABLE_SYNC_APPNAME);
 	de_walconn_copy_table_start(ts_copy_conn, snapshot, own_key_text,
 								session, slot_name, remote_relid);
 	opener = de_opener_create(cxt, own_priv, register_pub.dh,
-							  register_pub.sign, session,
+							  register_pub.sign, session_priv,
 							  DE_FRAME_KIND_COPY, true,
 							  reg->sysid, reg->dboid);
 	de_secure_zero(own_priv, sizeof(own_priv));
+	de_secure_zero(session_priv, sizeof(session_priv));
 
 	/* one local transaction: the old rows go, the copy's come */
 	apply = de_apply_create(cxt, reg->name, InvalidRepOriginId);
