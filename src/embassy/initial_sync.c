@@ -194,9 +194,9 @@ de_initial_sync(const DeInitialSync *sync)
 		de_x25519_generate(session_priv, session);
 		copy_conn = de_walconn_connect(reg->conninfo, false,
 									   INITIAL_SYNC_APPNAME);
-		de_walconn_copy_start_filtered(copy_conn, snapshot, sync->own_key_text,
-									   session, reg->slot_name, sync->schemas,
-									   reg->copy_data);
+		de_walconn_copy_start(copy_conn, snapshot, sync->own_key_text,
+							  session, reg->slot_name, sync->schemas,
+							  reg->copy_data);
 
 		copycxt = AllocSetContextCreate(sync->cxt,
 										"data_embassy initial copy",

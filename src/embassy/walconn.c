@@ -1479,29 +1479,16 @@ de_walconn_socket(DeWalConn *conn)
  * de_walconn_copy_start
  *		Import the slot's exported snapshot on an ordinary connection and
  *		start data_embassy.copy_frames() for this embassy, session and slot,
- *		one row at a time.  Both statements travel in the clear: the
- *		register checks the import itself and seals the session.
+ *		one row at a time; its six-argument form only for an embassy that
+ *		replicates only some schemas or takes no rows.  Both statements
+ *		travel in the clear: the register checks the import itself and
+ *		seals the session and whether rows were asked for.
  */
 void
 de_walconn_copy_start(DeWalConn *conn, const char *snapshot_name,
 					  const char *embassy_key, const uint8 *session,
-					  const char *slot)
-{
-	walconn_copy_start(conn, snapshot_name, embassy_key, session, slot,
-					   NIL, true, InvalidOid);
-}
-
-/*
- * de_walconn_copy_start_filtered
- *		The same for an embassy that replicates only schemas (NIL: every
- *		schema), or that takes no rows: copy_frames()'s six-argument form,
- *		used only then.
- */
-void
-de_walconn_copy_start_filtered(DeWalConn *conn, const char *snapshot_name,
-							   const char *embassy_key, const uint8 *session,
-							   const char *slot, List *schemas,
-							   bool with_rows)
+					  const char *slot, List *schemas,
+					  bool with_rows)
 {
 	walconn_copy_start(conn, snapshot_name, embassy_key, session, slot,
 					   schemas, with_rows, InvalidOid);

@@ -187,25 +187,17 @@ extern pgsocket de_walconn_socket(DeWalConn *conn);
 /*
  * Initial copy over an ordinary connection: import the slot's exported
  * snapshot and run data_embassy.copy_frames(embassy_key, session, slot,
- * snapshot_name) in single-row mode (session: DE_SESSION_LEN bytes, sent
- * as hex).  de_walconn_copy_next() returns the next sealed frame (valid
- * until the next call) or NULL at the end of the result.
+ * snapshot_name[, schemas, with_rows]) in single-row mode (session:
+ * DE_SESSION_LEN bytes, sent as hex): only the tables and sequences of
+ * schemas (NIL: every schema), and without rows when with_rows is false
+ * (the copy then describes the tables only).  de_walconn_copy_next()
+ * returns the next sealed frame (valid until the next call) or NULL at the
+ * end of the result.
  */
 extern void de_walconn_copy_start(DeWalConn *conn, const char *snapshot_name,
 								  const char *embassy_key,
-								  const uint8 *session, const char *slot);
-
-/*
- * The same with copy_frames(..., schemas, with_rows): only the tables and
- * sequences of schemas (NIL: every schema), and without rows when
- * with_rows is false (the copy then describes the tables only).
- */
-extern void de_walconn_copy_start_filtered(DeWalConn *conn,
-										   const char *snapshot_name,
-										   const char *embassy_key,
-										   const uint8 *session,
-										   const char *slot, List *schemas,
-										   bool with_rows);
+								  const uint8 *session, const char *slot,
+								  List *schemas, bool with_rows);
 extern char *de_walconn_copy_next(DeWalConn *conn, int *len);
 
 /* The same for one register table: copy_table_frames(..., ARRAY[oid]). */
