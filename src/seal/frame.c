@@ -387,6 +387,42 @@ de_frame_derive_mac_key(DeKeyWork *work, const uint8 *session_pub,
 
 /* ---------- sealing ---------- */
 
+/*
+ * de_sealer_session_dh
+ *		DH(register, session) into work->dh_session.
+ *
+ * The session key comes from the embassy over an unauthenticated channel
+ * (a START_REPLICATION option, a copy_frames() argument).  One of small
+ * order is refused by name: the generic X25519 error would not say which
+ * key is at fault, and the embassy relays only the message.
+ */
+static void
+de_sealer_session_dh(DeKeyWork *work, const uint8 *register_priv,
+					 const uint8 *session)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		de_x25519_dh(register_priv, session, work->dh_session);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_INVALID_PARAMETER_VALUE)
+			PG_RE_THROW();
+		FlushErrorState();
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("session key is an X25519 point of small order"),
+				errdetail("No MAC key that only the embassy could check can be derived from it.  An embassy never makes such a key: it was changed on its way to the register, or given by hand."));
+	}
+	PG_END_TRY();
+}
+
 static void
 de_sealer_reset_callback(void *arg)
 {
@@ -445,7 +481,7 @@ de_sealer_create(MemoryContext mcxt,
 	sealer->aead = de_aead_create(cxt, work->key);
 	de_secure_zero(work, sizeof(DeKeyWork));
 
-	de_x25519_dh(register_priv, session, work->dh_session);
+	de_sealer_session_dh(work, register_priv, session);
 	de_frame_derive_mac_key(work, session, embassy_pub, register_pub, kind,
 							sealer->mac_key);
 	de_secure_zero(work, sizeof(DeKeyWork));
@@ -766,7 +802,7 @@ de_opener_check_header(DeOpener *opener, const DeFrameHeader *hdr, size_t len)
 		ereport(ERROR,
 				errcode(ERRCODE_PROTOCOL_VIOLATION),
 				errmsg("frame belongs to another session"),
-				errdetail("Frame %llu was sealed for another connection than this one (a recorded frame sent again).",
+				errdetail("Frame %llu was sealed for another connection than this one (a recorded frame sent again, or the session key changed on its way to the register).",
 						  seq));
 
 	/* stream */

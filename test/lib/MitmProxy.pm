@@ -62,6 +62,18 @@ when a rule says so, attacked one by one:
             session key as hex and prints a frame as hex) before this
             one, with this message's XLogData header; replace => 1 sends
             it instead of this one
+  reseal    replace the frame by what a command prints (hex): the command
+            gets the session key the client gave this connection (hex,
+            from START_REPLICATION as the client sent it, before any
+            rewrite) and the frame (hex); "command" names it
+  mangle    v3 frames: change the trailer or the version, "how" says how:
+            strip_sig (clear the SIGNED flag and drop the signature),
+            cut_sig (drop the signature, flag kept), fake_sig (set the
+            SIGNED flag and append 64 garbage bytes), bad_sig (overwrite
+            the signature with garbage), cut_mac (drop the 32-byte MAC,
+            a signature kept), flip_mac (flip one bit of the MAC), v2 (the
+            same frame in the v2 layout: version 2, 160-byte header with
+            a 16-byte session, no MAC, a 64-byte signature)
 
 Keepalives ('d' messages whose payload starts with 'k': walEnd,
 sendTime, replyRequested) pass unchanged unless forge_keepalives(N) is on:
@@ -76,10 +88,16 @@ frames after it vanish until clear()).
 
 A rule applies to the nth frame (default 1) that matches it: of kind 'S'
 (default; kind => 'C' or '*'), and with a body (data_only, default 1;
-position frames carry none).  By default a rule fires once, on whichever
+position frames carry none); with signed => 1 (or 0) only v3 frames that
+carry (or do not carry) the register's signature match.  By default a rule fires once, on whichever
 connection; every_stream => 1 makes it fire on the nth matching frame of
 every replication connection, this one included, until clear() (or until
 it has fired "count" times).
+
+Queries can also be rewritten as text (rewrite_query: a Perl pattern and
+its literal replacement, for 'Q' and 'P' messages alike) and a Bind
+message's parameter replaced (rewrite_bind), which is how copy_frames()
+receives its session key.
 
 Every wait is bounded; the child exits when told to, when its command pipe
 closes, or when its parent is gone.
@@ -255,7 +273,8 @@ Add a rule; see the description above for ops and options: nth,
 every_stream, count, kind, data_only, then_hide, offset (flip), keep (truncate),
 frame (inject: an index of recorded_frames(), or several joined by '+'),
 hex (inject: a frame given as hex), forge (inject: a command printing a
-frame for the session key it is given), replace (inject).
+frame for the session key it is given), replace (inject), command
+(reseal), how (mangle), signed (match signed or unsigned v3 frames only).
 
 =cut
 
@@ -263,7 +282,7 @@ sub tamper
 {
 	my ($self, $op, %opts) = @_;
 	croak "mitm: unknown op $op"
-	  unless $op =~ /^(flip|drop|repeat|swap|truncate|inject)$/;
+	  unless $op =~ /^(flip|drop|repeat|swap|truncate|inject|reseal|mangle)$/;
 	my %rule = (
 		op => $op,
 		nth => 1,
@@ -394,6 +413,7 @@ the fresh snapshot is taken later still.
 sub rewrite_query
 {
 	my ($self, $pattern, $with) = @_;
+	return $self->_command('query_sub', 'off') unless defined $pattern;
 	return $self->_command('query_sub', unpack('H*', $pattern),
 		unpack('H*', $with // ''));
 }
@@ -406,12 +426,56 @@ sub rewrite_snapshot
 
 =pod
 
-=item rewrite_query(pattern, replacement)
+=item rewrite_query(pattern, replacement), rewrite_query(undef)
 
-Until clear(), replace every match of the Perl regular expression pattern
-in the text of the client's queries (simple Query or Parse) with the
-literal replacement (each rewritten query counts in the stats as
-query_rewritten).  Several rules apply in the order given.
+Until clear() or rewrite_query(undef), replace every match of the Perl
+regular expression pattern in the text of the client's queries (simple
+Query or Parse) with the literal replacement (both may hold spaces; they
+travel hex-encoded; each rewritten query counts in the stats as
+query_rewritten).  Several rules apply in the order given.  The text the
+first rule matched, as the client sent it, is what rewritten_seen()
+returns as "query".
+
+=cut
+
+=pod
+
+=item rewrite_bind(index, value), rewrite_bind(undef)
+
+From now on the parameter number "index" (from 0) of every Bind message
+with at least index + 1 text parameters is replaced by "value"; undef
+stops, and so does clear().  The last value replaced is what
+rewritten_seen() returns as "bind".
+
+=cut
+
+sub rewrite_bind
+{
+	my ($self, $index, $value) = @_;
+	return $self->_command('bind', 'off') unless defined $index;
+	return $self->_command('bind', $index + 0, unpack('H*', $value));
+}
+
+=pod
+
+=item rewritten_seen()
+
+A hash: "query", the last text rewrite_query() matched, and "bind", the
+last Bind parameter rewrite_bind() replaced, each as it came from the
+client.
+
+=cut
+
+sub rewritten_seen
+{
+	my ($self) = @_;
+	my $reply = $self->_command('rewritten');
+	my %h = map { my ($k, $v) = split /=/, $_, 2; ($k, pack('H*', $v // '')) }
+	  split / /, $reply;
+	return \%h;
+}
+
+=pod
 
 =item replay_stream(conn), replay_copy(conn)
 
@@ -622,6 +686,8 @@ sub _child_main
 		snapshot_hold => 0,
 		replay_stream => undef,
 		replay_copy => undef,
+		bind_index => undef,
+		bind_value => undef,
 		stats => {
 			connections => 0,
 			repl_connections => 0,
@@ -643,8 +709,11 @@ sub _child_main
 			snapshot_rewritten => 0,
 			feedback_seen => 0,
 			feedback_forged => 0,
+			query_rewritten => 0,
+			bind_seen => 0,
+			bind_rewritten => 0,
 			map { ("tampered_$_" => 0) }
-			  qw(flip drop repeat swap truncate inject),
+			  qw(flip drop repeat swap truncate inject reseal mangle),
 		},
 	);
 	$listen->blocking(0);
@@ -913,6 +982,10 @@ sub _client_message
 		$body = substr($body, 0, $z1 + 1) . $q2 . substr($body, $z2);
 		return 'P' . pack('N', 4 + length $body) . $body;
 	}
+	if ($type eq 'B' && defined $C{bind_index})
+	{
+		return _client_bind($c, $msg);
+	}
 	if ($type eq 'd' && length($msg) == 5 + 34 && substr($msg, 5, 1) eq 'r')
 	{
 		# Standby Status Update: 'r', write, flush, apply, sendTime, reply
@@ -933,18 +1006,71 @@ sub _client_message
 	return $msg;
 }
 
+# A Bind message with one parameter replaced (rewrite_bind).
+sub _client_bind
+{
+	my ($c, $msg) = @_;
+	my $body = substr($msg, 5);
+	my $pos = 0;
+	foreach (1 .. 2)
+	{
+		my $z = index($body, "\0", $pos);
+		return $msg if $z < 0;
+		$pos = $z + 1;
+	}
+	return $msg if $pos + 2 > length $body;
+	my $nfmt = unpack('n', substr($body, $pos, 2));
+	my @fmt = unpack('n*', substr($body, $pos + 2, 2 * $nfmt));
+	$pos += 2 + 2 * $nfmt;
+	return $msg if $pos + 2 > length $body;
+	my $nparam = unpack('n', substr($body, $pos, 2));
+	$pos += 2;
+	$C{stats}{bind_seen}++;
+	my $i = $C{bind_index};
+	return $msg if $i >= $nparam;
+	my $format = $nfmt == 0 ? 0 : $nfmt == 1 ? $fmt[0] : $fmt[$i];
+	return $msg if $format != 0;
+	my $start = $pos;
+	for (my $k = 0; $k < $nparam; $k++)
+	{
+		return $msg if $pos + 4 > length $body;
+		my $len = unpack('l>', substr($body, $pos, 4));
+		if ($k == $i)
+		{
+			return $msg if $len < 0;
+			$C{last_bind} = substr($body, $pos + 4, $len);
+			substr($body, $pos, 4 + $len) =
+			  pack('l>', length $C{bind_value}) . $C{bind_value};
+			$C{stats}{bind_rewritten}++;
+			_log("connection $c->{id}: Bind parameter $i \"$C{last_bind}\" "
+				  . "rewritten to \"$C{bind_value}\"");
+			return 'B' . pack('N', 4 + length $body) . $body;
+		}
+		$pos += 4 + ($len > 0 ? $len : 0);
+	}
+	return $msg;
+}
+
 # A query's text, rewritten if a rule says so; notes which server answers
 # (IDENTIFY_SYSTEM, CREATE_REPLICATION_SLOT) are to be rewritten.
 sub _client_query
 {
 	my ($c, $q) = @_;
+	# the session key the client gave (reseal), before any rewrite
+	$c->{client_session} = lc $1
+	  if $q =~ /^\s*START_REPLICATION\b.*"session"\s+'([0-9A-Fa-f]{64})'/s;
+	my $first = 1;
 	foreach my $sub (@{ $C{query_subs} // [] })
 	{
 		my ($pat, $with) = @$sub;
-		if ($q =~ s/$pat/$with/g)
+		if ($q =~ /$pat/)
 		{
+			$C{last_query} = $& if $first;
+			$first = 0;
+			(my $q2 = $q) =~ s/$pat/$with/g;
 			$C{stats}{query_rewritten}++;
-			_log("connection $c->{id}: query rewritten to \"$q\"");
+			_log("connection $c->{id}: \"$q\" rewritten to \"$q2\"");
+			$q = $q2;
 		}
 	}
 	if ($q =~ /^\s*IDENTIFY_SYSTEM\b/i)
@@ -1279,6 +1405,12 @@ sub _rule_matches
 	my ($rule, $h) = @_;
 	return 0 if $rule->{kind} ne '*' && $rule->{kind} ne $h->{kind};
 	return 0 if $rule->{data_only} && $h->{plain_len} == 0;
+	if (defined $rule->{signed})
+	{
+		return 0 unless $h->{version} >= 3;
+		my $signed = ($h->{flags} & FRAME_SIGNED_V3) ? 1 : 0;
+		return 0 if $signed != $rule->{signed};
+	}
 	return 1;
 }
 
@@ -1399,6 +1531,40 @@ sub _on_frame
 		}
 		push @out, $msg unless $fire->{replace} && $op ne 'pass';
 	}
+	elsif ($op eq 'reseal')
+	{
+		# what an attacker who reads (and re-seals) frames would send
+		# instead: the command gets the client's own session key and the
+		# frame, and prints a frame (hex)
+		my $session = $c->{client_session} // ('00' x 32);
+		my $fhex = unpack('H*', $frame);
+		my $hex = `$fire->{command} $session $fhex`;
+		chomp $hex;
+		if ($hex =~ /^[0-9a-f]+$/)
+		{
+			push @out, _frame_msg($xlog_header, pack('H*', $hex));
+		}
+		else
+		{
+			_log('reseal: the command printed no frame; rule ignored');
+			$op = 'pass';
+			push @out, $msg;
+		}
+	}
+	elsif ($op eq 'mangle')
+	{
+		my $f2 = _mangle($frame, $h, $fire->{how} // '');
+		if (defined $f2)
+		{
+			push @out, _frame_msg($xlog_header, $f2);
+		}
+		else
+		{
+			_log("mangle $fire->{how}: not applicable to this frame; rule ignored");
+			$op = 'pass';
+			push @out, $msg;
+		}
+	}
 	else
 	{
 		push @out, $msg;
@@ -1437,6 +1603,68 @@ sub _on_frame
 	return;
 }
 
+# A v3 frame with its trailer or layout changed (the mangle op), or undef
+# when "how" does not apply to it.
+sub _mangle
+{
+	my ($frame, $h, $how) = @_;
+	return undef unless $h->{version} == 3;
+	my $body_end = FRAME_HEADER_V3 + $h->{sealed_len};
+	my $signed = ($h->{flags} & FRAME_SIGNED_V3) ? 1 : 0;
+	return undef if length $frame != $body_end + $h->{trailer};
+	my $clear_flag = sub {
+		my ($f, $on) = @_;
+		my $flags = unpack('n', substr($f, 6, 2));
+		$flags = $on ? ($flags | FRAME_SIGNED_V3) : ($flags & ~FRAME_SIGNED_V3);
+		substr($f, 6, 2) = pack('n', $flags);
+		return $f;
+	};
+	my $garbage = join('', map { chr(($_ * 37 + 11) % 256) } 1 .. FRAME_SIGNATURE_V3);
+	if ($how eq 'strip_sig')
+	{
+		return undef unless $signed;
+		return $clear_flag->(substr($frame, 0, $body_end + FRAME_MAC_V3), 0);
+	}
+	if ($how eq 'cut_sig')
+	{
+		return undef unless $signed;
+		return substr($frame, 0, $body_end + FRAME_MAC_V3);
+	}
+	if ($how eq 'fake_sig')
+	{
+		return undef if $signed;
+		return $clear_flag->($frame, 1) . $garbage;
+	}
+	if ($how eq 'bad_sig')
+	{
+		return undef unless $signed;
+		return substr($frame, 0, $body_end + FRAME_MAC_V3) . $garbage;
+	}
+	if ($how eq 'cut_mac')
+	{
+		return substr($frame, 0, $body_end)
+		  . substr($frame, $body_end + FRAME_MAC_V3);
+	}
+	if ($how eq 'flip_mac')
+	{
+		my $f = $frame;
+		substr($f, $body_end, 1) = chr(ord(substr($f, $body_end, 1)) ^ 0x01);
+		return $f;
+	}
+	if ($how eq 'v2')
+	{
+		# v2: magic..eph_pub (56), a 16-byte session, seq..prev_hash (88),
+		# the sealed body, a 64-byte signature
+		my $f = substr($frame, 0, 56) . substr($frame, 56, 16)
+		  . substr($frame, 88, 88) . substr($frame, FRAME_HEADER_V3, $h->{sealed_len})
+		  . ($signed ? substr($frame, $body_end + FRAME_MAC_V3, FRAME_SIGNATURE_V3)
+			: $garbage);
+		substr($f, 4, 1) = chr(2);
+		return $clear_flag->($f, 0);
+	}
+	return undef;
+}
+
 # Forget every rewrite and replay rule (the clear command).
 sub _clear_rewrites
 {
@@ -1446,6 +1674,7 @@ sub _clear_rewrites
 	$C{snapshot_mode} = '';
 	$C{snapshot_hold} = 0;
 	$C{query_subs} = [];
+	$C{$_} = undef foreach qw(bind_index bind_value);
 	return;
 }
 
@@ -1522,7 +1751,12 @@ sub _child_command
 	}
 	elsif ($cmd eq 'query_sub')
 	{
-		die "usage: query_sub pattern-hex [replacement-hex]\n"
+		if (@args == 1 && $args[0] eq 'off')
+		{
+			$C{query_subs} = [];
+			return 'ok';
+		}
+		die "usage: query_sub pattern-hex [replacement-hex] | off\n"
 		  unless @args >= 1 && @args <= 2;
 		my ($pat, $with) = map { pack('H*', $_) } @args;
 		push @{ $C{query_subs} }, [ qr/$pat/, $with // '' ];
@@ -1543,6 +1777,25 @@ sub _child_command
 		  && $args[1] =~ /^(\d+|off)$/;
 		$C{"replay_$args[0]"} = $args[1] eq 'off' ? undef : $args[1] + 0;
 		return 'ok';
+	}
+	elsif ($cmd eq 'bind')
+	{
+		if (@args == 1 && $args[0] eq 'off')
+		{
+			$C{bind_index} = $C{bind_value} = undef;
+			return 'ok';
+		}
+		die "usage: bind index hexvalue | off\n"
+		  unless @args == 2 && $args[0] =~ /^\d+$/
+		  && $args[1] =~ /^(?:[0-9a-f]{2})*$/;
+		$C{bind_index} = $args[0] + 0;
+		$C{bind_value} = pack('H*', $args[1]);
+		return 'ok';
+	}
+	elsif ($cmd eq 'rewritten')
+	{
+		return join(' ', map { "$_=" . unpack('H*', $C{"last_$_"} // '') }
+			  qw(query bind));
 	}
 	elsif ($cmd eq 'seen')
 	{

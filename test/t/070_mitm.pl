@@ -183,10 +183,10 @@ attack('flip body',
 	expect => qr/authenticat|signature/i,
 	marker_absent => 1);
 
-# 2. a byte of the clear header flipped (end_lsn, bytes 88-95 of a v2
-#    header): the header is signed and is associated data
+# 2. a byte of the clear header flipped (end_lsn, bytes 104-111 of a v3
+#    header): the header is MAC'd, signed and is associated data
 attack('flip header',
-	setup => sub { $proxy->tamper('flip', every_stream => 1, offset => 95) },
+	setup => sub { $proxy->tamper('flip', every_stream => 1, offset => 111) },
 	expect => qr/authenticat|signature/i,
 	marker_absent => 1);
 
