@@ -357,7 +357,17 @@ FROM (VALUES
 	('retry null', $$SELECT data_embassy.retry_register(NULL)$$),
 	('retry unknown', $$SELECT data_embassy.retry_register('nope')$$),
 	('resync null', $$SELECT data_embassy.resync_register(NULL)$$),
-	('resync unknown', $$SELECT data_embassy.resync_register('nope')$$)
+	('resync unknown', $$SELECT data_embassy.resync_register('nope')$$),
+	('resync_table null register', $$SELECT data_embassy.resync_table(NULL, 'hostile_replica')$$),
+	('resync_table null relation', $$SELECT data_embassy.resync_table('h1', NULL)$$),
+	('resync_table unknown', $$SELECT data_embassy.resync_table('nope', 'hostile_replica')$$),
+	('skip null', $$SELECT data_embassy.skip(NULL, '0/1')$$),
+	('skip unknown', $$SELECT data_embassy.skip('nope', '0/1')$$),
+	('alter null', $$SELECT data_embassy.alter_register(NULL, true)$$),
+	('alter unknown', $$SELECT data_embassy.alter_register('nope', true)$$),
+	('alter null tls', $$SELECT data_embassy.alter_register('h1', NULL)$$),
+	('copy_table_frames unpinned', $$SELECT count(*) FROM data_embassy.copy_table_frames('2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2dedededededededededededededededededededededededededededededededed', repeat('0', 64), 'no_slot_resync', '00000003-00000002-1', ARRAY['hostile_replica'::regclass::oid])$$),
+	('keyless_tables_list', $$SELECT count(*) FROM data_embassy.keyless_tables_list()$$)
 ) AS v(label, q)
 ORDER BY label COLLATE "C";
 SELECT data_embassy.pause_register('h1');
@@ -396,7 +406,10 @@ FROM (VALUES
 	('pause promoted', $$SELECT data_embassy.pause_register('h1')$$),
 	('resume promoted', $$SELECT data_embassy.resume_register('h1')$$),
 	('retry promoted', $$SELECT data_embassy.retry_register('h1')$$),
-	('resync promoted', $$SELECT data_embassy.resync_register('h1')$$)
+	('resync promoted', $$SELECT data_embassy.resync_register('h1')$$),
+	('resync_table promoted', $$SELECT data_embassy.resync_table('h1', 'hostile_replica')$$),
+	('skip promoted', $$SELECT data_embassy.skip('h1', '0/1')$$),
+	('alter promoted', $$SELECT data_embassy.alter_register('h1', false)$$)
 ) AS v(label, q)
 ORDER BY label COLLATE "C";
 
