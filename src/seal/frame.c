@@ -388,6 +388,39 @@ de_frame_derive_mac_key(DeKeyWork *work, const uint8 *session_pub,
 /* ---------- sealing ---------- */
 
 /*
+ * de_frame_try_dh
+ *		X25519 of our private key and a peer's public key that came over an
+ *		unauthenticated channel.  Returns false for a peer key X25519
+ *		refuses (a point of small order), so that the caller can say which
+ *		key is at fault; any other failure is raised unchanged.
+ */
+static bool
+de_frame_try_dh(const uint8 *priv, const uint8 *peer_pub, uint8 *secret)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	PG_TRY();
+	{
+		de_x25519_dh(priv, peer_pub, secret);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_INVALID_PARAMETER_VALUE)
+			PG_RE_THROW();
+		FlushErrorState();
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
  * de_sealer_session_dh
  *		DH(register, session) into work->dh_session.
  *
@@ -400,27 +433,11 @@ static void
 de_sealer_session_dh(DeKeyWork *work, const uint8 *register_priv,
 					 const uint8 *session)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-
-	PG_TRY();
-	{
-		de_x25519_dh(register_priv, session, work->dh_session);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode != ERRCODE_INVALID_PARAMETER_VALUE)
-			PG_RE_THROW();
-		FlushErrorState();
+	if (!de_frame_try_dh(register_priv, session, work->dh_session))
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("session key is an X25519 point of small order"),
 				errdetail("No MAC key that only the embassy could check can be derived from it.  An embassy never makes such a key: it was changed on its way to the register, or given by hand."));
-	}
-	PG_END_TRY();
 }
 
 static void
@@ -870,29 +887,13 @@ de_opener_check_header(DeOpener *opener, const DeFrameHeader *hdr, size_t len)
 static void
 de_opener_stream_dh(DeOpener *opener, const DeFrameHeader *hdr)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-
-	PG_TRY();
-	{
-		de_x25519_dh(opener->embassy_priv, hdr->eph_pub,
-					 opener->work.dh_eph);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode != ERRCODE_INVALID_PARAMETER_VALUE)
-			PG_RE_THROW();
-		FlushErrorState();
+	if (!de_frame_try_dh(opener->embassy_priv, hdr->eph_pub,
+						 opener->work.dh_eph))
 		ereport(ERROR,
 				errcode(ERRCODE_DATA_CORRUPTED),
 				errmsg("could not authenticate frame %llu",
 					   (unsigned long long) hdr->seq),
 				errdetail("Its stream key is not a usable X25519 public key."));
-	}
-	PG_END_TRY();
 }
 
 /*
