@@ -20,29 +20,14 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
 use DataEmbassy;
-use MitmProxy;
+use AttackHarness;
 
-# The register listens on TCP loopback so that the proxy can sit in front
-# of it; short walsender timeouts make keepalives frequent.
-my $reg = DataEmbassy::register_node('register',
-	extra_conf => "listen_addresses = '127.0.0.1'\nwal_sender_timeout = 2s\n");
-my $emb = DataEmbassy::embassy_node('embassy',
-	extra_conf => "data_embassy.retry_interval = 200ms\n");
-
-my $schema = q{
-CREATE TABLE acct (id integer PRIMARY KEY, balance bigint NOT NULL, note text);
--- no key: a change applied twice shows up as a duplicate row
-CREATE TABLE journal (n bigint, what text);
-ALTER TABLE journal REPLICA IDENTITY FULL;
-};
-$reg->safe_psql('postgres', $schema);
-$emb->safe_psql('postgres', $schema);
-$reg->safe_psql('postgres', q{
-	INSERT INTO acct SELECT g, 1000, 'initial' FROM generate_series(1, 500) g;
-	INSERT INTO journal SELECT g, 'initial' FROM generate_series(1, 500) g;
-});
-
-my $proxy = MitmProxy->new(name => 'wire', target_port => $reg->port);
+# The two sites and the proxy between them (test/lib/AttackHarness.pm):
+# the register listens on TCP loopback behind the proxy, with short
+# walsender timeouts so that keepalives are frequent; 500 acct rows.
+my ($reg, $emb, $proxy) = AttackHarness::start(proxy_name => 'wire',
+	acct_rows => 500,
+	embassy_conf => "data_embassy.retry_interval = 200ms\n");
 DataEmbassy::link_sites($reg, $emb, 'population',
 	copy_data => 1,
 	conninfo => $proxy->conninfo('postgres'));
@@ -53,21 +38,6 @@ my $slot = $reg->safe_psql('postgres',
 	q{SELECT slot_name FROM data_embassy.embassy_pins WHERE name = 'embassy'});
 
 # Some streaming through the proxy, so that frames are recorded.
-my $seq = 1000;
-sub write_txn
-{
-	my ($what, $rows) = @_;
-	$rows //= 3;
-	my $from = $seq + 1;
-	$seq += $rows;
-	$reg->safe_psql('postgres', qq{
-		BEGIN;
-		INSERT INTO journal SELECT g, '$what' FROM generate_series($from, $seq) g;
-		UPDATE acct SET balance = balance + 1, note = '$what' WHERE id = $from % 500 + 1;
-		COMMIT;
-	});
-	return;
-}
 write_txn("warm-up $_") foreach 1 .. 5;
 DataEmbassy::wait_caught_up($reg, $emb, 'population', msg => 'streaming through the proxy');
 
@@ -83,13 +53,6 @@ sub refusals_since
 		/ERROR: .*(frame|stream|register|chain|sequence|gap|authenticat)/i
 	} split /\n/, $log;
 	return scalar @lines;
-}
-
-sub embassy_count
-{
-	my ($what) = @_;
-	return $emb->safe_psql('postgres',
-		"SELECT count(*) FROM journal WHERE what = '$what'");
 }
 
 my %figures;
@@ -160,7 +123,7 @@ sub attack
 	# While the rule holds, the marked transaction never lands.
 	if ($a{marker_absent})
 	{
-		is(embassy_count($marker), '0',
+		is(count_at($emb, $marker), '0',
 			"$label: nothing from the attacked frame is applied");
 	}
 	$a{during}->() if $a{during};
@@ -169,7 +132,7 @@ sub attack
 	$a{after}->() if $a{after};
 	DataEmbassy::wait_caught_up($reg, $emb, 'population',
 		msg => "$label: the worker retries and catches up");
-	is(embassy_count($marker), '10', "$label: the marked transaction arrives once");
+	is(count_at($emb, $marker), '10', "$label: the marked transaction arrives once");
 	my $tampered = $proxy->stats->{frames_tampered} - $tampered0;
 	my $refused = refusals_since($log_offset);
 	$figures{$label} = [ $tampered, $refused ];
@@ -295,9 +258,8 @@ $reg2->stop;
 		'the register never sees a confirmation past its own WAL end');
 	DataEmbassy::wait_caught_up($reg, $emb, 'population',
 		msg => 'forged keepalives: caught up');
-	is(embassy_count('under forged keepalives'),
-		$reg->safe_psql('postgres',
-			q{SELECT count(*) FROM journal WHERE what = 'under forged keepalives'}),
+	is(count_at($emb, 'under forged keepalives'),
+		count_at($reg, 'under forged keepalives'),
 		'forged keepalives: no change skipped');
 	# Keepalives are not sealed: a forged one may move source_lsn for a
 	# while, but once real frames and keepalives come again the lag view
@@ -317,9 +279,9 @@ $reg2->stop;
 	$proxy->stall(4);
 	write_txn('during stall', 10);
 	usleep(1_500_000);
-	is(embassy_count('during stall'), '0', 'stall: nothing arrives while stalled');
+	is(count_at($emb, 'during stall'), '0', 'stall: nothing arrives while stalled');
 	DataEmbassy::wait_caught_up($reg, $emb, 'population', msg => 'stall: caught up after');
-	is(embassy_count('during stall'), '10', 'stall: the transaction arrives once');
+	is(count_at($emb, 'during stall'), '10', 'stall: the transaction arrives once');
 }
 
 # 12. the connection cut, and refused for a while: "disconnected"
@@ -333,7 +295,7 @@ $reg2->stop;
 	ok($ok, 'cut: the embassy shows disconnected');
 	note('cut: last_error: ' . DataEmbassy::lag_row($emb, 'population')->{last_error});
 	DataEmbassy::wait_caught_up($reg, $emb, 'population', msg => 'cut: caught up after');
-	is(embassy_count('during cut'), '10', 'cut: the transaction arrives once');
+	is(count_at($emb, 'during cut'), '10', 'cut: the transaction arrives once');
 }
 
 DataEmbassy::compare_tables($reg, $emb, 'postgres');
@@ -358,7 +320,7 @@ DataEmbassy::compare_tables($reg, $emb, 'postgres');
 		  FROM data_embassy.lag WHERE register = 'population'});
 	ok($ok, 'gap: the embassy refuses a stream that starts past what it applied');
 	note('gap: last_error: ' . DataEmbassy::lag_row($emb, 'population')->{last_error});
-	is(embassy_count('after the gap'), '0',
+	is(count_at($emb, 'after the gap'), '0',
 		'gap: nothing after the gap is applied');
 	$figures{gap} = [ 0, refusals_since($log_offset) ];
 
