@@ -283,6 +283,13 @@ CREATE TABLE replicated_relations (
 				CHECK (sync_state IN ('r', 'i', 'd')),
 	sync_lsn	pg_lsn,
 	sync_attempt bigint,
+	/*
+	 * Why the table's last copy failed, and when (NULL once a copy
+	 * committed): a table whose rows the initial copy could not apply is
+	 * left out of it in state 'i', and copied on its own like resync_table.
+	 */
+	sync_error	text,
+	sync_failed_at timestamptz,
 	PRIMARY KEY (relid)
 );
 
@@ -364,9 +371,12 @@ LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 /* Tables of a register being copied again, or asked to be. */
 CREATE VIEW table_resyncs AS
 	SELECT r.register, r.relid::pg_catalog.regclass AS relation,
-		   CASE r.sync_state WHEN 'i' THEN 'copying'
+		   CASE r.sync_state
+				WHEN 'i' THEN CASE WHEN r.sync_error IS NULL THEN 'copying'
+								   ELSE 'failed' END
 				WHEN 'd' THEN 'catching up' ELSE 'ready' END AS state,
-		   r.sync_lsn
+		   r.sync_lsn, r.sync_error AS last_error,
+		   r.sync_failed_at AS failed_at
 	FROM replicated_relations r
 	WHERE r.sync_state OPERATOR(pg_catalog.<>) 'r' OR r.sync_lsn IS NOT NULL;
 
@@ -393,7 +403,10 @@ CREATE VIEW lag AS
 		   last_message_at, frames_applied, rows_applied, wire_bytes,
 		   plain_bytes, last_error, failed_commit_lsn, copy_tables_done,
 		   copy_tables_total, copy_rows, copy_bytes, last_contact_at,
-		   contact_age, caught_up, behind_since, retries, failing_since,
+		   contact_age,
+		   s.caught_up AND COALESCE(t.n, 0) OPERATOR(pg_catalog.=) 0
+			AS caught_up,
+		   behind_since, retries, failing_since,
 		   (SELECT r.require_tls FROM registers r
 			WHERE r.name OPERATOR(pg_catalog.=) s.register
 			  AND s.database OPERATOR(pg_catalog.=) pg_catalog.current_database())
@@ -401,8 +414,14 @@ CREATE VIEW lag AS
 		   (SELECT r.schemas FROM registers r
 			WHERE r.name OPERATOR(pg_catalog.=) s.register
 			  AND s.database OPERATOR(pg_catalog.=) pg_catalog.current_database())
-			AS schemas
-	FROM register_status() s;
+			AS schemas,
+		   t.n AS tables_not_ready
+	FROM register_status() s
+		 LEFT JOIN LATERAL
+			(SELECT pg_catalog.count(*) AS n FROM replicated_relations rr
+			 WHERE rr.register OPERATOR(pg_catalog.=) s.register
+			   AND rr.sync_state OPERATOR(pg_catalog.<>) 'r') t
+			ON s.database OPERATOR(pg_catalog.=) pg_catalog.current_database();
 
 /*
  * A promoted register shows what promote() reported (its latest row in
@@ -421,7 +440,12 @@ CREATE VIEW failover_status AS
 				ELSE s.lag_bytes END AS unreplicated_bytes,
 		   COALESCE(s.promoted_at, p.promoted_at) AS promoted_at,
 		   COALESCE(s.promoted_lsn, p.promoted_lsn) AS promoted_lsn,
-		   s.contact_age, s.caught_up, s.lag_time,
+		   s.contact_age,
+		   s.caught_up AND NOT EXISTS
+			(SELECT FROM replicated_relations rr
+			 WHERE rr.register OPERATOR(pg_catalog.=) s.register
+			   AND rr.sync_state OPERATOR(pg_catalog.<>) 'r') AS caught_up,
+		   s.lag_time,
 		   (SELECT r.require_tls FROM registers r
 			WHERE r.name OPERATOR(pg_catalog.=) s.register) AS require_tls
 	FROM register_status() s

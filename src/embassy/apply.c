@@ -249,6 +249,21 @@ struct DeApply
 	const char *raw;
 	size_t		raw_len;
 
+	/*
+	 * The initial copy, one subtransaction per table (de_apply_copy_begin()
+	 * with per_table): copy_entry is the table whose rows run in the open
+	 * one, copy_skip the register's OID of a table whose copy failed (its
+	 * rows are counted, not applied).
+	 */
+	bool		copy_per_table;
+	DeRelMapEntry *copy_entry;
+	Oid			copy_relid;		/* copy_entry's local table */
+	Oid			copy_skip;
+	uint64		copy_table_rows;	/* rows of copy_entry received */
+	uint64		copy_xact_rows; /* xact_rows when its subtransaction began */
+	uint64		copy_rows_left_out; /* rows of tables whose copy failed */
+	int			copy_tables_failed;
+
 	/* skip() */
 	XLogRecPtr	skip_lsn;		/* commit LSN of the transaction to skip */
 	bool		skip_requested; /* SKIPPING the one skip() names */
@@ -281,6 +296,9 @@ static void apply_record_skip(DeApply *apply);
 static void apply_handle_begin(DeApply *apply, DeRecord *rec);
 static void apply_handle_commit(DeApply *apply, DeRecord *rec);
 static void apply_handle_relation(DeApply *apply, DeRecord *rec);
+static void apply_copy_table_begin(DeApply *apply, DeRelMapEntry *entry,
+								   Oid relid);
+static bool apply_table_trouble(int sqlerrcode);
 static void apply_handle_insert(DeApply *apply, DeRecord *rec);
 static void apply_handle_update(DeApply *apply, DeRecord *rec);
 static void apply_handle_delete(DeApply *apply, DeRecord *rec);
@@ -621,10 +639,13 @@ de_apply_in_transaction(DeApply *apply)
 
 /*
  * de_apply_copy_begin
- *		Start the local transaction the whole initial copy runs in.
+ *		Start the local transaction the whole initial copy runs in; with
+ *		per_table, each table's rows in a subtransaction of their own, so
+ *		that one table's trouble leaves the others copied (see
+ *		de_apply_copy_table_failed()).
  */
 void
-de_apply_copy_begin(DeApply *apply)
+de_apply_copy_begin(DeApply *apply, bool per_table)
 {
 	if (apply->state != DE_APPLY_IDLE)
 		elog(ERROR, "initial copy started inside a transaction");
@@ -633,6 +654,11 @@ de_apply_copy_begin(DeApply *apply)
 	apply_set_state(apply, DE_APPLY_COPYING);
 	apply->copy_rows = 0;
 	apply->copy_marker_seen = false;
+	apply->copy_per_table = per_table;
+	apply->copy_entry = NULL;
+	apply->copy_skip = InvalidOid;
+	apply->copy_rows_left_out = 0;
+	apply->copy_tables_failed = 0;
 	apply->remote_xid = InvalidTransactionId;
 	apply->remote_final_lsn = InvalidXLogRecPtr;
 }
@@ -1222,6 +1248,8 @@ apply_forget_xact(DeApply *apply, bool committed)
 
 	apply->xact_cxt = NULL;
 	apply->open_rels = NIL;
+	apply->copy_entry = NULL;
+	apply->copy_skip = InvalidOid;
 	apply->buffered = NULL;
 	apply->buffer_snapshot = false;
 	apply->skip_requested = false;
@@ -1381,6 +1409,7 @@ apply_handle_relation(DeApply *apply, DeRecord *rec)
 		Oid			relid = OidIsValid(nsp) ?
 		get_relname_relid(entry->relname, nsp) : InvalidOid;
 
+		apply->copy_skip = InvalidOid;
 		if (OidIsValid(relid))
 		{
 			Relation	rel;
@@ -1390,8 +1419,200 @@ apply_handle_relation(DeApply *apply, DeRecord *rec)
 			rel = de_relmap_open_local(apply->relmap, entry, relid);
 			apply_record_replicated(apply, entry, rel);
 			table_close(rel, NoLock);
+
+			/* its rows, in a subtransaction of their own */
+			if (apply->copy_per_table)
+				apply_copy_table_begin(apply, entry, relid);
 		}
 	}
+}
+
+/*
+ * apply_copy_table_begin
+ *		The initial copy reaches a table's rows: open the subtransaction
+ *		they are applied in.  The table is recorded as a replica (and
+ *		guarded) in the copy's transaction already, whatever becomes of its
+ *		rows.
+ */
+static void
+apply_copy_table_begin(DeApply *apply, DeRelMapEntry *entry, Oid relid)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	Assert(apply->copy_entry == NULL);
+	apply_settle(apply);
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	apply->copy_entry = entry;
+	apply->copy_relid = relid;
+	apply->copy_table_rows = 0;
+	apply->copy_xact_rows = apply->xact_rows;
+}
+
+/*
+ * de_apply_copy_table_end
+ *		The initial copy leaves a table's rows (a record other than INSERT
+ *		comes): write what is buffered and release the table's
+ *		subtransaction into the copy's transaction.  An error here is the
+ *		table's, as one applying its rows is (de_apply_copy_table_failed()).
+ */
+void
+de_apply_copy_table_end(DeApply *apply)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	if (apply->copy_entry == NULL)
+		return;
+	apply_settle(apply);
+	ReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(oldcxt);
+	apply->copy_entry = NULL;
+}
+
+/*
+ * apply_table_trouble
+ *		Is an error of this SQLSTATE one that a table here can cause with
+ *		the register's rows (its columns, constraints, indexes, triggers,
+ *		domains, partitions differ from the register's), rather than one of
+ *		the copy as a whole (the stream, the seal, resources, a shutdown)?
+ */
+static bool
+apply_table_trouble(int sqlerrcode)
+{
+	switch (ERRCODE_TO_CATEGORY(sqlerrcode))
+	{
+		case ERRCODE_DATA_EXCEPTION:
+		case ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION:
+		case ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION:
+		case ERRCODE_WITH_CHECK_OPTION_VIOLATION:
+		case ERRCODE_PROGRAM_LIMIT_EXCEEDED:
+		case ERRCODE_FEATURE_NOT_SUPPORTED:
+		case ERRCODE_TRIGGERED_ACTION_EXCEPTION:
+		case ERRCODE_SQL_ROUTINE_EXCEPTION:
+		case ERRCODE_EXTERNAL_ROUTINE_EXCEPTION:
+		case ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION:
+		case ERRCODE_PLPGSQL_ERROR:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
+ * de_apply_describe_error
+ *		One line for a view: the error's message, where it happened (the
+ *		first line of its context: the table, column and row key) and its
+ *		detail (for a unique violation, the key).
+ */
+char *
+de_apply_describe_error(ErrorData *edata)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, edata->message ? edata->message : "?");
+	if (edata->context != NULL && edata->context[0] != '\0')
+	{
+		const char *nl = strchr(edata->context, '\n');
+
+		appendStringInfoString(&buf, "; ");
+		appendBinaryStringInfo(&buf, edata->context,
+							   nl ? nl - edata->context :
+							   (int) strlen(edata->context));
+	}
+	if (edata->detail != NULL)
+		appendStringInfo(&buf, "; %s", edata->detail);
+	return buf.data;
+}
+
+/*
+ * de_apply_copy_table_failed
+ *		Called by the caller of de_apply_record() and
+ *		de_apply_copy_table_end() in the initial copy, with the error they
+ *		raised: if it is the trouble of the table whose rows are open
+ *		(apply_table_trouble()), roll back that table's subtransaction,
+ *		count the table's rows that follow without applying them, record
+ *		the table in state 'i' with the error (the apply worker then copies
+ *		it on its own, as resync_table() does), report it as a WARNING, and
+ *		return true: the copy goes on with the next table.  Otherwise return
+ *		false with the error untouched, for the caller to re-throw.
+ *		Memory for the report comes from cxt.
+ */
+bool
+de_apply_copy_table_failed(DeApply *apply, MemoryContext cxt)
+{
+	DeRelMapEntry *entry = apply->copy_entry;
+	ErrorData  *edata;
+	ErrorContextCallback *saved_stack;
+	char	   *why;
+	char	   *relname;
+
+	MemoryContextSwitchTo(cxt);
+	if (entry == NULL || apply->state != DE_APPLY_COPYING)
+		return false;
+	edata = CopyErrorData();
+	if (!apply_table_trouble(edata->sqlerrcode))
+	{
+		FreeErrorData(edata);
+		return false;
+	}
+	FlushErrorState();
+
+	/* What the subtransaction opened and changed goes with it. */
+	RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(cxt);
+	de_relmap_forget_states(apply->relmap);
+	apply->open_rels = NIL;
+	apply->buffered = NULL;
+	apply->buffer_snapshot = false;
+	apply->acting_owner = InvalidOid;
+	MemoryContextReset(apply->batch_cxt);
+	MemoryContextReset(apply->row_cxt);
+	apply->xact_rows = apply->copy_xact_rows;
+	apply->copy_rows_left_out += apply->copy_table_rows;
+	apply->copy_tables_failed++;
+	apply->copy_skip = entry->remoteid;
+	apply->copy_entry = NULL;
+	apply->err_type = 0;
+	apply->err_rel = NULL;
+	apply->err_slot = NULL;
+	apply->err_describing = false;
+	apply->raw = NULL;
+
+	why = de_apply_describe_error(edata);
+	PushActiveSnapshot(GetTransactionSnapshot());
+	(void) de_catalog_fail_table_sync(apply->copy_relid, 0, why);
+	PopActiveSnapshot();
+	CommandCounterIncrement();
+
+	/* the error as it was, its context included, then what became of it */
+	saved_stack = error_context_stack;
+	error_context_stack = NULL;
+	edata->elevel = WARNING;
+	ThrowErrorData(edata);
+	error_context_stack = saved_stack;
+
+	relname = quote_qualified_identifier(entry->nspname, entry->relname);
+	ereport(LOG,
+			errmsg("register \"%s\": table %s is left out of the initial copy; the other tables are copied",
+				   apply->register_name, relname),
+			errdetail("Once the copy has committed, the table is copied on its own, as resync_table() does, and again after each failure; the view data_embassy.table_resyncs shows why it failed."),
+			errhint("Make the table here accept the register's rows, then call data_embassy.retry_register('%s') to copy it at once.",
+					apply->register_name));
+	return true;
+}
+
+/*
+ * de_apply_copy_rows
+ *		Rows of the running initial copy applied so far (those of tables
+ *		whose copy failed not included), and tables left out.
+ */
+uint64
+de_apply_copy_rows(DeApply *apply, int *tables_failed)
+{
+	if (tables_failed != NULL)
+		*tables_failed = apply->copy_tables_failed;
+	return apply->copy_rows - apply->copy_rows_left_out;
 }
 
 /*
@@ -2168,13 +2389,24 @@ apply_handle_insert(DeApply *apply, DeRecord *rec)
 				errmsg("initial copy of register \"%s\" carries rows, but the embassy asked for none",
 					   apply->register_name),
 				errdetail("The register was added with copy_data => false."));
-	if (apply_ignored(apply, entry))
+
+	/*
+	 * COPY_END counts every row received, applied or not: ignored ones, and
+	 * those of a table whose copy failed (copied on its own later).
+	 */
+	if (apply->state == DE_APPLY_COPYING)
 	{
-		/* verified like any other row: COPY_END counts it */
-		if (apply->state == DE_APPLY_COPYING)
-			apply->copy_rows++;
-		return;
+		apply->copy_rows++;
+		if (rec->relid == apply->copy_skip)
+		{
+			apply->copy_rows_left_out++;
+			return;
+		}
+		if (apply->copy_entry == entry)
+			apply->copy_table_rows++;
 	}
+	if (apply_ignored(apply, entry))
+		return;
 	if (!apply_table_wanted(apply, entry, true))
 		return;
 	state = apply_rel_open(apply, entry);
@@ -2202,8 +2434,6 @@ apply_handle_insert(DeApply *apply, DeRecord *rec)
 	apply_end_row(state);
 
 	apply->xact_rows++;
-	if (apply->state == DE_APPLY_COPYING)
-		apply->copy_rows++;
 }
 
 /*
@@ -2312,8 +2542,6 @@ apply_flush_inserts(DeApply *apply)
 
 	apply->buffered = NULL;
 	apply->xact_rows += nrows;
-	if (apply->state == DE_APPLY_COPYING)
-		apply->copy_rows += nrows;
 
 	apply->err_rel = saved_rel;
 	apply->err_type = saved_type;

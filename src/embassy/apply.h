@@ -94,8 +94,23 @@ extern bool de_apply_in_transaction(DeApply *apply);
  * COPY_END was seen.  The caller finishes with de_apply_commit(), after
  * making its own catalog changes in the same transaction.
  */
-extern void de_apply_copy_begin(DeApply *apply);
+extern void de_apply_copy_begin(DeApply *apply, bool per_table);
 extern bool de_apply_copy_done(DeApply *apply);
+
+/*
+ * A copy with per_table: before any record but INSERT, the caller ends the
+ * open table (de_apply_copy_table_end()); when that or de_apply_record()
+ * raises an error, the caller's PG_CATCH asks de_apply_copy_table_failed()
+ * whether it was the table's trouble (then the table is left out and the
+ * copy goes on after the record that failed, or with the record that
+ * de_apply_copy_table_end() came before) or must be re-thrown.
+ */
+extern void de_apply_copy_table_end(DeApply *apply);
+extern bool de_apply_copy_table_failed(DeApply *apply, MemoryContext cxt);
+extern uint64 de_apply_copy_rows(DeApply *apply, int *tables_failed);
+
+/* An error in one line: message; first context line; detail. */
+extern char *de_apply_describe_error(ErrorData *edata);
 
 /*
  * Commit the open local transaction with the origin advanced to remote_lsn

@@ -990,7 +990,8 @@ de_catalog_finish_table_sync(Oid relid, int64 attempt, XLogRecPtr lsn)
 	values[1] = Int64GetDatum(attempt);
 	values[2] = LSNGetDatum(lsn);
 	n = de_privileged_sql_exec("UPDATE " RELATIONS
-							   " SET sync_state = 'd', sync_lsn = $3"
+							   " SET sync_state = 'd', sync_lsn = $3,"
+							   " sync_error = NULL, sync_failed_at = NULL"
 							   " WHERE relid OPERATOR(pg_catalog.=) $1"
 							   " AND sync_state OPERATOR(pg_catalog.=) 'i'"
 							   " AND sync_attempt OPERATOR(pg_catalog.=) $2",
@@ -1018,4 +1019,52 @@ de_catalog_ready_table_sync(Oid relid, int64 attempt)
 							   SPI_OK_UPDATE, 2, types, values, NULL);
 	de_privileged_sql_end(&save);
 	return n == 1;
+}
+
+bool
+de_catalog_fail_table_sync(Oid relid, int64 attempt, const char *error)
+{
+	DePrivilegedSql save;
+	Oid			types[3] = {OIDOID, INT8OID, TEXTOID};
+	Datum		values[3];
+	uint64		n;
+
+	(void) catalog_begin(&save, false);
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = Int64GetDatum(attempt);
+	values[2] = CStringGetTextDatum(error);
+	n = de_privileged_sql_exec("UPDATE " RELATIONS
+							   " SET sync_state = 'i', sync_error = $3,"
+							   " sync_failed_at = pg_catalog.clock_timestamp()"
+							   " WHERE relid OPERATOR(pg_catalog.=) $1"
+							   " AND ($2 OPERATOR(pg_catalog.=) 0"
+							   " OR (sync_state OPERATOR(pg_catalog.=) 'i'"
+							   " AND sync_attempt OPERATOR(pg_catalog.=) $2))",
+							   SPI_OK_UPDATE, 3, types, values, NULL);
+	de_privileged_sql_end(&save);
+	return n == 1;
+}
+
+void
+de_catalog_reset_table_syncs(const char *register_name)
+{
+	(void) catalog_exec_named("UPDATE " RELATIONS
+							  " SET sync_state = 'r', sync_lsn = NULL,"
+							  " sync_attempt = NULL, sync_error = NULL,"
+							  " sync_failed_at = NULL"
+							  " WHERE register OPERATOR(pg_catalog.=) $1"
+							  " AND (sync_state OPERATOR(pg_catalog.<>) 'r'"
+							  " OR sync_lsn IS NOT NULL"
+							  " OR sync_error IS NOT NULL)",
+							  SPI_OK_UPDATE, register_name);
+}
+
+int64
+de_catalog_failed_table_syncs(const char *register_name)
+{
+	return (int64) catalog_exec_named("SELECT FROM " RELATIONS
+									  " WHERE register OPERATOR(pg_catalog.=) $1"
+									  " AND sync_state OPERATOR(pg_catalog.=) 'i'"
+									  " AND sync_error IS NOT NULL",
+									  SPI_OK_SELECT, register_name);
 }

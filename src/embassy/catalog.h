@@ -231,4 +231,21 @@ extern bool de_catalog_finish_table_sync(Oid relid, int64 attempt,
 /* The stream caught up with the copy of attempt: state 'r'. */
 extern bool de_catalog_ready_table_sync(Oid relid, int64 attempt);
 
+/*
+ * A copy of the table failed, saying why: state 'i' (copied again on its
+ * own).  attempt: the claim it ran under, or 0 for the initial copy.
+ * False (nothing changed) when the attempt is no longer the claimed one.
+ */
+extern bool de_catalog_fail_table_sync(Oid relid, int64 attempt,
+									   const char *error);
+
+/*
+ * A new initial copy of the register (its transaction): every table of
+ * the register is ready again, with no copy LSN, claim or error.
+ */
+extern void de_catalog_reset_table_syncs(const char *register_name);
+
+/* How many of the register's tables wait for a copy after one failed. */
+extern int64 de_catalog_failed_table_syncs(const char *register_name);
+
 #endif							/* DE_CATALOG_H */

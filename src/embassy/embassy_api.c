@@ -573,9 +573,10 @@ active_register(const char *name, const char *action)
 /*
  * data_embassy_retry_register
  *		Start the register's worker now instead of waiting out the backoff
- *		after failures (for example after fixing a table at the embassy).
- *		Returns whether a start was brought forward: false when the worker
- *		is running anyway.
+ *		after failures (for example after fixing a table at the embassy),
+ *		and copy the tables whose copy failed now, without their backoff.
+ *		Returns whether anything was brought forward: false when the worker
+ *		is running and no table waits for a copy after a failure.
  */
 Datum
 data_embassy_retry_register(PG_FUNCTION_ARGS)
@@ -584,6 +585,7 @@ data_embassy_retry_register(PG_FUNCTION_ARGS)
 	DeRegister *reg;
 	DeRegisterSlot *slot;
 	bool		waiting = false;
+	int64		tables;
 
 	de_require_preloaded();
 	de_check_admin_call("data_embassy.retry_register()");
@@ -597,6 +599,9 @@ data_embassy_retry_register(PG_FUNCTION_ARGS)
 				errhint("Resume it with data_embassy.resume_register('%s').",
 						name));
 
+	/* tables whose copy failed wait out a backoff of their own */
+	tables = de_catalog_failed_table_syncs(name);
+
 	LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
 	slot = de_slot_find(MyDatabaseId, name);
 	if (slot != NULL && slot->worker_pid == 0 && !slot->drop_requested)
@@ -607,9 +612,23 @@ data_embassy_retry_register(PG_FUNCTION_ARGS)
 		if (DeShared->launcher_latch != NULL)
 			SetLatch(DeShared->launcher_latch);
 	}
+	else if (slot != NULL && tables > 0 && !slot->drop_requested)
+	{
+		slot->retry_tables = true;
+		waiting = true;
+		if (slot->worker_latch != NULL)
+			SetLatch(slot->worker_latch);
+	}
 	LWLockRelease(DeShared->lock);
 
-	if (waiting)
+	if (waiting && tables > 0)
+		ereport(LOG,
+				errmsg_plural("register \"%s\": retry requested by user \"%s\", with %lld table whose copy failed",
+							  "register \"%s\": retry requested by user \"%s\", with %lld tables whose copy failed",
+							  tables, name,
+							  GetUserNameFromId(GetUserId(), false),
+							  (long long) tables));
+	else if (waiting)
 		ereport(LOG,
 				errmsg("register \"%s\": retry requested by user \"%s\"",
 					   name, GetUserNameFromId(GetUserId(), false)));

@@ -32,6 +32,18 @@
  * register in the same transaction, so that the copy either replaces their
  * rows or, if it fails, leaves them as they were.
  *
+ * One table's trouble neither stops nor repeats the others.  Each table's
+ * rows are applied in a subtransaction of their own; a row this embassy's
+ * table cannot take (a NOT NULL, unique index, type, trigger or domain
+ * only the embassy has: apply.c's apply_table_trouble()) rolls back that
+ * table's rows only, and the copy commits without them, the table recorded
+ * in replicated_relations with sync_state 'i' and the error (the table,
+ * the row's key, the constraint).  From then on the apply worker copies
+ * that table on its own, as resync_table() does (table_sync.c), until its
+ * rows apply.  Everything else (the seal, the stream, a shutdown, a table
+ * that cannot be made a replica at all) still fails the whole copy, which
+ * then starts over.
+ *
  * IDENTIFICATION
  *		  src/embassy/initial_sync.c
  *
@@ -58,6 +70,7 @@ static DeWalConn *copy_conn = NULL;
 
 static void initial_sync_empty_replica(const char *register_name);
 static void initial_sync_set_streaming(const char *register_name);
+static void initial_sync_reset_tables(const char *register_name);
 
 /*
  * de_initial_sync_close
@@ -83,6 +96,21 @@ initial_sync_set_streaming(const char *register_name)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	de_catalog_set_streaming(register_name);
 	PopActiveSnapshot();
+}
+
+/*
+ * initial_sync_reset_tables
+ *		A new copy starts every table of the register over: no table waits
+ *		for a copy of its own any more (one that failed in an earlier copy
+ *		is recorded as failed again if it fails in this one).
+ */
+static void
+initial_sync_reset_tables(const char *register_name)
+{
+	PushActiveSnapshot(GetTransactionSnapshot());
+	de_catalog_reset_table_syncs(register_name);
+	PopActiveSnapshot();
+	CommandCounterIncrement();
 }
 
 /*
@@ -151,6 +179,7 @@ de_initial_sync(const DeInitialSync *sync)
 	const char *register_name = sync->register_name;
 	XLogRecPtr	consistent;
 	char	   *snapshot = NULL;
+	int			failed;
 
 	/* an earlier run that failed before its commit left its slot */
 	if (de_walconn_slot_status(sync->stream_conn, reg->slot_name) !=
@@ -208,10 +237,11 @@ de_initial_sync(const DeInitialSync *sync)
 								  reg->sysid, reg->dboid);
 		de_secure_zero(session_priv, sizeof(session_priv));
 
-		de_apply_copy_begin(sync->apply);
+		de_apply_copy_begin(sync->apply, true);
 		/* without rows, the tables keep theirs */
 		if (reg->copy_data)
 			initial_sync_empty_replica(register_name);
+		initial_sync_reset_tables(register_name);
 		while ((frame = de_walconn_copy_next(copy_conn, &len)) != NULL)
 		{
 			CHECK_FOR_INTERRUPTS();
@@ -261,7 +291,17 @@ de_initial_sync(const DeInitialSync *sync)
 
 	reg->phase = DE_PHASE_STREAMING;
 
-	if (reg->copy_data)
+	(void) de_apply_copy_rows(sync->apply, &failed);
+	if (failed > 0)
+		ereport(WARNING,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg_plural("register \"%s\" is ready to stream from %X/%X after its initial copy, which left out the rows of %d table",
+							  "register \"%s\" is ready to stream from %X/%X after its initial copy, which left out the rows of %d tables",
+							  failed, register_name, LSN_FORMAT_ARGS(consistent),
+							  failed),
+				errdetail("Every other table is copied and streams.  The tables left out are copied on their own now, and again after each failure, until their rows apply; their changes meanwhile are held by the next copy."),
+				errhint("See SELECT * FROM data_embassy.table_resyncs WHERE state <> 'ready'; for why each failed."));
+	else if (reg->copy_data)
 		ereport(LOG,
 				errmsg("register \"%s\" is ready to stream from %X/%X after its initial copy",
 					   register_name, LSN_FORMAT_ARGS(consistent)));

@@ -206,12 +206,13 @@ launcher_exit(int code, Datum arg)
 }
 
 /*
- * backoff_ms
- *		Delay before the next start of a worker that failed "failures" times
- *		in a row: retry_interval doubled per failure, at most ten times it.
+ * de_backoff_ms
+ *		Delay before the next start of a worker (or the next copy of a
+ *		table) that failed "failures" times in a row: retry_interval doubled
+ *		per failure, at most ten times it.
  */
-static int64
-backoff_ms(int failures)
+int64
+de_backoff_ms(int failures)
 {
 	int64		delay = de_retry_interval_ms;
 	int			i;
@@ -345,7 +346,7 @@ reap_apply_workers(TimestampTz now)
 			{
 				slot->failures++;
 				slot->next_start = TimestampTzPlusMilliseconds(now,
-															   backoff_ms(slot->failures));
+															   de_backoff_ms(slot->failures));
 
 				/*
 				 * The extension may have been dropped under the worker: read

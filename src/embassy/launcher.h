@@ -25,4 +25,7 @@ extern void de_launcher_rescan_at_commit(void);
 /* Wake the launcher now. */
 extern void de_launcher_wakeup(void);
 
+/* retry_interval doubled per failure in a row, at most ten times it */
+extern int64 de_backoff_ms(int failures);
+
 #endif							/* DE_LAUNCHER_H */

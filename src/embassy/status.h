@@ -59,6 +59,8 @@ typedef struct DeRegisterSlot
 	bool		promoted;
 	bool		drop_requested;
 	bool		restart_requested;	/* resync_register: start over now */
+	bool		retry_tables;	/* retry_register: copy the tables whose copy
+								 * failed now */
 	pid_t		worker_pid;		/* 0 when no worker runs */
 	Latch	   *worker_latch;
 	int			failures;		/* consecutive failed runs, for backoff */

@@ -16,12 +16,15 @@
  * the last copy's snapshot) and sync_attempt (the attempt the apply worker
  * claimed the copy with).
  *
- *	1. resync_table() sets sync_state = 'i'.
+ *	1. resync_table() sets sync_state = 'i'; so does an initial copy that
+ *	   left the table out because its rows did not apply here
+ *	   (initial_sync.c), with the error in sync_error.
  *	2. The apply worker reads it between transactions (de_table_sync_poll(),
  *	   once a second), claims the copy with a fresh attempt number (a
  *	   committed UPDATE) and starts a dynamic background worker for it, the
- *	   copy worker.  From then on the apply worker applies none of the
- *	   table's changes: it writes their records, with the commit LSN of
+ *	   copy worker.  Until the claim it drops the table's changes (the
+ *	   copy's snapshot, taken later, holds them).  From the claim on it
+ *	   applies none of the table's changes: it writes their records, with the commit LSN of
  *	   their transaction, to a spool file (de_table_sync_wanted()), and goes
  *	   on with everything else.  Streamed transactions are spooled by
  *	   stream.c meanwhile, so that each one's commit LSN is known when its
@@ -49,10 +52,16 @@
  * the table, a RELATION record that describes it otherwise than the
  * deferred changes were read with, a stream that starts over (pause).
  *
- * Crashes.  Everything of the copy commits at once, or not at all; so do
- * the deferred changes with state 'r'.  A copy that fails leaves the table
- * as it was and is started again (same claim) from a new slot, whose new S
- * is later than anything the copy would have held.  The temporary slot goes
+ * Crashes and failures.  Everything of the copy commits at once, or not at
+ * all; so do the deferred changes with state 'r'.  A copy that fails
+ * leaves the table as it was, says why in sync_error (the view
+ * table_resyncs shows it as 'failed'), and is claimed and started again
+ * from a new slot after a backoff that grows with each failure in a row
+ * (as the apply worker's own, de_backoff_ms()), or at once after
+ * retry_register(); its deferred changes are dropped meanwhile, since the
+ * new S is later than all of them.  So a table whose rows cannot apply here
+ * until a DBA changes it costs a spool of at most one attempt's changes
+ * and one copy per backoff, and nothing of the other tables.  The temporary slot goes
  * with the copy worker's connection, however the worker ends.  A new run
  * of the apply worker (after a crash or a restart its deferred changes are
  * gone) first sets every 'd' back to 'i' and voids every claim (a copy
@@ -92,6 +101,7 @@
 #include "embassy/apply.h"
 #include "embassy/catalog.h"
 #include "embassy/guard.h"
+#include "embassy/launcher.h"
 #include "embassy/status.h"
 #include "embassy/table_sync.h"
 #include "embassy/walconn.h"
@@ -128,7 +138,9 @@ StaticAssertDecl(sizeof(TableSyncArgs) <= BGW_EXTRALEN,
 /* Where a table is, as the apply worker sees it. */
 typedef enum TableSyncPhase
 {
-	TS_PENDING,					/* a copy is wanted, not claimed yet */
+	TS_PENDING,					/* a copy is wanted, not claimed yet: the
+								 * table's changes are dropped (the copy's
+								 * later snapshot holds them) */
 	TS_COPYING,					/* claimed: its changes are deferred */
 	TS_DONE						/* copied at lsn; the stream is before it */
 } TableSyncPhase;
@@ -143,6 +155,8 @@ typedef struct TableSyncEntry
 	bool		copied;			/* TS_COPYING: the copy committed (state 'd') */
 	XLogRecPtr	copied_lsn;		/* at this LSN */
 	bool		spool_lost;		/* deferred changes dropped: copy again */
+	int			failures;		/* copies that failed in a row */
+	TimestampTz next_attempt;	/* no new copy before this (backoff) */
 	char		relname[NAMEDATALEN];	/* for messages (set when claimed) */
 } TableSyncEntry;
 
@@ -479,11 +493,11 @@ ts_launch(TableSyncEntry *e)
 	memcpy(bgw.bgw_extra, &args, sizeof(args));
 
 	ts_running = e;
-	ts_retry_later();
 	oldcxt = MemoryContextSwitchTo(ts_cxt);
 	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
 	{
 		MemoryContextSwitchTo(oldcxt);
+		ts_retry_later();
 		ereport(WARNING,
 				errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				errmsg("register \"%s\": no background worker slot free for the new copy of a table",
@@ -633,6 +647,7 @@ bool
 de_table_sync_poll(XLogRecPtr applied)
 {
 	TimestampTz now;
+	bool		stopped = false;
 	ListCell   *lc;
 
 	if (ts_cxt == NULL || IsTransactionState())
@@ -643,11 +658,30 @@ de_table_sync_poll(XLogRecPtr applied)
 	{
 		/* the copy ended: committed, or to be started again */
 		ts_next_read = 0;
+		stopped = true;
 	}
 	if (now >= ts_next_read)
 	{
 		ts_read_catalog(false, applied);
 		ts_next_read = TimestampTzPlusMilliseconds(now, TABLE_SYNC_READ_MS);
+	}
+
+	/*
+	 * A copy that ended without committing: its deferred changes go (the next
+	 * copy's snapshot is later than all of them), and the table waits its
+	 * backoff before the next copy, in which it drops its changes.
+	 */
+	if (stopped && ts_running != NULL && ts_running->phase == TS_COPYING &&
+		!ts_running->copied)
+	{
+		TableSyncEntry *e = ts_running;
+
+		e->failures++;
+		e->next_attempt = TimestampTzPlusMilliseconds(now,
+													  de_backoff_ms(e->failures));
+		e->phase = TS_PENDING;
+		ts_spool_reset();
+		ts_running = NULL;
 	}
 
 	/* a copy that committed: catch up, or copy once more */
@@ -700,7 +734,8 @@ de_table_sync_poll(XLogRecPtr applied)
 			{
 				TableSyncEntry *e = (TableSyncEntry *) lfirst(lc);
 
-				if (e->phase == TS_PENDING && ts_claim(e))
+				if (e->phase == TS_PENDING && e->next_attempt <= now &&
+					ts_claim(e))
 				{
 					next = e;
 					break;
@@ -723,6 +758,8 @@ de_table_sync_wanted(Oid relid, XLogRecPtr commit_lsn, const char *raw,
 
 	if (e == NULL || ts_replaying)
 		return true;
+	if (e->phase == TS_PENDING)
+		return false;
 	if (e->phase != TS_COPYING)
 		return XLogRecPtrIsInvalid(e->lsn) || commit_lsn >= e->lsn;
 
@@ -757,6 +794,35 @@ de_table_sync_wanted(Oid relid, XLogRecPtr commit_lsn, const char *raw,
 	BufFileWrite(ts_spool, unconstify(char *, raw), len);
 	ts_spool_changes++;
 	return false;
+}
+
+int
+de_table_sync_retry(void)
+{
+	ListCell   *lc;
+	int			waiting = 0;
+
+	foreach(lc, ts_entries)
+	{
+		TableSyncEntry *e = (TableSyncEntry *) lfirst(lc);
+
+		if (e->phase == TS_PENDING && e->failures > 0)
+		{
+			e->failures = 0;
+			e->next_attempt = 0;
+			waiting++;
+		}
+	}
+	if (waiting > 0)
+	{
+		ts_next_launch = 0;
+		ts_next_read = 0;
+		ereport(LOG,
+				errmsg_plural("register \"%s\": %d table whose copy failed is copied again now, as asked",
+							  "register \"%s\": %d tables whose copy failed are copied again now, as asked",
+							  waiting, ts_register, waiting));
+	}
+	return waiting;
 }
 
 void
@@ -840,6 +906,25 @@ de_table_sync_worker_main(Datum main_arg)
 		AbortOutOfAnyTransaction();
 		LWLockReleaseAll();
 		FlushErrorState();
+
+		/*
+		 * table_resyncs says why the copy failed (a shutdown or cancel is not
+		 * the table's failure)
+		 */
+		if (ts_relname != NULL &&
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) !=
+			ERRCODE_OPERATOR_INTERVENTION)
+		{
+			char	   *why = de_apply_describe_error(edata);
+
+			SetCurrentStatementStartTimestamp();
+			StartTransactionCommand();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			(void) de_catalog_fail_table_sync(ts_args.relid, ts_args.attempt,
+											  why);
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+		}
 
 		/* the lag view says why the table's changes wait */
 		if (ts_slot != NULL)
@@ -1062,7 +1147,7 @@ ts_worker_run(void)
 
 	/* one local transaction: the old rows go, the copy's come */
 	apply = de_apply_create(cxt, reg->name, InvalidRepOriginId);
-	de_apply_copy_begin(apply);
+	de_apply_copy_begin(apply, false);
 	ts_empty_table(ts_args.relid, qualified);
 
 	while ((frame = de_walconn_copy_next(ts_copy_conn, &len)) != NULL)

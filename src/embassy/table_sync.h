@@ -44,7 +44,8 @@ extern bool de_table_sync_any(void);
 /*
  * Is a change to local table relid in the register transaction that
  * committed at commit_lsn to be applied now?  Not when the table's copy
- * holds it already, nor while the table is being copied: then the change
+ * holds it already, nor while the table waits for a copy (the copy's later
+ * snapshot will hold it), nor while it is being copied: then the change
  * (its record, raw) is deferred, and applied after the copy if the copy
  * does not hold it.  raw NULL: a change that cannot be deferred (TRUNCATE);
  * the table is then copied once more after the running copy.
@@ -61,5 +62,11 @@ extern void de_table_sync_relation(Oid relid, bool same_description);
 
 /* The stream starts over: deferred changes are lost (copy once more). */
 extern void de_table_sync_stream_reset(void);
+
+/*
+ * retry_register(): tables whose copy failed are copied again without
+ * waiting out their backoff.  Returns how many wait.
+ */
+extern int	de_table_sync_retry(void);
 
 #endif							/* DE_TABLE_SYNC_H */

@@ -189,6 +189,14 @@ static XLogRecPtr copy_hello_lsn = InvalidXLogRecPtr;
 static bool frame_valid = false;
 static DeFrameHeader frame_hdr;
 
+/* what the records of a frame held, for the lag view */
+typedef struct FrameCounts
+{
+	uint64		relations;		/* RELATION records (initial copy) */
+	uint64		rows;			/* INSERT records (initial copy) */
+	bool		copy_end;
+}			FrameCounts;
+
 static void worker_run(void);
 static void worker_on_error(void) pg_attribute_noreturn();
 static bool worker_is_connection_error(int sqlerrcode);
@@ -217,6 +225,13 @@ static void worker_stream(void);
 static void worker_check_remote_slot(void);
 static void worker_apply_frame(DeOpener *opener, const char *frame,
 							   size_t len, bool stream);
+static void worker_apply_records(DeReader *reader, const DeFrameHeader *hdr,
+								 bool stream, const char *base,
+								 FrameCounts * counts,
+								 volatile size_t *resume);
+static bool worker_apply_copy_records(DeReader *reader,
+									  const DeFrameHeader *hdr,
+									  const char *base, FrameCounts * counts);
 static void worker_handle_message(DeOpener *opener, const DeWalMessage *msg);
 static void worker_persist_position(bool force);
 static void worker_persist_history(void);
@@ -231,8 +246,8 @@ static void worker_setup_skip(void);
 static void worker_note_failure(void);
 static void worker_uncount_copy(void);
 static void worker_table_sync_poll(void);
-static void worker_publish_copy(uint64 relations, uint64 rows, bool end,
-								uint64 wire);
+static void worker_publish_copy(uint64 relations, uint64 rows,
+								int64 applied, bool end, uint64 wire);
 
 /*
  * de_origin_name
@@ -773,6 +788,9 @@ worker_initial_sync(void)
 
 	de_initial_sync(&sync);
 
+	/* tables the copy left out are copied on their own from now on */
+	de_table_sync_start(register_name, apply);
+
 	/* the copy's rows were counted in rows_applied as they arrived */
 	(void) de_apply_take_row_count(apply);
 	copy_rows_counted = 0;
@@ -1130,6 +1148,109 @@ worker_handle_message(DeOpener *opener, const DeWalMessage *msg)
 }
 
 /*
+ * worker_apply_records
+ *		Apply the records of an opened frame from the reader's position on,
+ *		then what the frame left buffered.  In the initial copy, *resume is
+ *		kept where the copy goes on if a table's trouble stops this: after
+ *		a record that failed, or at the record before which the table's
+ *		rows ended (de_apply_copy_table_end()).
+ */
+static void
+worker_apply_records(DeReader *reader, const DeFrameHeader *hdr, bool stream,
+					 const char *base, FrameCounts * counts,
+					 volatile size_t *resume)
+{
+	DeRecord	rec;
+
+	for (;;)
+	{
+		size_t		start = reader->pos;
+
+		CHECK_FOR_INTERRUPTS();
+		MemoryContextSwitchTo(FrameContext);
+		if (!de_read_record(reader, &rec))
+			break;
+
+		/* the session's first record, and heartbeats */
+		if (rec.type == DE_REC_HELLO || !hello_seen)
+		{
+			worker_check_hello(hdr, &rec, stream);
+			if (rec.type == DE_REC_HELLO)
+				continue;
+		}
+		if (rec.type == DE_REC_HEARTBEAT)
+		{
+			worker_heartbeat_proof(hdr, &rec);
+			continue;
+		}
+
+		/* transactions streamed before their commit: stream.c */
+		if (stream &&
+			de_stream_record(streamed, &rec, base + start,
+							 reader->pos - start))
+			continue;
+
+		if (rec.type == DE_REC_BEGIN)
+			open_xact_commit_time = rec.commit_time;
+		if (!stream)
+		{
+			/* the rows of a table end at any other record */
+			if (rec.type != DE_REC_INSERT)
+			{
+				*resume = start;
+				de_apply_copy_table_end(apply);
+			}
+			*resume = reader->pos;
+
+			/* a RELATION record starts each table */
+			if (rec.type == DE_REC_RELATION)
+				counts->relations++;
+			else if (rec.type == DE_REC_INSERT)
+				counts->rows++;
+			else if (rec.type == DE_REC_COPY_END)
+				counts->copy_end = true;
+		}
+		de_apply_set_raw(apply, base + start, reader->pos - start);
+		de_apply_record(apply, &rec);
+		if (rec.type == DE_REC_COMMIT)
+		{
+			last_commit_time = rec.commit_time;
+			open_xact_commit_time = 0;
+		}
+	}
+	de_apply_frame_end(apply);
+}
+
+/*
+ * worker_apply_copy_records
+ *		worker_apply_records() for a frame of the initial copy.  Returns
+ *		false when a table's trouble stopped it (the table is left out, see
+ *		de_apply_copy_table_failed()), with the reader where the copy goes
+ *		on; any other error is raised.
+ */
+static bool
+worker_apply_copy_records(DeReader *reader, const DeFrameHeader *hdr,
+						  const char *base, FrameCounts * counts)
+{
+	volatile size_t resume = reader->pos;
+	volatile bool done = true;
+
+	PG_TRY();
+	{
+		worker_apply_records(reader, hdr, false, base, counts, &resume);
+	}
+	PG_CATCH();
+	{
+		if (!de_apply_copy_table_failed(apply, FrameContext))
+			PG_RE_THROW();
+		reader->pos = resume;
+		done = false;
+	}
+	PG_END_TRY();
+	return done;
+}
+
+/*
  * worker_apply_frame
  *		Open one frame and apply its records.  Raises on any failure, before
  *		anything of the frame is applied when the frame itself is bad.
@@ -1157,63 +1278,25 @@ worker_apply_frame(DeOpener *opener, const char *frame, size_t len,
 	if (!(hdr.flags & DE_FRAME_POSITION) && plain.len > 0)
 	{
 		DeReader	reader;
-		DeRecord	rec;
-		uint64		copy_relations = 0;
-		uint64		copy_rows = 0;
-		bool		copy_end = false;
+		FrameCounts counts = {0};
+		uint64		applied_before = stream ? 0 :
+		de_apply_copy_rows(apply, NULL);
 
 		de_reader_init(&reader, plain.data, plain.len);
-		for (;;)
+		if (stream)
+			worker_apply_records(&reader, &hdr, true, plain.data, &counts,
+								 NULL);
+		else
 		{
-			size_t		start = reader.pos;
-
-			CHECK_FOR_INTERRUPTS();
-			MemoryContextSwitchTo(FrameContext);
-			if (!de_read_record(&reader, &rec))
-				break;
-
-			/* the session's first record, and heartbeats */
-			if (rec.type == DE_REC_HELLO || !hello_seen)
-			{
-				worker_check_hello(&hdr, &rec, stream);
-				if (rec.type == DE_REC_HELLO)
-					continue;
-			}
-			if (rec.type == DE_REC_HEARTBEAT)
-			{
-				worker_heartbeat_proof(&hdr, &rec);
-				continue;
-			}
-
-			/* transactions streamed before their commit: stream.c */
-			if (stream &&
-				de_stream_record(streamed, &rec, plain.data + start,
-								 reader.pos - start))
-				continue;
-
-			if (rec.type == DE_REC_BEGIN)
-				open_xact_commit_time = rec.commit_time;
-			if (!stream)
-			{
-				/* the copy: a RELATION record starts each table */
-				if (rec.type == DE_REC_RELATION)
-					copy_relations++;
-				else if (rec.type == DE_REC_INSERT)
-					copy_rows++;
-				else if (rec.type == DE_REC_COPY_END)
-					copy_end = true;
-			}
-			de_apply_set_raw(apply, plain.data + start, reader.pos - start);
-			de_apply_record(apply, &rec);
-			if (rec.type == DE_REC_COMMIT)
-			{
-				last_commit_time = rec.commit_time;
-				open_xact_commit_time = 0;
-			}
+			/* a table's trouble leaves it out; the copy goes on after it */
+			while (!worker_apply_copy_records(&reader, &hdr, plain.data,
+											  &counts))
+				;
+			worker_publish_copy(counts.relations, counts.rows,
+								(int64) de_apply_copy_rows(apply, NULL) -
+								(int64) applied_before,
+								counts.copy_end, len);
 		}
-		de_apply_frame_end(apply);
-		if (!stream)
-			worker_publish_copy(copy_relations, copy_rows, copy_end, len);
 	}
 
 	error_context_stack = errcallback.previous;
@@ -1713,16 +1796,18 @@ worker_publish(DeState state, bool contact, uint64 frames, uint64 wire,
 /*
  * worker_publish_copy
  *		Progress of the initial copy, once per frame: the frame's tables
- *		(RELATION records), rows and bytes.  Its rows count in rows_applied
- *		at once, though they commit only with the whole copy (a copy that
- *		fails takes them back, worker_uncount_copy).
+ *		(RELATION records), rows received and bytes, and the change in rows
+ *		applied (negative when a table's rows were left out).  Applied rows
+ *		count in rows_applied at once, though they commit only with the
+ *		whole copy (a copy that fails takes them back, worker_uncount_copy).
  */
 static void
-worker_publish_copy(uint64 relations, uint64 rows, bool end, uint64 wire)
+worker_publish_copy(uint64 relations, uint64 rows, int64 applied, bool end,
+					uint64 wire)
 {
 	copy_relations_seen += relations;
 	copy_end_seen = copy_end_seen || end;
-	copy_rows_counted += rows;
+	copy_rows_counted += applied;
 
 	SpinLockAcquire(&MySlot->mutex);
 	/* a table is done once the next one starts, or the copy ends */
@@ -1732,7 +1817,10 @@ worker_publish_copy(uint64 relations, uint64 rows, bool end, uint64 wire)
 		MySlot->copy_tables_done = copy_relations_seen - 1;
 	MySlot->copy_rows += rows;
 	MySlot->copy_bytes += wire;
-	MySlot->rows_applied += rows;
+	if (applied >= 0 || MySlot->rows_applied >= (uint64) -applied)
+		MySlot->rows_applied += applied;
+	else
+		MySlot->rows_applied = 0;
 	SpinLockRelease(&MySlot->mutex);
 }
 
@@ -1808,8 +1896,24 @@ worker_setup_skip(void)
 static void
 worker_table_sync_poll(void)
 {
+	bool		retry;
+
 	if (de_apply_in_transaction(apply) || IsTransactionState())
 		return;
+
+	/*
+	 * retry_register(): tables whose copy failed, without their backoff (an
+	 * unlocked look first: this runs between any two messages)
+	 */
+	if (MySlot->retry_tables)
+	{
+		LWLockAcquire(DeShared->lock, LW_EXCLUSIVE);
+		retry = MySlot->retry_tables;
+		MySlot->retry_tables = false;
+		LWLockRelease(DeShared->lock);
+		if (retry)
+			(void) de_table_sync_retry();
+	}
 	de_stream_hold_direct(streamed,
 						  de_table_sync_poll(replorigin_session_get_progress(false)));
 }
