@@ -54,4 +54,13 @@ extern bool de_schema_list_contains_oid(List *schemas, Oid nspid);
 #define DE_COPY_MODE_PREFIX		"data_embassy.copy"
 #define DE_COPY_MODE_NO_ROWS	"relations only"
 
+/*
+ * Every copy carries, sealed before its first table, a non-transactional
+ * MESSAGE record with this prefix whose content is the number of tables
+ * that follow, in decimal: the embassy's progress view shows it as
+ * copy_tables_total.  An embassy that does not know it ignores it, as any
+ * logical decoding message.
+ */
+#define DE_COPY_TABLES_PREFIX	"data_embassy.copy_tables"
+
 #endif							/* DE_SCHEMA_LIST_H */

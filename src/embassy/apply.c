@@ -263,6 +263,8 @@ struct DeApply
 	uint64		copy_xact_rows; /* xact_rows when its subtransaction began */
 	uint64		copy_rows_left_out; /* rows of tables whose copy failed */
 	int			copy_tables_failed;
+	int			copy_tables_planned;	/* the copy's sealed table count, -1
+										 * until it comes */
 
 	/* skip() */
 	XLogRecPtr	skip_lsn;		/* commit LSN of the transaction to skip */
@@ -659,6 +661,7 @@ de_apply_copy_begin(DeApply *apply, bool per_table)
 	apply->copy_skip = InvalidOid;
 	apply->copy_rows_left_out = 0;
 	apply->copy_tables_failed = 0;
+	apply->copy_tables_planned = -1;
 	apply->remote_xid = InvalidTransactionId;
 	apply->remote_final_lsn = InvalidXLogRecPtr;
 }
@@ -1613,6 +1616,18 @@ de_apply_copy_rows(DeApply *apply, int *tables_failed)
 	if (tables_failed != NULL)
 		*tables_failed = apply->copy_tables_failed;
 	return apply->copy_rows - apply->copy_rows_left_out;
+}
+
+/*
+ * de_apply_copy_tables_planned
+ *		How many tables the running copy holds, as the register sealed it
+ *		at the copy's start; -1 before that (or from a register that does
+ *		not say).
+ */
+int
+de_apply_copy_tables_planned(DeApply *apply)
+{
+	return apply->copy_tables_planned;
 }
 
 /*
@@ -3138,6 +3153,30 @@ apply_handle_truncate(DeApply *apply, DeRecord *rec)
 static void
 apply_handle_message(DeApply *apply, DeRecord *rec)
 {
+	/* how many tables the copy holds (schema_list.h) */
+	if (apply->state == DE_APPLY_COPYING && rec->prefix != NULL &&
+		strcmp(rec->prefix, DE_COPY_TABLES_PREFIX) == 0)
+	{
+		int64		n = 0;
+		bool		valid = !rec->transactional && apply->copy_tables_planned < 0 &&
+			rec->content_len > 0 && rec->content_len <= 10;
+
+		for (uint32 i = 0; valid && i < rec->content_len; i++)
+		{
+			if (rec->content[i] < '0' || rec->content[i] > '9')
+				valid = false;
+			else
+				n = n * 10 + (rec->content[i] - '0');
+		}
+		if (!valid || n > PG_INT32_MAX)
+			ereport(ERROR,
+					errcode(ERRCODE_PROTOCOL_VIOLATION),
+					errmsg("invalid table count record in initial copy of register \"%s\"",
+						   apply->register_name));
+		apply->copy_tables_planned = (int) n;
+		return;
+	}
+
 	/* the sealed marker of a copy without rows (schema_list.h) */
 	if (apply->state == DE_APPLY_COPYING && rec->prefix != NULL &&
 		strcmp(rec->prefix, DE_COPY_MODE_PREFIX) == 0)

@@ -108,6 +108,7 @@ extern bool de_apply_copy_done(DeApply *apply);
 extern void de_apply_copy_table_end(DeApply *apply);
 extern bool de_apply_copy_table_failed(DeApply *apply, MemoryContext cxt);
 extern uint64 de_apply_copy_rows(DeApply *apply, int *tables_failed);
+extern int	de_apply_copy_tables_planned(DeApply *apply);
 
 /* An error in one line: message; first context line; detail. */
 extern char *de_apply_describe_error(ErrorData *edata);

@@ -1795,8 +1795,9 @@ worker_publish(DeState state, bool contact, uint64 frames, uint64 wire,
 
 /*
  * worker_publish_copy
- *		Progress of the initial copy, once per frame: the frame's tables
- *		(RELATION records), rows received and bytes, and the change in rows
+ *		Progress of the initial copy, once per frame: how many tables it
+ *		holds (sealed at its start), the frame's tables (RELATION records),
+ *		rows received and bytes, and the change in rows
  *		applied (negative when a table's rows were left out).  Applied rows
  *		count in rows_applied at once, though they commit only with the
  *		whole copy (a copy that fails takes them back, worker_uncount_copy).
@@ -1805,11 +1806,16 @@ static void
 worker_publish_copy(uint64 relations, uint64 rows, int64 applied, bool end,
 					uint64 wire)
 {
+	int			planned;
+
 	copy_relations_seen += relations;
 	copy_end_seen = copy_end_seen || end;
 	copy_rows_counted += applied;
 
+	planned = de_apply_copy_tables_planned(apply);
 	SpinLockAcquire(&MySlot->mutex);
+	if (planned >= 0)
+		MySlot->copy_tables_total = planned;
 	/* a table is done once the next one starts, or the copy ends */
 	if (copy_end_seen)
 		MySlot->copy_tables_done = copy_relations_seen;

@@ -933,6 +933,14 @@ copy_frames_srf(FunctionCallInfo fcinfo, bool table_form)
 							 strlen(DE_COPY_MODE_NO_ROWS),
 							 DE_COPY_MODE_NO_ROWS);
 		copy_list_tables(state);
+		{
+			char		count[16];
+			int			n = snprintf(count, sizeof(count), "%d",
+									 state->nrelids);
+
+			de_write_message(&state->body, state->lsn, false,
+							 DE_COPY_TABLES_PREFIX, n, count);
+		}
 
 		if (rsinfo != NULL && IsA(rsinfo, ReturnSetInfo))
 			RegisterExprContextCallback(rsinfo->econtext, copy_cleanup,
