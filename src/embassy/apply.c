@@ -1137,8 +1137,13 @@ apply_error_callback(void *arg)
 			break;
 		case DE_APPLY_COPYING:
 		case DE_APPLY_COPY_DONE:
-			errcontext("processing %s record of register \"%s\" during the initial copy",
-					   type, apply->register_name);
+			/* a table's copy of its own has no origin (table_sync.c) */
+			if (apply->origin == InvalidRepOriginId)
+				errcontext("processing %s record of register \"%s\" during a new copy of the table",
+						   type, apply->register_name);
+			else
+				errcontext("processing %s record of register \"%s\" during the initial copy",
+						   type, apply->register_name);
 			break;
 		case DE_APPLY_STREAMED:
 			if (XLogRecPtrIsInvalid(apply->remote_final_lsn))
