@@ -125,7 +125,7 @@ for my $round (1 .. $rounds)
 my $rlog = slurp_file($reg->logfile);
 my $warned = count_in($rlog, $warning);
 my $streams = count_in($rlog, $stream_start);
-note("register: $warned warnings, $streams streams of slot $slot, "
+diag("register: $warned warnings, $streams streams of slot $slot, "
 	  . 3 * $rounds . ' keyless DELETEs');
 is($warned, $rounds, 'the register warned once per stream with DELETEs');
 cmp_ok($warned, '<=', $streams, 'never more than once per stream');
@@ -134,7 +134,7 @@ cmp_ok($warned, '<', 3 * $rounds, 'not once per DELETE');
 # The embassy received the warning at every stream and logged none of it.
 my $elog = slurp_file($emb->logfile);
 my $repeated = count_in($elog, qr/has no replica identity/);
-note("embassy: $repeated lines with 'has no replica identity'");
+diag("embassy: $repeated lines with 'has no replica identity'");
 is($repeated, 0, "the embassy's log holds none of the register's warnings");
 
 # At DEBUG1 the embassy logs it, once for the next stream, with the
