@@ -3164,7 +3164,7 @@ apply_handle_message(DeApply *apply, DeRecord *rec)
 	{
 		int64		n = 0;
 		bool		valid = !rec->transactional && apply->copy_tables_planned < 0 &&
-			rec->content_len > 0 && rec->content_len <= 10;
+		rec->content_len > 0 && rec->content_len <= 10;
 
 		for (uint32 i = 0; valid && i < rec->content_len; i++)
 		{
