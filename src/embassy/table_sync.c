@@ -1233,7 +1233,21 @@ ts_worker_run(void)
 										   qualified, reg->name));
 						frame_rows++;
 						break;
+					case DE_REC_MESSAGE:
+						/* the sealed table count, before the table */
+						if (relation_seen)
+							ereport(ERROR,
+									errcode(ERRCODE_PROTOCOL_VIOLATION),
+									errmsg("unexpected %s record in copy of table %s from register \"%s\"",
+										   de_record_type_name(rec.type),
+										   qualified, reg->name));
+						break;
 					case DE_REC_COPY_END:
+						if (de_apply_copy_tables_planned(apply) != 1)
+							ereport(ERROR,
+									errcode(ERRCODE_PROTOCOL_VIOLATION),
+									errmsg("copy of table %s from register \"%s\" does not say it holds one table",
+										   qualified, reg->name));
 						end = true;
 						break;
 					default:
