@@ -923,6 +923,47 @@ de_catalog_table_syncs(const char *register_name, bool reset_attempts)
 	return result;
 }
 
+/*
+ * de_catalog_tables_not_ready
+ *		The qualified names of the register's tables whose sync_state is not
+ *		'r' (a copy of them is wanted or has not caught up), sorted.
+ */
+List *
+de_catalog_tables_not_ready(const char *register_name)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	DePrivilegedSql save;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	List	   *result = NIL;
+	uint64		n;
+
+	(void) catalog_begin(&save, false);
+	values[0] = CStringGetTextDatum(register_name);
+	n = de_privileged_sql_exec("SELECT COALESCE(pg_catalog.format('%I.%I',"
+							   " s.nspname, c.relname),"
+							   " r.relid::pg_catalog.text) AS name"
+							   " FROM " RELATIONS " r"
+							   " LEFT JOIN pg_catalog.pg_class c"
+							   "   ON c.oid OPERATOR(pg_catalog.=) r.relid"
+							   " LEFT JOIN pg_catalog.pg_namespace s"
+							   "   ON s.oid OPERATOR(pg_catalog.=) c.relnamespace"
+							   " WHERE r.register OPERATOR(pg_catalog.=) $1"
+							   " AND r.sync_state OPERATOR(pg_catalog.<>) 'r'"
+							   " ORDER BY 1",
+							   SPI_OK_SELECT, 1, types, values, NULL);
+	for (uint64 i = 0; i < n; i++)
+	{
+		char	   *name = result_text(cxt, (int) i, 1);
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		result = lappend(result, name);
+		MemoryContextSwitchTo(old);
+	}
+	de_privileged_sql_end(&save);
+	return result;
+}
+
 char
 de_catalog_table_sync_state(Oid relid, XLogRecPtr *lsn, int64 *attempt)
 {

@@ -210,6 +210,12 @@ extern bool de_catalog_request_table_sync(Oid relid);
 extern List *de_catalog_table_syncs(const char *register_name,
 									bool reset_attempts);
 
+/*
+ * The qualified names (text, sorted) of the register's tables whose
+ * sync_state is not 'r': their last copy did not finish (or catch up).
+ */
+extern List *de_catalog_tables_not_ready(const char *register_name);
+
 /* A relation's sync state ('\0' if not recorded), LSN and attempt. */
 extern char de_catalog_table_sync_state(Oid relid, XLogRecPtr *lsn,
 										int64 *attempt);

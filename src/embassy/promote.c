@@ -20,6 +20,11 @@
  *	   ever connects for a promoted register again), advance every replicated
  *	   sequence past its last replicated value by
  *	   data_embassy.promote_sequence_margin, and lift the write guard.
+ *	4. Once every register named is promoted, warn of each one's tables
+ *	   whose last copy did not finish (replicated_relations.sync_state other
+ *	   than 'r': a resync_table() copy wanted, under way or catching up):
+ *	   they are promoted as they are, without the register's changes made
+ *	   to them since that copy began.
  *
  * Every register named is promoted in one transaction, or none is: an error
  * for any of them puts every worker stopped so far back to work.  Their
@@ -38,6 +43,7 @@
 
 #include "access/xact.h"
 #include "funcapi.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "replication/origin.h"
@@ -72,7 +78,11 @@ typedef struct PromoteTarget
 	XLogRecPtr	applied;
 	XLogRecPtr	source;
 	TimestampTz now;
+	List	   *not_ready;		/* tables whose last copy did not finish */
 } PromoteTarget;
+
+/* At most this many of those tables are named in the warning. */
+#define PROMOTE_NOT_READY_NAMED		10
 
 /*
  * promote_targets
@@ -321,9 +331,58 @@ promote_one(PromoteTarget *t, int64 wait_ms, bool accept_loss)
 	if (proven > t->source)
 		t->source = proven;
 
+	/* before the promotion forgets them: see promote_warn_not_ready() */
+	t->not_ready = de_catalog_tables_not_ready(t->reg->name);
+
 	t->now = GetCurrentTimestamp();
 	(void) promote_commit_state(t->reg->name, t->applied, t->source,
 								t->now);
+}
+
+/*
+ * promote_warn_not_ready
+ *		The promotion goes ahead (whoever fails over cannot wait), but says
+ *		which tables are not in step with the register: those a copy of
+ *		which was wanted, under way or catching up with the stream
+ *		(sync_state other than 'r': resync_table(), or an initial copy that
+ *		did not finish).  They keep what they held before that copy, or the
+ *		copy's rows without the register's changes since.
+ */
+static void
+promote_warn_not_ready(PromoteTarget *t)
+{
+	StringInfoData names;
+	int			n = list_length(t->not_ready);
+	int			i = 0;
+	ListCell   *lc;
+
+	if (n == 0)
+		return;
+	initStringInfo(&names);
+	foreach(lc, t->not_ready)
+	{
+		if (i == PROMOTE_NOT_READY_NAMED)
+		{
+			appendStringInfo(&names, _(", and %d more"), n - i);
+			break;
+		}
+		if (i > 0)
+			appendStringInfoString(&names, ", ");
+		appendStringInfoString(&names, (const char *) lfirst(lc));
+		i++;
+	}
+	ereport(WARNING,
+			errcode(ERRCODE_WARNING),
+			errmsg_plural("table %s is not in step with promoted register \"%s\": its last copy did not finish",
+						  "tables %s are not in step with promoted register \"%s\": their last copy did not finish",
+						  n, names.data, t->reg->name),
+			errdetail_plural("It holds its rows from before that copy, or the copy's rows without the changes the register made since, so changes the register made to it may be missing here.  From now on it is an ordinary table that is not copied again.",
+							 "They hold their rows from before that copy, or the copy's rows without the changes the register made since, so changes the register made to them may be missing here.  From now on they are ordinary tables that are not copied again.",
+							 n),
+			errhint_plural("If the register can still be reached, compare the table with its own and repair the rows that differ; otherwise accept the table as it is.",
+						   "If the register can still be reached, compare the tables with its own and repair the rows that differ; otherwise accept the tables as they are.",
+						   n));
+	pfree(names.data);
 }
 
 /*
@@ -463,6 +522,7 @@ data_embassy_promote(PG_FUNCTION_ARGS)
 		ereport(LOG,
 				errmsg("register \"%s\" promoted at register LSN %X/%X",
 					   t->reg->name, LSN_FORMAT_ARGS(t->applied)));
+		promote_warn_not_ready(t);
 	}
 
 	de_launcher_rescan_at_commit();

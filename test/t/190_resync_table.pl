@@ -6,7 +6,8 @@
 # another, both end identical to the register, no row lost or applied
 # twice; the other table is applied while the copy runs; progress shows in
 # the lag view and the view table_resyncs; a restart of the embassy in the
-# middle of a copy ends identical too; no slot is left at the register.
+# middle of a copy ends identical too; no slot is left at the register;
+# promote() after the copies warns of no table.
 use strict;
 use warnings;
 
@@ -267,6 +268,18 @@ $emb->safe_psql('postgres', 'CREATE TABLE local_only (id integer)');
 	"SELECT data_embassy.resync_table('r', 'local_only')");
 like($stderr, qr/table public\.local_only is not replicated from register "r"/,
 	'a table the register does not replicate');
+
+# --- promote() once every copy is in: no warning of tables out of step ---
+DataEmbassy::wait_caught_up($reg, $emb, 'r');
+is( $emb->safe_psql('postgres',
+		"SELECT count(*) FROM data_embassy.table_resyncs WHERE state <> 'ready'"),
+	'0', 'every copy is in');
+($ret, $stdout, $stderr) = $emb->psql('postgres',
+	"SELECT register FROM data_embassy.promote('r')");
+is($ret, 0, 'promote() after the copies succeeds');
+unlike($stderr, qr/not in step/,
+	'and warns of no table (191 promotes during a copy)');
+DataEmbassy::compare_tables($reg, $emb, 'postgres');
 
 $emb->stop;
 $reg->stop;
