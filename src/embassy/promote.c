@@ -22,7 +22,8 @@
  *	   data_embassy.promote_sequence_margin, and lift the write guard.
  *	4. Once every register named is promoted, warn of each one's tables
  *	   whose last copy did not finish (replicated_relations.sync_state other
- *	   than 'r': a resync_table() copy wanted, under way or catching up):
+ *	   than 'r': a resync_table() copy wanted, under way or catching up,
+ *	   or a table an initial copy left out):
  *	   they are promoted as they are, without the register's changes made
  *	   to them since that copy began.
  *
