@@ -382,4 +382,61 @@ sub sql_quote
 	return "'$s'";
 }
 
+=pod
+
+=item resync_state(embassy, table)
+
+The table's state in data_embassy.table_resyncs ('' when it is not
+listed).
+
+=cut
+
+sub resync_state
+{
+	my ($emb, $table) = @_;
+	return $emb->safe_psql('postgres',
+		"SELECT state FROM data_embassy.table_resyncs WHERE relation = '$table'::regclass"
+	);
+}
+
+=pod
+
+=item wait_resync_done(embassy, table, msg)
+
+Wait until the table's copy of its own is 'ready' in table_resyncs; one
+test.
+
+=cut
+
+sub wait_resync_done
+{
+	my ($emb, $table, $msg) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	return ok(
+		$emb->poll_query_until('postgres',
+			"SELECT state FROM data_embassy.table_resyncs WHERE relation = '$table'::regclass",
+			'ready'),
+		$msg);
+}
+
+=pod
+
+=item no_resync_slot_left(register, msg)
+
+Wait until no temporary slot of a table's copy is left at the register;
+one test.
+
+=cut
+
+sub no_resync_slot_left
+{
+	my ($reg, $msg) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	return ok(
+		$reg->poll_query_until('postgres',
+			"SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE '%\\_resync'",
+			'0'),
+		$msg);
+}
+
 1;

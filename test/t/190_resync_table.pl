@@ -92,34 +92,10 @@ my $only_other = q{
 INSERT INTO other (v) VALUES ('only other');
 };
 
-sub resync_state
-{
-	return $emb->safe_psql('postgres',
-		"SELECT state FROM data_embassy.table_resyncs WHERE relation = 'big'::regclass");
-}
-
-sub wait_resync_done
-{
-	my ($msg) = @_;
-	ok( $emb->poll_query_until('postgres',
-			"SELECT state FROM data_embassy.table_resyncs WHERE relation = 'big'::regclass",
-			'ready'),
-		$msg);
-}
-
-sub no_resync_slot_left
-{
-	my ($msg) = @_;
-	ok( $reg->poll_query_until('postgres',
-			"SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE '%\\_resync'",
-			'0'),
-		$msg);
-}
-
 # --- 1. the other tables are applied while a table is copied ---
 my $load = start_pgbench(6, [ $only_other, 1 ]);
 $emb->safe_psql('postgres', "SELECT data_embassy.resync_table('r', 'big')");
-is(resync_state(), 'copying', 'table_resyncs shows the copy');
+is(DataEmbassy::resync_state($emb, 'big'), 'copying', 'table_resyncs shows the copy');
 ok( $emb->poll_query_until('postgres',
 		"SELECT copy_rows > 0 AND copy_tables_total = 1 AND copy_tables_done = 0
 		 FROM data_embassy.lag WHERE register = 'r'"),
@@ -131,20 +107,20 @@ sleep 2;
 my $other_2 = $emb->safe_psql('postgres', 'SELECT count(*) FROM other');
 my $rows_2 = $emb->safe_psql('postgres',
 	"SELECT copy_rows FROM data_embassy.lag WHERE register = 'r'");
-is(resync_state(), 'copying', 'the copy still runs');
+is(DataEmbassy::resync_state($emb, 'big'), 'copying', 'the copy still runs');
 cmp_ok($other_2, '>', $other_1,
 	"table other applied during the copy ($other_1 then $other_2 rows)");
 cmp_ok($rows_2, '>', $rows_1,
 	"the copy's progress moves ($rows_1 then $rows_2 rows)");
 $load->finish;
-wait_resync_done('the copy ends');
+DataEmbassy::wait_resync_done($emb, 'big', 'the copy ends');
 DataEmbassy::wait_caught_up($reg, $emb, 'r');
 DataEmbassy::compare_tables($reg, $emb, 'postgres');
 is($emb->safe_psql('postgres',
 		"SELECT copy_tables_done || '/' || copy_tables_total || ' ' || (copy_rows >= 100000)
 		 FROM data_embassy.lag WHERE register = 'r'"),
 	'1/1 true', 'the lag view shows the copy done: tables done/total, rows');
-no_resync_slot_left('no slot of the copy is left at the register');
+DataEmbassy::no_resync_slot_left($reg, 'no slot of the copy is left at the register');
 my $log = slurp_file($emb->logfile);
 like($log, qr/register "r": a new copy of table public\.big was requested by user/,
 	'logged: the request');
@@ -166,7 +142,7 @@ ok( $emb->poll_query_until('postgres',
 $other_1 = $emb->safe_psql('postgres', "SELECT count(*) FROM other WHERE v = 'both'");
 sleep 2;
 $other_2 = $emb->safe_psql('postgres', "SELECT count(*) FROM other WHERE v = 'both'");
-is(resync_state(), 'copying', 'the copy still runs');
+is(DataEmbassy::resync_state($emb, 'big'), 'copying', 'the copy still runs');
 cmp_ok($other_2, '>', $other_1,
 	"the other table's changes of transactions that also change the copied table are applied during the copy ($other_1 then $other_2 rows)");
 # asked twice: a notice, nothing else
@@ -175,7 +151,7 @@ my ($ret, $stdout, $stderr) = $emb->psql('postgres',
 like($stderr, qr/NOTICE:  a new copy of table public\.big is already under way/,
 	'a second request while one is under way is a notice');
 $load->finish;
-wait_resync_done('the copy under load ends');
+DataEmbassy::wait_resync_done($emb, 'big', 'the copy under load ends');
 DataEmbassy::wait_caught_up($reg, $emb, 'r');
 DataEmbassy::compare_tables($reg, $emb, 'postgres');
 is($emb->safe_psql('postgres',
@@ -184,7 +160,7 @@ is($emb->safe_psql('postgres',
 is($emb->safe_psql('postgres', "SELECT count(*) FROM other WHERE v = 'both'"),
 	$reg->safe_psql('postgres', "SELECT count(*) FROM other WHERE v = 'both'"),
 	"every transaction's change to the other table is there once");
-no_resync_slot_left('no slot of the copy is left at the register');
+DataEmbassy::no_resync_slot_left($reg, 'no slot of the copy is left at the register');
 $log = slurp_file($emb->logfile);
 like($log,
 	qr/register "r": changes to table "big" are deferred until its new copy commits/,
@@ -208,14 +184,14 @@ ok( $emb->poll_query_until('postgres',
 	'a copy is half done');
 $emb->stop('immediate');
 $emb->start;
-is(resync_state(), 'copying', 'after the restart the copy is still wanted');
+is(DataEmbassy::resync_state($emb, 'big'), 'copying', 'after the restart the copy is still wanted');
 $load->finish;
-wait_resync_done('the copy started again ends');
+DataEmbassy::wait_resync_done($emb, 'big', 'the copy started again ends');
 my @starts = (slurp_file($emb->logfile) =~ /new copy of table public\.big started/g);
 cmp_ok(scalar(@starts), '>=', 4, 'the copy cut short started over');
 DataEmbassy::wait_caught_up($reg, $emb, 'r');
 DataEmbassy::compare_tables($reg, $emb, 'postgres');
-no_resync_slot_left('no slot of the copy is left at the register');
+DataEmbassy::no_resync_slot_left($reg, 'no slot of the copy is left at the register');
 
 # --- 4. the apply worker stops in the middle of a copy (pause and resume) ---
 $load = start_pgbench(8, [ $both, 1 ]);
@@ -229,10 +205,10 @@ my $pid = $emb->safe_psql('postgres',
 	"SELECT worker_pid FROM data_embassy.lag WHERE register = 'r'");
 $emb->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
 $load->finish;
-wait_resync_done('the copy ends after the worker was killed');
+DataEmbassy::wait_resync_done($emb, 'big', 'the copy ends after the worker was killed');
 DataEmbassy::wait_caught_up($reg, $emb, 'r');
 DataEmbassy::compare_tables($reg, $emb, 'postgres');
-no_resync_slot_left('no slot of the copy is left at the register');
+DataEmbassy::no_resync_slot_left($reg, 'no slot of the copy is left at the register');
 
 # --- 5. the stream starts over while the table is copied (a pause): the
 # changes kept aside are gone, so the table is copied once more ---
@@ -247,7 +223,7 @@ ok(DataEmbassy::wait_state($emb, 'r', 'paused'), 'paused during the copy');
 sleep 1;
 $emb->safe_psql('postgres', "SELECT data_embassy.resume_register('r')");
 $load->finish;
-wait_resync_done('the copy ends after a pause during the copy');
+DataEmbassy::wait_resync_done($emb, 'big', 'the copy ends after a pause during the copy');
 DataEmbassy::wait_caught_up($reg, $emb, 'r');
 DataEmbassy::compare_tables($reg, $emb, 'postgres');
 $log = slurp_file($emb->logfile);
@@ -256,7 +232,7 @@ like($log,
 	'logged: the changes kept aside were lost with the stream');
 like($log, qr/register "r": table "big" is copied once more/,
 	'logged: copied once more');
-no_resync_slot_left('no slot of the copy is left at the register');
+DataEmbassy::no_resync_slot_left($reg, 'no slot of the copy is left at the register');
 
 # --- bad inputs that need a streaming register ---
 ($ret, $stdout, $stderr) = $emb->psql('postgres',

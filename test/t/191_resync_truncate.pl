@@ -56,13 +56,6 @@ ok(DataEmbassy::wait_state($emb, 'r', 'streaming'), 'streaming after the copy');
 DataEmbassy::wait_caught_up($reg, $emb, 'r');
 DataEmbassy::compare_tables($reg, $emb, 'postgres');
 
-sub resync_state
-{
-	my ($table) = @_;
-	return $emb->safe_psql('postgres',
-		"SELECT state FROM data_embassy.table_resyncs WHERE relation = '$table'::regclass");
-}
-
 # Lock a row of big at the embassy: a copy worker's DELETE of big's old
 # rows waits for it.
 sub lock_row
@@ -100,7 +93,7 @@ sub copy_waits_at_register
 			WHERE application_name = 'data_embassy resync'
 			  AND wait_event_type = 'Lock'}),
 		"$msg: the copy worker waits for its snapshot at the register");
-	is(resync_state('big'), 'copying', "$msg: table_resyncs shows the copy");
+	is(DataEmbassy::resync_state($emb, 'big'), 'copying', "$msg: table_resyncs shows the copy");
 }
 
 # other at the embassy as at the register: the stream is applied while
@@ -112,25 +105,7 @@ sub other_streams
 	ok( $emb->poll_query_until('postgres',
 			'SELECT count(*) FROM other', $want),
 		"$msg: table other streams while big is copied ($want rows)");
-	is(resync_state('big'), 'copying', "$msg: big is still being copied");
-}
-
-sub wait_resync_done
-{
-	my ($msg) = @_;
-	ok( $emb->poll_query_until('postgres',
-			"SELECT state FROM data_embassy.table_resyncs WHERE relation = 'big'::regclass",
-			'ready'),
-		$msg);
-}
-
-sub no_resync_slot_left
-{
-	my ($msg) = @_;
-	ok( $reg->poll_query_until('postgres',
-			"SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE '%\\_resync'",
-			'0'),
-		$msg);
+	is(DataEmbassy::resync_state($emb, 'big'), 'copying', "$msg: big is still being copied");
 }
 
 sub count_in_log
@@ -193,14 +168,14 @@ $reg->safe_psql('postgres', q{
 	DELETE FROM big WHERE v = 'after truncate 2';
 	INSERT INTO other (v) VALUES ('later');
 });
-wait_resync_done('big is ready after the TRUNCATE during its copy');
+DataEmbassy::wait_resync_done($emb, 'big', 'big is ready after the TRUNCATE during its copy');
 DataEmbassy::wait_caught_up($reg, $emb, 'r');
 DataEmbassy::compare_tables($reg, $emb, 'postgres');
 like(slurp_file($emb->logfile), qr/register "r": table "big" is copied once more/,
 	'logged: big is copied once more');
 is(count_in_log(qr/new copy of table public\.big started/) - $starts,
 	2, 'two copies of big: the one held up and the one after it');
-no_resync_slot_left('no slot of the copies is left at the register');
+DataEmbassy::no_resync_slot_left($reg, 'no slot of the copies is left at the register');
 
 # --- 2. a TRUNCATE committed after the copy's snapshot ---
 # The register's TRUNCATE waits for the copy's transaction there, which
@@ -257,7 +232,7 @@ $reg->safe_psql('postgres', q{
 });
 $other_locker->query_safe('ROLLBACK');
 $other_locker->quit;
-wait_resync_done('big is ready after a TRUNCATE after its snapshot');
+DataEmbassy::wait_resync_done($emb, 'big', 'big is ready after a TRUNCATE after its snapshot');
 DataEmbassy::wait_caught_up($reg, $emb, 'r');
 DataEmbassy::compare_tables($reg, $emb, 'postgres');
 is( count_in_log(
@@ -267,7 +242,7 @@ is( count_in_log(
 	'logged: the TRUNCATE after the snapshot makes big be copied once more');
 is(count_in_log(qr/new copy of table public\.big started/) - $starts,
 	2, 'two copies of big: the one committed and the one after it');
-no_resync_slot_left('no slot of the copies is left at the register');
+DataEmbassy::no_resync_slot_left($reg, 'no slot of the copies is left at the register');
 
 # --- 3. the register describes the table anew while it is copied ---
 $starts = count_in_log(qr/new copy of table public\.big started/);
@@ -305,12 +280,12 @@ $reg->safe_psql('postgres', q{
 	FROM generate_series(1, 10) g;
 	INSERT INTO other (v) VALUES ('later with the column');
 });
-wait_resync_done('big is ready after the new column during its copy');
+DataEmbassy::wait_resync_done($emb, 'big', 'big is ready after the new column during its copy');
 DataEmbassy::wait_caught_up($reg, $emb, 'r');
 DataEmbassy::compare_tables($reg, $emb, 'postgres');
 is(count_in_log(qr/new copy of table public\.big started/) - $starts,
 	2, 'two copies of big: the one held up and the one after it');
-no_resync_slot_left('no slot of the copies is left at the register');
+DataEmbassy::no_resync_slot_left($reg, 'no slot of the copies is left at the register');
 unlike(slurp_file($emb->logfile), qr/register "r": the worker stopped on an error/,
 	'the apply worker never failed');
 
@@ -359,7 +334,7 @@ ok( $emb->poll_query_until('postgres', q{
 	'the copy worker ends');
 is($emb->safe_psql('postgres', "SELECT count(*) FROM big WHERE v <> 'written here'"),
 	$embassy_rows, 'big holds its rows from before the copy');
-no_resync_slot_left('no slot of the copy is left at the register');
+DataEmbassy::no_resync_slot_left($reg, 'no slot of the copy is left at the register');
 
 $emb->stop;
 $reg->stop;
