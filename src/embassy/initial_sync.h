@@ -30,7 +30,7 @@ typedef struct DeInitialSync
 	DeWalConn  *stream_conn;	/* replication connection, identity checked */
 	const uint8 *own_priv;		/* the embassy's key pair, and the */
 	const char *own_key_text;	/* register's public key, to open frames */
-	const		DePublicKey *register_pub;
+	const DePublicKey *register_pub;
 	MemoryContext cxt;			/* the worker's long-lived context */
 	List	   *schemas;		/* replicated schemas; NIL: every schema */
 

@@ -150,7 +150,7 @@ typedef struct WorkerHeartbeat
 {
 	uint8		nonce[DE_HEARTBEAT_NONCE_LEN];
 	TimestampTz issued_at;		/* 0: free */
-}			WorkerHeartbeat;
+} WorkerHeartbeat;
 
 static DeWalConn *hb_conn = NULL;
 static WorkerHeartbeat heartbeats[WORKER_HEARTBEATS];
@@ -195,7 +195,7 @@ typedef struct FrameCounts
 	uint64		relations;		/* RELATION records (initial copy) */
 	uint64		rows;			/* INSERT records (initial copy) */
 	bool		copy_end;
-}			FrameCounts;
+} FrameCounts;
 
 static void worker_run(void);
 static void worker_on_error(void) pg_attribute_noreturn();
@@ -227,11 +227,11 @@ static void worker_apply_frame(DeOpener *opener, const char *frame,
 							   size_t len, bool stream);
 static void worker_apply_records(DeReader *reader, const DeFrameHeader *hdr,
 								 bool stream, const char *base,
-								 FrameCounts * counts,
+								 FrameCounts *counts,
 								 volatile size_t *resume);
 static bool worker_apply_copy_records(DeReader *reader,
 									  const DeFrameHeader *hdr,
-									  const char *base, FrameCounts * counts);
+									  const char *base, FrameCounts *counts);
 static void worker_handle_message(DeOpener *opener, const DeWalMessage *msg);
 static void worker_persist_position(bool force);
 static void worker_persist_history(void);
@@ -1157,7 +1157,7 @@ worker_handle_message(DeOpener *opener, const DeWalMessage *msg)
  */
 static void
 worker_apply_records(DeReader *reader, const DeFrameHeader *hdr, bool stream,
-					 const char *base, FrameCounts * counts,
+					 const char *base, FrameCounts *counts,
 					 volatile size_t *resume)
 {
 	DeRecord	rec;
@@ -1230,7 +1230,7 @@ worker_apply_records(DeReader *reader, const DeFrameHeader *hdr, bool stream,
  */
 static bool
 worker_apply_copy_records(DeReader *reader, const DeFrameHeader *hdr,
-						  const char *base, FrameCounts * counts)
+						  const char *base, FrameCounts *counts)
 {
 	volatile size_t resume = reader->pos;
 	volatile bool done = true;

@@ -200,7 +200,7 @@ typedef struct CopyExportedSnapshot
 	bool		suboverflowed;
 	int			subxcnt;
 	TransactionId *subxip;
-}			CopyExportedSnapshot;
+} CopyExportedSnapshot;
 
 /* Refuse the copy: its snapshot is not the one exported for the slot. */
 #define COPY_SNAPSHOT_ERRMSG(slot) \
@@ -244,7 +244,7 @@ copy_parse_session(const char *text, uint8 *session)
  */
 static void
 copy_read_export(const char *slot_name, const char *snapshot_name,
-				 CopyExportedSnapshot * exp)
+				 CopyExportedSnapshot *exp)
 {
 	char		path[MAXPGPATH];
 	FILE	   *f;

@@ -91,7 +91,7 @@ de_pins_relid(void)
  * historic snapshot while decoding (embassy_pins is a user catalog table).
  */
 static bool
-de_pin_find(const DePublicKey * embassy_key)
+de_pin_find(const DePublicKey *embassy_key)
 {
 	Oid			relid;
 	Relation	rel;
@@ -142,7 +142,7 @@ de_pin_find(const DePublicKey * embassy_key)
  *		Refuse an embassy key that is not pinned in the current database.
  */
 void
-de_pin_require(const DePublicKey * embassy_key)
+de_pin_require(const DePublicKey *embassy_key)
 {
 	if (!de_pin_find(embassy_key))
 		ereport(ERROR,

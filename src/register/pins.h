@@ -20,6 +20,6 @@
  * caller must be in a transaction.  Also raises ERROR when the extension
  * is not installed in this database.
  */
-extern void de_pin_require(const DePublicKey * embassy_key);
+extern void de_pin_require(const DePublicKey *embassy_key);
 
 #endif							/* DE_PINS_H */

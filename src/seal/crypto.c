@@ -53,7 +53,7 @@ struct DeSignKey
 static EVP_MD *de_sha256_md = NULL;
 static EVP_CIPHER *de_aes_gcm = NULL;
 static EVP_KDF *de_hkdf = NULL;
-static EVP_MAC * de_hmac = NULL;
+static EVP_MAC *de_hmac = NULL;
 
 /* Largest chunk handed to one EVP_*Update() call (their lengths are int). */
 #define DE_EVP_CHUNK	(1 << 30)
@@ -612,7 +612,7 @@ de_sign_key_create(MemoryContext mcxt, const uint8 *raw, bool is_private)
 
 /* The public half of a key, 32 bytes. */
 void
-de_sign_key_public(DeSignKey * key, uint8 *pub)
+de_sign_key_public(DeSignKey *key, uint8 *pub)
 {
 	size_t		publen = DE_KEY_LEN;
 
@@ -629,7 +629,7 @@ de_sign_key_public(DeSignKey * key, uint8 *pub)
  *		Ed25519 signature (DE_SIG_LEN bytes) of msg with a private key.
  */
 void
-de_sign(DeSignKey * key, const uint8 *msg, size_t len, uint8 *sig)
+de_sign(DeSignKey *key, const uint8 *msg, size_t len, uint8 *sig)
 {
 	EVP_MD_CTX *ctx;
 	size_t		siglen = DE_SIG_LEN;
@@ -656,7 +656,7 @@ de_sign(DeSignKey * key, const uint8 *msg, size_t len, uint8 *sig)
  *		is an answer (false), not an error.
  */
 bool
-de_verify(DeSignKey * key, const uint8 *msg, size_t len, const uint8 *sig)
+de_verify(DeSignKey *key, const uint8 *msg, size_t len, const uint8 *sig)
 {
 	EVP_MD_CTX *ctx;
 	int			rc;

@@ -91,12 +91,12 @@ typedef struct DeSignKey DeSignKey;
  */
 extern void de_derive_sign_seed(const uint8 *x25519_priv, uint8 *seed);
 
-extern DeSignKey * de_sign_key_create(MemoryContext mcxt, const uint8 *raw,
-									  bool is_private);
-extern void de_sign_key_public(DeSignKey * key, uint8 *pub);
-extern void de_sign(DeSignKey * key, const uint8 *msg, size_t len,
+extern DeSignKey *de_sign_key_create(MemoryContext mcxt, const uint8 *raw,
+									 bool is_private);
+extern void de_sign_key_public(DeSignKey *key, uint8 *pub);
+extern void de_sign(DeSignKey *key, const uint8 *msg, size_t len,
 					uint8 *sig);
-extern bool de_verify(DeSignKey * key, const uint8 *msg, size_t len,
+extern bool de_verify(DeSignKey *key, const uint8 *msg, size_t len,
 					  const uint8 *sig);
 
 extern void de_secure_zero(void *p, size_t len);

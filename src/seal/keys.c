@@ -51,7 +51,7 @@
 #include "privilege.h"
 #include "seal/keys.h"
 
-static void de_key_check_usable(const DePublicKey * key, const char *what);
+static void de_key_check_usable(const DePublicKey *key, const char *what);
 static bool de_key_is_canonical(const uint8 *pub);
 
 PG_FUNCTION_INFO_V1(data_embassy_generate_key);
@@ -126,7 +126,7 @@ de_hex_decode(const char *text, uint8 *key)
  *		Ed25519 key, each as 64 lower-case hexadecimal digits.
  */
 char *
-de_key_to_text(const DePublicKey * key)
+de_key_to_text(const DePublicKey *key)
 {
 	char	   *hex = palloc(DE_PUBLIC_KEY_TEXT_LEN + 1);
 
@@ -155,7 +155,7 @@ de_bytes_to_hex(const uint8 *raw)
  *		private key by mistake.
  */
 void
-de_key_from_text(const char *text, const char *what, DePublicKey * key)
+de_key_from_text(const char *text, const char *what, DePublicKey *key)
 {
 	size_t		len;
 	int			bad;
@@ -254,7 +254,7 @@ de_key_context(void *arg)
  *		trial key agreement with a throw-away key.
  */
 static void
-de_key_check_usable(const DePublicKey * key, const char *what)
+de_key_check_usable(const DePublicKey *key, const char *what)
 {
 	ErrorContextCallback errcb;
 	uint8		priv[DE_KEY_LEN];
@@ -724,7 +724,7 @@ de_identity_sign_public(const uint8 *priv, uint8 *sign_pub)
 
 /* This site's public key, both halves; ERROR when there is no identity. */
 void
-de_identity_public(DePublicKey * key)
+de_identity_public(DePublicKey *key)
 {
 	uint8		priv[DE_KEY_LEN];
 

@@ -35,7 +35,7 @@ typedef struct DePublicKey
 {
 	uint8		dh[DE_KEY_LEN]; /* X25519: frames are sealed to it */
 	uint8		sign[DE_KEY_LEN];	/* Ed25519: frames are signed with it */
-}			DePublicKey;
+} DePublicKey;
 
 /*
  * Load this site's identity.  Returns false when no key has been generated;
@@ -48,7 +48,7 @@ extern bool de_identity_load(uint8 *priv, uint8 *pub);
 extern void de_identity_require(uint8 *priv, uint8 *pub);
 
 /* A site's public key to text (palloc'd, 128 hex digits). */
-extern char *de_key_to_text(const DePublicKey * key);
+extern char *de_key_to_text(const DePublicKey *key);
 
 /* One 32-byte value as 64 hex digits (palloc'd). */
 extern char *de_bytes_to_hex(const uint8 *raw);
@@ -59,10 +59,10 @@ extern char *de_bytes_to_hex(const uint8 *raw);
  * signing half, non-canonical X25519 keys and keys no stream could use.
  */
 extern void de_key_from_text(const char *text, const char *what,
-							 DePublicKey * key);
+							 DePublicKey *key);
 
 /* This site's public key (ERROR when it has no identity yet). */
-extern void de_identity_public(DePublicKey * key);
+extern void de_identity_public(DePublicKey *key);
 
 /* The Ed25519 public key derived from an X25519 private key (crypto.h). */
 extern void de_identity_sign_public(const uint8 *priv, uint8 *sign_pub);
